@@ -1,0 +1,297 @@
+//! The typed async client of the API server, used by the CLI, by nodes, and by tests.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use reqwest::{Method, StatusCode};
+
+use crate::config::ClientConfig;
+use crate::meta::Kind;
+use crate::object::AnyObject;
+use crate::status::{List, Reason, Status, WatchEvent};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error status.
+    #[error("{0}")]
+    Api(#[from] Status),
+    /// The request did not get an answer.
+    #[error("request to {url} failed: {source}")]
+    Transport {
+        /// What was requested.
+        url: String,
+        /// Why it failed.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The answer was not what the API promises.
+    #[error("unexpected response from {url}: {message}")]
+    Decode {
+        /// What was requested.
+        url: String,
+        /// What was wrong with it.
+        message: String,
+    },
+    /// The CA in the config is not a PEM certificate, or the TLS stack could not start.
+    #[error("bad TLS configuration: {0}")]
+    Tls(#[source] reqwest::Error),
+}
+
+impl ClientError {
+    /// The API reason, when the server answered with an error status.
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            ClientError::Api(s) => Some(s.reason),
+            _ => None,
+        }
+    }
+}
+
+/// Installs rustls' `ring` provider as the process default (once; later calls do nothing).
+/// wasmtime-wasi-http pulls in `ring` too, so it is the one provider the whole binary uses.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A client of one API server.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+/// The path of a collection: one namespace's, every namespace's (`namespace: None`), or a
+/// cluster-scoped kind's.
+pub fn collection_path(kind: Kind, namespace: Option<&str>) -> String {
+    match (kind.namespaced(), namespace) {
+        (true, Some(ns)) => format!("/api/v1/namespaces/{ns}/{}", kind.plural()),
+        _ => format!("/api/v1/{}", kind.plural()),
+    }
+}
+
+/// The path of one object.
+pub fn object_path(kind: Kind, namespace: Option<&str>, name: &str) -> String {
+    let ns = kind.namespaced().then(|| namespace.unwrap_or("default"));
+    format!("{}/{name}", collection_path(kind, ns))
+}
+
+impl Client {
+    /// A client for the cluster described by `config`, trusting only its CA.
+    pub fn new(config: &ClientConfig) -> Result<Self, ClientError> {
+        install_crypto_provider();
+        let ca = reqwest::Certificate::from_pem(config.ca.as_bytes()).map_err(ClientError::Tls)?;
+        let http = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(ClientError::Tls)?;
+        Ok(Client { http, base: config.server.trim_end_matches('/').to_owned(), token: config.token.clone() })
+    }
+
+    /// The same client, talking to another server of the same cluster.
+    pub fn with_server(&self, server: &str) -> Client {
+        Client { http: self.http.clone(), base: server.trim_end_matches('/').to_owned(), token: self.token.clone() }
+    }
+
+    /// The same client, with another token.
+    pub fn with_token(&self, token: &str) -> Client {
+        Client { http: self.http.clone(), base: self.base.clone(), token: token.to_owned() }
+    }
+
+    /// The server's base URL.
+    pub fn server(&self) -> &str {
+        &self.base
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<reqwest::Body>, timeout: Option<Duration>) -> Result<reqwest::Response, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.body(body);
+        }
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        let resp = req.send().await.map_err(|source| ClientError::Transport { url: url.clone(), source })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let code = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<Status>(&text) {
+            Ok(status) => ClientError::Api(status),
+            Err(_) => ClientError::Api(Status::new(reason_of(code), format!("{code}: {text}"))),
+        })
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<T, ClientError> {
+        let body = body.map(|b| reqwest::Body::from(serde_json::to_vec(b).expect("json values serialize")));
+        let url = format!("{}{path}", self.base);
+        let resp = self.send(method, path, body, Some(Duration::from_secs(30))).await?;
+        let bytes = resp.bytes().await.map_err(|source| ClientError::Transport { url: url.clone(), source })?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { url, message: e.to_string() })
+    }
+
+    async fn object(&self, kind: Kind, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<AnyObject, ClientError> {
+        let value: serde_json::Value = self.json(method, path, body).await?;
+        AnyObject::from_json(kind, &value).map_err(|e| ClientError::Decode { url: path.to_owned(), message: e.to_string() })
+    }
+
+    /// Creates `object`; a 409 if it exists.
+    pub async fn create(&self, object: &AnyObject) -> Result<AnyObject, ClientError> {
+        let kind = object.kind();
+        self.object(kind, Method::POST, &collection_path(kind, object.namespace()), Some(&object.to_json())).await
+    }
+
+    /// Writes `object`. With `metadata.resourceVersion` set, only if that is still the current
+    /// revision (else 409); without, creates it or replaces its spec, labels and annotations.
+    pub async fn put(&self, object: &AnyObject) -> Result<AnyObject, ClientError> {
+        let kind = object.kind();
+        let path = object_path(kind, object.namespace(), object.meta().name.as_str());
+        self.object(kind, Method::PUT, &path, Some(&object.to_json())).await
+    }
+
+    /// Replaces the status of `object` (its spec is left alone).
+    pub async fn put_status(&self, object: &AnyObject) -> Result<AnyObject, ClientError> {
+        let kind = object.kind();
+        let path = format!("{}/status", object_path(kind, object.namespace(), object.meta().name.as_str()));
+        self.object(kind, Method::PUT, &path, Some(&object.to_json())).await
+    }
+
+    /// Reads one object.
+    pub async fn get(&self, kind: Kind, namespace: Option<&str>, name: &str) -> Result<AnyObject, ClientError> {
+        self.object(kind, Method::GET, &object_path(kind, namespace, name), None).await
+    }
+
+    /// Lists objects of `kind` in `namespace` (all namespaces when `None`), optionally filtered by
+    /// a label selector such as `app=hello`.
+    pub async fn list(&self, kind: Kind, namespace: Option<&str>, selector: Option<&str>) -> Result<List<AnyObject>, ClientError> {
+        let mut path = collection_path(kind, namespace);
+        if let Some(s) = selector {
+            path = format!("{path}?labelSelector={}", encode_query(s));
+        }
+        let list: List<serde_json::Value> = self.json(Method::GET, &path, None).await?;
+        let items = list
+            .items
+            .iter()
+            .map(|v| AnyObject::from_json(kind, v))
+            .collect::<Result<_, _>>()
+            .map_err(|e| ClientError::Decode { url: path.clone(), message: e.to_string() })?;
+        Ok(List { resource_version: list.resource_version, items })
+    }
+
+    /// Deletes one object and returns its last state; 404 if it does not exist.
+    pub async fn delete(&self, kind: Kind, namespace: Option<&str>, name: &str) -> Result<AnyObject, ClientError> {
+        self.object(kind, Method::DELETE, &object_path(kind, namespace, name), None).await
+    }
+
+    /// Streams every change to objects of `kind` after revision `from` (a 410 if that revision
+    /// was compacted away: list again and watch from the list's revision).
+    pub async fn watch(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        from: u64,
+    ) -> Result<impl Stream<Item = Result<WatchEvent<AnyObject>, ClientError>> + use<>, ClientError> {
+        let path = format!("{}?watch=true&resourceVersion={from}", collection_path(kind, namespace));
+        let resp = self.send(Method::GET, &path, None, None).await?;
+        let url = format!("{}{path}", self.base);
+        let lines = ndjson_lines(resp.bytes_stream());
+        Ok(lines.map(move |line| {
+            let line = line.map_err(|source| ClientError::Transport { url: url.clone(), source })?;
+            let decode = |message: String| ClientError::Decode { url: url.clone(), message };
+            let event: WatchEvent<serde_json::Value> = serde_json::from_slice(&line).map_err(|e| decode(e.to_string()))?;
+            let object = AnyObject::from_json(kind, &event.object).map_err(|e| decode(e.to_string()))?;
+            Ok(WatchEvent { type_: event.type_, revision: event.revision, object })
+        }))
+    }
+
+    /// Uploads a module blob; returns its `sha256:<hex>` reference. Uploading the same bytes
+    /// twice is harmless.
+    pub async fn put_module(&self, bytes: Vec<u8>) -> Result<String, ClientError> {
+        let hex = crate::digest::sha256_hex(&bytes);
+        self.send(Method::PUT, &format!("/api/v1/modules/{hex}"), Some(bytes.into()), Some(Duration::from_secs(300))).await?;
+        Ok(format!("sha256:{hex}"))
+    }
+
+    /// Whether the server has the module with this hex digest.
+    pub async fn has_module(&self, hex: &str) -> Result<bool, ClientError> {
+        match self.send(Method::HEAD, &format!("/api/v1/modules/{hex}"), None, Some(Duration::from_secs(30))).await {
+            Ok(_) => Ok(true),
+            Err(ClientError::Api(s)) if s.reason == Reason::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Downloads the module with this hex digest and checks that it hashes to it.
+    pub async fn get_module(&self, hex: &str) -> Result<Bytes, ClientError> {
+        let path = format!("/api/v1/modules/{hex}");
+        let url = format!("{}{path}", self.base);
+        let resp = self.send(Method::GET, &path, None, Some(Duration::from_secs(300))).await?;
+        let bytes = resp.bytes().await.map_err(|source| ClientError::Transport { url: url.clone(), source })?;
+        if crate::digest::sha256_hex(&bytes) != hex {
+            return Err(ClientError::Decode { url, message: "module does not match its digest".into() });
+        }
+        Ok(bytes)
+    }
+}
+
+fn reason_of(code: StatusCode) -> Reason {
+    match code.as_u16() {
+        400 => Reason::BadRequest,
+        401 => Reason::Unauthorized,
+        403 => Reason::Forbidden,
+        404 => Reason::NotFound,
+        409 => Reason::Conflict,
+        410 => Reason::Gone,
+        422 => Reason::Invalid,
+        503 => Reason::Unavailable,
+        _ => Reason::Internal,
+    }
+}
+
+fn encode_query(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Splits a byte stream into lines (without the newline), skipping empty ones.
+fn ndjson_lines<S>(stream: S) -> impl Stream<Item = Result<Vec<u8>, reqwest::Error>>
+where
+    S: Stream<Item = Result<Bytes, reqwest::Error>> + Unpin,
+{
+    futures::stream::unfold((stream, Vec::<u8>::new(), false), |(mut stream, mut buf, mut done)| async move {
+        loop {
+            if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).take(pos).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return Some((Ok(line), (stream, buf, done)));
+            }
+            if done {
+                return None;
+            }
+            match stream.next().await {
+                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                Some(Err(e)) => {
+                    done = true;
+                    buf.clear();
+                    return Some((Err(e), (stream, buf, done)));
+                }
+                None => done = true,
+            }
+        }
+    })
+}

@@ -1,0 +1,92 @@
+//! The client configuration file (like a kubeconfig): where the API server is, the CA that
+//! signed its certificate, and the bearer token. The control plane writes it on start; the CLI
+//! finds it with no flags.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variable naming the config file.
+pub const CONFIG_ENV: &str = "SHOAL_CONFIG";
+
+/// How to reach and authenticate to a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientConfig {
+    /// Base URL of the API server, e.g. `https://127.0.0.1:7443`.
+    pub server: String,
+    /// PEM of the cluster CA that signed the server's certificate.
+    pub ca: String,
+    /// Bearer token.
+    pub token: String,
+}
+
+/// Why the config could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Reading or writing the file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid config.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// Neither `$SHOAL_CONFIG` nor `$HOME` is set.
+    #[error("no config path: set ${CONFIG_ENV} or $HOME")]
+    NoPath,
+}
+
+impl ClientConfig {
+    /// `$SHOAL_CONFIG`, else `~/.config/shoal/config.yaml`.
+    pub fn default_path() -> Result<PathBuf, ConfigError> {
+        if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
+            return Ok(PathBuf::from(p));
+        }
+        let home = std::env::var_os("HOME").filter(|p| !p.is_empty()).ok_or(ConfigError::NoPath)?;
+        Ok(PathBuf::from(home).join(".config/shoal/config.yaml"))
+    }
+
+    /// Reads the config at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+        serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
+    }
+
+    /// Writes the config to `path` (readable by its owner only: it holds a token), creating
+    /// parent directories. The file is replaced atomically.
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let io = |source| ConfigError::Io { path: path.to_owned(), source };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let text = serde_yaml::to_string(self).expect("config serializes");
+        let tmp = path.with_extension("tmp");
+        write_private(&tmp, text.as_bytes()).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+}
+
+/// Writes `bytes` to a new file only its owner can read.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}

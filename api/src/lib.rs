@@ -1,0 +1,35 @@
+//! shoal-api: the language Shoal's parts speak to each other and to users.
+//!
+//! # Layout
+//! - [`meta`]: the Kubernetes-style envelope (`apiVersion`, `kind`, `metadata`, `spec`, `status`)
+//!   and the [`Resource`](meta::Resource) trait every kind implements.
+//! - [`resources`]: the kinds themselves, one per file: Namespace, Workload, Instance, Service,
+//!   Node, Event.
+//! - [`object`]: [`AnyObject`](object::AnyObject), one object of any kind.
+//! - [`name`], [`quantity`], [`selector`], [`digest`]: the value types fields are made of,
+//!   each checked as it is parsed.
+//! - [`manifest`]: YAML files and directories in, objects out; errors name file, line, column
+//!   and field path.
+//! - [`status`]: error bodies, lists and watch events on the wire.
+//! - [`client`], [`config`]: the typed HTTP client and the config file that tells it where the
+//!   cluster is.
+
+mod checked;
+pub mod client;
+pub mod config;
+pub mod digest;
+pub mod manifest;
+pub mod meta;
+pub mod name;
+pub mod object;
+pub mod quantity;
+pub mod resources;
+pub mod selector;
+pub mod status;
+
+pub use client::{Client, ClientError};
+pub use config::ClientConfig;
+pub use meta::{Kind, Object, ObjectMeta, Resource};
+pub use name::Name;
+pub use object::AnyObject;
+pub use status::{EventType, List, Reason, Status, WatchEvent};

@@ -1,0 +1,117 @@
+//! [`AnyObject`]: one object of any kind, for code that handles every kind alike (manifests,
+//! the API server, `shoal get`).
+
+use serde::Serialize;
+
+use crate::meta::{FieldError, Kind, Object, ObjectMeta, Resource, validate_labels};
+use crate::resources::event::{Event, EventKind};
+use crate::resources::instance::{Instance, InstanceKind};
+use crate::resources::namespace::{Namespace, NamespaceKind};
+use crate::resources::node::{Node, NodeKind};
+use crate::resources::service::{Service, ServiceKind};
+use crate::resources::workload::{Workload, WorkloadKind};
+
+/// One object of any kind.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+#[allow(missing_docs)]
+pub enum AnyObject {
+    Namespace(Namespace),
+    Workload(Workload),
+    Instance(Instance),
+    Service(Service),
+    Node(Node),
+    Event(Event),
+}
+
+/// Runs `$body` with `$o` bound to the typed object inside an [`AnyObject`], and `$R` to its
+/// kind marker.
+macro_rules! each_kind {
+    ($any:expr, |$o:ident, $R:ident| $body:expr) => {
+        match $any {
+            AnyObject::Namespace($o) => { type $R = NamespaceKind; $body }
+            AnyObject::Workload($o) => { type $R = WorkloadKind; $body }
+            AnyObject::Instance($o) => { type $R = InstanceKind; $body }
+            AnyObject::Service($o) => { type $R = ServiceKind; $body }
+            AnyObject::Node($o) => { type $R = NodeKind; $body }
+            AnyObject::Event($o) => { type $R = EventKind; $body }
+        }
+    };
+}
+
+/// Deserializes an object of `kind` from `de`, reporting the path of the field that failed.
+pub fn deserialize_kind<'de, D>(kind: Kind, de: D) -> Result<AnyObject, serde_path_to_error::Error<D::Error>>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(match kind {
+        Kind::Namespace => AnyObject::Namespace(serde_path_to_error::deserialize(de)?),
+        Kind::Workload => AnyObject::Workload(serde_path_to_error::deserialize(de)?),
+        Kind::Instance => AnyObject::Instance(serde_path_to_error::deserialize(de)?),
+        Kind::Service => AnyObject::Service(serde_path_to_error::deserialize(de)?),
+        Kind::Node => AnyObject::Node(serde_path_to_error::deserialize(de)?),
+        Kind::Event => AnyObject::Event(serde_path_to_error::deserialize(de)?),
+    })
+}
+
+fn validate_typed<R: Resource>(object: &Object<R>) -> Result<(), FieldError> {
+    validate_labels(&object.metadata)?;
+    if R::KIND.namespaced() {
+        // Leaving the namespace out means `default`; nothing to check beyond the name itself.
+    } else if object.metadata.namespace.is_some() {
+        return Err(FieldError::new("metadata.namespace", format!("{} is not namespaced", R::KIND)));
+    }
+    R::validate(object)
+}
+
+impl AnyObject {
+    /// Its kind.
+    pub fn kind(&self) -> Kind {
+        each_kind!(self, |_o, R| R::KIND)
+    }
+
+    /// Its metadata.
+    pub fn meta(&self) -> &ObjectMeta {
+        each_kind!(self, |o, _R| &o.metadata)
+    }
+
+    /// Its metadata, to change.
+    pub fn meta_mut(&mut self) -> &mut ObjectMeta {
+        each_kind!(self, |o, _R| &mut o.metadata)
+    }
+
+    /// Checks what parsing alone cannot: labels, namespacing, and each kind's own rules.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        each_kind!(self, |o, _R| validate_typed(o))
+    }
+
+    /// The namespace it lives in: its own, or `default` for namespaced kinds that leave it out.
+    pub fn namespace(&self) -> Option<&str> {
+        if self.kind().namespaced() {
+            Some(self.meta().namespace.as_ref().map_or("default", |n| n.as_str()))
+        } else {
+            None
+        }
+    }
+
+    /// `Kind/name` or `Kind/namespace/name`, for messages.
+    pub fn display_name(&self) -> String {
+        match self.namespace() {
+            Some(ns) => format!("{}/{ns}/{}", self.kind().plural(), self.meta().name),
+            None => format!("{}/{}", self.kind().plural(), self.meta().name),
+        }
+    }
+
+    /// Parses a JSON value of a known kind.
+    pub fn from_json(kind: Kind, value: &serde_json::Value) -> Result<AnyObject, FieldError> {
+        deserialize_kind(kind, value).map_err(|e| {
+            let path = e.path().to_string();
+            FieldError::new(if path == "." { String::new() } else { path }, e.into_inner().to_string())
+        })
+    }
+
+    /// Serializes to a JSON value.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("objects always serialize")
+    }
+}

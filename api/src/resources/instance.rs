@@ -1,0 +1,112 @@
+//! Instance: one copy of a workload, bound to a node (like a Pod).
+
+use serde::{Deserialize, Serialize};
+
+use crate::meta::{Kind, Object, Resource};
+use crate::name::Name;
+use crate::resources::workload::{EnvVar, Probes, Resources, RestartPolicy, WorkloadType};
+
+/// Marker for the Instance kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceKind;
+
+/// An Instance object.
+pub type Instance = Object<InstanceKind>;
+
+impl Resource for InstanceKind {
+    const KIND: Kind = Kind::Instance;
+    type Spec = InstanceSpec;
+    type Status = InstanceStatus;
+}
+
+/// The resolved spec one instance runs: a copy of its workload's, frozen when it was created, so
+/// that a rollout is a set of new instances rather than a mutation of running ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct InstanceSpec {
+    /// The owning workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<Name>,
+    /// The node it is bound to; empty while Pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<Name>,
+    /// `sha256:<hex>` of the module.
+    #[serde(default)]
+    pub module: String,
+    /// `http` or `command`.
+    #[serde(default, rename = "type")]
+    pub type_: WorkloadType,
+    /// Per-instance limits.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Environment of the guest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Arguments of a command guest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Health checks.
+    #[serde(default)]
+    pub probes: Probes,
+    /// When it is restarted.
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    /// Hosts outside the cluster it may call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_outbound_hosts: Vec<String>,
+}
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Not yet bound to a node, or not yet started there.
+    #[default]
+    Pending,
+    /// Started on its node.
+    Running,
+    /// Ran to completion with exit code 0 and will not restart.
+    Succeeded,
+    /// Exited with a failure and will not restart.
+    Failed,
+    /// Keeps failing; waiting out a back-off before the next start.
+    CrashLoopBackOff,
+}
+
+/// How the last run ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExitInfo {
+    /// Exit code, when the guest exited rather than trapped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    /// Why it ended, e.g. `Completed`, `Trap`, `OutOfMemory`.
+    #[serde(default)]
+    pub reason: String,
+    /// Details, e.g. the trap message.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// When (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+/// What the node reports about an instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct InstanceStatus {
+    /// Where it is in its life.
+    #[serde(default)]
+    pub phase: Phase,
+    /// Whether it receives traffic.
+    #[serde(default)]
+    pub ready: bool,
+    /// How many times it was restarted.
+    #[serde(default)]
+    pub restarts: u32,
+    /// How the last run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<ExitInfo>,
+    /// When the current run started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+}

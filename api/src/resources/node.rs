@@ -1,0 +1,72 @@
+//! Node: a worker machine that runs instances.
+
+use serde::{Deserialize, Serialize};
+
+use crate::meta::{Kind, Object, Resource};
+use crate::quantity::{Cpu, Memory};
+use crate::resources::Condition;
+
+/// Marker for the Node kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeKind;
+
+/// A Node object.
+pub type Node = Object<NodeKind>;
+
+impl Resource for NodeKind {
+    const KIND: Kind = Kind::Node;
+    type Spec = NodeSpec;
+    type Status = NodeStatus;
+}
+
+/// What is declared about a node (by its agent at registration, or by an operator).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NodeSpec {
+    /// Where its proxy listens, `host:port`.
+    #[serde(default)]
+    pub address: String,
+    /// When true, the scheduler binds nothing new to it.
+    #[serde(default)]
+    pub unschedulable: bool,
+}
+
+/// How much a node has.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Capacity {
+    /// Memory for instances.
+    #[serde(default)]
+    pub memory: Memory,
+    /// CPU for instances.
+    #[serde(default)]
+    pub cpu: Cpu,
+    /// Instance slots.
+    #[serde(default)]
+    pub instances: u32,
+}
+
+/// What a node reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NodeStatus {
+    /// Everything it has.
+    #[serde(default)]
+    pub capacity: Capacity,
+    /// What is left for instances after the system's own needs.
+    #[serde(default)]
+    pub allocatable: Capacity,
+    /// Ready, ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<super::Condition>,
+    /// When its agent last heartbeated (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat: Option<String>,
+}
+
+impl NodeStatus {
+    /// The `Ready` condition, if reported.
+    pub fn ready(&self) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == "Ready")
+    }
+}

@@ -1,0 +1,246 @@
+//! Workload: the desired state of a set of replicas of one wasm module (like a Deployment).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::meta::{FieldError, Kind, Object, Resource};
+use crate::quantity::{Cpu, Memory};
+use crate::resources::Condition;
+
+/// Marker for the Workload kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkloadKind;
+
+/// A Workload object.
+pub type Workload = Object<WorkloadKind>;
+
+impl Resource for WorkloadKind {
+    const KIND: Kind = Kind::Workload;
+    type Spec = WorkloadSpec;
+    type Status = WorkloadStatus;
+
+    fn validate(object: &Workload) -> Result<(), FieldError> {
+        let spec = &object.spec;
+        if spec.module.is_empty() {
+            return Err(FieldError::new("spec.module", "missing: a path to a .wasm file, or a sha256: digest"));
+        }
+        if let Some(digest) = spec.module.strip_prefix("sha256:")
+            && !crate::digest::is_sha256_hex(digest)
+        {
+            return Err(FieldError::new("spec.module", "a sha256: digest must be 64 lower-case hex digits"));
+        }
+        if spec.rollout.max_surge == 0 && spec.rollout.max_unavailable == 0 {
+            return Err(FieldError::new(
+                "spec.rollout",
+                "maxSurge and maxUnavailable must not both be 0, or a rollout could never progress",
+            ));
+        }
+        if spec.resources.memory.is_some_and(|m| m.0 < 64 * 1024) {
+            return Err(FieldError::new("spec.resources.memory", "must be at least 64Ki (one wasm page)"));
+        }
+        for (i, env) in spec.env.iter().enumerate() {
+            if env.name.is_empty() || env.name.contains('=') || env.name.contains('\0') {
+                return Err(FieldError::new(format!("spec.env[{i}].name"), "must be non-empty, without '=' or NUL"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How the workload is driven.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadType {
+    /// A `wasi:http/proxy` component; a fresh instance serves each request.
+    #[default]
+    Http,
+    /// A `wasi:cli/run` component or preview-1 command module.
+    Command,
+}
+
+/// When an instance that exited is started again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    /// Whenever it exits.
+    #[default]
+    Always,
+    /// Only when it exits with a failure.
+    OnFailure,
+    /// Never.
+    Never,
+}
+
+/// What one instance may use.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Resources {
+    /// Hard limit on linear memory and tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
+    /// Share of a core, in millicores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Cpu>,
+}
+
+/// One environment variable given to the guest (and nothing from the host).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnvVar {
+    /// Variable name.
+    pub name: String,
+    /// Variable value.
+    #[serde(default)]
+    pub value: String,
+}
+
+/// Health checks of an instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Probes {
+    /// An HTTP GET that must answer 2xx before the instance receives traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<HttpProbe>,
+}
+
+/// An HTTP GET probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpProbe {
+    /// Path to request, e.g. `/healthz`.
+    pub path: String,
+    /// How often to probe, in milliseconds.
+    #[serde(default = "default_probe_period_ms")]
+    pub period_ms: u64,
+}
+
+fn default_probe_period_ms() -> u64 {
+    1000
+}
+
+/// Where instances may run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Placement {
+    /// Labels a node must have.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Spread replicas across nodes (on by default).
+    #[serde(default = "default_true")]
+    pub spread: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// How a changed spec replaces old instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Rollout {
+    /// How many instances above `replicas` may exist during a rollout.
+    #[serde(default = "default_one")]
+    pub max_surge: u32,
+    /// How many of `replicas` may be unavailable during a rollout.
+    #[serde(default)]
+    pub max_unavailable: u32,
+}
+
+fn default_one() -> u32 {
+    1
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Rollout { max_surge: 1, max_unavailable: 0 }
+    }
+}
+
+fn default_replicas() -> u32 {
+    1
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// What a user declares about a workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkloadSpec {
+    /// The module: a local path at apply time, rewritten to `sha256:<hex>` once uploaded.
+    #[serde(default)]
+    pub module: String,
+    /// `http` (default) or `command`.
+    #[serde(default, rename = "type")]
+    pub type_: WorkloadType,
+    /// How many instances to keep.
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// Per-instance limits.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub resources: Resources,
+    /// Environment of the guest; nothing else is passed through.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Arguments of a command guest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Health checks.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub probes: Probes,
+    /// `Always` (default), `OnFailure` or `Never`.
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    /// Where instances may run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+    /// How changes roll out.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub rollout: Rollout,
+    /// Hosts outside the cluster the guest may call over `wasi:http`; none by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_outbound_hosts: Vec<String>,
+}
+
+impl Default for WorkloadSpec {
+    fn default() -> Self {
+        WorkloadSpec {
+            module: String::new(),
+            type_: WorkloadType::default(),
+            replicas: default_replicas(),
+            resources: Resources::default(),
+            env: Vec::new(),
+            args: Vec::new(),
+            probes: Probes::default(),
+            restart_policy: RestartPolicy::default(),
+            placement: None,
+            rollout: Rollout::default(),
+            allowed_outbound_hosts: Vec::new(),
+        }
+    }
+}
+
+/// What the workload controller observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkloadStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default)]
+    pub observed_generation: u64,
+    /// Instances that exist.
+    #[serde(default)]
+    pub replicas: u32,
+    /// Instances that are ready.
+    #[serde(default)]
+    pub ready_replicas: u32,
+    /// Instances running the current spec.
+    #[serde(default)]
+    pub updated_replicas: u32,
+    /// Ready instances running the current spec.
+    #[serde(default)]
+    pub available_replicas: u32,
+    /// Progressing, Available, ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

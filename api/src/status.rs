@@ -1,0 +1,100 @@
+//! What the API server says on the wire besides objects: error statuses, lists, watch events.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a request failed; each maps to one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reason {
+    /// 400: the request itself is malformed.
+    BadRequest,
+    /// 401: no token, or an unknown one.
+    Unauthorized,
+    /// 403: the token may not do this.
+    Forbidden,
+    /// 404: no such object.
+    NotFound,
+    /// 409: exists already, or the resourceVersion is stale.
+    Conflict,
+    /// 410: the revision asked for was compacted away; re-list.
+    Gone,
+    /// 422: the object is well-formed but invalid.
+    Invalid,
+    /// 503: no leader right now, or shutting down; try again.
+    Unavailable,
+    /// 500: a bug or a broken disk.
+    Internal,
+}
+
+impl Reason {
+    /// The HTTP status code.
+    pub fn code(self) -> u16 {
+        match self {
+            Reason::BadRequest => 400,
+            Reason::Unauthorized => 401,
+            Reason::Forbidden => 403,
+            Reason::NotFound => 404,
+            Reason::Conflict => 409,
+            Reason::Gone => 410,
+            Reason::Invalid => 422,
+            Reason::Unavailable => 503,
+            Reason::Internal => 500,
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "camelCase")]
+#[error("{message} ({reason:?}, {code})")]
+pub struct Status {
+    /// The HTTP status code.
+    pub code: u16,
+    /// Machine-readable reason.
+    pub reason: Reason,
+    /// For people.
+    pub message: String,
+    /// The field path the error is about, for 422s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl Status {
+    /// A status for `reason` with `message`.
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Status { code: reason.code(), reason, message: message.into(), field: None }
+    }
+}
+
+/// A list response: the items and the revision they were read at (watch from there).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct List<T> {
+    /// The store revision the list was read at.
+    pub resource_version: u64,
+    /// The objects.
+    pub items: Vec<T>,
+}
+
+/// What happened to an object, in a watch stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum EventType {
+    /// Created.
+    Added,
+    /// Updated.
+    Modified,
+    /// Deleted; the object is its last state.
+    Deleted,
+}
+
+/// One line of a watch stream (newline-delimited JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchEvent<T> {
+    /// What happened.
+    #[serde(rename = "type")]
+    pub type_: EventType,
+    /// The revision it happened at.
+    pub revision: u64,
+    /// The object after (or, for a delete, before) the change.
+    pub object: T,
+}
