@@ -1,1 +1,173 @@
-//! placeholder
+//! shoal-control: the control plane. One process per control node; 1, 3 or 5 of them form a
+//! raft cluster.
+//!
+//! # Layout
+//! - [`store`]: openraft over redb; the only place state lives.
+//! - [`api`]: the REST API server (axum) over HTTPS.
+//! - [`raft_service`]: the raft listener, where control nodes talk to each other.
+//! - [`pki`]: the cluster CA, certificates and tokens.
+//! - [`serve`]: TLS serving with tracked connections and shutdown.
+//!
+//! [`ControlPlane::start`] wires them together.
+
+pub mod api;
+pub mod pki;
+pub mod raft_service;
+pub mod serve;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use shoal_api::ClientConfig;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::pki::Pki;
+use crate::store::peer::PeerClient;
+use crate::store::{MemberId, Store, StoreOptions};
+
+/// How to start a control node.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// Raft member id, unique in the cluster.
+    pub id: MemberId,
+    /// Where the store and (by default) the PKI live.
+    pub data_dir: PathBuf,
+    /// Where the cluster CA and tokens live; default `<data_dir>/pki`. Every control node of
+    /// one cluster uses the same contents.
+    pub pki_dir: Option<PathBuf>,
+    /// Address of the API server.
+    pub api_listen: SocketAddr,
+    /// Address of the raft listener.
+    pub raft_listen: SocketAddr,
+    /// Host name or address other members and clients reach this node by, when the listen
+    /// address is a wildcard.
+    pub advertise_host: Option<String>,
+    /// Founding members, id → raft address (`host:port`); empty for a one-member cluster.
+    pub peers: BTreeMap<MemberId, String>,
+    /// Raft address of a member of an existing cluster to join.
+    pub join: Option<String>,
+    /// How many revisions of history watches can resume from.
+    pub history_revisions: u64,
+}
+
+impl ControlConfig {
+    /// A one-member cluster in `data_dir`, listening on loopback ports chosen by the system.
+    pub fn local(data_dir: PathBuf) -> Self {
+        ControlConfig {
+            id: 1,
+            data_dir,
+            pki_dir: None,
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            raft_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise_host: None,
+            peers: BTreeMap::new(),
+            join: None,
+            history_revisions: 100_000,
+        }
+    }
+}
+
+/// A running control node.
+pub struct ControlPlane {
+    /// Where the API server listens.
+    pub api_addr: SocketAddr,
+    /// Where the raft listener listens.
+    pub raft_addr: SocketAddr,
+    store: Arc<Store>,
+    pki: Pki,
+    advertise_host: String,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+fn advertised(addr: SocketAddr, host: &Option<String>) -> String {
+    match (host, addr.ip()) {
+        (Some(h), _) => h.clone(),
+        (None, ip) if ip.is_unspecified() => "127.0.0.1".into(),
+        (None, IpAddr::V6(ip)) => format!("[{ip}]"),
+        (None, ip) => ip.to_string(),
+    }
+}
+
+impl ControlPlane {
+    /// Starts a control node: loads or makes the PKI, opens the store, starts raft and both
+    /// listeners, and joins or founds the cluster.
+    pub async fn start(config: ControlConfig) -> anyhow::Result<ControlPlane> {
+        shoal_api::client::install_crypto_provider();
+        std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+        let pki_dir = config.pki_dir.clone().unwrap_or_else(|| config.data_dir.join("pki"));
+        let pki = Pki::load_or_create(&pki_dir).context("loading the cluster PKI")?;
+
+        let api_listener = TcpListener::bind(config.api_listen).await.with_context(|| format!("binding API listener {}", config.api_listen))?;
+        let raft_listener = TcpListener::bind(config.raft_listen).await.with_context(|| format!("binding raft listener {}", config.raft_listen))?;
+        let (api_addr, raft_addr) = (api_listener.local_addr()?, raft_listener.local_addr()?);
+        let advertise_host = advertised(api_addr, &config.advertise_host);
+        let own_raft = format!("{}:{}", advertised(raft_addr, &config.advertise_host), raft_addr.port());
+
+        let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+        names.extend([advertise_host.trim_matches(['[', ']']).to_owned(), advertised(raft_addr, &config.advertise_host).trim_matches(['[', ']']).to_owned()]);
+        names.sort();
+        names.dedup();
+        let tls = pki.server_config(&names)?;
+
+        let peers = PeerClient::new(&pki.ca_pem, &pki.cluster_token)?;
+        let options = StoreOptions { id: config.id, history_revisions: config.history_revisions };
+        let store = Store::open(&config.data_dir.join("shoal.redb"), &options, peers)
+            .await
+            .context("opening the store")?;
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let raft_router = raft_service::router(store.clone(), &pki.cluster_token);
+        tasks.spawn(serve::serve_tls(raft_listener, tls.clone(), raft_router, shutdown.clone()));
+        let tokens = api::auth::Tokens { admin: pki.admin_token.as_str().into() };
+        tasks.spawn(serve::serve_tls(api_listener, tls, api::router(store.clone(), tokens), shutdown.clone()));
+
+        match &config.join {
+            Some(via) => {
+                let (store, via) = (store.clone(), via.clone());
+                tasks.spawn(async move {
+                    if let Err(e) = store.join(&via, &own_raft).await {
+                        tracing::error!("joining the cluster via {via} failed: {e}");
+                    }
+                });
+            }
+            None => {
+                let mut members = config.peers.clone();
+                if members.is_empty() {
+                    members.insert(config.id, own_raft);
+                }
+                store.bootstrap(members).await?;
+            }
+        }
+        Ok(ControlPlane { api_addr, raft_addr, store, pki, advertise_host, shutdown, tasks })
+    }
+
+    /// The API server's URL.
+    pub fn api_url(&self) -> String {
+        format!("https://{}:{}", self.advertise_host, self.api_addr.port())
+    }
+
+    /// A client configuration for the cluster administrator.
+    pub fn admin_client_config(&self) -> ClientConfig {
+        ClientConfig { server: self.api_url(), ca: self.pki.ca_pem.clone(), token: self.pki.admin_token.clone() }
+    }
+
+    /// The store (for in-process users such as `shoal dev`).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Stops serving and stops raft.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        self.store.shutdown().await;
+    }
+}

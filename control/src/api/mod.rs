@@ -1,0 +1,51 @@
+//! The API server: REST over HTTPS, as design.md lays out the paths.
+//!
+//! Handlers are thin: parse into typed objects, call the store, map its typed errors to
+//! statuses ([`error`]). Authentication is one middleware ([`auth`]).
+
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod modules;
+pub mod objects;
+pub mod watch;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{get, put};
+
+use crate::store::Store;
+
+/// Largest module upload accepted.
+pub const MAX_MODULE_BYTES: usize = 128 << 20;
+
+/// The API router.
+pub fn router(store: Arc<Store>, tokens: auth::Tokens) -> Router {
+    use objects::*;
+    let api = Router::new()
+        .route("/api/v1/cluster", get(health::cluster))
+        .route("/api/v1/modules/{digest}", put(modules::put).get(modules::get))
+        .route("/api/v1/{plural}", get(list_all).post(create_any))
+        .route("/api/v1/{plural}/{name}", get(get_cluster).put(put_cluster).delete(delete_cluster))
+        .route("/api/v1/{plural}/{name}/status", put(put_cluster_status))
+        .route(
+            "/api/v1/namespaces/{ns}/{plural}",
+            get(list_namespaced).post(create_namespaced).put(put_namespace_status),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/{plural}/{name}",
+            get(get_namespaced).put(put_namespaced).delete(delete_namespaced),
+        )
+        .route("/api/v1/namespaces/{ns}/{plural}/{name}/status", put(put_namespaced_status))
+        .layer(middleware::from_fn_with_state(tokens, auth::require_token));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .merge(api)
+        .layer(DefaultBodyLimit::max(MAX_MODULE_BYTES))
+        .with_state(store)
+        .fallback(|| async { error::ApiError::new(shoal_api::Reason::NotFound, "no such endpoint") })
+}

@@ -1,0 +1,313 @@
+//! Object endpoints: create, read, update (spec or status), delete and list, for every kind.
+//! Handlers parse the request into a typed object (so a bad field is a 422 naming it), decide
+//! what is not deterministic (uid, timestamps), and hand one [`Command`] to the store.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use shoal_api::selector::LabelSelector;
+use shoal_api::{AnyObject, Kind, Reason};
+
+use super::error::ApiError;
+use super::watch;
+use crate::store::{Command, CommandResult, ObjectKey, Store, UpdateScope};
+
+/// Query parameters of list and watch requests.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListQuery {
+    /// Stream changes instead of listing.
+    #[serde(default)]
+    pub watch: bool,
+    /// For a watch: stream changes after this revision (default: from now).
+    pub resource_version: Option<u64>,
+    /// Only objects whose labels match, e.g. `app=hello,tier!=db`.
+    pub label_selector: Option<String>,
+}
+
+/// Query parameters of deletes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteQuery {
+    /// Delete only if this is still the object's resourceVersion.
+    pub resource_version: Option<u64>,
+}
+
+/// Which objects a request is about, from its path.
+struct Target {
+    kind: Kind,
+    namespace: Option<String>,
+}
+
+impl Target {
+    fn new(plural: &str, namespace: Option<String>) -> Result<Self, ApiError> {
+        let kind = Kind::ALL
+            .into_iter()
+            .find(|k| k.plural() == plural)
+            .ok_or_else(|| ApiError::new(Reason::NotFound, format!("unknown resource type {plural:?}")))?;
+        if namespace.is_some() && !kind.namespaced() {
+            return Err(ApiError::new(Reason::NotFound, format!("{plural} are not namespaced: use /api/v1/{plural}")));
+        }
+        Ok(Target { kind, namespace })
+    }
+
+    /// For paths that name one object: namespaced kinds need a namespace.
+    fn for_object(plural: &str, namespace: Option<String>) -> Result<Self, ApiError> {
+        let target = Target::new(plural, namespace)?;
+        if target.kind.namespaced() && target.namespace.is_none() {
+            return Err(ApiError::new(
+                Reason::NotFound,
+                format!("{plural} are namespaced: use /api/v1/namespaces/{{namespace}}/{plural}/{{name}}"),
+            ));
+        }
+        Ok(target)
+    }
+
+    fn key(&self, name: &str) -> ObjectKey {
+        ObjectKey::new(self.kind.plural(), self.namespace.as_deref(), name)
+    }
+
+    fn display(&self, name: &str) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{} \"{ns}/{name}\"", self.kind.plural()),
+            None => format!("{} \"{name}\"", self.kind.plural()),
+        }
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn json_response(status: StatusCode, bytes: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+/// Parses and checks a request body as an object of the target's kind, in the target's
+/// namespace.
+fn parse_body(target: &Target, body: &[u8], name: Option<&str>) -> Result<AnyObject, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(Reason::BadRequest, format!("request body is not JSON: {e}")))?;
+    let mut object = AnyObject::from_json(target.kind, &value).map_err(ApiError::invalid)?;
+    let meta = object.meta_mut();
+    if let Some(name) = name
+        && meta.name.as_str() != name
+    {
+        return Err(ApiError::new(
+            Reason::BadRequest,
+            format!("metadata.name {:?} does not match the name in the path {name:?}", meta.name.as_str()),
+        ));
+    }
+    if target.kind.namespaced() {
+        match (&meta.namespace, target.namespace.as_deref()) {
+            (Some(ns), Some(path_ns)) if ns.as_str() != path_ns => {
+                return Err(ApiError::new(
+                    Reason::BadRequest,
+                    format!("metadata.namespace {:?} does not match the namespace in the path {path_ns:?}", ns.as_str()),
+                ));
+            }
+            (Some(_), _) => {}
+            (None, path_ns) => {
+                let ns = shoal_api::Name::new(path_ns.unwrap_or("default"));
+                meta.namespace = Some(ns.map_err(|e| ApiError::new(Reason::BadRequest, e.to_string()))?);
+            }
+        }
+    }
+    object.validate().map_err(ApiError::invalid)?;
+    Ok(object)
+}
+
+/// Fills in what the control plane decides for a new object.
+fn stamp_new(object: &mut AnyObject) {
+    let meta = object.meta_mut();
+    meta.uid = Some(uuid::Uuid::new_v4().to_string());
+    meta.creation_timestamp = Some(now_rfc3339());
+    meta.generation = None;
+}
+
+async fn require_namespace(store: &Store, target: &Target) -> Result<(), ApiError> {
+    let Some(ns) = target.namespace.as_deref().filter(|_| target.kind.namespaced()) else {
+        return Ok(());
+    };
+    if ns == "default" || store.reader().get(&ObjectKey::new(Kind::Namespace.plural(), None, ns))?.is_some() {
+        return Ok(());
+    }
+    Err(ApiError::new(Reason::NotFound, format!("namespace {ns:?} not found: create it first")))
+}
+
+fn to_bytes(object: &AnyObject) -> Vec<u8> {
+    serde_json::to_vec(object).expect("objects serialize")
+}
+
+fn write_result(result: CommandResult, target: &Target, name: &str, success: StatusCode) -> Result<Response, ApiError> {
+    let what = target.display(name);
+    match result {
+        CommandResult::Ok { object: Some(bytes) } => Ok(json_response(success, bytes)),
+        CommandResult::Ok { object: None } => Ok(success.into_response()),
+        CommandResult::AlreadyExists => Err(ApiError::new(Reason::Conflict, format!("{what} already exists"))),
+        CommandResult::NotFound => Err(ApiError::new(Reason::NotFound, format!("{what} not found"))),
+        CommandResult::Conflict { current } => Err(ApiError::new(
+            Reason::Conflict,
+            format!("{what} has been modified: its resourceVersion is now {current}; read it again and retry"),
+        )),
+        CommandResult::Invalid { message } => Err(ApiError::new(Reason::Invalid, message)),
+    }
+}
+
+async fn create(store: &Store, target: Target, body: &[u8]) -> Result<Response, ApiError> {
+    let mut object = parse_body(&target, body, None)?;
+    let target = Target { namespace: object.namespace().map(str::to_owned), ..target };
+    require_namespace(store, &target).await?;
+    stamp_new(&mut object);
+    object.meta_mut().resource_version = None;
+    let name = object.meta().name.to_string();
+    let result = store.write(Command::Create { key: target.key(&name), object: to_bytes(&object) }).await?;
+    write_result(result, &target, &name, StatusCode::CREATED)
+}
+
+async fn update(store: &Store, target: Target, name: &str, body: &[u8], scope: UpdateScope) -> Result<Response, ApiError> {
+    let mut object = parse_body(&target, body, Some(name))?;
+    require_namespace(store, &target).await?;
+    let expected = object.meta().resource_version;
+    stamp_new(&mut object); // used only if the update creates the object
+    let command = Command::Update { key: target.key(name), object: to_bytes(&object), expected, scope };
+    write_result(store.write(command).await?, &target, name, StatusCode::OK)
+}
+
+async fn get(store: &Store, target: Target, name: &str) -> Result<Response, ApiError> {
+    store.linearize().await?;
+    match store.reader().get(&target.key(name))? {
+        Some(bytes) => Ok(json_response(StatusCode::OK, bytes)),
+        None => Err(ApiError::new(Reason::NotFound, format!("{} not found", target.display(name)))),
+    }
+}
+
+async fn delete(store: &Store, target: Target, name: &str, query: DeleteQuery) -> Result<Response, ApiError> {
+    let command = Command::Delete { key: target.key(name), expected: query.resource_version };
+    write_result(store.write(command).await?, &target, name, StatusCode::OK)
+}
+
+/// Whether the object JSON's labels match `selector`.
+pub(super) fn labels_match(selector: &LabelSelector, object: &[u8]) -> bool {
+    if selector.0.is_empty() {
+        return true;
+    }
+    #[derive(Deserialize)]
+    struct Labels {
+        metadata: LabelsMeta,
+    }
+    #[derive(Deserialize)]
+    struct LabelsMeta {
+        #[serde(default)]
+        labels: std::collections::BTreeMap<String, String>,
+    }
+    serde_json::from_slice::<Labels>(object).is_ok_and(|o| selector.matches(&o.metadata.labels))
+}
+
+async fn list(store: Arc<Store>, target: Target, query: ListQuery) -> Result<Response, ApiError> {
+    let selector: LabelSelector = query
+        .label_selector
+        .as_deref()
+        .unwrap_or("")
+        .parse()
+        .map_err(|e: shoal_api::selector::SelectorError| ApiError::new(Reason::BadRequest, e.to_string()))?;
+    let prefix = ObjectKey::prefix(target.kind.plural(), target.namespace.as_deref());
+    if query.watch {
+        return watch::stream(store, prefix, selector, query.resource_version).await;
+    }
+    store.linearize().await?;
+    let (revision, items) = store.reader().list(&prefix)?;
+    let mut body = format!("{{\"resourceVersion\":{revision},\"items\":[").into_bytes();
+    let mut first = true;
+    for item in items.iter().filter(|i| labels_match(&selector, i)) {
+        if !first {
+            body.push(b',');
+        }
+        first = false;
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"]}");
+    Ok(json_response(StatusCode::OK, body))
+}
+
+type S = State<Arc<Store>>;
+
+/// `GET /api/v1/{plural}`: list (or watch) a kind across all namespaces.
+pub async fn list_all(State(store): S, Path(plural): Path<String>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
+    list(store, Target::new(&plural, None)?, q).await
+}
+
+/// `POST /api/v1/{plural}`: create a cluster-scoped object (or a namespaced one, in the
+/// namespace its metadata names).
+pub async fn create_any(State(store): S, Path(plural): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    create(&store, Target::new(&plural, None)?, &body).await
+}
+
+/// `GET /api/v1/namespaces/{ns}/{plural}`.
+pub async fn list_namespaced(State(store): S, Path((ns, plural)): Path<(String, String)>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
+    list(store, Target::new(&plural, Some(ns))?, q).await
+}
+
+/// `POST /api/v1/namespaces/{ns}/{plural}`.
+pub async fn create_namespaced(State(store): S, Path((ns, plural)): Path<(String, String)>, body: Bytes) -> Result<Response, ApiError> {
+    create(&store, Target::new(&plural, Some(ns))?, &body).await
+}
+
+/// `PUT /api/v1/namespaces/{name}/status`: a namespace's status. (The path has the shape of a
+/// namespaced collection; this is the one `PUT` on that shape.)
+pub async fn put_namespace_status(State(store): S, Path((ns, sub)): Path<(String, String)>, body: Bytes) -> Result<Response, ApiError> {
+    if sub != "status" {
+        return Err(ApiError::new(Reason::NotFound, format!("cannot PUT a collection: /api/v1/namespaces/{ns}/{sub}")));
+    }
+    update(&store, Target::new("namespaces", None)?, &ns, &body, UpdateScope::Status).await
+}
+
+/// `GET /api/v1/{plural}/{name}`.
+pub async fn get_cluster(State(store): S, Path((plural, name)): Path<(String, String)>) -> Result<Response, ApiError> {
+    get(&store, Target::for_object(&plural, None)?, &name).await
+}
+
+/// `PUT /api/v1/{plural}/{name}`.
+pub async fn put_cluster(State(store): S, Path((plural, name)): Path<(String, String)>, body: Bytes) -> Result<Response, ApiError> {
+    update(&store, Target::for_object(&plural, None)?, &name, &body, UpdateScope::Spec).await
+}
+
+/// `PUT /api/v1/{plural}/{name}/status`.
+pub async fn put_cluster_status(State(store): S, Path((plural, name)): Path<(String, String)>, body: Bytes) -> Result<Response, ApiError> {
+    update(&store, Target::for_object(&plural, None)?, &name, &body, UpdateScope::Status).await
+}
+
+/// `DELETE /api/v1/{plural}/{name}`.
+pub async fn delete_cluster(State(store): S, Path((plural, name)): Path<(String, String)>, Query(q): Query<DeleteQuery>) -> Result<Response, ApiError> {
+    delete(&store, Target::for_object(&plural, None)?, &name, q).await
+}
+
+/// `GET /api/v1/namespaces/{ns}/{plural}/{name}`.
+pub async fn get_namespaced(State(store): S, Path((ns, plural, name)): Path<(String, String, String)>) -> Result<Response, ApiError> {
+    get(&store, Target::for_object(&plural, Some(ns))?, &name).await
+}
+
+/// `PUT /api/v1/namespaces/{ns}/{plural}/{name}`.
+pub async fn put_namespaced(State(store): S, Path((ns, plural, name)): Path<(String, String, String)>, body: Bytes) -> Result<Response, ApiError> {
+    update(&store, Target::for_object(&plural, Some(ns))?, &name, &body, UpdateScope::Spec).await
+}
+
+/// `PUT /api/v1/namespaces/{ns}/{plural}/{name}/status`.
+pub async fn put_namespaced_status(State(store): S, Path((ns, plural, name)): Path<(String, String, String)>, body: Bytes) -> Result<Response, ApiError> {
+    update(&store, Target::for_object(&plural, Some(ns))?, &name, &body, UpdateScope::Status).await
+}
+
+/// `DELETE /api/v1/namespaces/{ns}/{plural}/{name}`.
+pub async fn delete_namespaced(State(store): S, Path((ns, plural, name)): Path<(String, String, String)>, Query(q): Query<DeleteQuery>) -> Result<Response, ApiError> {
+    delete(&store, Target::for_object(&plural, Some(ns))?, &name, q).await
+}
+
+/// A body for streaming responses.
+pub(super) fn ndjson(body: Body) -> Response {
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}

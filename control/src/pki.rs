@@ -1,0 +1,159 @@
+//! The cluster's keys and secrets, made on first start: a CA (which signs each control node's
+//! server certificate, and which clients trust), the admin bearer token, and the cluster token
+//! control nodes present to each other. Kept in one directory, readable by its owner only;
+//! further control nodes of the same cluster are started with the same directory's contents.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rand::Rng;
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// Why the PKI could not be loaded or made.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Key or certificate generation failed, or a stored one is damaged.
+    #[error("certificate error: {0}")]
+    Cert(#[from] rcgen::Error),
+    /// rustls refused the key or certificate.
+    #[error("TLS configuration error: {0}")]
+    Tls(#[from] rustls::Error),
+    /// A stored PEM file is damaged.
+    #[error("{path}: not a valid PEM file")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// The loaded PKI.
+pub struct Pki {
+    /// The CA certificate (PEM), trusted by clients.
+    pub ca_pem: String,
+    ca_key: KeyPair,
+    /// Bearer token of the cluster administrator.
+    pub admin_token: String,
+    /// Bearer token control nodes present to each other.
+    pub cluster_token: String,
+}
+
+const CA_CERT: &str = "ca.pem";
+const CA_KEY: &str = "ca.key";
+const ADMIN_TOKEN: &str = "admin.token";
+const CLUSTER_TOKEN: &str = "cluster.token";
+
+/// The CA's parameters. Rebuilt identically on every start, so that certificates signed later
+/// name the same issuer as the stored CA certificate (whose key signs them).
+fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "shoal cluster CA");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    Ok(params)
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    hex::encode(bytes)
+}
+
+fn read(path: &Path) -> Result<String, PkiError> {
+    std::fs::read_to_string(path).map(|s| s.trim().to_owned()).map_err(|source| PkiError::Io { path: path.to_owned(), source })
+}
+
+fn write(path: &Path, contents: &str) -> Result<(), PkiError> {
+    shoal_api::config::write_private(path, contents.as_bytes()).map_err(|source| PkiError::Io { path: path.to_owned(), source })
+}
+
+impl Pki {
+    /// Loads the PKI from `dir`, making whatever is missing.
+    pub fn load_or_create(dir: &Path) -> Result<Pki, PkiError> {
+        let io = |source| PkiError::Io { path: dir.to_owned(), source };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        }
+        let (cert_path, key_path) = (dir.join(CA_CERT), dir.join(CA_KEY));
+        if !cert_path.exists() || !key_path.exists() {
+            let key = KeyPair::generate()?;
+            let cert = ca_params()?.self_signed(&key)?;
+            write(&key_path, &key.serialize_pem())?;
+            write(&cert_path, &cert.pem())?;
+        }
+        for token in [ADMIN_TOKEN, CLUSTER_TOKEN] {
+            if !dir.join(token).exists() {
+                write(&dir.join(token), &random_token())?;
+            }
+        }
+        let ca_key = KeyPair::from_pem(&read(&key_path)?)?;
+        Ok(Pki {
+            ca_pem: read(&cert_path)? + "\n",
+            ca_key,
+            admin_token: read(&dir.join(ADMIN_TOKEN))?,
+            cluster_token: read(&dir.join(CLUSTER_TOKEN))?,
+        })
+    }
+
+    /// A rustls server configuration with a fresh certificate for `names` (DNS names and IP
+    /// addresses), signed by the cluster CA. Offers HTTP/2 and HTTP/1.1.
+    pub fn server_config(&self, names: &[String]) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(names.to_vec())?;
+        params.distinguished_name.push(DnType::CommonName, "shoal control plane");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let issuer = Issuer::new(ca_params()?, &self.ca_key);
+        let cert = params.signed_by(&key, &issuer)?;
+        let ca_der = CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).map_err(|_| PkiError::Pem { path: CA_CERT.into() })?;
+        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone(), ca_der], key_der)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// Compares secrets in time independent of where they first differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pki_is_made_once_and_reloaded_identically() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Pki::load_or_create(dir.path()).unwrap();
+        let second = Pki::load_or_create(dir.path()).unwrap();
+        assert_eq!(first.ca_pem, second.ca_pem);
+        assert_eq!(first.admin_token, second.admin_token);
+        assert_ne!(first.admin_token, first.cluster_token);
+        assert_eq!(first.admin_token.len(), 64);
+        second.server_config(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+    }
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

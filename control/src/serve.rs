@@ -1,0 +1,58 @@
+//! Serving an axum router over TLS on an already-bound listener, until a shutdown signal;
+//! every connection task is tracked so that shutdown ends them all.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+/// Serves `router` on `listener` with TLS `config` until `shutdown` is cancelled; then stops
+/// accepting, gives open connections a moment to finish, and ends the rest (watch streams never
+/// finish on their own).
+pub async fn serve_tls(listener: TcpListener, config: Arc<rustls::ServerConfig>, router: axum::Router, shutdown: CancellationToken) {
+    let acceptor = TlsAcceptor::from(config);
+    let mut connections = JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(router.clone());
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return tracing::debug!("TLS handshake with {peer} failed: {e}"),
+                Err(_) => return tracing::debug!("TLS handshake with {peer} timed out"),
+            };
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            tokio::select! {
+                result = connection => if let Err(e) = result {
+                    tracing::debug!("connection from {peer} ended: {e}");
+                },
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    connections.shutdown().await;
+}

@@ -1,0 +1,345 @@
+//! The store: openraft over redb, and the one door the rest of the control plane uses to
+//! write (a raft proposal, forwarded to the leader when this member is not it) and to read
+//! (linearizable by default: the leader confirms it still leads before the read is served).
+//!
+//! # Layout
+//! - [`types`]: the raft type configuration, commands and results.
+//! - [`db`]: the redb file and its tables.
+//! - [`log_store`]: raft's log and vote.
+//! - [`state_machine`]: objects, history and blobs; [`StoreReader`] for reads.
+//! - [`peer`], [`network`]: calls between control nodes.
+
+pub mod db;
+pub mod log_store;
+pub mod network;
+pub mod peer;
+pub mod state_machine;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+
+pub use self::state_machine::{Change, ChangeKind, HistoryError, StoreReader};
+use self::network::paths;
+use self::peer::{PeerClient, PeerError};
+pub use self::types::{Command, CommandResult, MemberId, ObjectKey, Raft, UpdateScope};
+
+/// How long a write or a linearizable read waits for a leader before giving up with 503.
+const LEADER_WAIT: Duration = Duration::from_secs(5);
+
+/// Why the store could not serve a request.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No leader could be reached in time (an election is under way, or there is no quorum).
+    #[error("no raft leader available: {0}")]
+    NoLeader(String),
+    /// The write was sent to the leader but its outcome is unknown (the leader went away).
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+    /// Reading or writing the disk failed.
+    #[error("storage failure: {0}")]
+    Storage(#[from] types::StorageError),
+    /// Raft stopped (shutting down, or after a storage failure).
+    #[error("raft stopped: {0}")]
+    Stopped(String),
+}
+
+/// Errors a member answers a forwarded request with.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+pub enum PeerRefusal {
+    /// This member is not the leader; try the one named, if known.
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader's raft address, if known.
+        leader: Option<String>,
+    },
+    /// Something else went wrong.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A new member asking to be added.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// Its raft member id.
+    pub id: MemberId,
+    /// Its raft listener, `host:port`.
+    pub addr: String,
+}
+
+/// What `/cluster` reports about raft.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// This member.
+    pub id: MemberId,
+    /// The current leader, if known.
+    pub leader: Option<MemberId>,
+    /// The current term.
+    pub term: u64,
+    /// The last applied revision.
+    pub revision: u64,
+    /// Voters and their raft addresses.
+    pub members: BTreeMap<MemberId, String>,
+}
+
+/// Tunables of the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// This member's id.
+    pub id: MemberId,
+    /// How many revisions of history watches can resume from.
+    pub history_revisions: u64,
+}
+
+/// One member's store.
+pub struct Store {
+    id: MemberId,
+    raft: Raft,
+    reader: StoreReader,
+    peers: PeerClient,
+}
+
+impl Store {
+    /// Opens the redb file at `path` and starts raft on it.
+    pub async fn open(path: &Path, options: &StoreOptions, peers: PeerClient) -> Result<Arc<Store>, anyhow::Error> {
+        let db = db::open(path)?;
+        let log = log_store::LogStore::new(db.clone());
+        let (sm, reader) = state_machine::StateMachine::new(db, options.history_revisions)?;
+        let config = openraft::Config {
+            cluster_name: "shoal".into(),
+            heartbeat_interval: 75,
+            election_timeout_min: 250,
+            election_timeout_max: 500,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
+            max_in_snapshot_log_to_keep: 1000,
+            max_payload_entries: 512,
+            ..Default::default()
+        };
+        let config = Arc::new(config.validate()?);
+        let raft = Raft::new(options.id, config, network::Network::new(peers.clone()), log, sm).await?;
+        Ok(Arc::new(Store { id: options.id, raft, reader, peers }))
+    }
+
+    /// Makes this member part of a cluster of `members` (id → raft address) if it is not in one
+    /// yet. Every founding member may call this with the same set; only the first write counts.
+    pub async fn bootstrap(&self, members: BTreeMap<MemberId, String>) -> Result<(), StoreError> {
+        if self.raft.is_initialized().await.map_err(|e| StoreError::Stopped(e.to_string()))? {
+            return Ok(());
+        }
+        let nodes: BTreeMap<MemberId, BasicNode> = members.into_iter().map(|(id, a)| (id, BasicNode::new(a))).collect();
+        match self.raft.initialize(nodes).await {
+            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(StoreError::Stopped(e.to_string())),
+        }
+    }
+
+    /// Asks the cluster reachable at raft address `via` to add this member (retrying until a
+    /// leader accepts), unless it already belongs to a cluster.
+    pub async fn join(&self, via: &str, own_addr: &str) -> Result<(), StoreError> {
+        if self.raft.is_initialized().await.map_err(|e| StoreError::Stopped(e.to_string()))? {
+            return Ok(());
+        }
+        let request = JoinRequest { id: self.id, addr: own_addr.to_owned() };
+        let mut target = via.to_owned();
+        loop {
+            let answer: Result<Result<(), PeerRefusal>, PeerError> =
+                self.peers.call(&target, paths::JOIN, &request, Duration::from_secs(30)).await;
+            match answer {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(PeerRefusal::NotLeader { leader: Some(leader) })) => target = leader,
+                Ok(Err(e)) => tracing::warn!("join via {target} refused: {e}"),
+                Err(e) => tracing::warn!("join via {target} failed: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The raft handle (for the raft RPC endpoints).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Read access to applied state. Reads through it are local; call [`Store::linearize`] first
+    /// for a linearizable read.
+    pub fn reader(&self) -> &StoreReader {
+        &self.reader
+    }
+
+    /// This member's id.
+    pub fn id(&self) -> MemberId {
+        self.id
+    }
+
+    /// Raft's view of the cluster.
+    pub fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let members = m
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| m.membership_config.membership().voter_ids().any(|v| v == **id))
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect();
+        ClusterStatus {
+            id: self.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            revision: self.reader.revision(),
+            members,
+        }
+    }
+
+    /// Whether this member currently leads.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    fn leader_addr(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        m.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
+    }
+
+    /// Waits until some leader other than `not` is known, or the deadline passes.
+    async fn wait_for_leader(&self, not: Option<MemberId>, deadline: Instant) -> Result<(), StoreError> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let leader = metrics.borrow_and_update().current_leader;
+            if leader.is_some() && leader != not {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::NoLeader("timed out waiting for an election".into()));
+            }
+            match tokio::time::timeout(left, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(StoreError::Stopped("raft metrics closed".into())),
+                Err(_) => return Err(StoreError::NoLeader("timed out waiting for an election".into())),
+            }
+        }
+    }
+
+    /// Proposes `command` and returns what applying it did, once it is committed and applied.
+    /// On a follower the command is forwarded to the leader. A command is retried only when it
+    /// certainly did not reach a leader, so it is never applied twice.
+    pub async fn write(&self, command: Command) -> Result<CommandResult, StoreError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            let (leader_id, leader_addr) = match self.raft.client_write(command.clone()).await {
+                Ok(response) => return Ok(response.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => (f.leader_id, f.leader_node.map(|n| n.addr)),
+                Err(RaftError::APIError(e)) => return Err(StoreError::NoLeader(e.to_string())),
+                Err(RaftError::Fatal(e)) => return Err(StoreError::Stopped(e.to_string())),
+            };
+            match (leader_id, leader_addr) {
+                (Some(id), Some(addr)) if id != self.id => {
+                    let answer: Result<Result<CommandResult, PeerRefusal>, PeerError> =
+                        self.peers.call(&addr, paths::WRITE, &command, LEADER_WAIT).await;
+                    match answer {
+                        Ok(Ok(result)) => return Ok(result),
+                        Ok(Err(PeerRefusal::NotLeader { .. })) => self.wait_for_leader(Some(id), deadline).await?,
+                        Ok(Err(PeerRefusal::Failed(e))) => return Err(StoreError::NoLeader(e)),
+                        Err(e) if e.never_arrived() => self.wait_for_leader(Some(id), deadline).await?,
+                        Err(e) => return Err(StoreError::Unknown(e.to_string())),
+                    }
+                }
+                _ => self.wait_for_leader(None, deadline).await?,
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::NoLeader("no leader accepted the write in time".into()));
+            }
+        }
+    }
+
+    /// Returns once this member has applied everything committed before the call: the leader
+    /// confirms its leadership with a quorum (raft's read index), and a follower asks the leader
+    /// for that index and waits until it has applied it.
+    pub async fn linearize(&self) -> Result<(), StoreError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            let index = if self.is_leader() {
+                match self.read_index().await {
+                    Ok(index) => Some(index),
+                    Err(PeerRefusal::NotLeader { .. }) => None,
+                    Err(PeerRefusal::Failed(e)) => return Err(StoreError::NoLeader(e)),
+                }
+            } else if let Some(addr) = self.leader_addr() {
+                let answer: Result<Result<u64, PeerRefusal>, PeerError> =
+                    self.peers.call(&addr, paths::READ_INDEX, &(), LEADER_WAIT).await;
+                match answer {
+                    Ok(Ok(index)) => Some(index),
+                    Ok(Err(PeerRefusal::Failed(e))) => return Err(StoreError::NoLeader(e)),
+                    Ok(Err(PeerRefusal::NotLeader { .. })) | Err(_) => None,
+                }
+            } else {
+                None
+            };
+            if let Some(index) = index {
+                let left = deadline.saturating_duration_since(Instant::now());
+                return self
+                    .raft
+                    .wait(Some(left))
+                    .applied_index_at_least(Some(index), "linearizable read")
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| StoreError::NoLeader(e.to_string()));
+            }
+            let current = self.raft.metrics().borrow().current_leader;
+            if Instant::now() >= deadline {
+                return Err(StoreError::NoLeader("no leader confirmed the read in time".into()));
+            }
+            // Either no leader is known, or the one we asked is gone: wait for a change.
+            let _ = tokio::time::timeout(Duration::from_millis(100), self.wait_for_leader(current, deadline)).await;
+        }
+    }
+
+    /// The leader's read index (answers a follower's `READ_INDEX`).
+    pub async fn read_index(&self) -> Result<u64, PeerRefusal> {
+        match self.raft.ensure_linearizable().await {
+            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(PeerRefusal::NotLeader { leader: f.leader_node.map(|n| n.addr) })
+            }
+            Err(e) => Err(PeerRefusal::Failed(e.to_string())),
+        }
+    }
+
+    /// Applies a write forwarded by a follower (answers `WRITE`).
+    pub async fn forwarded_write(&self, command: Command) -> Result<CommandResult, PeerRefusal> {
+        match self.raft.client_write(command).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(PeerRefusal::NotLeader { leader: f.leader_node.map(|n| n.addr) })
+            }
+            Err(e) => Err(PeerRefusal::Failed(e.to_string())),
+        }
+    }
+
+    /// Adds a member: first as a learner that catches up, then as a voter (answers `JOIN`).
+    pub async fn add_member(&self, request: JoinRequest) -> Result<(), PeerRefusal> {
+        if !self.is_leader() {
+            return Err(PeerRefusal::NotLeader { leader: self.leader_addr() });
+        }
+        let failed = |e: &dyn std::fmt::Display| PeerRefusal::Failed(e.to_string());
+        self.raft.add_learner(request.id, BasicNode::new(&request.addr), true).await.map_err(|e| failed(&e))?;
+        let voters: std::collections::BTreeSet<MemberId> = {
+            let m = self.raft.metrics().borrow().clone();
+            m.membership_config.membership().voter_ids().chain([request.id]).collect()
+        };
+        self.raft.change_membership(voters, false).await.map_err(|e| failed(&e))?;
+        Ok(())
+    }
+
+    /// Stops raft.
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}

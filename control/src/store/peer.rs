@@ -1,0 +1,93 @@
+//! Calls from one control node to another over the raft listener: HTTPS with the cluster CA,
+//! a bearer cluster token, postcard bodies. Raft's own RPCs and Shoal's (forwarded writes,
+//! read indexes, joins) share this one transport.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Why a peer call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// No connection could be made: the request certainly did not arrive.
+    #[error("cannot connect to {url}: {source}")]
+    Unreachable {
+        /// What was called.
+        url: String,
+        /// Why.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The request may or may not have arrived (timeout, reset, bad answer).
+    #[error("call to {url} failed: {message}")]
+    Failed {
+        /// What was called.
+        url: String,
+        /// Why.
+        message: String,
+    },
+}
+
+impl PeerError {
+    /// Whether the call certainly did not reach the peer (and so can be retried elsewhere).
+    pub fn never_arrived(&self) -> bool {
+        matches!(self, PeerError::Unreachable { .. })
+    }
+}
+
+/// A client for peer calls.
+#[derive(Clone)]
+pub struct PeerClient {
+    http: reqwest::Client,
+    token: String,
+}
+
+impl PeerClient {
+    /// A client trusting only the cluster CA (PEM) and presenting the cluster token.
+    pub fn new(ca_pem: &str, token: &str) -> Result<Self, reqwest::Error> {
+        shoal_api::client::install_crypto_provider();
+        let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes())?;
+        let http = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(PeerClient { http, token: token.to_owned() })
+    }
+
+    /// POSTs `request` to `https://{addr}{path}` and decodes the answer.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError> {
+        let url = format!("https://{addr}{path}");
+        let body = postcard::to_allocvec(request).map_err(|e| PeerError::Failed { url: url.clone(), message: e.to_string() })?;
+        let failed = |message: String| PeerError::Failed { url: url.clone(), message };
+        let resp = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|source| {
+                if source.is_connect() {
+                    PeerError::Unreachable { url: url.clone(), source }
+                } else {
+                    failed(source.to_string())
+                }
+            })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| failed(e.to_string()))?;
+        if !status.is_success() {
+            return Err(failed(format!("{status}: {}", String::from_utf8_lossy(&bytes))));
+        }
+        postcard::from_bytes(&bytes).map_err(|e| failed(format!("undecodable answer: {e}")))
+    }
+}

@@ -1,0 +1,505 @@
+//! The replicated state machine: objects, their change history (for watches), and module
+//! blobs, in redb tables beside the raft log.
+//!
+//! Applying a batch of entries is one redb transaction, committed (fsync) before openraft hears
+//! of it: what a client was told is applied is on disk on the leader and on a quorum's log.
+//! Every change is recorded in `history` under its revision (the raft log index), which is what
+//! watches read; history older than a retention window is dropped, and a watch from before it is
+//! answered with 410 Gone.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::db::{BLOBS, HISTORY, OBJECTS, SM_META, SNAPSHOT, blocking, decode, encode, io_err};
+use super::types::{
+    Command, CommandResult, Entry, LogId, ObjectKey, StorageError, StoredMembership, TypeConfig, UpdateScope,
+};
+
+/// What a change did to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangeKind {
+    /// Created.
+    Added,
+    /// Updated.
+    Modified,
+    /// Deleted.
+    Deleted,
+}
+
+/// One entry of the change history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// The revision (raft log index) of the change.
+    pub revision: u64,
+    /// What happened.
+    pub kind: ChangeKind,
+    /// Which object.
+    pub key: String,
+    /// The object after the change (before it, for a delete, with the delete's revision).
+    pub object: Vec<u8>,
+}
+
+/// Why changes could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The revision asked for is older than the retained history.
+    #[error("revision {requested} has been compacted (history starts after {compacted})")]
+    Compacted {
+        /// What was asked for.
+        requested: u64,
+        /// Everything at or before this revision is gone.
+        compacted: u64,
+    },
+    /// The disk failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotPayload {
+    objects: Vec<(String, Vec<u8>)>,
+    blobs: Vec<(String, Vec<u8>)>,
+}
+
+/// The state machine: written by raft, read by the API server through [`StoreReader`].
+pub struct StateMachine {
+    db: Arc<Database>,
+    applied: watch::Sender<u64>,
+    /// How many revisions of history to keep.
+    history_revisions: u64,
+}
+
+/// Read access to the applied state, shared with the API server.
+#[derive(Clone)]
+pub struct StoreReader {
+    db: Arc<Database>,
+    applied: watch::Receiver<u64>,
+}
+
+fn read_meta<T: serde::de::DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>, StorageError> {
+    match table.get(key).map_err(io_err)? {
+        Some(v) => Ok(Some(decode(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn put_meta<T: Serialize>(tx: &WriteTransaction, key: &str, value: &T) -> Result<(), StorageError> {
+    tx.open_table(SM_META).map_err(io_err)?.insert(key, encode(value).as_slice()).map_err(io_err)?;
+    Ok(())
+}
+
+fn last_applied_index(db: &Database) -> Result<u64, StorageError> {
+    let tx = db.begin_read().map_err(io_err)?;
+    let meta = tx.open_table(SM_META).map_err(io_err)?;
+    Ok(read_meta::<Option<LogId>>(&meta, "last_applied")?.flatten().map_or(0, |l| l.index))
+}
+
+impl StateMachine {
+    /// The state machine over the shared database, and a reader of it.
+    pub fn new(db: Arc<Database>, history_revisions: u64) -> Result<(Self, StoreReader), StorageError> {
+        let (applied, rx) = watch::channel(last_applied_index(&db)?);
+        let reader = StoreReader { db: db.clone(), applied: rx };
+        Ok((StateMachine { db, applied, history_revisions: history_revisions.max(1) }, reader))
+    }
+}
+
+/// The tables one apply batch writes.
+struct Tables<'t> {
+    objects: Table<'t, &'static str, &'static [u8]>,
+    history: Table<'t, u64, &'static [u8]>,
+    blobs: Table<'t, &'static str, &'static [u8]>,
+}
+
+fn parse_object(bytes: &[u8]) -> Result<Value, String> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err("object is not a JSON object".into()),
+        Err(e) => Err(format!("object is not JSON: {e}")),
+    }
+}
+
+fn meta_u64(object: &Value, field: &str) -> Option<u64> {
+    object.get("metadata")?.get(field)?.as_u64()
+}
+
+fn set_meta(object: &mut Value, field: &str, value: Value) {
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        if value.is_null() {
+            meta.remove(field);
+        } else {
+            meta.insert(field.to_owned(), value);
+        }
+    }
+}
+
+/// The fields of an object a spec update may change; if none changed, the update is a no-op.
+fn user_fields(object: &Value) -> (Option<&Value>, Option<&Value>, Option<&Value>) {
+    let meta = object.get("metadata");
+    (object.get("spec"), meta.and_then(|m| m.get("labels")), meta.and_then(|m| m.get("annotations")))
+}
+
+impl Tables<'_> {
+    fn record(&mut self, revision: u64, kind: ChangeKind, key: &str, object: &Value) -> Result<Vec<u8>, StorageError> {
+        let bytes = serde_json::to_vec(object).map_err(io_err)?;
+        let change = Change { revision, kind, key: key.to_owned(), object: bytes.clone() };
+        self.history.insert(revision, encode(&change).as_slice()).map_err(io_err)?;
+        if kind == ChangeKind::Deleted {
+            self.objects.remove(key).map_err(io_err)?;
+        } else {
+            self.objects.insert(key, bytes.as_slice()).map_err(io_err)?;
+        }
+        Ok(bytes)
+    }
+
+    fn current(&self, key: &ObjectKey) -> Result<Option<Value>, StorageError> {
+        match self.objects.get(key.0.as_str()).map_err(io_err)? {
+            Some(v) => Ok(Some(parse_object(v.value()).map_err(|e| io_err(std::io::Error::other(e)))?)),
+            None => Ok(None),
+        }
+    }
+
+    fn apply(&mut self, revision: u64, command: Command) -> Result<CommandResult, StorageError> {
+        let invalid = |message: String| Ok(CommandResult::Invalid { message });
+        let stale = |current: &Value, expected: Option<u64>| {
+            let rv = meta_u64(current, "resourceVersion").unwrap_or(0);
+            expected.filter(|e| *e != rv).map(|_| CommandResult::Conflict { current: rv })
+        };
+        let done = |bytes: Vec<u8>| Ok(CommandResult::Ok { object: Some(bytes) });
+        match command {
+            Command::Create { key, object } => {
+                let mut object = match parse_object(&object) {
+                    Ok(o) => o,
+                    Err(e) => return invalid(e),
+                };
+                if self.current(&key)?.is_some() {
+                    return Ok(CommandResult::AlreadyExists);
+                }
+                set_meta(&mut object, "resourceVersion", revision.into());
+                set_meta(&mut object, "generation", 1.into());
+                done(self.record(revision, ChangeKind::Added, &key.0, &object)?)
+            }
+            Command::Update { key, object, expected, scope } => {
+                let mut new = match parse_object(&object) {
+                    Ok(o) => o,
+                    Err(e) => return invalid(e),
+                };
+                let Some(old) = self.current(&key)? else {
+                    if expected.is_some() || scope == UpdateScope::Status {
+                        return Ok(CommandResult::NotFound);
+                    }
+                    set_meta(&mut new, "resourceVersion", revision.into());
+                    set_meta(&mut new, "generation", 1.into());
+                    return done(self.record(revision, ChangeKind::Added, &key.0, &new)?);
+                };
+                if let Some(conflict) = stale(&old, expected) {
+                    return Ok(conflict);
+                }
+                let next = match scope {
+                    UpdateScope::Status => {
+                        let mut next = old.clone();
+                        next["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+                        if next["status"].is_null() {
+                            next.as_object_mut().map(|o| o.remove("status"));
+                        }
+                        next
+                    }
+                    UpdateScope::Spec => {
+                        if user_fields(&old) == user_fields(&new) {
+                            return done(serde_json::to_vec(&old).map_err(io_err)?);
+                        }
+                        let spec_changed = old.get("spec") != new.get("spec");
+                        let generation = meta_u64(&old, "generation").unwrap_or(1) + u64::from(spec_changed);
+                        for field in ["uid", "creationTimestamp", "ownerReferences"] {
+                            let kept = old["metadata"].get(field).cloned().unwrap_or(Value::Null);
+                            set_meta(&mut new, field, kept);
+                        }
+                        set_meta(&mut new, "generation", generation.into());
+                        match old.get("status") {
+                            Some(status) => new["status"] = status.clone(),
+                            None => {
+                                new.as_object_mut().map(|o| o.remove("status"));
+                            }
+                        }
+                        new
+                    }
+                };
+                if next == old {
+                    return done(serde_json::to_vec(&old).map_err(io_err)?);
+                }
+                let mut next = next;
+                set_meta(&mut next, "resourceVersion", revision.into());
+                done(self.record(revision, ChangeKind::Modified, &key.0, &next)?)
+            }
+            Command::Delete { key, expected } => {
+                let Some(mut old) = self.current(&key)? else {
+                    return Ok(CommandResult::NotFound);
+                };
+                if let Some(conflict) = stale(&old, expected) {
+                    return Ok(conflict);
+                }
+                set_meta(&mut old, "resourceVersion", revision.into());
+                done(self.record(revision, ChangeKind::Deleted, &key.0, &old)?)
+            }
+            Command::PutBlob { digest, data } => {
+                if self.blobs.get(digest.as_str()).map_err(io_err)?.is_none() {
+                    self.blobs.insert(digest.as_str(), data.as_slice()).map_err(io_err)?;
+                }
+                Ok(CommandResult::Ok { object: None })
+            }
+        }
+    }
+}
+
+impl StateMachine {
+    fn apply_blocking(db: &Database, entries: Vec<Entry>, history_revisions: u64) -> Result<(Vec<CommandResult>, u64), StorageError> {
+        let tx = db.begin_write().map_err(io_err)?;
+        let mut results = Vec::with_capacity(entries.len());
+        let mut last = None;
+        {
+            let mut tables = Tables {
+                objects: tx.open_table(OBJECTS).map_err(io_err)?,
+                history: tx.open_table(HISTORY).map_err(io_err)?,
+                blobs: tx.open_table(BLOBS).map_err(io_err)?,
+            };
+            for entry in entries {
+                last = Some(entry.log_id);
+                results.push(match entry.payload {
+                    EntryPayload::Blank => CommandResult::Ok { object: None },
+                    EntryPayload::Normal(command) => tables.apply(entry.log_id.index, command)?,
+                    EntryPayload::Membership(m) => {
+                        put_meta(&tx, "membership", &StoredMembership::new(Some(entry.log_id), m))?;
+                        CommandResult::Ok { object: None }
+                    }
+                });
+            }
+        }
+        let applied = last.map_or(0, |l| l.index);
+        if last.is_some() {
+            put_meta(&tx, "last_applied", &last)?;
+            compact_history(&tx, applied, history_revisions)?;
+        }
+        tx.commit().map_err(io_err)?;
+        Ok((results, applied))
+    }
+}
+
+/// Drops history older than the retention window, in steps of a tenth of it so that the cost is
+/// paid once in a while rather than on every write.
+fn compact_history(tx: &WriteTransaction, applied: u64, keep: u64) -> Result<(), StorageError> {
+    let meta = tx.open_table(SM_META).map_err(io_err)?;
+    let compacted: u64 = read_meta(&meta, "compacted")?.unwrap_or(0);
+    drop(meta);
+    let cutoff = applied.saturating_sub(keep);
+    if cutoff >= compacted + (keep / 10).max(1) {
+        tx.open_table(HISTORY).map_err(io_err)?.retain_in(..=cutoff, |_, _| false).map_err(io_err)?;
+        put_meta(tx, "compacted", &cutoff)?;
+    }
+    Ok(())
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let tx = self.db.begin_read().map_err(io_err)?;
+        let meta = tx.open_table(SM_META).map_err(io_err)?;
+        let last: Option<LogId> = read_meta::<Option<LogId>>(&meta, "last_applied")?.flatten();
+        let membership = read_meta(&meta, "membership")?.unwrap_or_default();
+        Ok((last, membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let db = self.db.clone();
+        let keep = self.history_revisions;
+        let (results, applied) = blocking(move || Self::apply_blocking(&db, entries, keep)).await?;
+        if applied > 0 {
+            self.applied.send_replace(applied);
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { db: self.db.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let payload: SnapshotPayload = decode(&data)?;
+        let meta = meta.clone();
+        let db = self.db.clone();
+        let applied = meta.last_log_id.map_or(0, |l| l.index);
+        blocking(move || {
+            let tx = db.begin_write().map_err(io_err)?;
+            {
+                let mut objects = tx.open_table(OBJECTS).map_err(io_err)?;
+                objects.retain(|_, _| false).map_err(io_err)?;
+                for (k, v) in &payload.objects {
+                    objects.insert(k.as_str(), v.as_slice()).map_err(io_err)?;
+                }
+                let mut blobs = tx.open_table(BLOBS).map_err(io_err)?;
+                for (k, v) in &payload.blobs {
+                    blobs.insert(k.as_str(), v.as_slice()).map_err(io_err)?;
+                }
+                tx.open_table(HISTORY).map_err(io_err)?.retain(|_, _| false).map_err(io_err)?;
+                let mut snap = tx.open_table(SNAPSHOT).map_err(io_err)?;
+                snap.insert("meta", encode(&meta).as_slice()).map_err(io_err)?;
+                snap.insert("data", data.as_slice()).map_err(io_err)?;
+            }
+            put_meta(&tx, "last_applied", &meta.last_log_id)?;
+            put_meta(&tx, "membership", &meta.last_membership)?;
+            put_meta(&tx, "compacted", &applied)?;
+            tx.commit().map_err(io_err)
+        })
+        .await?;
+        self.applied.send_replace(applied);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let tx = self.db.begin_read().map_err(io_err)?;
+        let table = tx.open_table(SNAPSHOT).map_err(io_err)?;
+        let (Some(meta), Some(data)) = (table.get("meta").map_err(io_err)?, table.get("data").map_err(io_err)?) else {
+            return Ok(None);
+        };
+        Ok(Some(Snapshot { meta: decode(meta.value())?, snapshot: Box::new(Cursor::new(data.value().to_vec())) }))
+    }
+}
+
+/// Builds snapshots from a consistent read of the state machine.
+pub struct SnapshotBuilder {
+    db: Arc<Database>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let db = self.db.clone();
+        blocking(move || {
+            let (meta, data) = {
+                let tx = db.begin_read().map_err(io_err)?;
+                let sm = tx.open_table(SM_META).map_err(io_err)?;
+                let last_applied: Option<LogId> = read_meta::<Option<LogId>>(&sm, "last_applied")?.flatten();
+                let membership: StoredMembership = read_meta(&sm, "membership")?.unwrap_or_default();
+                let collect = |t: redb::ReadOnlyTable<&'static str, &'static [u8]>| -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+                    let mut out = Vec::new();
+                    for item in t.iter().map_err(io_err)? {
+                        let (k, v) = item.map_err(io_err)?;
+                        out.push((k.value().to_owned(), v.value().to_vec()));
+                    }
+                    Ok(out)
+                };
+                let payload = SnapshotPayload {
+                    objects: collect(tx.open_table(OBJECTS).map_err(io_err)?)?,
+                    blobs: collect(tx.open_table(BLOBS).map_err(io_err)?)?,
+                };
+                let snapshot_id = match last_applied {
+                    Some(l) => format!("{}-{}-{}", l.leader_id, l.index, std::process::id()),
+                    None => format!("empty-{}", std::process::id()),
+                };
+                let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+                (meta, encode(&payload))
+            };
+            let tx = db.begin_write().map_err(io_err)?;
+            {
+                let mut snap = tx.open_table(SNAPSHOT).map_err(io_err)?;
+                snap.insert("meta", encode(&meta).as_slice()).map_err(io_err)?;
+                snap.insert("data", data.as_slice()).map_err(io_err)?;
+            }
+            tx.commit().map_err(io_err)?;
+            Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        })
+        .await
+    }
+}
+
+impl StoreReader {
+    /// The last applied revision.
+    pub fn revision(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// A receiver that changes whenever a revision is applied.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
+    }
+
+    /// One object (JSON), if it exists.
+    pub fn get(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>, StorageError> {
+        let tx = self.db.begin_read().map_err(io_err)?;
+        let table = tx.open_table(OBJECTS).map_err(io_err)?;
+        Ok(table.get(key.0.as_str()).map_err(io_err)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Every object whose key starts with `prefix`, and the revision they were read at.
+    pub fn list(&self, prefix: &str) -> Result<(u64, Vec<Vec<u8>>), StorageError> {
+        let tx = self.db.begin_read().map_err(io_err)?;
+        let meta = tx.open_table(SM_META).map_err(io_err)?;
+        let revision = read_meta::<Option<LogId>>(&meta, "last_applied")?.flatten().map_or(0, |l| l.index);
+        let table = tx.open_table(OBJECTS).map_err(io_err)?;
+        let mut items = Vec::new();
+        for item in table.range(prefix..).map_err(io_err)? {
+            let (k, v) = item.map_err(io_err)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            items.push(v.value().to_vec());
+        }
+        Ok((revision, items))
+    }
+
+    /// Changes after revision `after` to keys starting with `prefix`, at most `limit` of them
+    /// (the last one returned tells where to continue). Also returns the revision read up to.
+    pub fn changes_after(&self, after: u64, prefix: &str, limit: usize) -> Result<(Vec<Change>, u64), HistoryError> {
+        let tx = self.db.begin_read().map_err(io_err)?;
+        let meta = tx.open_table(SM_META).map_err(io_err)?;
+        let compacted: u64 = read_meta(&meta, "compacted")?.unwrap_or(0);
+        let applied = read_meta::<Option<LogId>>(&meta, "last_applied")?.flatten().map_or(0, |l| l.index);
+        if after < compacted {
+            return Err(HistoryError::Compacted { requested: after, compacted });
+        }
+        let table = tx.open_table(HISTORY).map_err(io_err)?;
+        let mut changes = Vec::new();
+        let mut scanned_to = applied;
+        for item in table.range(after + 1..).map_err(io_err)? {
+            let (rev, v) = item.map_err(io_err)?;
+            let change: Change = decode(v.value())?;
+            if change.key.starts_with(prefix) {
+                changes.push(change);
+                if changes.len() >= limit {
+                    scanned_to = rev.value();
+                    break;
+                }
+            }
+        }
+        Ok((changes, scanned_to))
+    }
+
+    /// A module blob, if stored.
+    pub fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let tx = self.db.begin_read().map_err(io_err)?;
+        let table = tx.open_table(BLOBS).map_err(io_err)?;
+        Ok(table.get(digest).map_err(io_err)?.map(|v| v.value().to_vec()))
+    }
+}

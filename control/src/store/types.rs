@@ -1,0 +1,125 @@
+//! The raft type configuration, and the commands the replicated state machine applies.
+//!
+//! Commands carry everything that is not deterministic (uids, timestamps) already decided by the
+//! API server, so that every member applies a command to the very same result.
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+openraft::declare_raft_types!(
+    /// Shoal's raft types: commands in, results out, `u64` member ids, members addressed by
+    /// the `host:port` of their raft listener.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A raft member id.
+pub type MemberId = u64;
+/// The raft instance.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// A log entry.
+pub type Entry = openraft::Entry<TypeConfig>;
+/// Storage errors, as openraft wants them.
+pub type StorageError = openraft::StorageError<MemberId>;
+/// A log id.
+pub type LogId = openraft::LogId<MemberId>;
+/// Membership as stored with the state machine.
+pub type StoredMembership = openraft::StoredMembership<MemberId, openraft::BasicNode>;
+
+/// Key of an object in the store: `<plural>/<namespace>/<name>`, with an empty namespace for
+/// cluster-scoped kinds, so that a prefix scan lists one kind in one namespace or in all.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ObjectKey(pub String);
+
+impl ObjectKey {
+    /// The key of object `name` of kind `plural` in `namespace`.
+    pub fn new(plural: &str, namespace: Option<&str>, name: &str) -> Self {
+        ObjectKey(format!("{plural}/{}/{name}", namespace.unwrap_or("")))
+    }
+
+    /// The prefix that every key of kind `plural` (in `namespace`, when given) starts with.
+    pub fn prefix(plural: &str, namespace: Option<&str>) -> String {
+        match namespace {
+            Some(ns) => format!("{plural}/{ns}/"),
+            None => format!("{plural}/"),
+        }
+    }
+}
+
+/// What part of an object an update replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpdateScope {
+    /// Spec, labels and annotations; uid, creation time and status are kept.
+    Spec,
+    /// Only the status.
+    Status,
+}
+
+/// One write to the store. Objects travel as JSON (the API's own representation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Creates an object; fails with `AlreadyExists` if the key is taken.
+    Create {
+        /// Where.
+        key: ObjectKey,
+        /// The object, with uid and creation time set.
+        object: Vec<u8>,
+    },
+    /// Updates an object. With `expected` set, only if that is its current resourceVersion.
+    /// Without `expected`, a missing object is created (this is what `apply` does).
+    Update {
+        /// Where.
+        key: ObjectKey,
+        /// The new object (for `Status`, only its status is used).
+        object: Vec<u8>,
+        /// The resourceVersion the writer read.
+        expected: Option<u64>,
+        /// What is replaced.
+        scope: UpdateScope,
+    },
+    /// Deletes an object (with `expected`, only at that resourceVersion).
+    Delete {
+        /// Where.
+        key: ObjectKey,
+        /// The resourceVersion the writer read.
+        expected: Option<u64>,
+    },
+    /// Stores a module blob under its sha256 (hex).
+    PutBlob {
+        /// sha256 hex of `data`, already verified.
+        digest: String,
+        /// The module.
+        data: Vec<u8>,
+    },
+}
+
+/// What applying a command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// Done; the object as written (or, for a delete, as it was), when there is one.
+    Ok {
+        /// The object JSON after the write.
+        object: Option<Vec<u8>>,
+    },
+    /// Create of a key that exists.
+    AlreadyExists,
+    /// Update or delete of a key that does not exist.
+    NotFound,
+    /// `expected` did not match.
+    Conflict {
+        /// The object's current resourceVersion.
+        current: u64,
+    },
+    /// The command could not be applied (e.g. a stored object that is not JSON).
+    Invalid {
+        /// Why.
+        message: String,
+    },
+}
