@@ -15,7 +15,7 @@ use crate::status::{List, Reason, Status, WatchEvent};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server answered with an error status.
-    #[error("{0}")]
+    #[error(transparent)]
     Api(#[from] Status),
     /// The request did not get an answer.
     #[error("request to {url} failed: {source}")]

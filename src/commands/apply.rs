@@ -1,0 +1,133 @@
+//! `shoal apply -f FILE|DIR`: create or update what the manifests declare. A Workload's local
+//! `.wasm` module is uploaded once (by digest) and the object stores the digest.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::anyhow;
+use shoal_api::digest::{sha256_hex, wasm_kind};
+use shoal_api::manifest::{self, Manifest, ManifestError, ManifestErrors};
+use shoal_api::{AnyObject, Client, Kind, Reason};
+
+use crate::connect::ConnectionArgs;
+
+/// Flags of `shoal apply`.
+#[derive(clap::Args, Debug)]
+pub struct ApplyArgs {
+    /// Manifest file or directory (repeatable).
+    #[arg(short = 'f', long = "filename", required = true, value_name = "FILE|DIR")]
+    files: Vec<PathBuf>,
+    /// Check everything locally and print what would be applied, changing nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// Loads manifests from every path, collecting all errors.
+pub fn load_all(paths: &[PathBuf]) -> Result<Vec<Manifest>, ManifestErrors> {
+    let mut manifests = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        match manifest::load(path) {
+            Ok(found) => manifests.extend(found),
+            Err(ManifestErrors(found)) => errors.extend(found),
+        }
+    }
+    if errors.is_empty() { Ok(manifests) } else { Err(ManifestErrors(errors)) }
+}
+
+/// Prints manifest errors, one per line, and gives the failing exit code.
+pub fn report(errors: &ManifestErrors) -> ExitCode {
+    eprintln!("{errors}");
+    ExitCode::FAILURE
+}
+
+/// A local module a workload refers to, read and checked.
+struct LocalModule {
+    bytes: Vec<u8>,
+    digest: String,
+}
+
+/// Reads the local module file of a workload manifest, if it names one.
+fn read_module(m: &Manifest) -> Result<Option<LocalModule>, ManifestError> {
+    let AnyObject::Workload(w) = &m.object else { return Ok(None) };
+    let module = &w.spec.module;
+    if module.starts_with("sha256:") || module.starts_with("https://") {
+        return Ok(None);
+    }
+    let base = m.file.parent().unwrap_or(Path::new("."));
+    let path = base.join(module);
+    let bytes = std::fs::read(&path).map_err(|e| m.error_at("spec.module", format!("cannot read {}: {e}", path.display())))?;
+    if wasm_kind(&bytes).is_none() {
+        return Err(m.error_at("spec.module", format!("{} is not a wasm module or component", path.display())));
+    }
+    let digest = sha256_hex(&bytes);
+    Ok(Some(LocalModule { bytes, digest }))
+}
+
+impl ApplyArgs {
+    pub async fn execute(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
+        let mut manifests = match load_all(&self.files) {
+            Ok(m) => m,
+            Err(errors) => return Ok(report(&errors)),
+        };
+        manifests.sort_by_key(|m| Kind::ALL.iter().position(|k| *k == m.object.kind()));
+        let mut modules = Vec::new();
+        let mut errors = Vec::new();
+        for m in &manifests {
+            match read_module(m) {
+                Ok(module) => modules.push(module),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Ok(report(&ManifestErrors(errors)));
+        }
+        if self.dry_run {
+            for m in &manifests {
+                println!("{} checked (dry run)", m.object.display_name());
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        let client = connection.client()?;
+        let mut uploaded: HashMap<String, ()> = HashMap::new();
+        let mut failed = false;
+        for (m, module) in manifests.iter_mut().zip(modules) {
+            if let (Some(module), AnyObject::Workload(w)) = (module, &mut m.object) {
+                if !uploaded.contains_key(&module.digest) {
+                    if !client.has_module(&module.digest).await? {
+                        client.put_module(module.bytes).await.map_err(|e| anyhow!("{}: uploading {}: {e}", m.file.display(), w.spec.module))?;
+                    }
+                    uploaded.insert(module.digest.clone(), ());
+                }
+                w.spec.module = format!("sha256:{}", module.digest);
+            }
+            match apply_one(&client, &m.object).await {
+                Ok(outcome) => println!("{} {outcome}", m.object.display_name()),
+                Err(e) => {
+                    failed = true;
+                    eprintln!("{}:{}: {}: {e}", m.file.display(), m.line, m.object.display_name());
+                }
+            }
+        }
+        Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    }
+}
+
+/// Writes one object; says whether it was created, configured or left unchanged.
+async fn apply_one(client: &Client, object: &AnyObject) -> Result<&'static str, shoal_api::ClientError> {
+    let name = object.meta().name.as_str();
+    let before = match client.get(object.kind(), object.namespace(), name).await {
+        Ok(o) => o.meta().resource_version,
+        Err(e) if e.reason() == Some(Reason::NotFound) => None,
+        Err(e) => return Err(e),
+    };
+    let mut object = object.clone();
+    object.meta_mut().resource_version = None;
+    let after = client.put(&object).await?;
+    Ok(match before {
+        None => "created",
+        Some(rv) if Some(rv) == after.meta().resource_version => "unchanged",
+        Some(_) => "configured",
+    })
+}

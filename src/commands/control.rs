@@ -1,0 +1,140 @@
+//! `shoal control`: one control node. Alone it is a one-member raft cluster; with `--peers` or
+//! `--join` it is one member of several.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use shoal_control::{ControlConfig, ControlPlane};
+
+use crate::connect::ConnectionArgs;
+
+/// Flags of `shoal control`.
+#[derive(clap::Args, Debug)]
+pub struct ControlArgs {
+    /// Raft member id, unique in the cluster.
+    #[arg(long, default_value_t = 1)]
+    id: u64,
+    /// Where the store and the cluster PKI are kept [default: ~/.local/share/shoal/control]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Directory with the cluster CA and tokens, shared by all control nodes of a cluster
+    /// [default: DATA_DIR/pki; made on first start]
+    #[arg(long, value_name = "DIR")]
+    pki_dir: Option<PathBuf>,
+    /// Address of the API server (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:7443")]
+    api_listen: SocketAddr,
+    /// Address of the raft listener, where control nodes talk to each other.
+    #[arg(long, default_value = "127.0.0.1:7444")]
+    raft_listen: SocketAddr,
+    /// Address of the cluster DNS server (served from the Services issue on; accepted now so
+    /// that scripts need not change).
+    #[arg(long, value_name = "ADDR")]
+    dns_listen: Option<SocketAddr>,
+    /// Host name or address that clients and other members reach this node by.
+    #[arg(long, value_name = "HOST")]
+    advertise: Option<String>,
+    /// Founding members of a multi-member cluster: `1=HOST:PORT,2=HOST:PORT,...` (raft
+    /// addresses, this node's own included).
+    #[arg(long, value_name = "ID=HOST:PORT,...")]
+    peers: Option<String>,
+    /// Join the cluster that has a member with this raft address.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "peers")]
+    join: Option<String>,
+    /// How many revisions of change history watches can resume from.
+    #[arg(long, default_value_t = 100_000)]
+    history_revisions: u64,
+    /// Do not write the client config file.
+    #[arg(long)]
+    no_client_config: bool,
+}
+
+fn parse_peers(spec: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+    let mut peers = BTreeMap::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((id, addr)) = part.split_once('=') else {
+            bail!("--peers: {part:?} is not ID=HOST:PORT");
+        };
+        let id: u64 = id.trim().parse().with_context(|| format!("--peers: {id:?} is not a member id"))?;
+        if addr.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()) {
+            bail!("--peers: {addr:?} is not HOST:PORT");
+        }
+        if peers.insert(id, addr.trim().to_owned()).is_some() {
+            bail!("--peers: member id {id} appears twice");
+        }
+    }
+    Ok(peers)
+}
+
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("--data-dir not given and $HOME not set")?;
+    Ok(PathBuf::from(home).join(".local/share/shoal/control"))
+}
+
+impl ControlArgs {
+    pub async fn execute(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
+        let peers = self.peers.as_deref().map(parse_peers).transpose()?.unwrap_or_default();
+        if !peers.is_empty() && !peers.contains_key(&self.id) {
+            bail!("--peers must include this node's own id {}", self.id);
+        }
+        let data_dir = match &self.data_dir {
+            Some(d) => d.clone(),
+            None => default_data_dir()?,
+        };
+        if self.dns_listen.is_some() {
+            tracing::warn!("--dns-listen: the cluster DNS server is not part of this build yet");
+        }
+        let config = ControlConfig {
+            id: self.id,
+            data_dir: data_dir.clone(),
+            pki_dir: self.pki_dir.clone(),
+            api_listen: self.api_listen,
+            raft_listen: self.raft_listen,
+            advertise_host: self.advertise.clone(),
+            peers,
+            join: self.join.clone(),
+            history_revisions: self.history_revisions,
+        };
+        let control = ControlPlane::start(config).await?;
+        let client_config = control.admin_client_config();
+        client_config.save(&data_dir.join("client.yaml"))?;
+        println!("api listening on {}", control.api_url());
+        println!("raft listening on {}", control.raft_addr);
+        if !self.no_client_config {
+            let path = connection.config_path()?;
+            client_config.save(&path)?;
+            println!("client config written to {}", path.display());
+        }
+        wait_for_signal().await?;
+        eprintln!("shutting down");
+        control.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_reject_garbage() {
+        let p = parse_peers("1=127.0.0.1:7001, 2=host:7002").unwrap();
+        assert_eq!(p[&2], "host:7002");
+        assert!(parse_peers("1=127.0.0.1").is_err());
+        assert!(parse_peers("x=h:1").is_err());
+        assert!(parse_peers("1=h:1,1=h:2").is_err());
+    }
+}

@@ -1,0 +1,50 @@
+//! `shoal describe KIND NAME`: the object in full, then the events about it.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use shoal_api::{AnyObject, Kind};
+
+use crate::connect::ConnectionArgs;
+use crate::output;
+
+/// Flags of `shoal describe`.
+#[derive(clap::Args, Debug)]
+pub struct DescribeArgs {
+    /// Kind of object.
+    kind: String,
+    /// Its name.
+    name: String,
+    /// Its namespace.
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+}
+
+impl DescribeArgs {
+    pub async fn execute(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
+        let Some(kind) = Kind::parse(&self.kind) else { bail!("unknown kind {:?}", self.kind) };
+        let client = connection.client()?;
+        let object = client.get(kind, Some(&self.namespace), &self.name).await?;
+        print!("{}", output::yaml(std::slice::from_ref(&object)));
+        let events_ns = object.namespace().unwrap_or("default").to_owned();
+        let events: Vec<AnyObject> = client
+            .list(Kind::Event, Some(&events_ns), None)
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| match e {
+                AnyObject::Event(e) => e.spec.involved_object.kind == kind && e.spec.involved_object.name.as_str() == self.name,
+                _ => false,
+            })
+            .collect();
+        println!("events:");
+        if events.is_empty() {
+            println!("  <none>");
+        } else {
+            for line in output::table(Kind::Event, &events, false).lines() {
+                println!("  {line}");
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}

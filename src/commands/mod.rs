@@ -1,0 +1,39 @@
+//! The subcommands, one file each.
+
+mod apply;
+mod control;
+mod delete;
+mod describe;
+mod get;
+
+use std::process::ExitCode;
+
+use crate::connect::ConnectionArgs;
+
+/// Every subcommand.
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Run a control node (API server, raft-replicated store).
+    Control(control::ControlArgs),
+    /// Create or update objects from manifest files or directories.
+    Apply(apply::ApplyArgs),
+    /// List objects, or show one.
+    Get(get::GetArgs),
+    /// Show one object in detail, with its events.
+    Describe(describe::DescribeArgs),
+    /// Delete objects by name, or those a manifest names.
+    Delete(delete::DeleteArgs),
+}
+
+impl Command {
+    /// Runs the subcommand.
+    pub async fn execute(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
+        match self {
+            Command::Control(args) => args.execute(connection).await,
+            Command::Apply(args) => args.execute(connection).await,
+            Command::Get(args) => args.execute(connection).await,
+            Command::Describe(args) => args.execute(connection).await,
+            Command::Delete(args) => args.execute(connection).await,
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Printing objects: aligned tables (one row per object, columns per kind), YAML and JSON.
+
+use std::time::{Duration, SystemTime};
+
+use shoal_api::resources::instance::Phase;
+use shoal_api::{AnyObject, Kind};
+
+/// How `get` prints.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned columns.
+    #[default]
+    Table,
+    /// Wide table: more columns.
+    Wide,
+    /// YAML documents.
+    Yaml,
+    /// JSON.
+    Json,
+}
+
+/// `5s`, `3m`, `2h`, `4d`: how long ago an RFC 3339 time was.
+pub fn age(timestamp: Option<&str>) -> String {
+    let Some(then) = timestamp.and_then(|t| humantime::parse_rfc3339(t).ok()) else { return "<unknown>".into() };
+    let secs = SystemTime::now().duration_since(then).unwrap_or(Duration::ZERO).as_secs();
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+fn header(kind: Kind, wide: bool) -> Vec<&'static str> {
+    let mut h = match kind {
+        Kind::Namespace => vec!["NAME", "AGE"],
+        Kind::Workload => vec!["NAMESPACE", "NAME", "TYPE", "READY", "UP-TO-DATE", "AGE"],
+        Kind::Instance => vec!["NAMESPACE", "NAME", "WORKLOAD", "NODE", "PHASE", "READY", "RESTARTS", "AGE"],
+        Kind::Service => vec!["NAMESPACE", "NAME", "SELECTOR", "PORTS", "ENDPOINTS", "AGE"],
+        Kind::Node => vec!["NAME", "STATUS", "ADDRESS", "AGE"],
+        Kind::Event => vec!["NAMESPACE", "TYPE", "REASON", "OBJECT", "COUNT", "MESSAGE"],
+    };
+    if wide {
+        h.push("RESOURCE-VERSION");
+    }
+    h
+}
+
+fn row(object: &AnyObject, wide: bool) -> Vec<String> {
+    let meta = object.meta();
+    let ns = object.namespace().unwrap_or("").to_owned();
+    let age = age(meta.creation_timestamp.as_deref());
+    let name = meta.name.to_string();
+    let mut r = match object {
+        AnyObject::Namespace(_) => vec![name, age],
+        AnyObject::Workload(w) => {
+            let s = w.status.clone().unwrap_or_default();
+            vec![ns, name, format!("{:?}", w.spec.type_).to_lowercase(), format!("{}/{}", s.ready_replicas, w.spec.replicas), s.updated_replicas.to_string(), age]
+        }
+        AnyObject::Instance(i) => {
+            let s = i.status.clone().unwrap_or_default();
+            let phase = if i.spec.node.is_none() && s.phase == Phase::Pending { "Pending".into() } else { format!("{:?}", s.phase) };
+            vec![
+                ns,
+                name,
+                i.spec.workload.as_ref().map_or("<none>".into(), |w| w.to_string()),
+                i.spec.node.as_ref().map_or("<none>".into(), |n| n.to_string()),
+                phase,
+                s.ready.to_string(),
+                s.restarts.to_string(),
+                age,
+            ]
+        }
+        AnyObject::Service(s) => {
+            let selector = match &s.spec.selector.workload {
+                Some(w) => format!("workload={w}"),
+                None => s.spec.selector.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+            };
+            let ports = s.spec.ports.iter().map(|p| format!("{}:{}", p.name, p.port)).collect::<Vec<_>>().join(",");
+            let endpoints = s.status.as_ref().map_or(0, |st| st.endpoints.len());
+            vec![ns, name, selector, ports, endpoints.to_string(), age]
+        }
+        AnyObject::Node(n) => {
+            let ready = n.status.as_ref().and_then(|s| s.ready()).map_or("Unknown".into(), |c| {
+                if c.status == "True" { "Ready".to_owned() } else { "NotReady".to_owned() }
+            });
+            vec![name, ready, n.spec.address.clone(), age]
+        }
+        AnyObject::Event(e) => {
+            let o = &e.spec.involved_object;
+            vec![ns, format!("{:?}", e.spec.type_), e.spec.reason.clone(), format!("{}/{}", o.kind.plural(), o.name), e.spec.count.to_string(), e.spec.message.clone()]
+        }
+    };
+    if wide {
+        r.push(meta.resource_version.map_or(String::new(), |v| v.to_string()));
+    }
+    r
+}
+
+/// Renders objects of one kind as an aligned table.
+pub fn table(kind: Kind, objects: &[AnyObject], wide: bool) -> String {
+    let mut rows = vec![header(kind, wide).into_iter().map(str::to_owned).collect::<Vec<_>>()];
+    rows.extend(objects.iter().map(|o| row(o, wide)));
+    let widths: Vec<usize> = (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        out.push_str(line.join("   ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Renders objects as YAML documents separated by `---`.
+pub fn yaml(objects: &[AnyObject]) -> String {
+    objects.iter().map(|o| serde_yaml::to_string(o).expect("objects serialize")).collect::<Vec<_>>().join("---\n")
+}
+
+/// Renders one object, or a list of them, as JSON.
+pub fn json(objects: &[AnyObject], single: bool) -> String {
+    let value = if single {
+        serde_json::to_value(&objects[0])
+    } else {
+        serde_json::to_value(serde_json::json!({ "items": objects }))
+    };
+    serde_json::to_string_pretty(&value.expect("objects serialize")).expect("json values serialize")
+}
