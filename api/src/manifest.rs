@@ -86,7 +86,17 @@ impl fmt::Display for ManifestErrors {
 
 /// Reads a manifest file, or every `.yaml`/`.yml` file under a directory (sorted by path).
 pub fn load(path: &Path) -> Result<Vec<Manifest>, ManifestErrors> {
-    let files = manifest_files(path).map_err(|e| ManifestErrors(vec![io_error(path, e)]))?;
+    let (manifests, errors) = load_partial(path);
+    if errors.is_empty() { Ok(manifests) } else { Err(ManifestErrors(errors)) }
+}
+
+/// Like [`load`], but keeps what parsed beside the errors, so that a caller can go on checking
+/// the good documents and report every problem at once.
+pub fn load_partial(path: &Path) -> (Vec<Manifest>, Vec<ManifestError>) {
+    let files = match manifest_files(path) {
+        Ok(files) => files,
+        Err(e) => return (Vec::new(), vec![io_error(path, e)]),
+    };
     let mut manifests = Vec::new();
     let mut errors = Vec::new();
     for file in files {
@@ -98,7 +108,7 @@ pub fn load(path: &Path) -> Result<Vec<Manifest>, ManifestErrors> {
             Err(e) => errors.push(io_error(&file, e)),
         }
     }
-    if errors.is_empty() { Ok(manifests) } else { Err(ManifestErrors(errors)) }
+    (manifests, errors)
 }
 
 fn io_error(file: &Path, e: std::io::Error) -> ManifestError {

@@ -1,7 +1,7 @@
 //! `shoal apply -f FILE|DIR`: create or update what the manifests declare. A Workload's local
 //! `.wasm` module is uploaded once (by digest) and the object stores the digest.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -23,17 +23,16 @@ pub struct ApplyArgs {
     dry_run: bool,
 }
 
-/// Loads manifests from every path, collecting all errors.
-pub fn load_all(paths: &[PathBuf]) -> Result<Vec<Manifest>, ManifestErrors> {
+/// Loads manifests from every path: what parsed, and every error.
+pub fn load_all(paths: &[PathBuf]) -> (Vec<Manifest>, Vec<ManifestError>) {
     let mut manifests = Vec::new();
     let mut errors = Vec::new();
     for path in paths {
-        match manifest::load(path) {
-            Ok(found) => manifests.extend(found),
-            Err(ManifestErrors(found)) => errors.extend(found),
-        }
+        let (found, failed) = manifest::load_partial(path);
+        manifests.extend(found);
+        errors.extend(failed);
     }
-    if errors.is_empty() { Ok(manifests) } else { Err(ManifestErrors(errors)) }
+    (manifests, errors)
 }
 
 /// Prints manifest errors, one per line, and gives the failing exit code.
@@ -67,13 +66,9 @@ fn read_module(m: &Manifest) -> Result<Option<LocalModule>, ManifestError> {
 
 impl ApplyArgs {
     pub async fn execute(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
-        let mut manifests = match load_all(&self.files) {
-            Ok(m) => m,
-            Err(errors) => return Ok(report(&errors)),
-        };
+        let (mut manifests, mut errors) = load_all(&self.files);
         manifests.sort_by_key(|m| Kind::ALL.iter().position(|k| *k == m.object.kind()));
         let mut modules = Vec::new();
-        let mut errors = Vec::new();
         for m in &manifests {
             match read_module(m) {
                 Ok(module) => modules.push(module),
@@ -81,6 +76,7 @@ impl ApplyArgs {
             }
         }
         if !errors.is_empty() {
+            errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
             return Ok(report(&ManifestErrors(errors)));
         }
         if self.dry_run {
@@ -90,15 +86,15 @@ impl ApplyArgs {
             return Ok(ExitCode::SUCCESS);
         }
         let client = connection.client()?;
-        let mut uploaded: HashMap<String, ()> = HashMap::new();
+        let mut uploaded = HashSet::new();
         let mut failed = false;
         for (m, module) in manifests.iter_mut().zip(modules) {
             if let (Some(module), AnyObject::Workload(w)) = (module, &mut m.object) {
-                if !uploaded.contains_key(&module.digest) {
+                if !uploaded.contains(&module.digest) {
                     if !client.has_module(&module.digest).await? {
                         client.put_module(module.bytes).await.map_err(|e| anyhow!("{}: uploading {}: {e}", m.file.display(), w.spec.module))?;
                     }
-                    uploaded.insert(module.digest.clone(), ());
+                    uploaded.insert(module.digest.clone());
                 }
                 w.spec.module = format!("sha256:{}", module.digest);
             }

@@ -26,10 +26,10 @@ pub struct DeleteArgs {
 impl DeleteArgs {
     pub async fn execute(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
         let targets: Vec<(Kind, Option<String>, String)> = if !self.files.is_empty() {
-            let mut manifests = match super::apply::load_all(&self.files) {
-                Ok(m) => m,
-                Err(errors) => return Ok(super::apply::report(&errors)),
-            };
+            let (mut manifests, errors) = super::apply::load_all(&self.files);
+            if !errors.is_empty() {
+                return Ok(super::apply::report(&shoal_api::manifest::ManifestErrors(errors)));
+            }
             // Dependents before what they live in.
             manifests.sort_by_key(|m| std::cmp::Reverse(Kind::ALL.iter().position(|k| *k == m.object.kind())));
             manifests

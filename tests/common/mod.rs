@@ -1,0 +1,166 @@
+//! Harness for end-to-end tests: real `shoal` processes on port 0, their addresses read from
+//! their output, killed (and their logs printed, if the test failed) on drop.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use shoal_api::{Client, ClientConfig};
+
+/// The `shoal` binary under test.
+pub fn shoal_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_shoal")
+}
+
+/// A running `shoal control` process.
+pub struct ControlProcess {
+    child: Option<Child>,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// `https://127.0.0.1:PORT`.
+    pub api_url: String,
+    /// `127.0.0.1:PORT`.
+    pub raft_addr: String,
+    /// Its client config file.
+    pub config_path: PathBuf,
+    log_path: PathBuf,
+}
+
+impl ControlProcess {
+    /// Starts `shoal control` with `data_dir` and extra flags; waits for its listeners.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> ControlProcess {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let config_path = data_dir.join("client-config.yaml");
+        let log_path = data_dir.join(format!("stderr-{}.log", std::process::id()));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
+        let mut args = vec!["control", "--data-dir", data_dir.to_str().unwrap(), "--api-listen", "127.0.0.1:0"];
+        if !extra.iter().any(|a| *a == "--raft-listen") {
+            args.extend(["--raft-listen", "127.0.0.1:0"]);
+        }
+        args.extend(extra);
+        let mut child = Command::new(shoal_bin())
+            .args(&args)
+            .env("SHOAL_CONFIG", &config_path)
+            .env("SHOAL_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start shoal control");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let (mut api_url, mut raft_addr) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while api_url.is_none() || raft_addr.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => panic!(
+                    "shoal control did not report its listeners within 30 s; stderr:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                ),
+            };
+            if let Some(url) = line.strip_prefix("api listening on ") {
+                api_url = Some(url.to_owned());
+            } else if let Some(addr) = line.strip_prefix("raft listening on ") {
+                raft_addr = Some(addr.to_owned());
+            }
+        }
+        ControlProcess {
+            child: Some(child),
+            data_dir: data_dir.to_owned(),
+            api_url: api_url.unwrap(),
+            raft_addr: raft_addr.unwrap(),
+            config_path,
+            log_path,
+        }
+    }
+
+    /// The admin client config it wrote.
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig::load(&self.data_dir.join("client.yaml")).expect("client config written")
+    }
+
+    /// An admin client of its API server.
+    pub fn client(&self) -> Client {
+        Client::new(&self.client_config()).unwrap()
+    }
+
+    /// Runs a `shoal` CLI command against this control node.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(shoal_bin())
+            .args(args)
+            .env("SHOAL_CONFIG", &self.config_path)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run shoal")
+    }
+
+    /// Kills it with SIGKILL (no chance to clean up) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Its stderr so far.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for ControlProcess {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("---- log of shoal control in {} ----\n{}", self.data_dir.display(), self.log());
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// stdout of a finished command, asserting it succeeded.
+pub fn ok_stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The smallest valid wasm module: the preamble alone.
+pub const EMPTY_MODULE: &[u8] = b"\0asm\x01\0\0\0";

@@ -1,0 +1,243 @@
+//! One control node, end to end: the CLI and the typed client against a real `shoal control`
+//! process over HTTPS.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ControlProcess, EMPTY_MODULE, ok_stdout};
+use futures::StreamExt;
+use shoal_api::resources::namespace::Namespace;
+use shoal_api::{AnyObject, EventType, Kind, Name, Reason};
+
+fn namespace(name: &str) -> AnyObject {
+    AnyObject::Namespace(Namespace::new(Name::new(name).unwrap(), None, Default::default()))
+}
+
+const APP: &str = "\
+apiVersion: shoal.dev/v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: shoal.dev/v1
+kind: Workload
+metadata:
+  name: hello
+  namespace: shop
+  labels: {app: hello}
+spec:
+  module: ./hello.wasm
+  replicas: 3
+  resources: {memory: 64Mi, cpu: 250m}
+";
+
+#[test]
+fn apply_get_delete_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(&dir.path().join("control"), &[]);
+    let app = dir.path().join("app.yaml");
+    std::fs::write(&app, APP).unwrap();
+    std::fs::write(dir.path().join("hello.wasm"), EMPTY_MODULE).unwrap();
+    let app = app.to_str().unwrap();
+
+    let out = ok_stdout(&control.cli(&["apply", "-f", app]));
+    assert_eq!(out, "namespaces/shop created\nworkloads/shop/hello created\n");
+    let out = ok_stdout(&control.cli(&["apply", "-f", app]));
+    assert_eq!(out, "namespaces/shop unchanged\nworkloads/shop/hello unchanged\n");
+
+    let yaml = ok_stdout(&control.cli(&["get", "workloads", "-n", "shop", "-o", "yaml"]));
+    let digest = shoal_api::digest::sha256_hex(EMPTY_MODULE);
+    assert!(yaml.contains(&format!("module: sha256:{digest}")), "{yaml}");
+    assert!(yaml.contains("resourceVersion: "), "{yaml}");
+    assert!(yaml.contains("memory: 64Mi") && yaml.contains("cpu: 250m"), "{yaml}");
+    let table = ok_stdout(&control.cli(&["get", "wl", "-A"]));
+    assert!(table.lines().nth(1).unwrap().starts_with("shop        hello   http   0/3"), "{table}");
+
+    // A changed spec is "configured" and bumps the generation.
+    std::fs::write(dir.path().join("app.yaml"), APP.replace("replicas: 3", "replicas: 5")).unwrap();
+    let out = ok_stdout(&control.cli(&["apply", "-f", app]));
+    assert_eq!(out, "namespaces/shop unchanged\nworkloads/shop/hello configured\n");
+    let json = ok_stdout(&control.cli(&["get", "workload", "hello", "-n", "shop", "-o", "json"]));
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["spec"]["replicas"], 5);
+    assert_eq!(value["metadata"]["generation"], 2);
+
+    let out = ok_stdout(&control.cli(&["delete", "-f", app]));
+    assert_eq!(out, "workloads/shop/hello deleted\nnamespaces/shop deleted\n");
+    let gone = control.cli(&["get", "workload", "hello", "-n", "shop"]);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("workloads \"shop/hello\" not found"));
+}
+
+#[tokio::test]
+async fn stale_update_is_a_conflict_and_create_of_existing_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let client = control.client();
+    let created = client.create(&namespace("team-a")).await.unwrap();
+    let again = client.create(&namespace("team-a")).await.unwrap_err();
+    assert_eq!(again.reason(), Some(Reason::Conflict), "{again}");
+
+    let mut first = created.clone();
+    first.meta_mut().labels.insert("tier".into(), "gold".into());
+    let updated = client.put(&first).await.unwrap();
+    assert!(updated.meta().resource_version > created.meta().resource_version);
+
+    // `first` still carries the resourceVersion it read: now stale.
+    let mut stale = first.clone();
+    stale.meta_mut().labels.insert("tier".into(), "silver".into());
+    let err = client.put(&stale).await.unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::Conflict), "{err}");
+    let current = client.get(Kind::Namespace, None, "team-a").await.unwrap();
+    assert_eq!(current.meta().labels["tier"], "gold", "the stale write must not land");
+}
+
+#[tokio::test]
+async fn watch_sees_changes_in_order_and_resumes_from_a_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let client = control.client();
+    let start = client.list(Kind::Namespace, None, None).await.unwrap().resource_version;
+    let mut events = Box::pin(client.watch(Kind::Namespace, None, start).await.unwrap());
+
+    let created = client.create(&namespace("watched")).await.unwrap();
+    let mut changed = created.clone();
+    changed.meta_mut().labels.insert("k".into(), "v".into());
+    client.put(&changed).await.unwrap();
+    client.delete(Kind::Namespace, None, "watched").await.unwrap();
+
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("watch event within 10 s")
+            .expect("stream open")
+            .unwrap();
+        assert_eq!(event.object.meta().name.as_str(), "watched");
+        seen.push((event.type_, event.revision));
+    }
+    let types: Vec<_> = seen.iter().map(|(t, _)| *t).collect();
+    assert_eq!(types, [EventType::Added, EventType::Modified, EventType::Deleted]);
+    assert!(seen.windows(2).all(|w| w[0].1 < w[1].1), "revisions increase: {seen:?}");
+
+    // Resume from the first event's revision: the later two come again, in order.
+    let mut resumed = Box::pin(client.watch(Kind::Namespace, None, seen[0].1).await.unwrap());
+    for want in &seen[1..] {
+        let event = tokio::time::timeout(Duration::from_secs(10), resumed.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!((event.type_, event.revision), *want);
+    }
+}
+
+#[tokio::test]
+async fn watch_from_a_compacted_revision_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &["--history-revisions", "10"]);
+    let client = control.client();
+    for i in 0..40 {
+        client.create(&namespace(&format!("ns-{i}"))).await.unwrap();
+    }
+    let err = match client.watch(Kind::Namespace, None, 1).await {
+        Ok(_) => panic!("a watch from revision 1 must be refused"),
+        Err(e) => e,
+    };
+    assert_eq!(err.reason(), Some(Reason::Gone), "{err}");
+    // From the list's revision it works.
+    let rv = client.list(Kind::Namespace, None, None).await.unwrap().resource_version;
+    let _events = client.watch(Kind::Namespace, None, rv).await.unwrap();
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_token_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let client = control.client();
+    for token in ["", "not-the-token"] {
+        let err = client.with_token(token).list(Kind::Namespace, None, None).await.unwrap_err();
+        assert_eq!(err.reason(), Some(Reason::Unauthorized), "token {token:?}: {err}");
+    }
+    client.list(Kind::Namespace, None, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn label_selectors_filter_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let client = control.client();
+    for (name, tier) in [("a", "gold"), ("b", "silver"), ("c", "gold")] {
+        let mut ns = namespace(name);
+        ns.meta_mut().labels.insert("tier".into(), tier.into());
+        client.create(&ns).await.unwrap();
+    }
+    let names = |list: shoal_api::List<AnyObject>| list.items.iter().map(|o| o.meta().name.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(client.list(Kind::Namespace, None, Some("tier=gold")).await.unwrap()), ["a", "c"]);
+    assert_eq!(names(client.list(Kind::Namespace, None, Some("tier!=gold")).await.unwrap()), ["b"]);
+    let err = client.list(Kind::Namespace, None, Some("bad key=x")).await.unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::BadRequest));
+}
+
+#[tokio::test]
+async fn invalid_objects_and_modules_are_refused_with_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let client = control.client();
+
+    // A body with a bad field, straight over HTTP: 422 naming it.
+    let config = control.client_config();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(config.ca.as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let body = serde_json::json!({
+        "apiVersion": "shoal.dev/v1", "kind": "Workload",
+        "metadata": {"name": "w"}, "spec": {"module": "sha256:00", "replicas": "three"}
+    });
+    let resp = http
+        .post(format!("{}/api/v1/namespaces/default/workloads", config.server))
+        .bearer_auth(&config.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 422);
+    let status: shoal_api::Status = resp.json().await.unwrap();
+    assert_eq!(status.field.as_deref(), Some("spec.replicas"), "{status:?}");
+
+    // Namespaced objects need their namespace to exist.
+    let service = AnyObject::from_json(
+        Kind::Service,
+        &serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Service",
+            "metadata": {"name": "s", "namespace": "nowhere"}, "spec": {"selector": {"workload": "w"}}}),
+    )
+    .unwrap();
+    let err = client.create(&service).await.unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::NotFound), "{err}");
+
+    // Module blobs: wasm only, and the digest must match.
+    let digest = client.put_module(EMPTY_MODULE.to_vec()).await.unwrap();
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    assert!(client.has_module(hex).await.unwrap());
+    assert_eq!(&client.get_module(hex).await.unwrap()[..], EMPTY_MODULE);
+    let err = client.put_module(b"#!/bin/sh\necho hi\n".to_vec()).await.unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::Invalid), "{err}");
+    let mismatched = http
+        .put(format!("{}/api/v1/modules/{}", config.server, shoal_api::digest::sha256_hex(b"other")))
+        .bearer_auth(&config.token)
+        .body(EMPTY_MODULE.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mismatched.status().as_u16(), 422);
+    assert!(!client.has_module(&shoal_api::digest::sha256_hex(b"absent")).await.unwrap());
+}
+
+#[tokio::test]
+async fn state_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut control = ControlProcess::start(dir.path(), &[]);
+    control.client().create(&namespace("durable")).await.unwrap();
+    control.kill();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let got = control.client().get(Kind::Namespace, None, "durable").await.unwrap();
+    assert_eq!(got.meta().name.as_str(), "durable");
+}
