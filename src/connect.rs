@@ -33,7 +33,10 @@ impl ConnectionArgs {
     pub fn client(&self) -> anyhow::Result<Client> {
         let path = self.config_path()?;
         let mut config = ClientConfig::load(&path).with_context(|| {
-            format!("no usable client config at {} (start `shoal control` or `shoal dev`, or pass --config)", path.display())
+            format!(
+                "no usable client config at {} (start `shoal control` or `shoal dev`, or pass --config)",
+                path.display()
+            )
         })?;
         if let Some(server) = &self.server {
             config.server = server.clone();

@@ -55,11 +55,22 @@ fn row(object: &AnyObject, wide: bool) -> Vec<String> {
         AnyObject::Namespace(_) => vec![name, age],
         AnyObject::Workload(w) => {
             let s = w.status.clone().unwrap_or_default();
-            vec![ns, name, format!("{:?}", w.spec.type_).to_lowercase(), format!("{}/{}", s.ready_replicas, w.spec.replicas), s.updated_replicas.to_string(), age]
+            vec![
+                ns,
+                name,
+                format!("{:?}", w.spec.type_).to_lowercase(),
+                format!("{}/{}", s.ready_replicas, w.spec.replicas),
+                s.updated_replicas.to_string(),
+                age,
+            ]
         }
         AnyObject::Instance(i) => {
             let s = i.status.clone().unwrap_or_default();
-            let phase = if i.spec.node.is_none() && s.phase == Phase::Pending { "Pending".into() } else { format!("{:?}", s.phase) };
+            let phase = if i.spec.node.is_none() && s.phase == Phase::Pending {
+                "Pending".into()
+            } else {
+                format!("{:?}", s.phase)
+            };
             vec![
                 ns,
                 name,
@@ -88,7 +99,14 @@ fn row(object: &AnyObject, wide: bool) -> Vec<String> {
         }
         AnyObject::Event(e) => {
             let o = &e.spec.involved_object;
-            vec![ns, format!("{:?}", e.spec.type_), e.spec.reason.clone(), format!("{}/{}", o.kind.plural(), o.name), e.spec.count.to_string(), e.spec.message.clone()]
+            vec![
+                ns,
+                format!("{:?}", e.spec.type_),
+                e.spec.reason.clone(),
+                format!("{}/{}", o.kind.plural(), o.name),
+                e.spec.count.to_string(),
+                e.spec.message.clone(),
+            ]
         }
     };
     if wide {
@@ -101,7 +119,8 @@ fn row(object: &AnyObject, wide: bool) -> Vec<String> {
 pub fn table(kind: Kind, objects: &[AnyObject], wide: bool) -> String {
     let mut rows = vec![header(kind, wide).into_iter().map(str::to_owned).collect::<Vec<_>>()];
     rows.extend(objects.iter().map(|o| row(o, wide)));
-    let widths: Vec<usize> = (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> =
+        (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for r in rows {
         let line: Vec<String> = r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();

@@ -169,7 +169,8 @@ async fn label_selectors_filter_lists() {
         ns.meta_mut().labels.insert("tier".into(), tier.into());
         client.create(&ns).await.unwrap();
     }
-    let names = |list: shoal_api::List<AnyObject>| list.items.iter().map(|o| o.meta().name.to_string()).collect::<Vec<_>>();
+    let names =
+        |list: shoal_api::List<AnyObject>| list.items.iter().map(|o| o.meta().name.to_string()).collect::<Vec<_>>();
     assert_eq!(names(client.list(Kind::Namespace, None, Some("tier=gold")).await.unwrap()), ["a", "c"]);
     assert_eq!(names(client.list(Kind::Namespace, None, Some("tier!=gold")).await.unwrap()), ["b"]);
     let err = client.list(Kind::Namespace, None, Some("bad key=x")).await.unwrap_err();

@@ -8,17 +8,35 @@ use std::process::Command;
 
 const CASES: &[(&str, &str)] = &[
     ("bad-api-version.yaml", "1:13: apiVersion: unsupported apiVersion \"shoal.dev/v2\", expected \"shoal.dev/v1\""),
-    ("bad-name.yaml", "4:9: metadata.name: invalid name \"Hello_World\": must consist of lower case letters, digits and '-' (a DNS-1123 label)"),
-    ("bad-quantity.yaml", "8:13: spec.resources.memory: invalid memory quantity \"64Mx\": expected a whole number with an optional suffix Ki, Mi, Gi, Ti, k, M, G or T"),
+    (
+        "bad-name.yaml",
+        "4:9: metadata.name: invalid name \"Hello_World\": must consist of lower case letters, digits and '-' (a DNS-1123 label)",
+    ),
+    (
+        "bad-quantity.yaml",
+        "8:13: spec.resources.memory: invalid memory quantity \"64Mx\": expected a whole number with an optional suffix Ki, Mi, Gi, Ti, k, M, G or T",
+    ),
     ("cluster-scoped-namespace.yaml", "5:3: metadata.namespace: Node is not namespaced"),
     ("missing-kind.yaml", "1:1: kind: missing field `kind`"),
-    ("missing-module-file.yaml", "6:3: spec.module: cannot read tests/manifests/broken/./missing.wasm: No such file or directory (os error 2)"),
+    (
+        "missing-module-file.yaml",
+        "6:3: spec.module: cannot read tests/manifests/broken/./missing.wasm: No such file or directory (os error 2)",
+    ),
     ("not-wasm.yaml", "6:3: spec.module: tests/manifests/broken/not-wasm.yaml is not a wasm module or component"),
-    ("rollout-deadlock.yaml", "7:3: spec.rollout: maxSurge and maxUnavailable must not both be 0, or a rollout could never progress"),
+    (
+        "rollout-deadlock.yaml",
+        "7:3: spec.rollout: maxSurge and maxUnavailable must not both be 0, or a rollout could never progress",
+    ),
     ("second-document.yaml", "15:5: spec.env[1]: missing field `name`"),
     ("syntax-error.yaml", "5:1: did not find expected ',' or ']'"),
-    ("unknown-field.yaml", "7:3: spec.replica: unknown field `replica`, expected one of `module`, `type`, `replicas`, `resources`, `env`, `args`, `probes`, `restartPolicy`, `placement`, `rollout`, `allowedOutboundHosts`"),
-    ("unknown-kind.yaml", "2:1: kind: unknown kind \"Deployment\", expected one of Namespace, Node, Service, Workload, Instance, Event"),
+    (
+        "unknown-field.yaml",
+        "7:3: spec.replica: unknown field `replica`, expected one of `module`, `type`, `replicas`, `resources`, `env`, `args`, `probes`, `restartPolicy`, `placement`, `rollout`, `allowedOutboundHosts`",
+    ),
+    (
+        "unknown-kind.yaml",
+        "2:1: kind: unknown kind \"Deployment\", expected one of Namespace, Node, Service, Workload, Instance, Event",
+    ),
     ("wrong-type.yaml", "7:13: spec.replicas: invalid type: string \"three\", expected u32"),
 ];
 

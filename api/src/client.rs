@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use crate::config::ClientConfig;
 use crate::meta::Kind;
 use crate::object::AnyObject;
-use crate::status::{List, Reason, Status, WatchEvent};
+use crate::status::{ClusterStatus, List, Reason, Status, WatchEvent};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +107,13 @@ impl Client {
         &self.base
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<reqwest::Body>, timeout: Option<Duration>) -> Result<reqwest::Response, ClientError> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<reqwest::Body>,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(body) = body {
@@ -128,7 +134,12 @@ impl Client {
         })
     }
 
-    async fn json<T: serde::de::DeserializeOwned>(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<T, ClientError> {
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, ClientError> {
         let body = body.map(|b| reqwest::Body::from(serde_json::to_vec(b).expect("json values serialize")));
         let url = format!("{}{path}", self.base);
         let resp = self.send(method, path, body, Some(Duration::from_secs(30))).await?;
@@ -136,9 +147,16 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { url, message: e.to_string() })
     }
 
-    async fn object(&self, kind: Kind, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<AnyObject, ClientError> {
+    async fn object(
+        &self,
+        kind: Kind,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<AnyObject, ClientError> {
         let value: serde_json::Value = self.json(method, path, body).await?;
-        AnyObject::from_json(kind, &value).map_err(|e| ClientError::Decode { url: path.to_owned(), message: e.to_string() })
+        AnyObject::from_json(kind, &value)
+            .map_err(|e| ClientError::Decode { url: path.to_owned(), message: e.to_string() })
     }
 
     /// Creates `object`; a 409 if it exists.
@@ -169,7 +187,12 @@ impl Client {
 
     /// Lists objects of `kind` in `namespace` (all namespaces when `None`), optionally filtered by
     /// a label selector such as `app=hello`.
-    pub async fn list(&self, kind: Kind, namespace: Option<&str>, selector: Option<&str>) -> Result<List<AnyObject>, ClientError> {
+    pub async fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: Option<&str>,
+    ) -> Result<List<AnyObject>, ClientError> {
         let mut path = collection_path(kind, namespace);
         if let Some(s) = selector {
             path = format!("{path}?labelSelector={}", encode_query(s));
@@ -204,17 +227,24 @@ impl Client {
         Ok(lines.map(move |line| {
             let line = line.map_err(|source| ClientError::Transport { url: url.clone(), source })?;
             let decode = |message: String| ClientError::Decode { url: url.clone(), message };
-            let event: WatchEvent<serde_json::Value> = serde_json::from_slice(&line).map_err(|e| decode(e.to_string()))?;
+            let event: WatchEvent<serde_json::Value> =
+                serde_json::from_slice(&line).map_err(|e| decode(e.to_string()))?;
             let object = AnyObject::from_json(kind, &event.object).map_err(|e| decode(e.to_string()))?;
             Ok(WatchEvent { type_: event.type_, revision: event.revision, object })
         }))
+    }
+
+    /// The answering control node's view of the raft cluster.
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
+        self.json(Method::GET, "/api/v1/cluster", None).await
     }
 
     /// Uploads a module blob; returns its `sha256:<hex>` reference. Uploading the same bytes
     /// twice is harmless.
     pub async fn put_module(&self, bytes: Vec<u8>) -> Result<String, ClientError> {
         let hex = crate::digest::sha256_hex(&bytes);
-        self.send(Method::PUT, &format!("/api/v1/modules/{hex}"), Some(bytes.into()), Some(Duration::from_secs(300))).await?;
+        self.send(Method::PUT, &format!("/api/v1/modules/{hex}"), Some(bytes.into()), Some(Duration::from_secs(300)))
+            .await?;
         Ok(format!("sha256:{hex}"))
     }
 

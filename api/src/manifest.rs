@@ -201,9 +201,7 @@ fn parse_document(doc: &str) -> Result<Option<AnyObject>, DocError> {
     let at_start = |path: &str, message: String| DocError { line: 0, column: 1, path: path.to_owned(), message };
     let type_meta: TypeMeta = match serde_yaml::from_str::<serde_yaml::Value>(doc) {
         Err(e) => return Err(yaml_error("", &e)),
-        Ok(serde_yaml::Value::Mapping(_)) => {
-            serde_yaml::from_str(doc).map_err(|e| yaml_error("", &e))?
-        }
+        Ok(serde_yaml::Value::Mapping(_)) => serde_yaml::from_str(doc).map_err(|e| yaml_error("", &e))?,
         Ok(_) => return Err(at_start("", "expected a mapping with apiVersion, kind, metadata and spec".into())),
     };
     let located = |path: &str, message: String| {
@@ -324,10 +322,7 @@ spec:
     #[test]
     fn wrong_type_names_line_column_and_field() {
         let text = GOOD.replace("replicas: 3", "replicas: three");
-        assert_eq!(
-            errors(&text),
-            ["app.yaml:15:13: spec.replicas: invalid type: string \"three\", expected u32"]
-        );
+        assert_eq!(errors(&text), ["app.yaml:15:13: spec.replicas: invalid type: string \"three\", expected u32"]);
     }
 
     #[test]
@@ -335,13 +330,19 @@ spec:
         let text = GOOD.replace("replicas: 3", "replica: 3");
         let errs = errors(&text);
         assert_eq!(errs.len(), 1);
-        assert!(errs[0].starts_with("app.yaml:15:3: spec.replica: unknown field `replica`, expected one of"), "{errs:?}");
+        assert!(
+            errs[0].starts_with("app.yaml:15:3: spec.replica: unknown field `replica`, expected one of"),
+            "{errs:?}"
+        );
     }
 
     #[test]
     fn bad_quantity_and_bad_name_are_reported_at_their_value() {
         let errs = errors(&GOOD.replace("64Mi", "64Mx"));
-        assert!(errs[0].starts_with("app.yaml:16:23: spec.resources.memory: invalid memory quantity \"64Mx\""), "{errs:?}");
+        assert!(
+            errs[0].starts_with("app.yaml:16:23: spec.resources.memory: invalid memory quantity \"64Mx\""),
+            "{errs:?}"
+        );
         let errs = errors(&GOOD.replace("name: hello", "name: Hello_World"));
         assert!(errs[0].starts_with("app.yaml:10:9: metadata.name: invalid name \"Hello_World\""), "{errs:?}");
     }

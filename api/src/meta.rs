@@ -294,9 +294,8 @@ pub(crate) fn validate_labels(meta: &ObjectMeta) -> Result<(), FieldError> {
             && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
     };
     for (key, value) in &meta.labels {
-        let name = key.rsplit_once('/').map_or(key.as_str(), |(prefix, name)| {
-            if ok_part(prefix, 253) { name } else { "" }
-        });
+        let name =
+            key.rsplit_once('/').map_or(key.as_str(), |(prefix, name)| if ok_part(prefix, 253) { name } else { "" });
         if !ok_part(name, 63) {
             return Err(FieldError::new(
                 format!("metadata.labels.{key}"),

@@ -29,12 +29,30 @@ pub enum AnyObject {
 macro_rules! each_kind {
     ($any:expr, |$o:ident, $R:ident| $body:expr) => {
         match $any {
-            AnyObject::Namespace($o) => { type $R = NamespaceKind; $body }
-            AnyObject::Workload($o) => { type $R = WorkloadKind; $body }
-            AnyObject::Instance($o) => { type $R = InstanceKind; $body }
-            AnyObject::Service($o) => { type $R = ServiceKind; $body }
-            AnyObject::Node($o) => { type $R = NodeKind; $body }
-            AnyObject::Event($o) => { type $R = EventKind; $body }
+            AnyObject::Namespace($o) => {
+                type $R = NamespaceKind;
+                $body
+            }
+            AnyObject::Workload($o) => {
+                type $R = WorkloadKind;
+                $body
+            }
+            AnyObject::Instance($o) => {
+                type $R = InstanceKind;
+                $body
+            }
+            AnyObject::Service($o) => {
+                type $R = ServiceKind;
+                $body
+            }
+            AnyObject::Node($o) => {
+                type $R = NodeKind;
+                $body
+            }
+            AnyObject::Event($o) => {
+                type $R = EventKind;
+                $body
+            }
         }
     };
 }

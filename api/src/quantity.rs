@@ -59,7 +59,7 @@ impl fmt::Display for Memory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let bytes = self.0;
         for (suffix, m) in [("Ti", 1u64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
-            if bytes >= m && bytes % m == 0 {
+            if bytes >= m && bytes.is_multiple_of(m) {
                 return write!(f, "{}{suffix}", bytes / m);
             }
         }
@@ -89,17 +89,13 @@ impl FromStr for Cpu {
         }
         let whole: u64 = whole.parse().map_err(|_| err("number too large"))?;
         let frac_milli: u64 = format!("{frac:0<3}").parse().unwrap_or(0);
-        whole
-            .checked_mul(1000)
-            .and_then(|m| m.checked_add(frac_milli))
-            .map(Cpu)
-            .ok_or_else(|| err("number too large"))
+        whole.checked_mul(1000).and_then(|m| m.checked_add(frac_milli)).map(Cpu).ok_or_else(|| err("number too large"))
     }
 }
 
 impl fmt::Display for Cpu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1000 == 0 { write!(f, "{}", self.0 / 1000) } else { write!(f, "{}m", self.0) }
+        if self.0.is_multiple_of(1000) { write!(f, "{}", self.0 / 1000) } else { write!(f, "{}m", self.0) }
     }
 }
 

@@ -33,9 +33,7 @@ impl std::str::FromStr for LabelSelector {
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
         let err = |reason: String| SelectorError { input: input.to_owned(), reason };
-        let valid_key = |k: &str| {
-            !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
-        };
+        let valid_key = |k: &str| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
         let mut requirements = Vec::new();
         for part in input.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let requirement = if let Some((k, v)) = part.split_once("!=") {
@@ -48,7 +46,10 @@ impl std::str::FromStr for LabelSelector {
                 Requirement::Exists(part.to_owned())
             };
             let key = match &requirement {
-                Requirement::Equals(k, _) | Requirement::NotEquals(k, _) | Requirement::Exists(k) | Requirement::NotExists(k) => k,
+                Requirement::Equals(k, _)
+                | Requirement::NotEquals(k, _)
+                | Requirement::Exists(k)
+                | Requirement::NotExists(k) => k,
             };
             if !valid_key(key) {
                 return Err(err(format!("bad key {key:?} in {part:?}")));

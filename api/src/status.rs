@@ -98,3 +98,19 @@ pub struct WatchEvent<T> {
     /// The object after (or, for a delete, before) the change.
     pub object: T,
 }
+
+/// What `GET /api/v1/cluster` reports: one control node's view of the raft cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// The answering member's id.
+    pub id: u64,
+    /// The current leader, if known.
+    pub leader: Option<u64>,
+    /// The current term.
+    pub term: u64,
+    /// The last revision applied on the answering member.
+    pub revision: u64,
+    /// Voters and their raft addresses.
+    pub members: std::collections::BTreeMap<u64, String>,
+}

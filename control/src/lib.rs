@@ -10,6 +10,10 @@
 //!
 //! [`ControlPlane::start`] wires them together.
 
+// openraft's storage traits return its `StorageError` (over 200 bytes) by value; boxing it in
+// our helpers would only add an allocation on the error path of every call that feeds them.
+#![allow(clippy::result_large_err)]
+
 pub mod api;
 pub mod pki;
 pub mod raft_service;
@@ -104,23 +108,29 @@ impl ControlPlane {
         let pki_dir = config.pki_dir.clone().unwrap_or_else(|| config.data_dir.join("pki"));
         let pki = Pki::load_or_create(&pki_dir).context("loading the cluster PKI")?;
 
-        let api_listener = TcpListener::bind(config.api_listen).await.with_context(|| format!("binding API listener {}", config.api_listen))?;
-        let raft_listener = TcpListener::bind(config.raft_listen).await.with_context(|| format!("binding raft listener {}", config.raft_listen))?;
+        let api_listener = TcpListener::bind(config.api_listen)
+            .await
+            .with_context(|| format!("binding API listener {}", config.api_listen))?;
+        let raft_listener = TcpListener::bind(config.raft_listen)
+            .await
+            .with_context(|| format!("binding raft listener {}", config.raft_listen))?;
         let (api_addr, raft_addr) = (api_listener.local_addr()?, raft_listener.local_addr()?);
         let advertise_host = advertised(api_addr, &config.advertise_host);
         let own_raft = format!("{}:{}", advertised(raft_addr, &config.advertise_host), raft_addr.port());
 
         let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-        names.extend([advertise_host.trim_matches(['[', ']']).to_owned(), advertised(raft_addr, &config.advertise_host).trim_matches(['[', ']']).to_owned()]);
+        names.extend([
+            advertise_host.trim_matches(['[', ']']).to_owned(),
+            advertised(raft_addr, &config.advertise_host).trim_matches(['[', ']']).to_owned(),
+        ]);
         names.sort();
         names.dedup();
         let tls = pki.server_config(&names)?;
 
         let peers = PeerClient::new(&pki.ca_pem, &pki.cluster_token)?;
         let options = StoreOptions { id: config.id, history_revisions: config.history_revisions };
-        let store = Store::open(&config.data_dir.join("shoal.redb"), &options, peers)
-            .await
-            .context("opening the store")?;
+        let store =
+            Store::open(&config.data_dir.join("shoal.redb"), &options, peers).await.context("opening the store")?;
 
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();

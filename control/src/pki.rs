@@ -71,11 +71,14 @@ fn random_token() -> String {
 }
 
 fn read(path: &Path) -> Result<String, PkiError> {
-    std::fs::read_to_string(path).map(|s| s.trim().to_owned()).map_err(|source| PkiError::Io { path: path.to_owned(), source })
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|source| PkiError::Io { path: path.to_owned(), source })
 }
 
 fn write(path: &Path, contents: &str) -> Result<(), PkiError> {
-    shoal_api::config::write_private(path, contents.as_bytes()).map_err(|source| PkiError::Io { path: path.to_owned(), source })
+    shoal_api::config::write_private(path, contents.as_bytes())
+        .map_err(|source| PkiError::Io { path: path.to_owned(), source })
 }
 
 impl Pki {
@@ -115,15 +118,18 @@ impl Pki {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(names.to_vec())?;
         params.distinguished_name.push(DnType::CommonName, "shoal control plane");
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages =
+            vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         let issuer = Issuer::new(ca_params()?, &self.ca_key);
         let cert = params.signed_by(&key, &issuer)?;
-        let ca_der = CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).map_err(|_| PkiError::Pem { path: CA_CERT.into() })?;
+        let ca_der = CertificateDer::from_pem_slice(self.ca_pem.as_bytes())
+            .map_err(|_| PkiError::Pem { path: CA_CERT.into() })?;
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.der().clone(), ca_der], key_der)?;
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_single_cert(vec![cert.der().clone(), ca_der], key_der)?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }

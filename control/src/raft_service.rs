@@ -52,7 +52,8 @@ async fn require_cluster_token(State(state): State<RaftState>, request: Request,
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    postcard::from_bytes(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("undecodable request: {e}")).into_response())
+    postcard::from_bytes(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("undecodable request: {e}")).into_response())
 }
 
 fn encode<T: Serialize>(value: &T) -> Response {

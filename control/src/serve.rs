@@ -14,7 +14,12 @@ use tokio_util::sync::CancellationToken;
 /// Serves `router` on `listener` with TLS `config` until `shutdown` is cancelled; then stops
 /// accepting, gives open connections a moment to finish, and ends the rest (watch streams never
 /// finish on their own).
-pub async fn serve_tls(listener: TcpListener, config: Arc<rustls::ServerConfig>, router: axum::Router, shutdown: CancellationToken) {
+pub async fn serve_tls(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) {
     let acceptor = TlsAcceptor::from(config);
     let mut connections = JoinSet::new();
     loop {
@@ -50,9 +55,8 @@ pub async fn serve_tls(listener: TcpListener, config: Arc<rustls::ServerConfig>,
             }
         });
     }
-    let _ = tokio::time::timeout(Duration::from_millis(500), async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
+    let _ =
+        tokio::time::timeout(Duration::from_millis(500), async { while connections.join_next().await.is_some() {} })
+            .await;
     connections.shutdown().await;
 }

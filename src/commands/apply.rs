@@ -56,7 +56,8 @@ fn read_module(m: &Manifest) -> Result<Option<LocalModule>, ManifestError> {
     }
     let base = m.file.parent().unwrap_or(Path::new("."));
     let path = base.join(module);
-    let bytes = std::fs::read(&path).map_err(|e| m.error_at("spec.module", format!("cannot read {}: {e}", path.display())))?;
+    let bytes =
+        std::fs::read(&path).map_err(|e| m.error_at("spec.module", format!("cannot read {}: {e}", path.display())))?;
     if wasm_kind(&bytes).is_none() {
         return Err(m.error_at("spec.module", format!("{} is not a wasm module or component", path.display())));
     }
@@ -92,7 +93,10 @@ impl ApplyArgs {
             if let (Some(module), AnyObject::Workload(w)) = (module, &mut m.object) {
                 if !uploaded.contains(&module.digest) {
                     if !client.has_module(&module.digest).await? {
-                        client.put_module(module.bytes).await.map_err(|e| anyhow!("{}: uploading {}: {e}", m.file.display(), w.spec.module))?;
+                        client
+                            .put_module(module.bytes)
+                            .await
+                            .map_err(|e| anyhow!("{}: uploading {}: {e}", m.file.display(), w.spec.module))?;
                     }
                     uploaded.insert(module.digest.clone());
                 }

@@ -33,7 +33,9 @@ impl DescribeArgs {
             .items
             .into_iter()
             .filter(|e| match e {
-                AnyObject::Event(e) => e.spec.involved_object.kind == kind && e.spec.involved_object.name.as_str() == self.name,
+                AnyObject::Event(e) => {
+                    e.spec.involved_object.kind == kind && e.spec.involved_object.name.as_str() == self.name
+                }
                 _ => false,
             })
             .collect();

@@ -33,7 +33,10 @@ pub struct GetArgs {
 impl GetArgs {
     pub async fn execute(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
         let Some(kind) = Kind::parse(&self.kind) else {
-            bail!("unknown kind {:?}: expected one of namespaces, workloads, instances, services, nodes, events", self.kind);
+            bail!(
+                "unknown kind {:?}: expected one of namespaces, workloads, instances, services, nodes, events",
+                self.kind
+            );
         };
         let client = connection.client()?;
         let ns = (kind.namespaced() && !self.all_namespaces).then_some(self.namespace.as_str());

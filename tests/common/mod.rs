@@ -38,7 +38,7 @@ impl ControlProcess {
         let log_path = data_dir.join(format!("stderr-{}.log", std::process::id()));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
         let mut args = vec!["control", "--data-dir", data_dir.to_str().unwrap(), "--api-listen", "127.0.0.1:0"];
-        if !extra.iter().any(|a| *a == "--raft-listen") {
+        if !extra.contains(&"--raft-listen") {
             args.extend(["--raft-listen", "127.0.0.1:0"]);
         }
         args.extend(extra);

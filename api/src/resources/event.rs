@@ -69,7 +69,11 @@ fn one() -> u32 {
 impl Default for EventSpec {
     fn default() -> Self {
         EventSpec {
-            involved_object: ObjectReference { kind: Kind::Namespace, namespace: None, name: Name::new("unknown").expect("valid") },
+            involved_object: ObjectReference {
+                kind: Kind::Namespace,
+                namespace: None,
+                name: Name::new("unknown").expect("valid"),
+            },
             reason: String::new(),
             message: String::new(),
             type_: EventType::Normal,

@@ -27,7 +27,10 @@ impl Resource for ServiceKind {
         let mut seen = std::collections::BTreeSet::new();
         for (i, port) in object.spec.ports.iter().enumerate() {
             if !seen.insert(port.name.as_str()) {
-                return Err(FieldError::new(format!("spec.ports[{i}].name"), format!("duplicate port name {:?}", port.name.as_str())));
+                return Err(FieldError::new(
+                    format!("spec.ports[{i}].name"),
+                    format!("duplicate port name {:?}", port.name.as_str()),
+                ));
             }
             if port.port == 0 {
                 return Err(FieldError::new(format!("spec.ports[{i}].port"), "must be 1-65535"));

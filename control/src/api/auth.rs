@@ -26,7 +26,9 @@ pub async fn require_token(State(tokens): State<Tokens>, request: Request, next:
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
-        None => ApiError::new(Reason::Unauthorized, "missing bearer token (Authorization: Bearer <token>)").into_response(),
+        None => {
+            ApiError::new(Reason::Unauthorized, "missing bearer token (Authorization: Bearer <token>)").into_response()
+        }
         Some(token) if constant_time_eq(token.as_bytes(), tokens.admin.as_bytes()) => next.run(request).await,
         Some(_) => ApiError::new(Reason::Unauthorized, "invalid bearer token").into_response(),
     }

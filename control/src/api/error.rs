@@ -34,7 +34,9 @@ impl From<StoreError> for ApiError {
                 tracing::error!("storage failure: {e}");
                 ApiError::new(Reason::Internal, e.to_string())
             }
-            StoreError::NoLeader(_) | StoreError::Unknown(_) | StoreError::Stopped(_) => ApiError::new(Reason::Unavailable, e.to_string()),
+            StoreError::NoLeader(_) | StoreError::Unknown(_) | StoreError::Stopped(_) => {
+                ApiError::new(Reason::Unavailable, e.to_string())
+            }
         }
     }
 }

@@ -22,7 +22,11 @@ fn check_digest(digest: &str) -> Result<(), ApiError> {
 }
 
 /// `PUT /api/v1/modules/{sha256}`.
-pub async fn put(State(store): State<Arc<Store>>, Path(digest): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn put(
+    State(store): State<Arc<Store>>,
+    Path(digest): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     check_digest(&digest)?;
     let actual = sha256_hex(&body);
     if actual != digest {

@@ -108,7 +108,10 @@ fn parse_body(target: &Target, body: &[u8], name: Option<&str>) -> Result<AnyObj
             (Some(ns), Some(path_ns)) if ns.as_str() != path_ns => {
                 return Err(ApiError::new(
                     Reason::BadRequest,
-                    format!("metadata.namespace {:?} does not match the namespace in the path {path_ns:?}", ns.as_str()),
+                    format!(
+                        "metadata.namespace {:?} does not match the namespace in the path {path_ns:?}",
+                        ns.as_str()
+                    ),
                 ));
             }
             (Some(_), _) => {}
@@ -170,7 +173,13 @@ async fn create(store: &Store, target: Target, body: &[u8]) -> Result<Response, 
     write_result(result, &target, &name, StatusCode::CREATED)
 }
 
-async fn update(store: &Store, target: Target, name: &str, body: &[u8], scope: UpdateScope) -> Result<Response, ApiError> {
+async fn update(
+    store: &Store,
+    target: Target,
+    name: &str,
+    body: &[u8],
+    scope: UpdateScope,
+) -> Result<Response, ApiError> {
     let mut object = parse_body(&target, body, Some(name))?;
     require_namespace(store, &target).await?;
     let expected = object.meta().resource_version;
@@ -238,7 +247,11 @@ async fn list(store: Arc<Store>, target: Target, query: ListQuery) -> Result<Res
 type S = State<Arc<Store>>;
 
 /// `GET /api/v1/{plural}`: list (or watch) a kind across all namespaces.
-pub async fn list_all(State(store): S, Path(plural): Path<String>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
+pub async fn list_all(
+    State(store): S,
+    Path(plural): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
     list(store, Target::new(&plural, None)?, q).await
 }
 
@@ -249,18 +262,30 @@ pub async fn create_any(State(store): S, Path(plural): Path<String>, body: Bytes
 }
 
 /// `GET /api/v1/namespaces/{ns}/{plural}`.
-pub async fn list_namespaced(State(store): S, Path((ns, plural)): Path<(String, String)>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
+pub async fn list_namespaced(
+    State(store): S,
+    Path((ns, plural)): Path<(String, String)>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
     list(store, Target::new(&plural, Some(ns))?, q).await
 }
 
 /// `POST /api/v1/namespaces/{ns}/{plural}`.
-pub async fn create_namespaced(State(store): S, Path((ns, plural)): Path<(String, String)>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn create_namespaced(
+    State(store): S,
+    Path((ns, plural)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     create(&store, Target::new(&plural, Some(ns))?, &body).await
 }
 
 /// `PUT /api/v1/namespaces/{name}/status`: a namespace's status. (The path has the shape of a
 /// namespaced collection; this is the one `PUT` on that shape.)
-pub async fn put_namespace_status(State(store): S, Path((ns, sub)): Path<(String, String)>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn put_namespace_status(
+    State(store): S,
+    Path((ns, sub)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     if sub != "status" {
         return Err(ApiError::new(Reason::NotFound, format!("cannot PUT a collection: /api/v1/namespaces/{ns}/{sub}")));
     }
@@ -273,37 +298,64 @@ pub async fn get_cluster(State(store): S, Path((plural, name)): Path<(String, St
 }
 
 /// `PUT /api/v1/{plural}/{name}`.
-pub async fn put_cluster(State(store): S, Path((plural, name)): Path<(String, String)>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn put_cluster(
+    State(store): S,
+    Path((plural, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     update(&store, Target::for_object(&plural, None)?, &name, &body, UpdateScope::Spec).await
 }
 
 /// `PUT /api/v1/{plural}/{name}/status`.
-pub async fn put_cluster_status(State(store): S, Path((plural, name)): Path<(String, String)>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn put_cluster_status(
+    State(store): S,
+    Path((plural, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     update(&store, Target::for_object(&plural, None)?, &name, &body, UpdateScope::Status).await
 }
 
 /// `DELETE /api/v1/{plural}/{name}`.
-pub async fn delete_cluster(State(store): S, Path((plural, name)): Path<(String, String)>, Query(q): Query<DeleteQuery>) -> Result<Response, ApiError> {
+pub async fn delete_cluster(
+    State(store): S,
+    Path((plural, name)): Path<(String, String)>,
+    Query(q): Query<DeleteQuery>,
+) -> Result<Response, ApiError> {
     delete(&store, Target::for_object(&plural, None)?, &name, q).await
 }
 
 /// `GET /api/v1/namespaces/{ns}/{plural}/{name}`.
-pub async fn get_namespaced(State(store): S, Path((ns, plural, name)): Path<(String, String, String)>) -> Result<Response, ApiError> {
+pub async fn get_namespaced(
+    State(store): S,
+    Path((ns, plural, name)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
     get(&store, Target::for_object(&plural, Some(ns))?, &name).await
 }
 
 /// `PUT /api/v1/namespaces/{ns}/{plural}/{name}`.
-pub async fn put_namespaced(State(store): S, Path((ns, plural, name)): Path<(String, String, String)>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn put_namespaced(
+    State(store): S,
+    Path((ns, plural, name)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     update(&store, Target::for_object(&plural, Some(ns))?, &name, &body, UpdateScope::Spec).await
 }
 
 /// `PUT /api/v1/namespaces/{ns}/{plural}/{name}/status`.
-pub async fn put_namespaced_status(State(store): S, Path((ns, plural, name)): Path<(String, String, String)>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn put_namespaced_status(
+    State(store): S,
+    Path((ns, plural, name)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     update(&store, Target::for_object(&plural, Some(ns))?, &name, &body, UpdateScope::Status).await
 }
 
 /// `DELETE /api/v1/namespaces/{ns}/{plural}/{name}`.
-pub async fn delete_namespaced(State(store): S, Path((ns, plural, name)): Path<(String, String, String)>, Query(q): Query<DeleteQuery>) -> Result<Response, ApiError> {
+pub async fn delete_namespaced(
+    State(store): S,
+    Path((ns, plural, name)): Path<(String, String, String)>,
+    Query(q): Query<DeleteQuery>,
+) -> Result<Response, ApiError> {
     delete(&store, Target::for_object(&plural, Some(ns))?, &name, q).await
 }
 

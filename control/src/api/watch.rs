@@ -20,8 +20,10 @@ const BATCH: usize = 512;
 
 fn history_error(e: HistoryError) -> ApiError {
     match e {
-        HistoryError::Compacted { .. } => ApiError::new(Reason::Gone, format!("{e}: list again and watch from the list's resourceVersion")),
-        HistoryError::Storage(e) => e.into(),
+        HistoryError::Compacted { .. } => {
+            ApiError::new(Reason::Gone, format!("{e}: list again and watch from the list's resourceVersion"))
+        }
+        HistoryError::Storage(e) => (*e).into(),
     }
 }
 
@@ -62,7 +64,12 @@ impl Cursor {
 }
 
 /// Starts a watch of keys under `prefix` after revision `from` (default: now).
-pub async fn stream(store: Arc<Store>, prefix: String, selector: LabelSelector, from: Option<u64>) -> Result<Response, ApiError> {
+pub async fn stream(
+    store: Arc<Store>,
+    prefix: String,
+    selector: LabelSelector,
+    from: Option<u64>,
+) -> Result<Response, ApiError> {
     let after = match from {
         Some(rev) => rev,
         None => {

@@ -25,10 +25,11 @@ use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
-pub use self::state_machine::{Change, ChangeKind, HistoryError, StoreReader};
 use self::network::paths;
 use self::peer::{PeerClient, PeerError};
+pub use self::state_machine::{Change, ChangeKind, HistoryError, StoreReader};
 pub use self::types::{Command, CommandResult, MemberId, ObjectKey, Raft, UpdateScope};
+pub use shoal_api::status::ClusterStatus;
 
 /// How long a write or a linearizable read waits for a leader before giving up with 503.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
@@ -71,22 +72,6 @@ pub struct JoinRequest {
     pub id: MemberId,
     /// Its raft listener, `host:port`.
     pub addr: String,
-}
-
-/// What `/cluster` reports about raft.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClusterStatus {
-    /// This member.
-    pub id: MemberId,
-    /// The current leader, if known.
-    pub leader: Option<MemberId>,
-    /// The current term.
-    pub term: u64,
-    /// The last applied revision.
-    pub revision: u64,
-    /// Voters and their raft addresses.
-    pub members: BTreeMap<MemberId, String>,
 }
 
 /// Tunables of the store.
@@ -235,7 +220,9 @@ impl Store {
         loop {
             let (leader_id, leader_addr) = match self.raft.client_write(command.clone()).await {
                 Ok(response) => return Ok(response.data),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => (f.leader_id, f.leader_node.map(|n| n.addr)),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    (f.leader_id, f.leader_node.map(|n| n.addr))
+                }
                 Err(RaftError::APIError(e)) => return Err(StoreError::NoLeader(e.to_string())),
                 Err(RaftError::Fatal(e)) => return Err(StoreError::Stopped(e.to_string())),
             };

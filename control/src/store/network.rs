@@ -1,12 +1,12 @@
 //! openraft's network: its RPCs as [`PeerClient`] calls to each member's raft listener.
 
+use openraft::BasicNode;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
-use openraft::BasicNode;
 
 use super::peer::{PeerClient, PeerError};
 use super::types::{MemberId, TypeConfig};

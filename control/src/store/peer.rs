@@ -66,23 +66,18 @@ impl PeerClient {
         timeout: Duration,
     ) -> Result<Resp, PeerError> {
         let url = format!("https://{addr}{path}");
-        let body = postcard::to_allocvec(request).map_err(|e| PeerError::Failed { url: url.clone(), message: e.to_string() })?;
+        let body = postcard::to_allocvec(request)
+            .map_err(|e| PeerError::Failed { url: url.clone(), message: e.to_string() })?;
         let failed = |message: String| PeerError::Failed { url: url.clone(), message };
-        let resp = self
-            .http
-            .post(&url)
-            .bearer_auth(&self.token)
-            .timeout(timeout)
-            .body(body)
-            .send()
-            .await
-            .map_err(|source| {
+        let resp = self.http.post(&url).bearer_auth(&self.token).timeout(timeout).body(body).send().await.map_err(
+            |source| {
                 if source.is_connect() {
                     PeerError::Unreachable { url: url.clone(), source }
                 } else {
                     failed(source.to_string())
                 }
-            })?;
+            },
+        )?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| failed(e.to_string()))?;
         if !status.is_success() {

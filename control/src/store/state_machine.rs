@@ -59,7 +59,7 @@ pub enum HistoryError {
     },
     /// The disk failed.
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Storage(#[from] Box<StorageError>),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -261,7 +261,11 @@ impl Tables<'_> {
 }
 
 impl StateMachine {
-    fn apply_blocking(db: &Database, entries: Vec<Entry>, history_revisions: u64) -> Result<(Vec<CommandResult>, u64), StorageError> {
+    fn apply_blocking(
+        db: &Database,
+        entries: Vec<Entry>,
+        history_revisions: u64,
+    ) -> Result<(Vec<CommandResult>, u64), StorageError> {
         let tx = db.begin_write().map_err(io_err)?;
         let mut results = Vec::with_capacity(entries.len());
         let mut last = None;
@@ -472,19 +476,21 @@ impl StoreReader {
     /// Changes after revision `after` to keys starting with `prefix`, at most `limit` of them
     /// (the last one returned tells where to continue). Also returns the revision read up to.
     pub fn changes_after(&self, after: u64, prefix: &str, limit: usize) -> Result<(Vec<Change>, u64), HistoryError> {
-        let tx = self.db.begin_read().map_err(io_err)?;
-        let meta = tx.open_table(SM_META).map_err(io_err)?;
-        let compacted: u64 = read_meta(&meta, "compacted")?.unwrap_or(0);
-        let applied = read_meta::<Option<LogId>>(&meta, "last_applied")?.flatten().map_or(0, |l| l.index);
+        let storage = |e: StorageError| HistoryError::Storage(Box::new(e));
+        let tx = self.db.begin_read().map_err(io_err).map_err(storage)?;
+        let meta = tx.open_table(SM_META).map_err(io_err).map_err(storage)?;
+        let compacted: u64 = read_meta(&meta, "compacted").map_err(storage)?.unwrap_or(0);
+        let applied =
+            read_meta::<Option<LogId>>(&meta, "last_applied").map_err(storage)?.flatten().map_or(0, |l| l.index);
         if after < compacted {
             return Err(HistoryError::Compacted { requested: after, compacted });
         }
-        let table = tx.open_table(HISTORY).map_err(io_err)?;
+        let table = tx.open_table(HISTORY).map_err(io_err).map_err(storage)?;
         let mut changes = Vec::new();
         let mut scanned_to = applied;
-        for item in table.range(after + 1..).map_err(io_err)? {
-            let (rev, v) = item.map_err(io_err)?;
-            let change: Change = decode(v.value())?;
+        for item in table.range(after + 1..).map_err(io_err).map_err(storage)? {
+            let (rev, v) = item.map_err(io_err).map_err(storage)?;
+            let change: Change = decode(v.value()).map_err(storage)?;
             if change.key.starts_with(prefix) {
                 changes.push(change);
                 if changes.len() >= limit {

@@ -1,0 +1,123 @@
+//! Three control nodes: one raft cluster that keeps every acknowledged write when its leader is
+//! killed, elects a new one, and lets the killed member catch up when it comes back.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{ControlProcess, wait_for};
+use shoal_api::resources::namespace::Namespace;
+use shoal_api::{AnyObject, Client, Kind, Name};
+
+fn namespace(name: &str) -> AnyObject {
+    AnyObject::Namespace(Namespace::new(Name::new(name).unwrap(), None, Default::default()))
+}
+
+async fn leader_of(client: &Client) -> Option<u64> {
+    client.cluster_status().await.ok().and_then(|s| s.leader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_members_keep_every_acknowledged_write_across_a_leader_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("m1/pki");
+    let pki = pki.to_str().unwrap();
+    let mut members = vec![ControlProcess::start(&dir.path().join("m1"), &["--id", "1"])];
+    for id in ["2", "3"] {
+        let join = members[0].raft_addr.clone();
+        members.push(ControlProcess::start(
+            &dir.path().join(format!("m{id}")),
+            &["--id", id, "--join", &join, "--pki-dir", pki],
+        ));
+    }
+    let clients: Vec<Client> = members.iter().map(|m| m.client()).collect();
+    wait_for(Duration::from_secs(30), "three voting members", || async {
+        let status = clients[0].cluster_status().await.ok()?;
+        (status.members.len() == 3).then_some(())
+    })
+    .await;
+    // Every member agrees on the leader.
+    let leader = wait_for(Duration::from_secs(10), "an agreed leader", || async {
+        let mut leaders = BTreeSet::new();
+        for c in &clients {
+            leaders.insert(leader_of(c).await?);
+        }
+        (leaders.len() == 1).then(|| *leaders.first().unwrap())
+    })
+    .await;
+    let leader_index = (leader - 1) as usize;
+
+    // Writers spread over all members; a write counts only when it got a 2xx.
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let dead = Arc::new(AtomicUsize::new(usize::MAX));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (clients, acked, stop, dead) = (clients.clone(), acked.clone(), stop.clone(), dead.clone());
+        writers.push(tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let target = (w + i) % clients.len();
+                i += 1;
+                if target == dead.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let name = format!("w{w}-{i}");
+                if clients[target].create(&namespace(&name)).await.is_ok() {
+                    acked.lock().unwrap().push(name);
+                }
+            }
+        }));
+    }
+    let count = || acked.lock().unwrap().len();
+    wait_for(Duration::from_secs(30), "50 writes before the kill", || async { (count() >= 50).then_some(()) }).await;
+
+    members[leader_index].kill();
+    let before_kill = count();
+    dead.store(leader_index, Ordering::Relaxed);
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader_index).collect();
+    wait_for(Duration::from_secs(30), "50 writes after the kill", || async {
+        (count() >= before_kill + 50).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+
+    let new_leader = leader_of(&clients[survivors[0]]).await.expect("a new leader");
+    assert_ne!(new_leader, leader, "the killed member cannot still lead");
+    let stored: BTreeSet<String> = clients[survivors[1]]
+        .list(Kind::Namespace, None, None)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|o| o.meta().name.to_string())
+        .collect();
+    let acked = acked.lock().unwrap().clone();
+    let lost: Vec<&String> = acked.iter().filter(|n| !stored.contains(*n)).collect();
+    assert!(lost.is_empty(), "{} acknowledged writes lost: {lost:?}", lost.len());
+
+    // The killed member comes back on its old raft address and catches up.
+    let old = &members[leader_index];
+    let (data_dir, raft_addr) = (old.data_dir.clone(), old.raft_addr.clone());
+    let id = leader.to_string();
+    let mut args = vec!["--id", id.as_str(), "--raft-listen", raft_addr.as_str()];
+    if leader != 1 {
+        args.extend(["--pki-dir", pki]);
+    }
+    let back = ControlProcess::start(&data_dir, &args);
+    let target = clients[survivors[0]].cluster_status().await.unwrap().revision;
+    let back_client = back.client();
+    wait_for(Duration::from_secs(30), "the restarted member to catch up", || async {
+        let status = back_client.cluster_status().await.ok()?;
+        (status.revision >= target).then_some(())
+    })
+    .await;
+    let on_back = back_client.list(Kind::Namespace, None, None).await.unwrap();
+    assert!(on_back.items.len() >= acked.len());
+}
