@@ -242,3 +242,48 @@ async fn state_survives_a_restart() {
     let got = control.client().get(Kind::Namespace, None, "durable").await.unwrap();
     assert_eq!(got.meta().name.as_str(), "durable");
 }
+
+#[tokio::test]
+async fn a_tenant_token_reaches_only_its_namespaces() {
+    use shoal_api::token::TokenRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let admin = control.client();
+    for ns in ["team-a", "team-b"] {
+        admin.create(&namespace(ns)).await.unwrap();
+    }
+    let issued = admin
+        .create_token(&TokenRequest { name: Name::new("a").unwrap(), namespaces: vec![Name::new("team-a").unwrap()] })
+        .await
+        .unwrap();
+    let tenant = admin.with_token(&issued.token);
+    let service = |ns: &str| {
+        AnyObject::from_json(
+            Kind::Service,
+            &serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Service",
+                "metadata": {"name": "s", "namespace": ns}, "spec": {"selector": {"workload": "w"}}}),
+        )
+        .unwrap()
+    };
+    tenant.create(&service("team-a")).await.unwrap();
+    tenant.get(Kind::Service, Some("team-a"), "s").await.unwrap();
+    let forbidden = [
+        tenant.create(&service("team-b")).await.unwrap_err(),
+        tenant.list(Kind::Service, Some("team-b"), None).await.unwrap_err(),
+        tenant.list(Kind::Service, None, None).await.unwrap_err(),
+        tenant.delete(Kind::Namespace, None, "team-a").await.unwrap_err(),
+        tenant.list(Kind::Node, None, None).await.unwrap_err(),
+        tenant.list_tokens().await.unwrap_err(),
+    ];
+    for err in forbidden {
+        assert_eq!(err.reason(), Some(Reason::Forbidden), "{err}");
+    }
+    let visible = tenant.list(Kind::Namespace, None, None).await.unwrap();
+    let names: Vec<_> = visible.items.iter().map(|o| o.meta().name.to_string()).collect();
+    assert_eq!(names, ["team-a"]);
+
+    // Revoked: the token no longer works at all.
+    admin.delete_token("a").await.unwrap();
+    let err = tenant.get(Kind::Service, Some("team-a"), "s").await.unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::Unauthorized), "{err}");
+}

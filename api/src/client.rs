@@ -239,6 +239,24 @@ impl Client {
         self.json(Method::GET, "/api/v1/cluster", None).await
     }
 
+    /// Issues a tenant token limited to `namespaces` (admin only).
+    pub async fn create_token(
+        &self,
+        request: &crate::token::TokenRequest,
+    ) -> Result<crate::token::IssuedToken, ClientError> {
+        self.json(Method::POST, "/api/v1/tokens", Some(&serde_json::to_value(request).expect("serializes"))).await
+    }
+
+    /// Lists tenant tokens, without their secrets (admin only).
+    pub async fn list_tokens(&self) -> Result<Vec<crate::token::TokenInfo>, ClientError> {
+        self.json(Method::GET, "/api/v1/tokens", None).await
+    }
+
+    /// Revokes a tenant token (admin only).
+    pub async fn delete_token(&self, name: &str) -> Result<crate::token::TokenInfo, ClientError> {
+        self.json(Method::DELETE, &format!("/api/v1/tokens/{name}"), None).await
+    }
+
     /// Uploads a module blob; returns its `sha256:<hex>` reference. Uploading the same bytes
     /// twice is harmless.
     pub async fn put_module(&self, bytes: Vec<u8>) -> Result<String, ClientError> {

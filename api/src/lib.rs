@@ -11,6 +11,7 @@
 //! - [`manifest`]: YAML files and directories in, objects out; errors name file, line, column
 //!   and field path.
 //! - [`status`]: error bodies, lists and watch events on the wire.
+//! - [`token`]: tenant tokens, limited to some namespaces.
 //! - [`client`], [`config`]: the typed HTTP client and the config file that tells it where the
 //!   cluster is.
 
@@ -26,6 +27,7 @@ pub mod quantity;
 pub mod resources;
 pub mod selector;
 pub mod status;
+pub mod token;
 
 pub use client::{Client, ClientError};
 pub use config::ClientConfig;

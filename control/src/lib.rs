@@ -136,8 +136,8 @@ impl ControlPlane {
         let mut tasks = JoinSet::new();
         let raft_router = raft_service::router(store.clone(), &pki.cluster_token);
         tasks.spawn(serve::serve_tls(raft_listener, tls.clone(), raft_router, shutdown.clone()));
-        let tokens = api::auth::Tokens { admin: pki.admin_token.as_str().into() };
-        tasks.spawn(serve::serve_tls(api_listener, tls, api::router(store.clone(), tokens), shutdown.clone()));
+        let api_router = api::router(store.clone(), &pki.admin_token);
+        tasks.spawn(serve::serve_tls(api_listener, tls, api_router, shutdown.clone()));
 
         match &config.join {
             Some(via) => {

@@ -5,6 +5,7 @@ mod control;
 mod delete;
 mod describe;
 mod get;
+mod token;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,8 @@ pub enum Command {
     Describe(describe::DescribeArgs),
     /// Delete objects by name, or those a manifest names.
     Delete(delete::DeleteArgs),
+    /// Issue, list and revoke tenant tokens (limited to some namespaces).
+    Token(token::TokenArgs),
 }
 
 impl Command {
@@ -34,6 +37,7 @@ impl Command {
             Command::Get(args) => args.execute(connection).await,
             Command::Describe(args) => args.execute(connection).await,
             Command::Delete(args) => args.execute(connection).await,
+            Command::Token(args) => args.execute(connection).await,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod health;
 pub mod modules;
 pub mod objects;
+pub mod tokens;
 pub mod watch;
 
 use std::sync::Arc;
@@ -23,10 +24,13 @@ use crate::store::Store;
 pub const MAX_MODULE_BYTES: usize = 128 << 20;
 
 /// The API router.
-pub fn router(store: Arc<Store>, tokens: auth::Tokens) -> Router {
+pub fn router(store: Arc<Store>, admin_token: &str) -> Router {
+    let auth = auth::AuthState { admin: admin_token.into(), store: store.clone() };
     use objects::*;
     let api = Router::new()
         .route("/api/v1/cluster", get(health::cluster))
+        .route("/api/v1/tokens", get(tokens::list).post(tokens::issue))
+        .route("/api/v1/tokens/{name}", axum::routing::delete(tokens::revoke))
         .route("/api/v1/modules/{digest}", put(modules::put).get(modules::get))
         .route("/api/v1/{plural}", get(list_all).post(create_any))
         .route("/api/v1/{plural}/{name}", get(get_cluster).put(put_cluster).delete(delete_cluster))
@@ -40,7 +44,7 @@ pub fn router(store: Arc<Store>, tokens: auth::Tokens) -> Router {
             get(get_namespaced).put(put_namespaced).delete(delete_namespaced),
         )
         .route("/api/v1/namespaces/{ns}/{plural}/{name}/status", put(put_namespaced_status))
-        .layer(middleware::from_fn_with_state(tokens, auth::require_token));
+        .layer(middleware::from_fn_with_state(auth, auth::require_token));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -2,17 +2,19 @@
 //! Handlers parse the request into a typed object (so a bad field is a 422 naming it), decide
 //! what is not deterministic (uid, timestamps), and hand one [`Command`] to the store.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use shoal_api::selector::LabelSelector;
 use shoal_api::{AnyObject, Kind, Reason};
 
+use super::auth::Principal;
 use super::error::ApiError;
 use super::watch;
 use crate::store::{Command, CommandResult, ObjectKey, Store, UpdateScope};
@@ -201,39 +203,66 @@ async fn delete(store: &Store, target: Target, name: &str, query: DeleteQuery) -
     write_result(store.write(command).await?, &target, name, StatusCode::OK)
 }
 
-/// Whether the object JSON's labels match `selector`.
-pub(super) fn labels_match(selector: &LabelSelector, object: &[u8]) -> bool {
-    if selector.0.is_empty() {
-        return true;
-    }
-    #[derive(Deserialize)]
-    struct Labels {
-        metadata: LabelsMeta,
-    }
-    #[derive(Deserialize)]
-    struct LabelsMeta {
-        #[serde(default)]
-        labels: std::collections::BTreeMap<String, String>,
-    }
-    serde_json::from_slice::<Labels>(object).is_ok_and(|o| selector.matches(&o.metadata.labels))
+/// Which objects of a list or watch the caller gets: those matching the label selector and, for
+/// a tenant listing namespaces, only its own.
+pub(super) struct Filter {
+    selector: LabelSelector,
+    names: Option<Arc<BTreeSet<String>>>,
 }
 
-async fn list(store: Arc<Store>, target: Target, query: ListQuery) -> Result<Response, ApiError> {
-    let selector: LabelSelector = query
-        .label_selector
-        .as_deref()
-        .unwrap_or("")
-        .parse()
-        .map_err(|e: shoal_api::selector::SelectorError| ApiError::new(Reason::BadRequest, e.to_string()))?;
+impl Filter {
+    fn new(query: &ListQuery, kind: Kind, principal: &Principal) -> Result<Self, ApiError> {
+        let selector = query
+            .label_selector
+            .as_deref()
+            .unwrap_or("")
+            .parse()
+            .map_err(|e: shoal_api::selector::SelectorError| ApiError::new(Reason::BadRequest, e.to_string()))?;
+        let names = match principal {
+            Principal::Tenant { namespaces, .. } if kind == Kind::Namespace => Some(namespaces.clone()),
+            _ => None,
+        };
+        Ok(Filter { selector, names })
+    }
+
+    /// Whether the object (JSON) passes.
+    pub(super) fn matches(&self, object: &[u8]) -> bool {
+        if self.selector.0.is_empty() && self.names.is_none() {
+            return true;
+        }
+        #[derive(Deserialize)]
+        struct Meta {
+            metadata: NameAndLabels,
+        }
+        #[derive(Deserialize)]
+        struct NameAndLabels {
+            name: String,
+            #[serde(default)]
+            labels: std::collections::BTreeMap<String, String>,
+        }
+        serde_json::from_slice::<Meta>(object).is_ok_and(|o| {
+            self.selector.matches(&o.metadata.labels)
+                && self.names.as_ref().is_none_or(|n| n.contains(&o.metadata.name))
+        })
+    }
+}
+
+async fn list(
+    store: Arc<Store>,
+    target: Target,
+    query: ListQuery,
+    principal: &Principal,
+) -> Result<Response, ApiError> {
+    let filter = Filter::new(&query, target.kind, principal)?;
     let prefix = ObjectKey::prefix(target.kind.plural(), target.namespace.as_deref());
     if query.watch {
-        return watch::stream(store, prefix, selector, query.resource_version).await;
+        return watch::stream(store, prefix, filter, query.resource_version).await;
     }
     store.linearize().await?;
     let (revision, items) = store.reader().list(&prefix)?;
     let mut body = format!("{{\"resourceVersion\":{revision},\"items\":[").into_bytes();
     let mut first = true;
-    for item in items.iter().filter(|i| labels_match(&selector, i)) {
+    for item in items.iter().filter(|i| filter.matches(i)) {
         if !first {
             body.push(b',');
         }
@@ -249,10 +278,11 @@ type S = State<Arc<Store>>;
 /// `GET /api/v1/{plural}`: list (or watch) a kind across all namespaces.
 pub async fn list_all(
     State(store): S,
+    Extension(principal): Extension<Principal>,
     Path(plural): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    list(store, Target::new(&plural, None)?, q).await
+    list(store, Target::new(&plural, None)?, q, &principal).await
 }
 
 /// `POST /api/v1/{plural}`: create a cluster-scoped object (or a namespaced one, in the
@@ -264,10 +294,11 @@ pub async fn create_any(State(store): S, Path(plural): Path<String>, body: Bytes
 /// `GET /api/v1/namespaces/{ns}/{plural}`.
 pub async fn list_namespaced(
     State(store): S,
+    Extension(principal): Extension<Principal>,
     Path((ns, plural)): Path<(String, String)>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    list(store, Target::new(&plural, Some(ns))?, q).await
+    list(store, Target::new(&plural, Some(ns))?, q, &principal).await
 }
 
 /// `POST /api/v1/namespaces/{ns}/{plural}`.

@@ -9,10 +9,9 @@ use axum::body::{Body, Bytes};
 use axum::response::Response;
 use futures::stream;
 use shoal_api::Reason;
-use shoal_api::selector::LabelSelector;
 
 use super::error::ApiError;
-use super::objects::{labels_match, ndjson};
+use super::objects::{Filter, ndjson};
 use crate::store::{Change, ChangeKind, HistoryError, Store};
 
 /// How many changes one read of the history returns at most.
@@ -42,7 +41,7 @@ fn encode_line(change: &Change) -> Bytes {
 struct Cursor {
     store: Arc<Store>,
     prefix: String,
-    selector: LabelSelector,
+    filter: Filter,
     after: u64,
     pending: VecDeque<Bytes>,
     applied: tokio::sync::watch::Receiver<u64>,
@@ -56,7 +55,7 @@ impl Cursor {
         self.applied.borrow_and_update();
         let (changes, scanned_to) = self.store.reader().changes_after(self.after, &self.prefix, BATCH)?;
         self.after = self.after.max(scanned_to);
-        for change in changes.iter().filter(|c| labels_match(&self.selector, &c.object)) {
+        for change in changes.iter().filter(|c| self.filter.matches(&c.object)) {
             self.pending.push_back(encode_line(change));
         }
         Ok(())
@@ -64,10 +63,10 @@ impl Cursor {
 }
 
 /// Starts a watch of keys under `prefix` after revision `from` (default: now).
-pub async fn stream(
+pub(super) async fn stream(
     store: Arc<Store>,
     prefix: String,
-    selector: LabelSelector,
+    filter: Filter,
     from: Option<u64>,
 ) -> Result<Response, ApiError> {
     let after = match from {
@@ -78,7 +77,7 @@ pub async fn stream(
         }
     };
     let applied = store.reader().subscribe();
-    let mut cursor = Cursor { store, prefix, selector, after, pending: VecDeque::new(), applied };
+    let mut cursor = Cursor { store, prefix, filter, after, pending: VecDeque::new(), applied };
     cursor.read().map_err(history_error)?;
     let lines = stream::unfold(cursor, |mut cursor| async move {
         loop {

@@ -458,6 +458,12 @@ impl StoreReader {
 
     /// Every object whose key starts with `prefix`, and the revision they were read at.
     pub fn list(&self, prefix: &str) -> Result<(u64, Vec<Vec<u8>>), StorageError> {
+        let (revision, entries) = self.entries(prefix)?;
+        Ok((revision, entries.into_iter().map(|(_, v)| v).collect()))
+    }
+
+    /// Like [`StoreReader::list`], with each object's key.
+    pub fn entries(&self, prefix: &str) -> Result<(u64, Vec<(String, Vec<u8>)>), StorageError> {
         let tx = self.db.begin_read().map_err(io_err)?;
         let meta = tx.open_table(SM_META).map_err(io_err)?;
         let revision = read_meta::<Option<LogId>>(&meta, "last_applied")?.flatten().map_or(0, |l| l.index);
@@ -468,7 +474,7 @@ impl StoreReader {
             if !k.value().starts_with(prefix) {
                 break;
             }
-            items.push(v.value().to_vec());
+            items.push((k.value().to_owned(), v.value().to_vec()));
         }
         Ok((revision, items))
     }

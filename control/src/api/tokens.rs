@@ -1,0 +1,97 @@
+//! `/api/v1/tokens`: the admin issues, lists and revokes tenant tokens. The secret is returned
+//! once, at issue; the store keeps its sha256 as the key, so a token is found in one lookup and
+//! a stolen disk yields no usable token.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, body::Bytes};
+use rand::Rng;
+use shoal_api::Reason;
+use shoal_api::token::{IssuedToken, TokenInfo, TokenRequest};
+
+use super::auth::{Principal, TOKENS};
+use super::error::ApiError;
+use crate::store::{Command, CommandResult, ObjectKey, Store};
+
+fn admin_only(principal: &Principal) -> Result<(), ApiError> {
+    match principal {
+        Principal::Admin => Ok(()),
+        Principal::Tenant { name, .. } => {
+            Err(ApiError::new(Reason::Forbidden, format!("token {name:?} may not manage tokens")))
+        }
+    }
+}
+
+/// Every stored token, with its store key.
+fn stored(store: &Store) -> Result<Vec<(ObjectKey, TokenInfo)>, ApiError> {
+    let (_, entries) = store.reader().entries(&ObjectKey::prefix(TOKENS, None))?;
+    entries
+        .into_iter()
+        .map(|(key, bytes)| {
+            let info = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::new(Reason::Internal, format!("stored token is damaged: {e}")))?;
+            Ok((ObjectKey(key), info))
+        })
+        .collect()
+}
+
+/// `POST /api/v1/tokens`.
+pub async fn issue(
+    State(store): State<Arc<Store>>,
+    Extension(principal): Extension<Principal>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    admin_only(&principal)?;
+    let request: TokenRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::new(Reason::Invalid, e.to_string()))?;
+    store.linearize().await?;
+    if stored(&store)?.iter().any(|(_, t)| t.name == request.name) {
+        return Err(ApiError::new(Reason::Conflict, format!("token {:?} already exists", request.name.as_str())));
+    }
+    let secret = hex::encode(rand::rng().random::<[u8; 32]>());
+    let info = TokenInfo {
+        name: request.name,
+        namespaces: request.namespaces,
+        created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+    };
+    let key = ObjectKey::new(TOKENS, None, &shoal_api::digest::sha256_hex(secret.as_bytes()));
+    let object = serde_json::to_vec(&info).expect("serializes");
+    match store.write(Command::Create { key, object }).await? {
+        CommandResult::Ok { .. } => {
+            Ok((StatusCode::CREATED, Json(IssuedToken { info, token: secret })).into_response())
+        }
+        other => Err(ApiError::new(Reason::Internal, format!("storing the token failed: {other:?}"))),
+    }
+}
+
+/// `GET /api/v1/tokens`.
+pub async fn list(
+    State(store): State<Arc<Store>>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Vec<TokenInfo>>, ApiError> {
+    admin_only(&principal)?;
+    store.linearize().await?;
+    Ok(Json(stored(&store)?.into_iter().map(|(_, t)| t).collect()))
+}
+
+/// `DELETE /api/v1/tokens/{name}`.
+pub async fn revoke(
+    State(store): State<Arc<Store>>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<Json<TokenInfo>, ApiError> {
+    admin_only(&principal)?;
+    store.linearize().await?;
+    let Some((key, info)) = stored(&store)?.into_iter().find(|(_, t)| t.name.as_str() == name) else {
+        return Err(ApiError::new(Reason::NotFound, format!("token {name:?} not found")));
+    };
+    match store.write(Command::Delete { key, expected: None }).await? {
+        CommandResult::Ok { .. } => Ok(Json(info)),
+        CommandResult::NotFound => Err(ApiError::new(Reason::NotFound, format!("token {name:?} not found"))),
+        other => Err(ApiError::new(Reason::Internal, format!("revoking the token failed: {other:?}"))),
+    }
+}
