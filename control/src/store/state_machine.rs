@@ -76,6 +76,9 @@ pub struct StateMachine {
     history_revisions: u64,
 }
 
+/// An object's store key and its JSON.
+pub type KeyedObject = (String, Vec<u8>);
+
 /// Read access to the applied state, shared with the API server.
 #[derive(Clone)]
 pub struct StoreReader {
@@ -463,7 +466,7 @@ impl StoreReader {
     }
 
     /// Like [`StoreReader::list`], with each object's key.
-    pub fn entries(&self, prefix: &str) -> Result<(u64, Vec<(String, Vec<u8>)>), StorageError> {
+    pub fn entries(&self, prefix: &str) -> Result<(u64, Vec<KeyedObject>), StorageError> {
         let tx = self.db.begin_read().map_err(io_err)?;
         let meta = tx.open_table(SM_META).map_err(io_err)?;
         let revision = read_meta::<Option<LogId>>(&meta, "last_applied")?.flatten().map_or(0, |l| l.index);
