@@ -47,6 +47,13 @@ trait Target: Send + Sync + 'static {
     fn request(&self, http: &reqwest::Client, client: usize, i: u64) -> reqwest::RequestBuilder;
 }
 
+/// Distinguishes the keys of one load run from another's, so that creates never collide.
+static RUN_ID: AtomicU64 = AtomicU64::new(0);
+
+fn run_id() -> u64 {
+    RUN_ID.load(Ordering::Relaxed)
+}
+
 struct ShoalTarget {
     url: String,
     token: String,
@@ -56,7 +63,7 @@ impl Target for ShoalTarget {
     fn request(&self, http: &reqwest::Client, client: usize, i: u64) -> reqwest::RequestBuilder {
         let body = serde_json::json!({
             "apiVersion": "shoal.dev/v1", "kind": "Namespace",
-            "metadata": {"name": format!("b{client}-{i}"), "annotations": {"payload": "x".repeat(PAYLOAD - 60)}}
+            "metadata": {"name": format!("b{}-{client}-{i}", run_id()), "annotations": {"payload": "x".repeat(PAYLOAD - 60)}}
         });
         http.post(format!("{}/api/v1/namespaces", self.url)).bearer_auth(&self.token).json(&body)
     }
@@ -69,7 +76,7 @@ struct EtcdTarget {
 impl Target for EtcdTarget {
     fn request(&self, http: &reqwest::Client, client: usize, i: u64) -> reqwest::RequestBuilder {
         let body = serde_json::json!({
-            "key": b64(format!("/bench/{client}/{i}").as_bytes()),
+            "key": b64(format!("/bench/{}/{client}/{i}", run_id()).as_bytes()),
             "value": b64(&[b'x'; PAYLOAD]),
         });
         http.post(format!("{}/v3/kv/put", self.url)).json(&body)
@@ -85,6 +92,7 @@ struct Stats {
 }
 
 async fn load(target: Arc<dyn Target>, http: reqwest::Client, clients: usize, run: Duration) -> Stats {
+    RUN_ID.fetch_add(1, Ordering::Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -146,19 +154,22 @@ impl ShoalCluster {
         ShoalCluster { members, pki }
     }
 
+    /// The leader that every member agrees on.
     async fn leader(&self) -> usize {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            for m in self.members.iter() {
-                if let Ok(s) = m.client().cluster_status().await
-                    && s.members.len() == 3
-                    && let Some(l) = s.leader
-                    && self.members.get(l as usize - 1).is_some()
-                {
-                    return l as usize - 1;
-                }
+            let mut views = Vec::new();
+            for m in &self.members {
+                views.push(
+                    m.client().cluster_status().await.ok().filter(|s| s.members.len() == 3).and_then(|s| s.leader),
+                );
             }
-            assert!(Instant::now() < deadline, "no shoal leader");
+            if let Some(Some(l)) = views.first()
+                && views.iter().all(|v| *v == Some(*l))
+            {
+                return *l as usize - 1;
+            }
+            assert!(Instant::now() < deadline, "no agreed shoal leader: {views:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -270,7 +281,7 @@ async fn time_to_next_write(targets: &[Arc<dyn Target>], http: &reqwest::Client,
     loop {
         i += 1;
         let target = &targets[i as usize % targets.len()];
-        if let Ok(r) = target.request(http, 10_000 + tag, i).timeout(Duration::from_secs(2)).send().await
+        if let Ok(r) = target.request(http, 10_000 + tag, i).timeout(Duration::from_millis(300)).send().await
             && r.status().is_success()
         {
             return start.elapsed();

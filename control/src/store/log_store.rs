@@ -1,27 +1,63 @@
-//! Raft's log and vote in redb. An append is committed with fsync (redb's default durability)
-//! before openraft is told it is flushed, so an acknowledged entry survives a crash.
+//! Raft's log and vote in redb, written by one writer thread that commits in groups.
+//!
+//! openraft hands appends to storage one client write at a time and waits for `append` to
+//! return before it processes the next message; were each append its own fsync'd transaction,
+//! throughput would be one write per fsync. Instead `append` queues the entries and returns at
+//! once, and the writer thread commits everything queued since its last commit in one redb
+//! transaction (one fsync), then tells openraft which entries are flushed. openraft counts an
+//! entry toward a quorum only once told, so nothing is acknowledged before it is durable.
+//!
+//! Entries queued but not yet committed are kept in memory (`pending`) so that readers (e.g.
+//! replication to followers) see them at once.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{RaftLogReader, Vote};
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+use tokio::sync::oneshot;
 
-use super::db::{LOG, RAFT_META, blocking, decode, encode, io_err};
+use super::db::{LOG, RAFT_META, decode, encode, io_err};
 use super::types::{Entry, LogId, MemberId, StorageError, TypeConfig};
+
+/// Most jobs one group commit takes.
+const MAX_GROUP: usize = 4096;
+
+enum Job {
+    Append { entries: Vec<(LogId, Vec<u8>)>, callback: LogFlushed<TypeConfig> },
+    Meta { key: &'static str, value: Vec<u8>, durable: bool, done: Option<oneshot::Sender<Result<(), String>>> },
+    Truncate { from: u64, done: oneshot::Sender<Result<(), String>> },
+    Purge { upto: LogId, done: oneshot::Sender<Result<(), String>> },
+}
+
+impl Job {
+    fn needs_fsync(&self) -> bool {
+        !matches!(self, Job::Meta { durable: false, .. })
+    }
+}
 
 /// The log store; cheap to clone (the log reader is a clone).
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
+    writer: mpsc::Sender<Job>,
 }
 
 impl LogStore {
-    /// A log store over the shared database.
+    /// A log store over the shared database; starts its writer thread.
     pub fn new(db: Arc<Database>) -> Self {
-        LogStore { db }
+        let pending = Arc::new(Mutex::new(BTreeMap::new()));
+        let (writer, jobs) = mpsc::channel();
+        let (thread_db, thread_pending) = (db.clone(), pending.clone());
+        std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || write_loop(&thread_db, &thread_pending, jobs))
+            .expect("spawn the raft log writer thread");
+        LogStore { db, pending, writer }
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
@@ -33,16 +69,90 @@ impl LogStore {
         }
     }
 
-    async fn write_meta<T: serde::Serialize>(&self, key: &'static str, value: &T) -> Result<(), StorageError> {
-        let db = self.db.clone();
-        let bytes = encode(value);
-        blocking(move || {
-            let tx = db.begin_write().map_err(io_err)?;
-            tx.open_table(RAFT_META).map_err(io_err)?.insert(key, bytes.as_slice()).map_err(io_err)?;
-            tx.commit().map_err(io_err)
-        })
-        .await
+    /// Queues `job` and waits until the writer has committed it.
+    async fn submit(&self, job: Job, done: oneshot::Receiver<Result<(), String>>) -> Result<(), StorageError> {
+        let stopped = || io_err(std::io::Error::other("the raft log writer has stopped"));
+        self.writer.send(job).map_err(|_| stopped())?;
+        done.await.map_err(|_| stopped())?.map_err(|e| io_err(std::io::Error::other(e)))
     }
+
+    async fn write_meta<T: serde::Serialize>(&self, key: &'static str, value: &T) -> Result<(), StorageError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Meta { key, value: encode(value), durable: true, done: Some(tx) }, rx).await
+    }
+}
+
+/// The writer thread: takes every queued job, commits them in one transaction, reports.
+fn write_loop(db: &Database, pending: &Mutex<BTreeMap<u64, Entry>>, jobs: mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = commit_group(db, &group).map_err(|e| e.to_string());
+        if result.is_ok() {
+            let mut pending = pending.lock().expect("pending log lock");
+            for job in &group {
+                if let Job::Append { entries, .. } = job {
+                    for (log_id, _) in entries {
+                        if pending.get(&log_id.index).is_some_and(|e| e.log_id == *log_id) {
+                            pending.remove(&log_id.index);
+                        }
+                    }
+                }
+            }
+        }
+        for job in group {
+            match job {
+                Job::Append { callback, .. } => {
+                    callback.log_io_completed(result.clone().map_err(std::io::Error::other));
+                }
+                Job::Meta { done, .. } => {
+                    if let Some(done) = done {
+                        let _ = done.send(result.clone());
+                    }
+                }
+                Job::Truncate { done, .. } | Job::Purge { done, .. } => {
+                    let _ = done.send(result.clone());
+                }
+            }
+        }
+    }
+}
+
+fn commit_group(db: &Database, group: &[Job]) -> Result<(), redb::Error> {
+    let mut tx = db.begin_write()?;
+    if !group.iter().any(Job::needs_fsync) {
+        tx.set_durability(Durability::None)?;
+    }
+    {
+        let mut log = tx.open_table(LOG)?;
+        let mut meta = tx.open_table(RAFT_META)?;
+        for job in group {
+            match job {
+                Job::Append { entries, .. } => {
+                    for (log_id, bytes) in entries {
+                        log.insert(log_id.index, bytes.as_slice())?;
+                    }
+                }
+                Job::Meta { key, value, .. } => {
+                    meta.insert(*key, value.as_slice())?;
+                }
+                Job::Truncate { from, .. } => {
+                    log.retain_in(*from.., |_, _| false)?;
+                }
+                Job::Purge { upto, .. } => {
+                    meta.insert("last_purged", encode(upto).as_slice())?;
+                    log.retain_in(..=upto.index, |_, _| false)?;
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn to_range(range: impl RangeBounds<u64>) -> (Bound<u64>, Bound<u64>) {
@@ -54,14 +164,20 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        let tx = self.db.begin_read().map_err(io_err)?;
-        let table = tx.open_table(LOG).map_err(io_err)?;
-        let mut entries = Vec::new();
-        for item in table.range::<u64>(to_range(range)).map_err(io_err)? {
-            let (_, v) = item.map_err(io_err)?;
-            entries.push(decode(v.value())?);
+        let mut entries = BTreeMap::new();
+        {
+            let tx = self.db.begin_read().map_err(io_err)?;
+            let table = tx.open_table(LOG).map_err(io_err)?;
+            for item in table.range::<u64>(to_range(range.clone())).map_err(io_err)? {
+                let (index, v) = item.map_err(io_err)?;
+                entries.insert(index.value(), decode::<Entry>(v.value())?);
+            }
         }
-        Ok(entries)
+        let pending = self.pending.lock().expect("pending log lock");
+        for (index, entry) in pending.range(to_range(range)) {
+            entries.insert(*index, entry.clone());
+        }
+        Ok(entries.into_values().collect())
     }
 }
 
@@ -70,6 +186,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged: Option<LogId> = self.read_meta("last_purged")?;
+        if let Some((_, entry)) = self.pending.lock().expect("pending log lock").last_key_value() {
+            return Ok(LogState { last_purged_log_id: last_purged, last_log_id: Some(entry.log_id) });
+        }
         let tx = self.db.begin_read().map_err(io_err)?;
         let table = tx.open_table(LOG).map_err(io_err)?;
         let last = match table.last().map_err(io_err)? {
@@ -91,8 +210,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.read_meta("vote")
     }
 
+    /// The committed id is a hint (it lets a restart re-apply sooner), so it rides along with
+    /// the next durable commit instead of costing an fsync of its own.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.write_meta("committed", &committed).await
+        let job = Job::Meta { key: "committed", value: encode(&committed), durable: false, done: None };
+        self.writer.send(job).map_err(|_| io_err(std::io::Error::other("the raft log writer has stopped")))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -104,50 +226,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let encoded: Vec<(u64, Vec<u8>)> = entries.into_iter().map(|e| (e.log_id.index, encode(&e))).collect();
-        let db = self.db.clone();
-        let result = blocking(move || {
-            let tx = db.begin_write().map_err(io_err)?;
-            {
-                let mut table = tx.open_table(LOG).map_err(io_err)?;
-                for (index, bytes) in &encoded {
-                    table.insert(index, bytes.as_slice()).map_err(io_err)?;
-                }
-            }
-            tx.commit().map_err(io_err)
-        })
-        .await;
-        match result {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(e)
+        let mut encoded = Vec::new();
+        {
+            let mut pending = self.pending.lock().expect("pending log lock");
+            for entry in entries {
+                encoded.push((entry.log_id, encode(&entry)));
+                pending.insert(entry.log_id.index, entry);
             }
         }
+        self.writer
+            .send(Job::Append { entries: encoded, callback })
+            .map_err(|_| io_err(std::io::Error::other("the raft log writer has stopped")))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let db = self.db.clone();
-        blocking(move || {
-            let tx = db.begin_write().map_err(io_err)?;
-            tx.open_table(LOG).map_err(io_err)?.retain_in(log_id.index.., |_, _| false).map_err(io_err)?;
-            tx.commit().map_err(io_err)
-        })
-        .await
+        self.pending.lock().expect("pending log lock").retain(|index, _| *index < log_id.index);
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Truncate { from: log_id.index, done: tx }, rx).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let db = self.db.clone();
-        let bytes = encode(&log_id);
-        blocking(move || {
-            let tx = db.begin_write().map_err(io_err)?;
-            tx.open_table(RAFT_META).map_err(io_err)?.insert("last_purged", bytes.as_slice()).map_err(io_err)?;
-            tx.open_table(LOG).map_err(io_err)?.retain_in(..=log_id.index, |_, _| false).map_err(io_err)?;
-            tx.commit().map_err(io_err)
-        })
-        .await
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Purge { upto: log_id, done: tx }, rx).await
     }
 }

@@ -99,9 +99,9 @@ impl Store {
         let (sm, reader) = state_machine::StateMachine::new(db, options.history_revisions)?;
         let config = openraft::Config {
             cluster_name: "shoal".into(),
-            heartbeat_interval: 75,
-            election_timeout_min: 250,
-            election_timeout_max: 500,
+            heartbeat_interval: 50,
+            election_timeout_min: 150,
+            election_timeout_max: 300,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
             max_in_snapshot_log_to_keep: 1000,
             max_payload_entries: 512,
