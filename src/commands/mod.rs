@@ -5,6 +5,7 @@ mod control;
 mod delete;
 mod describe;
 mod get;
+mod run;
 mod token;
 
 use std::process::ExitCode;
@@ -24,6 +25,8 @@ pub enum Command {
     Describe(describe::DescribeArgs),
     /// Delete objects by name, or those a manifest names.
     Delete(delete::DeleteArgs),
+    /// Run a wasm module once, here, as a node would (or serve an HTTP component).
+    Run(run::RunArgs),
     /// Issue, list and revoke tenant tokens (limited to some namespaces).
     Token(token::TokenArgs),
 }
@@ -38,6 +41,7 @@ impl Command {
             Command::Describe(args) => args.execute(connection).await,
             Command::Delete(args) => args.execute(connection).await,
             Command::Token(args) => args.execute(connection).await,
+            Command::Run(args) => args.execute(connection).await,
         }
     }
 }

@@ -1,0 +1,54 @@
+//! Builds `examples/guests` for `wasm32-wasip2` (every guest) and `wasm32-wasip1` (`hello-p1`)
+//! with the same cargo, into a target directory of their own (a nested build must not wait on
+//! the outer build's lock), and writes one `pub const` per guest with the path of its `.wasm`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const P2_GUESTS: &[(&str, &str)] =
+    &[("HELLO", "hello"), ("WORKER", "worker"), ("CRASH", "crash"), ("MISBEHAVE", "misbehave")];
+
+fn build(guests: &Path, target_dir: &Path, target: &str, packages: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.current_dir(guests).args(["build", "--release", "--target", target, "--target-dir"]).arg(target_dir);
+    for p in packages {
+        command.args(["-p", p]);
+    }
+    // The outer build's flags are for the host, not for wasm.
+    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_TARGET_DIR", "RUSTC_WRAPPER"] {
+        command.env_remove(var);
+    }
+    let status = command.status().expect("run cargo for the guests");
+    assert!(status.success(), "building the guests in {} for {target} failed", guests.display());
+}
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let guests = manifest.parent().unwrap().join("guests");
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    let target_dir = out.join("guests-target");
+    println!("cargo:rerun-if-changed={}", guests.display());
+    println!("cargo:rerun-if-changed={}", manifest.parent().unwrap().parent().unwrap().join("guest-sdk").display());
+
+    let p2: Vec<&str> = P2_GUESTS.iter().map(|(_, p)| *p).collect();
+    build(&guests, &target_dir, "wasm32-wasip2", &p2);
+    build(&guests, &target_dir, "wasm32-wasip1", &["hello-p1"]);
+
+    let mut consts = String::new();
+    for (name, package) in P2_GUESTS {
+        let path = target_dir.join("wasm32-wasip2/release").join(format!("{package}.wasm"));
+        assert!(path.exists(), "missing {}", path.display());
+        consts.push_str(&format!(
+            "/// `{package}` built for wasm32-wasip2.\npub const {name}: &str = {:?};\n",
+            path.display().to_string()
+        ));
+    }
+    let p1 = target_dir.join("wasm32-wasip1/release/hello-p1.wasm");
+    assert!(p1.exists(), "missing {}", p1.display());
+    consts.push_str(&format!(
+        "/// `hello-p1` built for wasm32-wasip1 (a core module).\npub const HELLO_P1: &str = {:?};\n",
+        p1.display().to_string()
+    ));
+    std::fs::write(out.join("artifacts.rs"), consts).unwrap();
+}

@@ -1,0 +1,193 @@
+//! The host side of one instance: its WASI context (deny by default: only the args, env and
+//! directories its spec grants; no sockets; nothing inherited from the host process), its
+//! wasi-http context with the outbound policy, and its memory guard.
+
+use std::path::PathBuf;
+
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use super::limits::{Limits, MemoryGuard};
+use super::log::LogBuffer;
+
+/// Where a guest's stdout or stderr goes.
+#[derive(Clone)]
+pub enum Output {
+    /// The host process's own (for `shoal run`).
+    Inherit,
+    /// A bounded buffer the node keeps.
+    Buffer(LogBuffer),
+    /// Nowhere.
+    Discard,
+}
+
+/// A host directory granted to the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preopen {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// Where the guest sees it.
+    pub guest: String,
+    /// Whether the guest may only read.
+    pub read_only: bool,
+}
+
+/// Everything a guest may see of the world.
+#[derive(Clone)]
+pub struct Sandbox {
+    /// argv, program name first.
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// Granted directories.
+    pub dirs: Vec<Preopen>,
+    /// Standard output.
+    pub stdout: Output,
+    /// Standard error.
+    pub stderr: Output,
+    /// Hosts the guest may call over `wasi:http` (none by default).
+    pub allowed_hosts: Vec<String>,
+    /// Resource limits.
+    pub limits: Limits,
+}
+
+impl Sandbox {
+    /// A sandbox with nothing granted, output discarded, no limits.
+    pub fn new(program_name: &str) -> Self {
+        Sandbox {
+            args: vec![program_name.to_owned()],
+            env: Vec::new(),
+            dirs: Vec::new(),
+            stdout: Output::Discard,
+            stderr: Output::Discard,
+            allowed_hosts: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// The WASI context builder for this sandbox.
+    pub(crate) fn wasi(&self) -> std::io::Result<WasiCtxBuilder> {
+        let mut b = WasiCtxBuilder::new();
+        b.args(&self.args).envs(&self.env).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        match &self.stdout {
+            Output::Inherit => {
+                b.inherit_stdout();
+            }
+            Output::Buffer(log) => {
+                b.stdout(log.clone());
+            }
+            Output::Discard => {}
+        }
+        match &self.stderr {
+            Output::Inherit => {
+                b.inherit_stderr();
+            }
+            Output::Buffer(log) => {
+                b.stderr(log.clone());
+            }
+            Output::Discard => {}
+        }
+        for dir in &self.dirs {
+            let perms = if dir.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+            b.preopened_dir(&dir.host, &dir.guest, perms)
+                .map_err(|e| std::io::Error::other(format!("granting {}: {e:#}", dir.host.display())))?;
+        }
+        Ok(b)
+    }
+}
+
+/// The outbound HTTP policy: requests to hosts the spec allows go out; everything else is
+/// refused with `HttpRequestDenied`, which the guest sees as that error code.
+pub struct Outbound {
+    allowed_hosts: Vec<String>,
+}
+
+impl WasiHttpHooks for Outbound {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        _io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+                )>,
+            > + Send,
+    > {
+        let host = request.uri().host().unwrap_or_default().to_ascii_lowercase();
+        let allowed = self.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(&host));
+        Box::new(async move {
+            if !allowed {
+                tracing::info!("denied an outbound request to {host:?}: not in allowedOutboundHosts");
+                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            }
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> = Box::new(io);
+            Ok((response.map(http_body_util::BodyExt::boxed_unsync), io))
+        })
+    }
+}
+
+/// Host state of a component instance.
+pub struct Host {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    outbound: Outbound,
+    pub(crate) guard: MemoryGuard,
+}
+
+impl Host {
+    /// Host state for `sandbox`.
+    pub fn new(sandbox: &Sandbox) -> std::io::Result<Self> {
+        Ok(Host {
+            wasi: sandbox.wasi()?.build(),
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            outbound: Outbound { allowed_hosts: sandbox.allowed_hosts.clone() },
+            guard: MemoryGuard::new(&sandbox.limits),
+        })
+    }
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
+    }
+}
+
+/// Host state of a preview-1 module instance.
+pub struct P1Host {
+    pub(crate) wasi: WasiP1Ctx,
+    pub(crate) guard: MemoryGuard,
+}
+
+/// Linkers shared by every instance: built once per engine.
+pub struct Linkers {
+    /// For components: all of WASI preview 2 plus wasi-http.
+    pub component: Linker<Host>,
+    /// For preview-1 modules.
+    pub module: wasmtime::Linker<P1Host>,
+}
+
+impl Linkers {
+    /// Builds both linkers.
+    pub fn new(engine: &wasmtime::Engine) -> wasmtime::Result<Self> {
+        let mut component = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut component)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component)?;
+        let mut module = wasmtime::Linker::new(engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut module, |h: &mut P1Host| &mut h.wasi)?;
+        Ok(Linkers { component, module })
+    }
+}

@@ -1,0 +1,103 @@
+//! Serving HTTP with a `wasi:http/proxy` component: the component is pre-instantiated once
+//! ([`HttpApp::new`]), and every request gets a fresh store and instance with the sandbox's
+//! limits, so requests share nothing and an idle app costs nothing but its compiled code.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use wasmtime::Store;
+use wasmtime::component::Component;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use super::command::{Exit, StopReason, classify};
+use super::host::{Host, Sandbox};
+use super::{Runtime, RuntimeError, limits};
+
+/// A response body, whether the guest's or the host's own.
+pub type Body = HyperOutgoingBody;
+
+/// A ready-to-serve HTTP component.
+#[derive(Clone)]
+pub struct HttpApp {
+    pre: ProxyPre<Host>,
+}
+
+/// Why a request got no response from the guest.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The guest was stopped (deadline, memory limit, trap).
+    #[error("{0}")]
+    Stopped(Exit),
+    /// The host could not run it.
+    #[error("{0}")]
+    Host(String),
+}
+
+impl RequestError {
+    /// The status the caller should see: 504 for a deadline, 500 otherwise.
+    pub fn status(&self) -> u16 {
+        match self {
+            RequestError::Stopped(Exit::Stopped { reason: StopReason::Timeout, .. }) => 504,
+            _ => 500,
+        }
+    }
+}
+
+/// A host-made response (errors, 404s) in the same body type as the guest's.
+pub fn text_response(status: u16, text: impl Into<String>) -> hyper::Response<Body> {
+    let body = Full::new(Bytes::from(text.into())).map_err(|never| match never {}).boxed_unsync();
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(body)
+        .expect("a valid status and header")
+}
+
+impl HttpApp {
+    /// Prepares `component`; fails if it does not export `wasi:http/incoming-handler`.
+    pub fn new(runtime: &Runtime, component: &Component) -> Result<Self, RuntimeError> {
+        let pre = runtime
+            .linkers()
+            .component
+            .instantiate_pre(component)
+            .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
+        let pre = ProxyPre::new(pre)
+            .map_err(|e| RuntimeError::Shape(format!("not an HTTP component (wasi:http/incoming-handler): {e:#}")))?;
+        Ok(HttpApp { pre })
+    }
+
+    /// Handles one request in a fresh instance.
+    pub async fn handle(
+        &self,
+        request: hyper::Request<Incoming>,
+        sandbox: &Sandbox,
+    ) -> Result<hyper::Response<Body>, RequestError> {
+        let host = Host::new(sandbox).map_err(|e| RequestError::Host(e.to_string()))?;
+        let mut store = Store::new(self.pre.engine(), host);
+        store.limiter(|h| &mut h.guard);
+        limits::arm(&mut store, &sandbox.limits);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let host_err = |e: wasmtime::Error| RequestError::Host(format!("{e:#}"));
+        let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, request).map_err(host_err)?;
+        let out = store.data_mut().http().new_response_outparam(tx).map_err(host_err)?;
+        let pre = self.pre.clone();
+        // The guest may go on streaming the body after it has sent the head, so it runs as a
+        // task of its own.
+        let task = tokio::spawn(async move {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
+        });
+        match rx.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => Err(RequestError::Host(format!("the guest answered with error code {code:?}"))),
+            Err(_) => match task.await {
+                Ok(Ok(())) => Err(RequestError::Host("the guest returned without sending a response".into())),
+                Ok(Err(e)) => Err(RequestError::Stopped(classify(&e))),
+                Err(e) => Err(RequestError::Host(format!("the request task failed: {e}"))),
+            },
+        }
+    }
+}
