@@ -78,10 +78,10 @@ fn read_request(incoming: IncomingRequest) -> Request {
         headers,
         body: Vec::new(),
     };
-    if let Ok(body) = incoming.consume() {
-        if let Ok(mut stream) = body.stream() {
-            let _ = stream.read_to_end(&mut request.body);
-        }
+    if let Ok(body) = incoming.consume()
+        && let Ok(mut stream) = body.stream()
+    {
+        let _ = stream.read_to_end(&mut request.body);
     }
     request
 }
