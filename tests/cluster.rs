@@ -8,13 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{ControlProcess, wait_for};
-use shoal_api::resources::namespace::Namespace;
-use shoal_api::{AnyObject, Client, Kind, Name};
-
-fn namespace(name: &str) -> AnyObject {
-    AnyObject::Namespace(Namespace::new(Name::new(name).unwrap(), None, Default::default()))
-}
+use common::{ControlProcess, namespace, wait_for};
+use shoal_api::{Client, Kind};
 
 async fn leader_of(client: &Client) -> Option<u64> {
     client.cluster_status().await.ok().and_then(|s| s.leader)

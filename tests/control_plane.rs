@@ -5,14 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ControlProcess, EMPTY_MODULE, ok_stdout};
+use common::{ControlProcess, EMPTY_MODULE, namespace, ok_stdout, service};
 use futures::StreamExt;
-use shoal_api::resources::namespace::Namespace;
 use shoal_api::{AnyObject, EventType, Kind, Name, Reason};
-
-fn namespace(name: &str) -> AnyObject {
-    AnyObject::Namespace(Namespace::new(Name::new(name).unwrap(), None, Default::default()))
-}
 
 const APP: &str = "\
 apiVersion: shoal.dev/v1
@@ -205,13 +200,7 @@ async fn invalid_objects_and_modules_are_refused_with_the_field() {
     assert_eq!(status.field.as_deref(), Some("spec.replicas"), "{status:?}");
 
     // Namespaced objects need their namespace to exist.
-    let service = AnyObject::from_json(
-        Kind::Service,
-        &serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Service",
-            "metadata": {"name": "s", "namespace": "nowhere"}, "spec": {"selector": {"workload": "w"}}}),
-    )
-    .unwrap();
-    let err = client.create(&service).await.unwrap_err();
+    let err = client.create(&service("nowhere")).await.unwrap_err();
     assert_eq!(err.reason(), Some(Reason::NotFound), "{err}");
 
     // Module blobs: wasm only, and the digest must match.
@@ -257,14 +246,6 @@ async fn a_tenant_token_reaches_only_its_namespaces() {
         .await
         .unwrap();
     let tenant = admin.with_token(&issued.token);
-    let service = |ns: &str| {
-        AnyObject::from_json(
-            Kind::Service,
-            &serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Service",
-                "metadata": {"name": "s", "namespace": ns}, "spec": {"selector": {"workload": "w"}}}),
-        )
-        .unwrap()
-    };
     tenant.create(&service("team-a")).await.unwrap();
     tenant.get(Kind::Service, Some("team-a"), "s").await.unwrap();
     let forbidden = [

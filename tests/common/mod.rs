@@ -9,7 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use shoal_api::{Client, ClientConfig};
+use shoal_api::resources::namespace::Namespace;
+use shoal_api::{AnyObject, Client, ClientConfig, Kind, Name};
 
 /// The `shoal` binary under test.
 pub fn shoal_bin() -> &'static str {
@@ -164,3 +165,18 @@ pub fn ok_stdout(output: &Output) -> String {
 
 /// The smallest valid wasm module: the preamble alone.
 pub const EMPTY_MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+/// A Namespace object named `name`.
+pub fn namespace(name: &str) -> AnyObject {
+    AnyObject::Namespace(Namespace::new(Name::new(name).unwrap(), None, Default::default()))
+}
+
+/// A Service `s` in namespace `ns`, selecting workload `w`.
+pub fn service(ns: &str) -> AnyObject {
+    AnyObject::from_json(
+        Kind::Service,
+        &serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Service",
+            "metadata": {"name": "s", "namespace": ns}, "spec": {"selector": {"workload": "w"}}}),
+    )
+    .unwrap()
+}
