@@ -48,7 +48,7 @@ struct Cursor {
 }
 
 impl Cursor {
-    /// Reads the next batch of history; returns false when the watch must end.
+    /// Reads the next batch of history into `pending`; an error ends the watch.
     fn read(&mut self) -> Result<(), HistoryError> {
         // Mark the current revision seen *before* reading, so that anything applied after the
         // read wakes the stream.
