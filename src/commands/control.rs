@@ -101,13 +101,15 @@ impl ControlArgs {
         let control = ControlPlane::start(config).await?;
         let client_config = control.admin_client_config();
         client_config.save(&data_dir.join("client.yaml"))?;
-        println!("api listening on {}", control.api_url());
-        println!("raft listening on {}", control.raft_addr);
+        // The config is written before the listeners are announced, so that whoever waits for
+        // the announcement can use the CLI at once.
         if !self.no_client_config {
             let path = connection.config_path()?;
             client_config.save(&path)?;
             println!("client config written to {}", path.display());
         }
+        println!("api listening on {}", control.api_url());
+        println!("raft listening on {}", control.raft_addr);
         wait_for_signal().await?;
         eprintln!("shutting down");
         control.shutdown().await;
