@@ -242,7 +242,11 @@ async fn a_tenant_token_reaches_only_its_namespaces() {
         admin.create(&namespace(ns)).await.unwrap();
     }
     let issued = admin
-        .create_token(&TokenRequest { name: Name::new("a").unwrap(), namespaces: vec![Name::new("team-a").unwrap()] })
+        .create_token(&TokenRequest {
+            name: Name::new("a").unwrap(),
+            namespaces: vec![Name::new("team-a").unwrap()],
+            node: false,
+        })
         .await
         .unwrap();
     let tenant = admin.with_token(&issued.token);

@@ -7,7 +7,7 @@ use futures::{Stream, StreamExt};
 use reqwest::{Method, StatusCode};
 
 use crate::config::ClientConfig;
-use crate::meta::Kind;
+use crate::meta::{Kind, Object, Resource};
 use crate::object::AnyObject;
 use crate::status::{ClusterStatus, List, Reason, Status, WatchEvent};
 
@@ -76,6 +76,11 @@ pub fn collection_path(kind: Kind, namespace: Option<&str>) -> String {
 pub fn object_path(kind: Kind, namespace: Option<&str>, name: &str) -> String {
     let ns = kind.namespaced().then(|| namespace.unwrap_or("default"));
     format!("{}/{name}", collection_path(kind, ns))
+}
+
+fn typed_path<R: Resource>(object: &Object<R>) -> String {
+    let meta = &object.metadata;
+    object_path(R::KIND, meta.namespace.as_ref().map(|n| n.as_str()), meta.name.as_str())
 }
 
 impl Client {
@@ -232,6 +237,44 @@ impl Client {
             let object = AnyObject::from_json(kind, &event.object).map_err(|e| decode(e.to_string()))?;
             Ok(WatchEvent { type_: event.type_, revision: event.revision, object })
         }))
+    }
+
+    /// Lists objects of kind `R` (typed), in `namespace` or all.
+    pub async fn list_of<R: Resource>(&self, namespace: Option<&str>) -> Result<List<Object<R>>, ClientError> {
+        self.json(Method::GET, &collection_path(R::KIND, namespace), None).await
+    }
+
+    /// Watches objects of kind `R` (typed) after revision `from`; see [`Client::watch`].
+    pub async fn watch_of<R: Resource>(
+        &self,
+        namespace: Option<&str>,
+        from: u64,
+    ) -> Result<impl Stream<Item = Result<WatchEvent<Object<R>>, ClientError>> + use<R>, ClientError> {
+        let path = format!("{}?watch=true&resourceVersion={from}", collection_path(R::KIND, namespace));
+        let resp = self.send(Method::GET, &path, None, None).await?;
+        let url = format!("{}{path}", self.base);
+        let lines = ndjson_lines(resp.bytes_stream());
+        Ok(lines.map(move |line| {
+            let line = line.map_err(|source| ClientError::Transport { url: url.clone(), source })?;
+            serde_json::from_slice(&line).map_err(|e| ClientError::Decode { url: url.clone(), message: e.to_string() })
+        }))
+    }
+
+    /// Replaces the status of a typed object (no resourceVersion check when it has none).
+    pub async fn put_status_of<R: Resource>(&self, object: &Object<R>) -> Result<Object<R>, ClientError> {
+        let path = format!("{}/status", typed_path(object));
+        self.json(Method::PUT, &path, Some(&serde_json::to_value(object).expect("objects serialize"))).await
+    }
+
+    /// Creates or replaces a typed object (optimistically, when it carries a resourceVersion).
+    pub async fn put_of<R: Resource>(&self, object: &Object<R>) -> Result<Object<R>, ClientError> {
+        let path = typed_path(object);
+        self.json(Method::PUT, &path, Some(&serde_json::to_value(object).expect("objects serialize"))).await
+    }
+
+    /// Who the server takes this client's token to be.
+    pub async fn whoami(&self) -> Result<crate::token::Identity, ClientError> {
+        self.json(Method::GET, "/api/v1/whoami", None).await
     }
 
     /// The answering control node's view of the raft cluster.

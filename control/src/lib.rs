@@ -7,6 +7,7 @@
 //! - [`raft_service`]: the raft listener, where control nodes talk to each other.
 //! - [`pki`]: the cluster CA, certificates and tokens.
 //! - [`serve`]: TLS serving with tracked connections and shutdown.
+//! - [`controllers`]: the scheduler and the reconcile loops, active on the raft leader.
 //!
 //! [`ControlPlane::start`] wires them together.
 
@@ -15,6 +16,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod controllers;
 pub mod pki;
 pub mod raft_service;
 pub mod serve;
@@ -58,6 +60,8 @@ pub struct ControlConfig {
     pub join: Option<String>,
     /// How many revisions of history watches can resume from.
     pub history_revisions: u64,
+    /// Tunables of the scheduler and controllers.
+    pub controllers: controllers::ControllerOptions,
 }
 
 impl ControlConfig {
@@ -73,6 +77,7 @@ impl ControlConfig {
             peers: BTreeMap::new(),
             join: None,
             history_revisions: 100_000,
+            controllers: controllers::ControllerOptions::default(),
         }
     }
 }
@@ -139,6 +144,7 @@ impl ControlPlane {
         let api_router = api::router(store.clone(), &pki.admin_token);
         tasks.spawn(serve::serve_tls(api_listener, tls, api_router, shutdown.clone()));
 
+        tasks.spawn(controllers::run(store.clone(), config.controllers.clone(), shutdown.clone()));
         match &config.join {
             Some(via) => {
                 let (store, via) = (store.clone(), via.clone());

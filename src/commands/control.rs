@@ -47,6 +47,10 @@ pub struct ControlArgs {
     /// How many revisions of change history watches can resume from.
     #[arg(long, default_value_t = 100_000)]
     history_revisions: u64,
+    /// How long a node may miss heartbeats before it is marked NotReady and its instances
+    /// move elsewhere, e.g. 3s.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    node_grace: std::time::Duration,
     /// Do not write the client config file.
     #[arg(long)]
     no_client_config: bool,
@@ -97,6 +101,7 @@ impl ControlArgs {
             peers,
             join: self.join.clone(),
             history_revisions: self.history_revisions,
+            controllers: shoal_control::controllers::ControllerOptions { node_grace: self.node_grace },
         };
         let control = ControlPlane::start(config).await?;
         let client_config = control.admin_client_config();

@@ -4,7 +4,9 @@ mod apply;
 mod control;
 mod delete;
 mod describe;
+mod dev;
 mod get;
+mod node;
 mod run;
 mod token;
 
@@ -17,6 +19,10 @@ use crate::connect::ConnectionArgs;
 pub enum Command {
     /// Run a control node (API server, raft-replicated store).
     Control(control::ControlArgs),
+    /// Run a control plane and a node in one process, with no configuration (for development).
+    Dev(dev::DevArgs),
+    /// Run a worker node: join a cluster, run the instances bound to it, serve their HTTP.
+    Node(node::NodeArgs),
     /// Create or update objects from manifest files or directories.
     Apply(apply::ApplyArgs),
     /// List objects, or show one.
@@ -36,6 +42,8 @@ impl Command {
     pub async fn execute(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
         match self {
             Command::Control(args) => args.execute(connection).await,
+            Command::Node(args) => args.execute(connection).await,
+            Command::Dev(args) => args.execute(connection).await,
             Command::Apply(args) => args.execute(connection).await,
             Command::Get(args) => args.execute(connection).await,
             Command::Describe(args) => args.execute(connection).await,

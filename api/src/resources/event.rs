@@ -62,6 +62,29 @@ pub struct EventSpec {
     pub last_timestamp: Option<String>,
 }
 
+/// The name of the event about `object` for `reason`: one event per object and reason, so that
+/// repeats fold into its count. (`<object>-<hash>`, a valid name whatever the object's length.)
+pub fn event_name(object: &str, reason: &str) -> Name {
+    let digest = crate::digest::sha256_hex(format!("{object}/{reason}").as_bytes());
+    let stem = object.get(..object.len().min(54)).unwrap_or("event").trim_end_matches('-');
+    Name::new(format!("{stem}-{}", &digest[..8])).expect("a name stem and hex digits make a name")
+}
+
+/// A new event about `object` (its first occurrence).
+pub fn new_event(object: ObjectReference, reason: &str, message: String, type_: EventType, now: String) -> Event {
+    let namespace = Some(object.namespace.clone().unwrap_or_else(|| Name::new("default").expect("a name")));
+    let name = event_name(object.name.as_str(), reason);
+    let spec = EventSpec {
+        involved_object: object,
+        reason: reason.to_owned(),
+        message,
+        type_,
+        count: 1,
+        last_timestamp: Some(now),
+    };
+    Object::new(name, namespace, spec)
+}
+
 fn one() -> u32 {
     1
 }

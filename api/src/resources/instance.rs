@@ -6,6 +6,12 @@ use crate::meta::{Kind, Object, Resource};
 use crate::name::Name;
 use crate::resources::workload::{EnvVar, Probes, Resources, RestartPolicy, WorkloadType};
 
+/// Label on every instance a workload made: the workload's name.
+pub const WORKLOAD_LABEL: &str = "shoal.dev/workload";
+/// Label on every instance a workload made: a hash of the workload spec it was made from, so
+/// that a rollout can tell old instances from new ones.
+pub const TEMPLATE_LABEL: &str = "shoal.dev/template";
+
 /// Marker for the Instance kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InstanceKind;
@@ -54,6 +60,12 @@ pub struct InstanceSpec {
     /// Hosts outside the cluster it may call.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_outbound_hosts: Vec<String>,
+    /// For `http`: the per-request deadline, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_timeout_ms: Option<u64>,
+    /// Labels its node must have.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub node_selector: std::collections::BTreeMap<String, String>,
 }
 
 /// Where an instance is in its life.
@@ -70,6 +82,25 @@ pub enum Phase {
     Failed,
     /// Keeps failing; waiting out a back-off before the next start.
     CrashLoopBackOff,
+}
+
+impl Phase {
+    /// Whether the instance has ended for good (it will not run again).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed)
+    }
+}
+
+impl Object<InstanceKind> {
+    /// Its phase (Pending until a node reports).
+    pub fn phase(&self) -> Phase {
+        self.status.as_ref().map_or(Phase::Pending, |s| s.phase)
+    }
+
+    /// Whether its node reports it ready for traffic.
+    pub fn is_ready(&self) -> bool {
+        self.status.as_ref().is_some_and(|s| s.ready && s.phase == Phase::Running)
+    }
 }
 
 /// How the last run ended.

@@ -201,6 +201,10 @@ pub struct WorkloadSpec {
     /// Hosts outside the cluster the guest may call over `wasi:http`; none by default.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_outbound_hosts: Vec<String>,
+    /// For `http`: how long one request may run before it is stopped and answered with 504
+    /// (default: the node's, 30 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_timeout_ms: Option<u64>,
 }
 
 impl Default for WorkloadSpec {
@@ -217,6 +221,7 @@ impl Default for WorkloadSpec {
             placement: None,
             rollout: Rollout::default(),
             allowed_outbound_hosts: Vec::new(),
+            request_timeout_ms: None,
         }
     }
 }

@@ -6,6 +6,11 @@
 //! - `GET /api/v1/namespaces` (filtered to its namespaces) and `GET /api/v1/namespaces/{ns}`;
 //! - module blobs (`/api/v1/modules/...`), which are content-addressed;
 //! - nothing else: 403.
+//!
+//! A node token (issued with `node: true`) acts as one Node: it may read and write that Node
+//! (and its status), list and watch the Instances bound to it (the list is filtered to them),
+//! read and report the status of those Instances (the handlers check the binding), record
+//! Events, and download modules. Nothing else.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -15,7 +20,7 @@ use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use shoal_api::Reason;
-use shoal_api::token::TokenInfo;
+use shoal_api::token::{Identity, TokenInfo};
 
 use super::error::ApiError;
 use crate::pki::constant_time_eq;
@@ -36,6 +41,21 @@ pub enum Principal {
         /// Its namespaces.
         namespaces: Arc<BTreeSet<String>>,
     },
+    /// A node agent, acting as the Node `name`.
+    Node {
+        /// The Node it acts as.
+        name: Arc<str>,
+    },
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::Admin => f.write_str("the admin token"),
+            Principal::Tenant { name, .. } => write!(f, "token {name:?}"),
+            Principal::Node { name } => write!(f, "the token of node {name:?}"),
+        }
+    }
 }
 
 impl Principal {
@@ -44,6 +64,26 @@ impl Principal {
         match self {
             Principal::Admin => true,
             Principal::Tenant { namespaces, .. } => namespaces.contains(ns),
+            Principal::Node { .. } => false,
+        }
+    }
+
+    /// The node a node token acts as.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Principal::Node { name } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Who this is, on the wire.
+    pub fn identity(&self) -> Identity {
+        match self {
+            Principal::Admin => Identity::Admin,
+            Principal::Tenant { name, namespaces } => {
+                Identity::Tenant { name: name.clone(), namespaces: namespaces.iter().cloned().collect() }
+            }
+            Principal::Node { name } => Identity::Node { name: name.to_string() },
         }
     }
 }
@@ -68,6 +108,9 @@ fn principal(state: &AuthState, token: &str) -> Result<Principal, ApiError> {
         Some(Err(e)) => return Err(ApiError::new(Reason::Internal, format!("stored token is damaged: {e}"))),
         None => return Err(ApiError::new(Reason::Unauthorized, "invalid bearer token")),
     };
+    if info.node {
+        return Ok(Principal::Node { name: info.name.as_str().into() });
+    }
     Ok(Principal::Tenant {
         name: info.name.to_string(),
         namespaces: Arc::new(info.namespaces.iter().map(|n| n.to_string()).collect()),
@@ -76,20 +119,50 @@ fn principal(state: &AuthState, token: &str) -> Result<Principal, ApiError> {
 
 /// Whether `principal` may make this request; path segments after `/api/v1/`.
 fn authorize(principal: &Principal, method: &Method, path: &str) -> Result<(), ApiError> {
-    let Principal::Tenant { name, .. } = principal else { return Ok(()) };
     let segments: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').filter(|s| !s.is_empty()).collect();
-    let allowed = match segments.as_slice() {
-        ["modules", ..] => true,
-        ["namespaces"] => method == Method::GET,
-        ["namespaces", ns] => method == Method::GET && principal.may_use(ns),
-        ["namespaces", ns, _, ..] => principal.may_use(ns),
-        _ => false,
+    let reads = method == Method::GET || method == Method::HEAD;
+    let allowed = match (principal, segments.as_slice()) {
+        (Principal::Admin, _) | (_, ["whoami"]) => true,
+        (Principal::Tenant { .. }, segments) => match segments {
+            ["modules", ..] => true,
+            ["namespaces"] => reads,
+            ["namespaces", ns] => reads && principal.may_use(ns),
+            ["namespaces", ns, _, ..] => principal.may_use(ns),
+            _ => false,
+        },
+        (Principal::Node { name }, segments) => match segments {
+            ["modules", _] => reads,
+            ["nodes"] => reads,
+            ["nodes", node] => (reads || method == Method::PUT) && *node == &**name,
+            ["nodes", node, "status"] => method == Method::PUT && *node == &**name,
+            ["instances"] => reads,
+            ["namespaces", _, "instances", _] => reads,
+            ["namespaces", _, "instances", _, "status"] => method == Method::PUT,
+            ["namespaces", _, "events"] => method == Method::POST,
+            ["namespaces", _, "events", _] => reads || method == Method::PUT,
+            _ => false,
+        },
     };
-    if allowed {
-        Ok(())
-    } else {
-        Err(ApiError::new(Reason::Forbidden, format!("token {name:?} may not {method} {path}")))
+    if allowed { Ok(()) } else { Err(ApiError::new(Reason::Forbidden, format!("{principal} may not {method} {path}"))) }
+}
+
+/// Whether `principal` may read or report on the stored instance `bytes` (a node only on those
+/// bound to it).
+pub fn may_touch_instance(principal: &Principal, bytes: &[u8]) -> bool {
+    principal.node().is_none_or(|node| bound_node(bytes).as_deref() == Some(node))
+}
+
+/// The node an instance (JSON) is bound to.
+pub fn bound_node(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Bound {
+        spec: BoundSpec,
     }
+    #[derive(serde::Deserialize)]
+    struct BoundSpec {
+        node: Option<String>,
+    }
+    serde_json::from_slice::<Bound>(bytes).ok().and_then(|b| b.spec.node)
 }
 
 /// Resolves the bearer token (401 without a valid one), checks what it may do (403), and passes
@@ -137,5 +210,32 @@ mod tests {
         assert!(!ok(Method::POST, "/api/v1/tokens"));
         assert!(!ok(Method::GET, "/api/v1/cluster"));
         assert!(authorize(&Principal::Admin, &Method::DELETE, "/api/v1/nodes/n").is_ok());
+    }
+
+    #[test]
+    fn nodes_reach_only_their_own_node_and_instances() {
+        let node = Principal::Node { name: "n1".into() };
+        let ok = |m: Method, p: &str| authorize(&node, &m, p).is_ok();
+        assert!(ok(Method::PUT, "/api/v1/nodes/n1"));
+        assert!(ok(Method::PUT, "/api/v1/nodes/n1/status"));
+        assert!(ok(Method::GET, "/api/v1/instances"));
+        assert!(ok(Method::PUT, "/api/v1/namespaces/a/instances/i/status"));
+        assert!(ok(Method::POST, "/api/v1/namespaces/a/events"));
+        assert!(ok(Method::GET, "/api/v1/modules/abc"));
+        assert!(ok(Method::GET, "/api/v1/whoami"));
+        assert!(!ok(Method::PUT, "/api/v1/nodes/n2"));
+        assert!(!ok(Method::PUT, "/api/v1/nodes/n2/status"));
+        assert!(!ok(Method::DELETE, "/api/v1/nodes/n1"));
+        assert!(!ok(Method::PUT, "/api/v1/namespaces/a/instances/i"));
+        assert!(!ok(Method::DELETE, "/api/v1/namespaces/a/instances/i"));
+        assert!(!ok(Method::GET, "/api/v1/workloads"));
+        assert!(!ok(Method::GET, "/api/v1/namespaces/a/workloads"));
+        assert!(!ok(Method::PUT, "/api/v1/modules/abc"));
+        assert!(!ok(Method::POST, "/api/v1/tokens"));
+        let bound = br#"{"spec":{"node":"n1"}}"#;
+        assert!(may_touch_instance(&node, bound));
+        assert!(!may_touch_instance(&node, br#"{"spec":{"node":"n2"}}"#));
+        assert!(!may_touch_instance(&node, br#"{"spec":{}}"#));
+        assert!(may_touch_instance(&Principal::Admin, br#"{"spec":{}}"#));
     }
 }

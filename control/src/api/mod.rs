@@ -29,6 +29,7 @@ pub fn router(store: Arc<Store>, admin_token: &str) -> Router {
     use objects::*;
     let api = Router::new()
         .route("/api/v1/cluster", get(health::cluster))
+        .route("/api/v1/whoami", get(tokens::whoami))
         .route("/api/v1/tokens", get(tokens::list).post(tokens::issue))
         .route("/api/v1/tokens/{name}", axum::routing::delete(tokens::revoke))
         .route("/api/v1/modules/{digest}", put(modules::put).get(modules::get))

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use shoal_api::selector::LabelSelector;
 use shoal_api::{AnyObject, Kind, Reason};
 
-use super::auth::Principal;
+use super::auth::{Principal, bound_node, may_touch_instance};
 use super::error::ApiError;
 use super::watch;
 use crate::store::{Command, CommandResult, ObjectKey, Store, UpdateScope};
@@ -82,7 +82,8 @@ impl Target {
     }
 }
 
-fn now_rfc3339() -> String {
+/// The current time, as objects record it.
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
@@ -129,7 +130,12 @@ fn parse_body(target: &Target, body: &[u8], name: Option<&str>) -> Result<AnyObj
 
 /// Fills in what the control plane decides for a new object.
 fn stamp_new(object: &mut AnyObject) {
-    let meta = object.meta_mut();
+    stamp_typed(object.meta_mut());
+}
+
+/// Fills in what the control plane decides for a new object: uid and creation time (the
+/// store sets resourceVersion and generation).
+pub(crate) fn stamp_typed(meta: &mut shoal_api::ObjectMeta) {
     meta.uid = Some(uuid::Uuid::new_v4().to_string());
     meta.creation_timestamp = Some(now_rfc3339());
     meta.generation = None;
@@ -190,10 +196,32 @@ async fn update(
     write_result(store.write(command).await?, &target, name, StatusCode::OK)
 }
 
-async fn get(store: &Store, target: Target, name: &str) -> Result<Response, ApiError> {
+async fn get(store: &Store, target: Target, name: &str, principal: &Principal) -> Result<Response, ApiError> {
     store.linearize().await?;
     match store.reader().get(&target.key(name))? {
-        Some(bytes) => Ok(json_response(StatusCode::OK, bytes)),
+        Some(bytes) if target.kind != Kind::Instance || may_touch_instance(principal, &bytes) => {
+            Ok(json_response(StatusCode::OK, bytes))
+        }
+        Some(_) => Err(not_bound(principal, &target, name)),
+        None => Err(ApiError::new(Reason::NotFound, format!("{} not found", target.display(name)))),
+    }
+}
+
+fn not_bound(principal: &Principal, target: &Target, name: &str) -> ApiError {
+    ApiError::new(
+        Reason::Forbidden,
+        format!("{principal} may not touch {}: it is bound elsewhere", target.display(name)),
+    )
+}
+
+/// A node reports only on instances bound to it.
+fn check_binding(store: &Store, principal: &Principal, target: &Target, name: &str) -> Result<(), ApiError> {
+    if principal.node().is_none() || target.kind != Kind::Instance {
+        return Ok(());
+    }
+    match store.reader().get(&target.key(name))? {
+        Some(bytes) if may_touch_instance(principal, &bytes) => Ok(()),
+        Some(_) => Err(not_bound(principal, target, name)),
         None => Err(ApiError::new(Reason::NotFound, format!("{} not found", target.display(name)))),
     }
 }
@@ -208,6 +236,8 @@ async fn delete(store: &Store, target: Target, name: &str, query: DeleteQuery) -
 pub(super) struct Filter {
     selector: LabelSelector,
     names: Option<Arc<BTreeSet<String>>>,
+    /// For a node listing instances: only those bound to it.
+    node: Option<Arc<str>>,
 }
 
 impl Filter {
@@ -222,11 +252,20 @@ impl Filter {
             Principal::Tenant { namespaces, .. } if kind == Kind::Namespace => Some(namespaces.clone()),
             _ => None,
         };
-        Ok(Filter { selector, names })
+        let node = match principal {
+            Principal::Node { name } if kind == Kind::Instance => Some(name.clone()),
+            _ => None,
+        };
+        Ok(Filter { selector, names, node })
     }
 
     /// Whether the object (JSON) passes.
     pub(super) fn matches(&self, object: &[u8]) -> bool {
+        if let Some(node) = &self.node
+            && bound_node(object).as_deref() != Some(&**node)
+        {
+            return false;
+        }
         if self.selector.0.is_empty() && self.names.is_none() {
             return true;
         }
@@ -324,8 +363,12 @@ pub async fn put_namespace_status(
 }
 
 /// `GET /api/v1/{plural}/{name}`.
-pub async fn get_cluster(State(store): S, Path((plural, name)): Path<(String, String)>) -> Result<Response, ApiError> {
-    get(&store, Target::for_object(&plural, None)?, &name).await
+pub async fn get_cluster(
+    State(store): S,
+    Extension(principal): Extension<Principal>,
+    Path((plural, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    get(&store, Target::for_object(&plural, None)?, &name, &principal).await
 }
 
 /// `PUT /api/v1/{plural}/{name}`.
@@ -358,9 +401,10 @@ pub async fn delete_cluster(
 /// `GET /api/v1/namespaces/{ns}/{plural}/{name}`.
 pub async fn get_namespaced(
     State(store): S,
+    Extension(principal): Extension<Principal>,
     Path((ns, plural, name)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    get(&store, Target::for_object(&plural, Some(ns))?, &name).await
+    get(&store, Target::for_object(&plural, Some(ns))?, &name, &principal).await
 }
 
 /// `PUT /api/v1/namespaces/{ns}/{plural}/{name}`.
@@ -375,10 +419,13 @@ pub async fn put_namespaced(
 /// `PUT /api/v1/namespaces/{ns}/{plural}/{name}/status`.
 pub async fn put_namespaced_status(
     State(store): S,
+    Extension(principal): Extension<Principal>,
     Path((ns, plural, name)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    update(&store, Target::for_object(&plural, Some(ns))?, &name, &body, UpdateScope::Status).await
+    let target = Target::for_object(&plural, Some(ns))?;
+    check_binding(&store, &principal, &target, &name)?;
+    update(&store, target, &name, &body, UpdateScope::Status).await
 }
 
 /// `DELETE /api/v1/namespaces/{ns}/{plural}/{name}`.

@@ -20,9 +20,7 @@ use crate::store::{Command, CommandResult, ObjectKey, Store};
 fn admin_only(principal: &Principal) -> Result<(), ApiError> {
     match principal {
         Principal::Admin => Ok(()),
-        Principal::Tenant { name, .. } => {
-            Err(ApiError::new(Reason::Forbidden, format!("token {name:?} may not manage tokens")))
-        }
+        other => Err(ApiError::new(Reason::Forbidden, format!("{other} may not manage tokens"))),
     }
 }
 
@@ -48,6 +46,13 @@ pub async fn issue(
     admin_only(&principal)?;
     let request: TokenRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::new(Reason::Invalid, e.to_string()))?;
+    match (request.node, request.namespaces.is_empty()) {
+        (true, false) => return Err(ApiError::new(Reason::Invalid, "namespaces: a node token has none")),
+        (false, true) => {
+            return Err(ApiError::new(Reason::Invalid, "namespaces: a tenant token needs at least one"));
+        }
+        _ => {}
+    }
     store.linearize().await?;
     if stored(&store)?.iter().any(|(_, t)| t.name == request.name) {
         return Err(ApiError::new(Reason::Conflict, format!("token {:?} already exists", request.name.as_str())));
@@ -56,6 +61,7 @@ pub async fn issue(
     let info = TokenInfo {
         name: request.name,
         namespaces: request.namespaces,
+        node: request.node,
         created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
     };
     let key = ObjectKey::new(TOKENS, None, &shoal_api::digest::sha256_hex(secret.as_bytes()));
@@ -94,4 +100,9 @@ pub async fn revoke(
         CommandResult::NotFound => Err(ApiError::new(Reason::NotFound, format!("token {name:?} not found"))),
         other => Err(ApiError::new(Reason::Internal, format!("revoking the token failed: {other:?}"))),
     }
+}
+
+/// `GET /api/v1/whoami`: who the server takes the caller to be (a node learns its name here).
+pub async fn whoami(Extension(principal): Extension<Principal>) -> Json<shoal_api::token::Identity> {
+    Json(principal.identity())
 }

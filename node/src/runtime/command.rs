@@ -77,7 +77,9 @@ pub fn classify(error: &wasmtime::Error) -> Exit {
     if let Some(I32Exit(code)) = error.downcast_ref::<I32Exit>() {
         return Exit::Code(*code);
     }
-    let message = format!("{error:#}");
+    // The guest's backtrace is in the error's chain; the root cause is what a person needs
+    // first (the trap, the limit, the deadline).
+    let message = error.root_cause().to_string();
     let reason = if error.downcast_ref::<MemoryLimitExceeded>().is_some() {
         StopReason::OutOfMemory
     } else if error.downcast_ref::<DeadlineExceeded>().is_some() {

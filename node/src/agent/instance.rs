@@ -1,0 +1,234 @@
+//! One instance on this node, from start to stop: fetch and compile its module, then
+//! - `http`: prepare the component once, register it with the ingress, and serve until stopped
+//!   (every request in a fresh store, so there is nothing to restart);
+//! - `command`: run it, and when it exits, restart it as its `restartPolicy` says, after an
+//!   exponential back-off (the phase shows `CrashLoopBackOff` meanwhile).
+//!
+//! Status goes to the control plane through [`report::push_status`]; stdout and stderr into
+//! the instance's bounded log buffer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_api::resources::event::EventType;
+use shoal_api::resources::instance::{ExitInfo, Instance, InstanceStatus, Phase};
+use shoal_api::resources::workload::{RestartPolicy, WorkloadType};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use super::report::{self, now};
+use super::routes::Endpoint;
+use crate::runtime::Program;
+use crate::runtime::command::{self, Exit};
+use crate::runtime::host::{Output, Sandbox};
+use crate::runtime::http::HttpApp;
+use crate::runtime::limits::Limits;
+use crate::runtime::log::LogBuffer;
+
+/// First restart delay of a command that exited.
+pub const BACKOFF_START: Duration = Duration::from_millis(250);
+/// Longest restart delay.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// A run this long resets the back-off: the instance was healthy for a while.
+pub const BACKOFF_RESET: Duration = Duration::from_secs(10);
+
+/// The routing key of an instance: `(namespace, workload)`, the instance's own name standing in
+/// for a workload when it has none.
+pub fn route_key(instance: &Instance) -> (String, String) {
+    let ns = instance.metadata.namespace.as_ref().map_or("default", |n| n.as_str()).to_owned();
+    let workload = instance.spec.workload.as_ref().unwrap_or(&instance.metadata.name).to_string();
+    (ns, workload)
+}
+
+struct Run {
+    shared: Arc<Shared>,
+    instance: Instance,
+    status: watch::Sender<InstanceStatus>,
+    logs: LogBuffer,
+    cancel: CancellationToken,
+}
+
+impl Run {
+    fn update(&self, change: impl FnOnce(&mut InstanceStatus)) {
+        self.status.send_modify(change);
+    }
+
+    fn event(&self, reason: &'static str, message: String, type_: EventType) {
+        report::event(&self.shared.client, &self.instance, reason, message, type_);
+    }
+
+    /// Waits `delay`, or returns false if stopped meanwhile.
+    async fn pause(&self, delay: Duration) -> bool {
+        tokio::select! {
+            _ = self.cancel.cancelled() => false,
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
+
+    fn sandbox(&self) -> Sandbox {
+        let spec = &self.instance.spec;
+        let mut sandbox = Sandbox::new(&route_key(&self.instance).1);
+        sandbox.args.extend(spec.args.iter().cloned());
+        sandbox.env = spec.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
+        sandbox.stdout = Output::Buffer(self.logs.clone());
+        sandbox.stderr = Output::Buffer(self.logs.clone());
+        sandbox.allowed_hosts = spec.allowed_outbound_hosts.clone();
+        sandbox.limits = Limits {
+            memory: spec.resources.memory.map(|m| m.0),
+            cpu_millis: spec.resources.cpu.map(|c| c.0),
+            timeout: None,
+        };
+        sandbox
+    }
+
+    /// The module, compiled; retried while fetching fails; `None` if it cannot ever run (the
+    /// instance is then Failed) or the instance was stopped.
+    async fn program(&self) -> Option<Program> {
+        let mut delay = BACKOFF_START;
+        loop {
+            match self.shared.modules.get(&self.instance.spec.module).await {
+                Ok(program) => return Some(program),
+                Err(e) if e.is_transient() => {
+                    tracing::info!("{}: {e}; retrying in {delay:?}", self.instance.metadata.name);
+                    self.event("FailedFetch", e.to_string(), EventType::Warning);
+                    if !self.pause(delay).await {
+                        return None;
+                    }
+                    delay = (delay * 2).min(BACKOFF_CAP);
+                }
+                Err(e) => {
+                    self.fail("InvalidModule", e.to_string());
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn fail(&self, reason: &str, message: String) {
+        tracing::warn!("{}: {reason}: {message}", self.instance.metadata.name);
+        self.update(|s| {
+            s.phase = Phase::Failed;
+            s.ready = false;
+            s.last_exit = Some(ExitInfo {
+                code: None,
+                reason: reason.into(),
+                message: message.clone(),
+                finished_at: Some(now()),
+            });
+        });
+        self.event("Failed", message, EventType::Warning);
+    }
+
+    async fn serve_http(&self, program: Program) {
+        let Program::Component(component) = program else {
+            return self
+                .fail("InvalidModule", "an http workload needs a wasi:http/proxy component, not a core module".into());
+        };
+        let app = match HttpApp::new(&self.shared.runtime, &component) {
+            Ok(app) => app,
+            Err(e) => return self.fail("InvalidModule", e.to_string()),
+        };
+        let mut sandbox = self.sandbox();
+        let timeout = self.instance.spec.request_timeout_ms.map_or(self.shared.request_timeout, Duration::from_millis);
+        sandbox.limits.timeout = Some(timeout);
+        let key = route_key(&self.instance);
+        let name = self.instance.metadata.name.to_string();
+        self.shared.routes.ready(&key, Endpoint { instance: name, app, sandbox });
+        self.update(|s| {
+            s.phase = Phase::Running;
+            s.ready = true;
+            s.started_at = Some(now());
+        });
+        self.cancel.cancelled().await;
+    }
+
+    async fn run_command(&self, program: Program) {
+        let sandbox = self.sandbox();
+        let mut delay = BACKOFF_START;
+        loop {
+            self.update(|s| {
+                s.phase = Phase::Running;
+                s.ready = true;
+                s.started_at = Some(now());
+            });
+            let started = Instant::now();
+            let exit = tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                exit = command::run(&self.shared.runtime, &program, &sandbox) => exit,
+            };
+            let info = match &exit {
+                Ok(Exit::Code(0)) => ExitInfo { code: Some(0), reason: "Completed".into(), ..Default::default() },
+                Ok(Exit::Code(code)) => ExitInfo { code: Some(*code), reason: "Error".into(), ..Default::default() },
+                Ok(Exit::Stopped { reason, message }) => {
+                    ExitInfo { code: None, reason: reason.to_string(), message: message.clone(), ..Default::default() }
+                }
+                Err(e) => {
+                    ExitInfo { code: None, reason: "StartError".into(), message: e.to_string(), ..Default::default() }
+                }
+            };
+            let info = ExitInfo { finished_at: Some(now()), ..info };
+            let failed = info.code != Some(0);
+            let restart = match self.instance.spec.restart_policy {
+                RestartPolicy::Always => true,
+                RestartPolicy::OnFailure => failed,
+                RestartPolicy::Never => false,
+            };
+            if !restart {
+                let phase = if failed { Phase::Failed } else { Phase::Succeeded };
+                self.update(|s| {
+                    s.phase = phase;
+                    s.ready = false;
+                    s.last_exit = Some(info);
+                });
+                return self.cancel.cancelled().await;
+            }
+            if started.elapsed() >= BACKOFF_RESET {
+                delay = BACKOFF_START;
+            }
+            let summary = match info.code {
+                Some(code) => format!("exited with code {code}"),
+                None => format!("stopped ({}): {}", info.reason, info.message),
+            };
+            self.update(|s| {
+                s.phase = Phase::CrashLoopBackOff;
+                s.ready = false;
+                s.last_exit = Some(info);
+            });
+            self.event(
+                "BackOff",
+                format!("{summary}; restarting in {}", humantime::format_duration(delay)),
+                if failed { EventType::Warning } else { EventType::Normal },
+            );
+            if !self.pause(delay).await {
+                return;
+            }
+            delay = (delay * 2).min(BACKOFF_CAP);
+            self.update(|s| s.restarts += 1);
+        }
+    }
+}
+
+/// Runs `instance` until `cancel`.
+pub async fn run(shared: Arc<Shared>, instance: Instance, logs: LogBuffer, cancel: CancellationToken) {
+    let initial = instance.status.clone().unwrap_or_default();
+    let (status, receiver) = watch::channel(InstanceStatus { phase: Phase::Pending, ready: false, ..initial });
+    let reporter = tokio::spawn(report::push_status(shared.client.clone(), instance.clone(), receiver, cancel.clone()));
+    let key = route_key(&instance);
+    let is_http = instance.spec.type_ == WorkloadType::Http;
+    if is_http {
+        shared.routes.join(&key);
+    }
+    let run = Run { shared: shared.clone(), instance, status, logs, cancel };
+    if let Some(program) = run.program().await {
+        match run.instance.spec.type_ {
+            WorkloadType::Http => run.serve_http(program).await,
+            WorkloadType::Command => run.run_command(program).await,
+        }
+    }
+    if is_http {
+        shared.routes.leave(&key, run.instance.metadata.name.as_str());
+    }
+    run.cancel.cancelled().await;
+    let _ = reporter.await;
+}

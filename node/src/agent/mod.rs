@@ -1,0 +1,150 @@
+//! The node agent (Shoal's kubelet): registers the node, heartbeats, watches the instances
+//! bound to it and converges on them, serves their HTTP through the ingress, and reports back.
+//!
+//! # Layout
+//! - [`heartbeat`]: the Node object and its lease.
+//! - [`supervisor`]: list + watch of this node's instances; starts and stops instance tasks.
+//! - [`instance`]: one instance's life (module, start, restart with back-off, status).
+//! - [`modules`]: modules fetched by digest, verified, cached on disk, compiled once.
+//! - [`routes`], [`ingress`]: which instances serve which workload, and the HTTP listener.
+//! - [`report`]: instance status and Events, back to the control plane.
+
+pub mod heartbeat;
+pub mod ingress;
+pub mod instance;
+pub mod modules;
+pub mod report;
+pub mod routes;
+pub mod supervisor;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use shoal_api::resources::node::Capacity;
+use shoal_api::{Client, Name};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use self::modules::ModuleCache;
+use self::routes::Routes;
+use crate::runtime::log::LogBuffer;
+use crate::runtime::{Runtime, RuntimeConfig};
+
+/// How to start a node agent.
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// A client of the API server, with this node's token.
+    pub client: Client,
+    /// The node's name (its token must be issued for it).
+    pub name: Name,
+    /// Labels for node selectors.
+    pub labels: BTreeMap<String, String>,
+    /// Where modules and compiled code are cached.
+    pub data_dir: PathBuf,
+    /// What the scheduler may bind to this node.
+    pub capacity: Capacity,
+    /// Where the ingress listens.
+    pub ingress_listen: SocketAddr,
+    /// Host name or address others reach this node's ingress by, when it listens on a wildcard.
+    pub advertise_host: Option<String>,
+    /// Domains the ingress routes `<workload>.<namespace>.<domain>` for.
+    pub ingress_domains: Vec<String>,
+    /// How often the node heartbeats.
+    pub heartbeat: Duration,
+    /// Per-request deadline of HTTP instances whose spec sets none.
+    pub request_timeout: Duration,
+}
+
+/// What the agent's tasks share.
+pub struct Shared {
+    /// The API client (node token).
+    pub client: Client,
+    /// This node's name.
+    pub name: Name,
+    /// The wasm runtime.
+    pub runtime: Runtime,
+    /// Modules by digest.
+    pub modules: ModuleCache,
+    /// Ready HTTP instances by workload.
+    pub routes: Arc<Routes>,
+    /// Output of every running instance, by `namespace/name`.
+    pub logs: Mutex<HashMap<String, LogBuffer>>,
+    /// Default per-request deadline.
+    pub request_timeout: Duration,
+}
+
+/// A running node agent.
+pub struct Agent {
+    /// Where the ingress listens.
+    pub ingress_addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Agent {
+    /// Binds the ingress, registers the node, and starts heartbeating and converging.
+    pub async fn start(config: AgentConfig) -> anyhow::Result<Agent> {
+        let listener = TcpListener::bind(config.ingress_listen)
+            .await
+            .with_context(|| format!("binding the ingress listener {}", config.ingress_listen))?;
+        let ingress_addr = listener.local_addr()?;
+        let host = match (&config.advertise_host, ingress_addr.ip()) {
+            (Some(h), _) => h.clone(),
+            (None, ip) if ip.is_unspecified() => "127.0.0.1".into(),
+            (None, ip) => ip.to_string(),
+        };
+        let address = format!("{host}:{}", ingress_addr.port());
+
+        let runtime_config = RuntimeConfig {
+            cache_dir: Some(config.data_dir.join("compiled")),
+            max_instances: config.capacity.instances.saturating_add(256),
+            ..Default::default()
+        };
+        let runtime = Runtime::new(&runtime_config)?;
+        let modules = ModuleCache::new(config.data_dir.join("modules"), runtime.clone(), config.client.clone())
+            .context("creating the module cache")?;
+        heartbeat::register(&config.client, &config.name, &address, &config.labels)
+            .await
+            .with_context(|| format!("registering node {} with {}", config.name, config.client.server()))?;
+
+        let shared = Arc::new(Shared {
+            client: config.client.clone(),
+            name: config.name.clone(),
+            runtime,
+            modules,
+            routes: Arc::new(Routes::default()),
+            logs: Mutex::new(HashMap::new()),
+            request_timeout: config.request_timeout,
+        });
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let domains = Arc::new(config.ingress_domains.clone());
+        tasks.spawn(ingress::serve(listener, shared.routes.clone(), domains, shutdown.clone()));
+        tasks.spawn(heartbeat::run(
+            config.client.clone(),
+            config.name.clone(),
+            config.capacity.clone(),
+            config.heartbeat,
+            shutdown.clone(),
+        ));
+        tasks.spawn(supervisor::run(shared.clone(), shutdown.clone()));
+        Ok(Agent { ingress_addr, shared, shutdown, tasks })
+    }
+
+    /// What the agent's tasks share (for `shoal dev` and tests in this process).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops every instance and the listeners.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

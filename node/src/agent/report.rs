@@ -1,0 +1,81 @@
+//! Reporting to the control plane: instance status (the node is its only writer, so the latest
+//! status simply replaces the stored one, retried until the control plane takes it) and Events
+//! (one per object and reason; repeats raise its count).
+
+use std::time::Duration;
+
+use shoal_api::resources::event::{EventType, ObjectReference, new_event};
+use shoal_api::resources::instance::{Instance, InstanceStatus};
+use shoal_api::{AnyObject, Client, Kind, Reason};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// The current time, as objects record it.
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// Pushes every change of `status` into `instance`'s stored status until `cancel`, or until
+/// the instance is gone. While the control plane is unreachable it retries, and only the latest
+/// status is ever sent.
+pub async fn push_status(
+    client: Client,
+    mut instance: Instance,
+    mut status: watch::Receiver<InstanceStatus>,
+    cancel: CancellationToken,
+) {
+    instance.metadata.resource_version = None;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = status.changed() => if changed.is_err() { return },
+        }
+        instance.status = Some(status.borrow_and_update().clone());
+        loop {
+            match client.put_status_of(&instance).await {
+                Ok(_) => break,
+                Err(e) if e.reason() == Some(Reason::NotFound) => return,
+                Err(e) => {
+                    tracing::info!("status of {}: {e}; retrying", instance.metadata.name);
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    if status.has_changed().unwrap_or(false) {
+                        instance.status = Some(status.borrow_and_update().clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Records an Event about `instance` (in the background; an event lost to an outage is only a
+/// lost hint).
+pub fn event(client: &Client, instance: &Instance, reason: &'static str, message: String, type_: EventType) {
+    let involved = ObjectReference {
+        kind: Kind::Instance,
+        namespace: instance.metadata.namespace.clone(),
+        name: instance.metadata.name.clone(),
+    };
+    let client = client.clone();
+    tokio::spawn(async move {
+        let event = new_event(involved, reason, message, type_, now());
+        let namespace = event.metadata.namespace.as_ref().map(|n| n.to_string());
+        let name = event.metadata.name.to_string();
+        match client.create(&AnyObject::Event(event.clone())).await {
+            Ok(_) => {}
+            Err(e) if e.reason() == Some(Reason::Conflict) => {
+                let Ok(AnyObject::Event(mut stored)) = client.get(Kind::Event, namespace.as_deref(), &name).await
+                else {
+                    return;
+                };
+                stored.spec.count += 1;
+                stored.spec.message = event.spec.message;
+                stored.spec.last_timestamp = event.spec.last_timestamp;
+                let _ = client.put(&AnyObject::Event(stored)).await;
+            }
+            Err(e) => tracing::info!("recording event {reason} for {name}: {e}"),
+        }
+    });
+}

@@ -1,0 +1,91 @@
+//! The node's routing table: for every HTTP workload with instances on this node, which of them
+//! are ready to serve. The ingress reads it on every request; instance tasks write it as they
+//! become ready or go away.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::runtime::host::Sandbox;
+use crate::runtime::http::HttpApp;
+
+/// One ready instance of an HTTP workload.
+pub struct Endpoint {
+    /// The instance's name.
+    pub instance: String,
+    /// Its pre-instantiated component.
+    pub app: HttpApp,
+    /// What each request's fresh instance may see.
+    pub sandbox: Sandbox,
+}
+
+#[derive(Default)]
+struct Route {
+    /// Instances of the workload on this node, ready or not.
+    members: usize,
+    ready: Vec<Arc<Endpoint>>,
+    next: AtomicUsize,
+}
+
+/// What the routing table says about a workload.
+pub enum Lookup {
+    /// No instance of it is on this node.
+    Unknown,
+    /// It has instances here, none ready.
+    NotReady,
+    /// A ready instance (round robin).
+    Ready(Arc<Endpoint>),
+}
+
+/// Workloads by `(namespace, workload)`.
+#[derive(Default)]
+pub struct Routes {
+    table: RwLock<HashMap<(String, String), Route>>,
+}
+
+type Key = (String, String);
+
+impl Routes {
+    /// An instance of the workload is now on this node (not yet ready).
+    pub fn join(&self, key: &Key) {
+        self.table.write().expect("routes lock").entry(key.clone()).or_default().members += 1;
+    }
+
+    /// An instance of the workload left this node.
+    pub fn leave(&self, key: &Key, instance: &str) {
+        let mut table = self.table.write().expect("routes lock");
+        if let Some(route) = table.get_mut(key) {
+            route.ready.retain(|e| e.instance != instance);
+            route.members = route.members.saturating_sub(1);
+            if route.members == 0 {
+                table.remove(key);
+            }
+        }
+    }
+
+    /// The instance is ready to serve.
+    pub fn ready(&self, key: &Key, endpoint: Endpoint) {
+        let mut table = self.table.write().expect("routes lock");
+        let route = table.entry(key.clone()).or_default();
+        route.ready.retain(|e| e.instance != endpoint.instance);
+        route.ready.push(Arc::new(endpoint));
+    }
+
+    /// Where a request for the workload goes.
+    pub fn lookup(&self, namespace: &str, workload: &str) -> Lookup {
+        let table = self.table.read().expect("routes lock");
+        match table.get(&(namespace.to_owned(), workload.to_owned())) {
+            None => Lookup::Unknown,
+            Some(route) if route.ready.is_empty() => Lookup::NotReady,
+            Some(route) => {
+                let i = route.next.fetch_add(1, Ordering::Relaxed) % route.ready.len();
+                Lookup::Ready(route.ready[i].clone())
+            }
+        }
+    }
+
+    /// How many workloads have a ready instance here.
+    pub fn serving(&self) -> usize {
+        self.table.read().expect("routes lock").values().filter(|r| !r.ready.is_empty()).count()
+    }
+}

@@ -1,0 +1,144 @@
+//! `shoal node --join URL --token T`: a worker node. Registers with the control plane, runs the
+//! instances bound to it, and serves their HTTP on the ingress.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use shoal_api::quantity::{Cpu, Memory};
+use shoal_api::resources::node::Capacity;
+use shoal_api::token::Identity;
+use shoal_api::{Client, ClientConfig, Name};
+use shoal_node::agent::{Agent, AgentConfig};
+
+use crate::connect::ConnectionArgs;
+
+/// Flags of `shoal node`.
+#[derive(clap::Args, Debug)]
+pub struct NodeArgs {
+    /// URL of an API server of the cluster, e.g. https://10.0.0.1:7443.
+    #[arg(long, value_name = "URL")]
+    join: String,
+    /// A node token (`shoal token create NAME --node`); not the admin token.
+    #[arg(long, env = "SHOAL_NODE_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The cluster CA certificate (PEM) [default: the CA in the client config file].
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// The node's name [default: the name its token was issued for].
+    #[arg(long)]
+    name: Option<Name>,
+    /// Labels for node selectors: k=v,k2=v2.
+    #[arg(long, value_name = "K=V,...")]
+    labels: Option<String>,
+    /// Memory the scheduler may bind to this node [default: the machine's].
+    #[arg(long)]
+    capacity_memory: Option<Memory>,
+    /// CPU the scheduler may bind to this node, in millicores [default: 1000m per core].
+    #[arg(long)]
+    capacity_cpu: Option<Cpu>,
+    /// How many instances the scheduler may bind to this node.
+    #[arg(long, default_value_t = 1000)]
+    max_instances: u32,
+    /// Where the ingress listens (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    ingress_listen: SocketAddr,
+    /// Host name or address other nodes reach this node's ingress by.
+    #[arg(long, value_name = "HOST")]
+    advertise: Option<String>,
+    /// Extra ingress domain: `<workload>.<namespace>.DOMAIN` is routed (besides `localhost`).
+    #[arg(long, value_name = "DOMAIN")]
+    ingress_domain: Vec<String>,
+    /// Where modules and compiled code are cached [default: ~/.local/share/shoal/node-NAME].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// How often to heartbeat, e.g. 1s.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    heartbeat: Duration,
+    /// Per-request deadline of HTTP workloads whose spec sets none, e.g. 30s.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    request_timeout: Duration,
+}
+
+/// Parses `k=v,k2=v2`.
+pub fn parse_labels(spec: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut labels = BTreeMap::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = part.split_once('=') else { bail!("--labels: {part:?} is not KEY=VALUE") };
+        labels.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    Ok(labels)
+}
+
+/// The machine's memory (from /proc/meminfo), or 4Gi if it cannot be read.
+pub fn machine_memory() -> Memory {
+    let kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    });
+    Memory(kib.map_or(4 << 30, |k| k * 1024))
+}
+
+/// 1000m per core of this machine.
+pub fn machine_cpu() -> Cpu {
+    Cpu(std::thread::available_parallelism().map_or(1, |n| n.get()) as u64 * 1000)
+}
+
+impl NodeArgs {
+    pub async fn execute(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
+        let ca = match &self.ca {
+            Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading --ca {}", path.display()))?,
+            None => {
+                let path = connection.config_path()?;
+                ClientConfig::load(&path)
+                    .with_context(|| format!("no --ca given, and no client config with a CA at {}", path.display()))?
+                    .ca
+            }
+        };
+        let client = Client::new(&ClientConfig { server: self.join.clone(), ca, token: self.token.clone() })?;
+        let name = match (client.whoami().await.with_context(|| format!("contacting {}", self.join))?, &self.name) {
+            (Identity::Node { name }, None) => Name::new(name)?,
+            (Identity::Node { name }, Some(given)) if given.as_str() != name => {
+                bail!("--name {given} but the token was issued for node {name}")
+            }
+            (Identity::Node { .. }, Some(given)) => given.clone(),
+            (other, _) => {
+                bail!("--token is not a node token ({other:?}); issue one with `shoal token create NAME --node`")
+            }
+        };
+        let data_dir = match &self.data_dir {
+            Some(d) => d.clone(),
+            None => PathBuf::from(std::env::var_os("HOME").context("--data-dir not given and $HOME not set")?)
+                .join(format!(".local/share/shoal/node-{name}")),
+        };
+        let config = AgentConfig {
+            client,
+            name: name.clone(),
+            labels: self.labels.as_deref().map(parse_labels).transpose()?.unwrap_or_default(),
+            data_dir,
+            capacity: Capacity {
+                memory: self.capacity_memory.unwrap_or_else(machine_memory),
+                cpu: self.capacity_cpu.unwrap_or_else(machine_cpu),
+                instances: self.max_instances,
+            },
+            ingress_listen: self.ingress_listen,
+            advertise_host: self.advertise.clone(),
+            ingress_domains: std::iter::once("localhost".to_owned())
+                .chain(self.ingress_domain.iter().cloned())
+                .collect(),
+            heartbeat: self.heartbeat,
+            request_timeout: self.request_timeout,
+        };
+        let agent = Agent::start(config).await?;
+        println!("node {name} joined {}", self.join);
+        println!("ingress listening on http://{}", agent.ingress_addr);
+        super::control::wait_for_signal().await?;
+        eprintln!("shutting down");
+        agent.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    }
+}
