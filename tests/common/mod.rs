@@ -37,53 +37,15 @@ impl ControlProcess {
         std::fs::create_dir_all(data_dir).unwrap();
         let config_path = data_dir.join("client-config.yaml");
         let log_path = data_dir.join(format!("stderr-{}.log", std::process::id()));
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
         let mut args = vec!["control", "--data-dir", data_dir.to_str().unwrap(), "--api-listen", "127.0.0.1:0"];
         if !extra.contains(&"--raft-listen") {
             args.extend(["--raft-listen", "127.0.0.1:0"]);
         }
         args.extend(extra);
-        let mut child = Command::new(shoal_bin())
-            .args(&args)
-            .env("SHOAL_CONFIG", &config_path)
-            .env("SHOAL_LOG", "info,openraft=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start shoal control");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let (mut api_url, mut raft_addr) = (None, None);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while api_url.is_none() || raft_addr.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match rx.recv_timeout(left) {
-                Ok(line) => line,
-                Err(_) => panic!(
-                    "shoal control did not report its listeners within 30 s; stderr:\n{}",
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                ),
-            };
-            if let Some(url) = line.strip_prefix("api listening on ") {
-                api_url = Some(url.to_owned());
-            } else if let Some(addr) = line.strip_prefix("raft listening on ") {
-                raft_addr = Some(addr.to_owned());
-            }
-        }
-        ControlProcess {
-            child: Some(child),
-            data_dir: data_dir.to_owned(),
-            api_url: api_url.unwrap(),
-            raft_addr: raft_addr.unwrap(),
-            config_path,
-            log_path,
-        }
+        let (child, announced) =
+            spawn_announcing(&args, &config_path, &log_path, &["api listening on ", "raft listening on "]);
+        let [api_url, raft_addr] = <[String; 2]>::try_from(announced).unwrap();
+        ControlProcess { child: Some(child), data_dir: data_dir.to_owned(), api_url, raft_addr, config_path, log_path }
     }
 
     /// The admin client config it wrote.
@@ -129,6 +91,105 @@ impl Drop for ControlProcess {
         self.kill();
         if std::thread::panicking() {
             eprintln!("---- log of shoal control in {} ----\n{}", self.data_dir.display(), self.log());
+        }
+    }
+}
+
+/// Starts `shoal ARGS` (stderr to `log_path`) and waits for one stdout line starting with each
+/// of `prefixes`; returns the child and the rest of each such line, in the order of `prefixes`.
+fn spawn_announcing(args: &[&str], config_path: &Path, log_path: &Path, prefixes: &[&str]) -> (Child, Vec<String>) {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).unwrap();
+    let mut child = Command::new(shoal_bin())
+        .args(args)
+        .env("SHOAL_CONFIG", config_path)
+        .env("SHOAL_LOG", "info,openraft=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start shoal");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut found: Vec<Option<String>> = vec![None; prefixes.len()];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while found.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            panic!(
+                "shoal {} did not announce {prefixes:?} within 30 s; stderr:\n{}",
+                args[0],
+                std::fs::read_to_string(log_path).unwrap_or_default()
+            )
+        };
+        for (prefix, slot) in prefixes.iter().zip(found.iter_mut()) {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                *slot = Some(rest.to_owned());
+            }
+        }
+    }
+    (child, found.into_iter().map(Option::unwrap).collect())
+}
+
+/// A running `shoal node` process.
+pub struct NodeProcess {
+    child: Option<Child>,
+    /// Its name.
+    pub name: String,
+    /// `127.0.0.1:PORT` of its ingress.
+    pub ingress: String,
+    log_path: PathBuf,
+}
+
+impl NodeProcess {
+    /// Issues a node token for `name` and starts `shoal node` joined to `control`.
+    pub fn start(control: &ControlProcess, name: &str, extra: &[&str]) -> NodeProcess {
+        let token = ok_stdout(&control.cli(&["token", "create", name, "--node"])).trim().to_owned();
+        let data_dir = control.data_dir.join(format!("node-{name}"));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let log_path = data_dir.join("stderr.log");
+        let ca = control.data_dir.join("pki/ca.pem");
+        let mut args = vec![
+            "node",
+            "--join",
+            &control.api_url,
+            "--token",
+            &token,
+            "--ca",
+            ca.to_str().unwrap(),
+            "--ingress-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let (child, announced) =
+            spawn_announcing(&args, &control.config_path, &log_path, &["ingress listening on http://"]);
+        NodeProcess { child: Some(child), name: name.to_owned(), ingress: announced[0].clone(), log_path }
+    }
+
+    /// Kills it with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- log of shoal node {} ----\n{}",
+                self.name,
+                std::fs::read_to_string(&self.log_path).unwrap_or_default()
+            );
         }
     }
 }

@@ -1,0 +1,313 @@
+//! Workloads end to end: a real control plane and real node processes; workloads applied as
+//! YAML, instances scheduled, started in wasmtime, answering through the node's ingress, kept
+//! running through crashes, node deaths and rollouts.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{ControlProcess, NodeProcess, ok_stdout, wait_for};
+use shoal_api::resources::instance::{Instance, InstanceKind, Phase};
+use shoal_api::resources::workload::WorkloadKind;
+use shoal_api::{Client, Reason};
+
+/// Writes `yaml` (with `$HELLO` etc. replaced by the built guests' paths) and applies it.
+fn apply(control: &ControlProcess, name: &str, yaml: &str) {
+    let yaml = yaml
+        .replace("$HELLO_P1", shoal_guest_artifacts::HELLO_P1)
+        .replace("$HELLO", shoal_guest_artifacts::HELLO)
+        .replace("$WORKER", shoal_guest_artifacts::WORKER)
+        .replace("$CRASH", shoal_guest_artifacts::CRASH)
+        .replace("$TROUBLE", shoal_guest_artifacts::TROUBLE);
+    let path = control.data_dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    ok_stdout(&control.cli(&["apply", "-f", path.to_str().unwrap()]));
+}
+
+fn workload_yaml(name: &str, module: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: shoal.dev/v1\nkind: Workload\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  module: {module}\n{extra}"
+    )
+}
+
+async fn instances_of(client: &Client, workload: &str) -> Vec<Instance> {
+    let list = client.list_of::<InstanceKind>(Some("default")).await.unwrap();
+    list.items.into_iter().filter(|i| i.spec.workload.as_ref().is_some_and(|w| w.as_str() == workload)).collect()
+}
+
+/// Waits until `workload` has exactly `n` instances, all Running and ready (on `node`, if given).
+async fn wait_running(
+    client: &Client,
+    workload: &str,
+    n: usize,
+    node: Option<&str>,
+    within: Duration,
+) -> Vec<Instance> {
+    wait_for(within, &format!("{n} running instances of {workload}"), || async {
+        let all = instances_of(client, workload).await;
+        let ok = all.len() == n
+            && all.iter().all(|i| {
+                i.is_ready() && node.is_none_or(|node| i.spec.node.as_ref().is_some_and(|x| x.as_str() == node))
+            });
+        ok.then_some(all)
+    })
+    .await
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+}
+
+/// GET `path` through a node's ingress for `host`; (status, body).
+async fn get(client: &reqwest::Client, ingress: &str, host: &str, path: &str) -> (u16, String) {
+    let response = client.get(format!("http://{ingress}{path}")).header("host", host).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn examples_run_and_answer_through_the_ingress() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let node = NodeProcess::start(&control, "n1", &[]);
+    let client = control.client();
+    apply(&control, "hello", &workload_yaml("hello", "$HELLO", "  replicas: 3\n  resources:\n    memory: 32Mi\n"));
+    apply(
+        &control,
+        "p1",
+        &workload_yaml("hello-p1", "$HELLO_P1", "  type: command\n  restartPolicy: Never\n  args: [a, b]\n"),
+    );
+    wait_running(&client, "hello", 3, Some("n1"), Duration::from_secs(20)).await;
+    let http = http();
+    let (status, body) = get(&http, &node.ingress, "hello.default.localhost", "/hi").await;
+    assert_eq!((status, body.as_str()), (200, "hello from shoal (v1): GET /hi\n"));
+
+    let (status, body) = get(&http, &node.ingress, "nope.default.localhost", "/").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no workload \"nope\""), "{body}");
+    let (status, body) = get(&http, &node.ingress, "localhost", "/").await;
+    assert_eq!(status, 404, "{body}");
+
+    let p1 = wait_for(Duration::from_secs(20), "hello-p1 to succeed", || async {
+        instances_of(&client, "hello-p1").await.into_iter().find(|i| i.phase() == Phase::Succeeded)
+    })
+    .await;
+    assert_eq!(p1.status.unwrap().last_exit.unwrap().code, Some(0));
+
+    let workload = client.list_of::<WorkloadKind>(Some("default")).await.unwrap();
+    let hello = workload.items.iter().find(|w| w.metadata.name.as_str() == "hello").unwrap();
+    let status = hello.status.clone().unwrap();
+    assert_eq!((status.replicas, status.ready_replicas, status.available_replicas), (3, 3, 3));
+
+    // Scale down; delete: the instances follow.
+    apply(&control, "hello", &workload_yaml("hello", "$HELLO", "  replicas: 1\n  resources:\n    memory: 32Mi\n"));
+    wait_running(&client, "hello", 1, None, Duration::from_secs(10)).await;
+    ok_stdout(&control.cli(&["delete", "workload", "hello"]));
+    wait_for(Duration::from_secs(10), "hello's instances to be deleted", || async {
+        instances_of(&client, "hello").await.is_empty().then_some(())
+    })
+    .await;
+    let (status, _) = get(&http, &node.ingress, "hello.default.localhost", "/").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_crashing_guest_backs_off_with_growing_delays() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let _node = NodeProcess::start(&control, "n1", &[]);
+    let client = control.client();
+    let env = "  type: command\n  env:\n  - name: CRASH_AFTER_MS\n    value: \"20\"\n";
+    apply(&control, "crash", &workload_yaml("crash", "$CRASH", env));
+    // Record when each restart is first seen; the gaps between them must grow.
+    let mut seen: Vec<(u32, Instant)> = Vec::new();
+    let mut backoff_seen = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.last().is_none_or(|(r, _)| *r < 4) {
+        assert!(Instant::now() < deadline, "no 4 restarts within 30 s: {seen:?}");
+        let status = instances_of(&client, "crash").await.into_iter().next().and_then(|i| i.status);
+        if let Some(status) = status {
+            backoff_seen |= status.phase == Phase::CrashLoopBackOff;
+            if seen.last().is_none_or(|(r, _)| *r < status.restarts) {
+                seen.push((status.restarts, Instant::now()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(backoff_seen, "the phase never showed CrashLoopBackOff");
+    let at = |restarts: u32| seen.iter().find(|(r, _)| *r >= restarts).unwrap().1;
+    let (early, late) = (at(2) - at(1), at(4) - at(3));
+    assert!(late > early * 2, "back-off did not grow: restart 1->2 took {early:?}, 3->4 took {late:?} ({seen:?})");
+    let instance = instances_of(&client, "crash").await.remove(0);
+    let exit = instance.status.unwrap().last_exit.unwrap();
+    assert_eq!(exit.reason, "Trap", "{exit:?}");
+    assert!(exit.message.contains("unreachable"), "{exit:?}");
+}
+
+#[tokio::test]
+async fn a_killed_node_s_instances_come_up_elsewhere_within_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &["--node-grace", "3s"]);
+    let mut doomed = NodeProcess::start(&control, "doomed", &[]);
+    let survivor = NodeProcess::start(&control, "survivor", &[]);
+    let client = control.client();
+    apply(&control, "hello", &workload_yaml("hello", "$HELLO", "  replicas: 2\n"));
+    let running = wait_running(&client, "hello", 2, None, Duration::from_secs(20)).await;
+    let nodes: std::collections::BTreeSet<String> =
+        running.iter().map(|i| i.spec.node.as_ref().unwrap().to_string()).collect();
+    assert_eq!(nodes.len(), 2, "replicas were not spread across the two nodes: {nodes:?}");
+
+    doomed.kill();
+    let killed = Instant::now();
+    wait_running(&client, "hello", 2, Some("survivor"), Duration::from_secs(15)).await;
+    let took = killed.elapsed();
+    assert!(took <= Duration::from_secs(5), "instances took {took:?} to move (grace 3 s + 2 s allowed)");
+    let (status, body) = get(&http(), &survivor.ingress, "hello.default.localhost", "/").await;
+    assert_eq!(status, 200, "{body}");
+    let node = ok_stdout(&control.cli(&["get", "nodes"]));
+    assert!(node.lines().any(|l| l.starts_with("doomed") && l.contains("NotReady")), "{node}");
+}
+
+#[tokio::test]
+async fn an_infinite_loop_times_out_and_its_neighbours_keep_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let node = NodeProcess::start(&control, "n1", &[]);
+    let client = control.client();
+    apply(&control, "trouble", &workload_yaml("trouble", "$TROUBLE", "  requestTimeoutMs: 1000\n"));
+    apply(&control, "hello", &workload_yaml("hello", "$HELLO", ""));
+    wait_running(&client, "trouble", 1, None, Duration::from_secs(20)).await;
+    wait_running(&client, "hello", 1, None, Duration::from_secs(20)).await;
+    let http = http();
+    let spinning = {
+        let (http, ingress) = (http.clone(), node.ingress.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            (get(&http, &ingress, "trouble.default.localhost", "/spin").await, started.elapsed())
+        })
+    };
+    // While it spins, the neighbour answers, and quickly.
+    for _ in 0..20 {
+        let started = Instant::now();
+        let (status, _) = get(&http, &node.ingress, "hello.default.localhost", "/").await;
+        assert_eq!(status, 200);
+        assert!(started.elapsed() < Duration::from_millis(500), "a neighbour took {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ((status, body), took) = spinning.await.unwrap();
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("Timeout"), "{body}");
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "the spin was stopped after {took:?}");
+    // The workload itself still serves.
+    assert_eq!(get(&http, &node.ingress, "trouble.default.localhost", "/").await, (200, "ok\n".into()));
+}
+
+#[tokio::test]
+async fn a_memory_bomb_in_a_request_is_stopped_at_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let node = NodeProcess::start(&control, "n1", &[]);
+    let client = control.client();
+    apply(&control, "trouble", &workload_yaml("trouble", "$TROUBLE", "  resources:\n    memory: 16Mi\n"));
+    wait_running(&client, "trouble", 1, None, Duration::from_secs(20)).await;
+    let http = http();
+    let (status, body) = get(&http, &node.ingress, "trouble.default.localhost", "/membomb").await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("OutOfMemory") && body.contains("limit 16777216"), "{body}");
+    let (status, body) = get(&http, &node.ingress, "trouble.default.localhost", "/stack").await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("StackOverflow"), "{body}");
+    let (status, body) = get(&http, &node.ingress, "trouble.default.localhost", "/file").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("open denied"), "{body}");
+    assert_eq!(get(&http, &node.ingress, "trouble.default.localhost", "/").await, (200, "ok\n".into()));
+}
+
+#[tokio::test]
+async fn a_rollout_with_max_unavailable_0_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let node = NodeProcess::start(&control, "n1", &[]);
+    let client = control.client();
+    let spec = |version: &str| {
+        format!(
+            "  replicas: 2\n  rollout:\n    maxSurge: 1\n    maxUnavailable: 0\n  env:\n  - name: VERSION\n    value: {version}\n"
+        )
+    };
+    apply(&control, "hello", &workload_yaml("hello", "$HELLO", &spec("v1")));
+    wait_running(&client, "hello", 2, None, Duration::from_secs(20)).await;
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = {
+        let (http, ingress, stop) = (http(), node.ingress.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed, mut v2) = (0u32, Vec::new(), 0u32);
+            while !stop.is_cancelled() {
+                let (status, body) = get(&http, &ingress, "hello.default.localhost", "/").await;
+                match status {
+                    200 => ok += 1,
+                    _ => failed.push(format!("{status}: {body}")),
+                }
+                v2 += u32::from(body.contains("(v2)"));
+            }
+            (ok, failed, v2)
+        })
+    };
+    apply(&control, "hello", &workload_yaml("hello", "$HELLO", &spec("v2")));
+    wait_for(Duration::from_secs(30), "the rollout to complete", || async {
+        let all = instances_of(&client, "hello").await;
+        let done = all.len() == 2 && all.iter().all(|i| i.is_ready() && i.spec.env.iter().any(|e| e.value == "v2"));
+        done.then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    let (ok, failed, v2) = load.await.unwrap();
+    assert!(failed.is_empty(), "{} requests failed during the rollout: {failed:?}", failed.len());
+    assert!(ok > 20 && v2 > 0, "too little load to tell: {ok} ok, {v2} answered by v2");
+}
+
+#[tokio::test]
+async fn unschedulable_instances_stay_pending_with_a_reason_per_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let _small = NodeProcess::start(&control, "small", &["--capacity-memory", "64Mi", "--labels", "zone=a"]);
+    let _other = NodeProcess::start(&control, "other", &["--labels", "zone=b"]);
+    let client = control.client();
+    let extra = "  resources:\n    memory: 128Mi\n  placement:\n    nodeSelector:\n      zone: a\n";
+    apply(&control, "big", &workload_yaml("big", "$HELLO", extra));
+    let message = wait_for(Duration::from_secs(20), "a FailedScheduling event", || async {
+        let events = ok_stdout(&control.cli(&["get", "events"]));
+        events.lines().find(|l| l.contains("FailedScheduling")).map(str::to_owned)
+    })
+    .await;
+    assert!(message.contains("0/2 nodes available: 1 node selector mismatch, 1 insufficient memory"), "{message}");
+    let pending = instances_of(&client, "big").await;
+    assert!(pending.len() == 1 && pending[0].spec.node.is_none() && pending[0].phase() == Phase::Pending);
+}
+
+#[tokio::test]
+async fn a_node_token_reaches_only_its_own_node_and_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let _n1 = NodeProcess::start(&control, "n1", &[]);
+    let admin = control.client();
+    apply(&control, "hello", &workload_yaml("hello", "$HELLO", "  placement:\n    nodeSelector:\n      none: none\n"));
+    let token = ok_stdout(&control.cli(&["token", "create", "n2", "--node"])).trim().to_owned();
+    let n2 = admin.with_token(&token);
+    let Ok(shoal_api::token::Identity::Node { name }) = n2.whoami().await else { panic!("not a node identity") };
+    assert_eq!(name, "n2");
+    let pending = wait_for(Duration::from_secs(10), "a pending instance", || async {
+        instances_of(&admin, "hello").await.into_iter().next()
+    })
+    .await;
+    // Not bound to n2: invisible in its list, and its status is not n2's to write.
+    assert!(n2.list_of::<InstanceKind>(None).await.unwrap().items.is_empty());
+    let err = n2.put_status_of(&pending).await.unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::Forbidden), "{err}");
+    let err = n2.get(shoal_api::Kind::Node, None, "n1").await.unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::Forbidden), "{err}");
+    let err = n2.list(shoal_api::Kind::Workload, None, None).await.unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::Forbidden), "{err}");
+    let err = n2.delete(shoal_api::Kind::Instance, Some("default"), pending.metadata.name.as_str()).await.unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::Forbidden), "{err}");
+}
