@@ -76,7 +76,13 @@ async fn examples_run_and_answer_through_the_ingress() {
         "p1",
         &workload_yaml("hello-p1", "$HELLO_P1", "  type: command\n  restartPolicy: Never\n  args: [a, b]\n"),
     );
+    apply(
+        &control,
+        "worker",
+        &workload_yaml("worker", "$WORKER", "  type: command\n  env:\n  - name: INTERVAL_MS\n    value: \"50\"\n"),
+    );
     wait_running(&client, "hello", 3, Some("n1"), Duration::from_secs(20)).await;
+    wait_running(&client, "worker", 1, Some("n1"), Duration::from_secs(20)).await;
     let http = http();
     let (status, body) = get(&http, &node.ingress, "hello.default.localhost", "/hi").await;
     assert_eq!((status, body.as_str()), (200, "hello from shoal (v1): GET /hi\n"));
@@ -93,6 +99,40 @@ async fn examples_run_and_answer_through_the_ingress() {
     .await;
     assert_eq!(p1.status.unwrap().last_exit.unwrap().code, Some(0));
 
+    // Logs come back through the API server, and -f follows what is written next.
+    let logs = wait_for(Duration::from_secs(10), "two ticks in the worker's log", || async {
+        let out = ok_stdout(&control.cli(&["logs", "workload/worker"]));
+        out.contains("tick 2\n").then_some(out)
+    })
+    .await;
+    assert!(logs.starts_with("tick 1\n"), "{logs}");
+    let ticks_now = logs.matches("tick ").count();
+    let mut follow = std::process::Command::new(common::shoal_bin())
+        .args(["logs", "workload/worker", "-f"])
+        .env("SHOAL_CONFIG", &control.config_path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let target = format!("tick {}", ticks_now + 5);
+    let followed = loop {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) if line == target => break true,
+            Ok(_) => continue,
+            Err(_) => break false,
+        }
+    };
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(followed, "shoal logs -f did not show {target:?}");
+
     let workload = client.list_of::<WorkloadKind>(Some("default")).await.unwrap();
     let hello = workload.items.iter().find(|w| w.metadata.name.as_str() == "hello").unwrap();
     let status = hello.status.clone().unwrap();
@@ -106,8 +146,11 @@ async fn examples_run_and_answer_through_the_ingress() {
         instances_of(&client, "hello").await.is_empty().then_some(())
     })
     .await;
-    let (status, _) = get(&http, &node.ingress, "hello.default.localhost", "/").await;
-    assert_eq!(status, 404);
+    // The node hears of the deletes by its watch, a moment later.
+    wait_for(Duration::from_secs(5), "the ingress to forget hello", || async {
+        (get(&http, &node.ingress, "hello.default.localhost", "/").await.0 == 404).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -310,4 +353,21 @@ async fn a_node_token_reaches_only_its_own_node_and_instances() {
     assert_eq!(err.reason(), Some(Reason::Forbidden), "{err}");
     let err = n2.delete(shoal_api::Kind::Instance, Some("default"), pending.metadata.name.as_str()).await.unwrap_err();
     assert_eq!(err.reason(), Some(Reason::Forbidden), "{err}");
+    let err = n2.logs("default", pending.metadata.name.as_str(), false).await.err().unwrap();
+    assert_eq!(err.reason(), Some(Reason::Forbidden), "{err}");
+    let err = n2.node_credentials("n1", &shoal_api::agent::CredentialsRequest { hosts: vec![] }).await.unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::Forbidden), "{err}");
+
+    // n1's agent API answers only the control plane (which holds n1's secret).
+    let shoal_api::AnyObject::Node(n1) = admin.get(shoal_api::Kind::Node, None, "n1").await.unwrap() else { panic!() };
+    let ca = reqwest::Certificate::from_pem(control.client_config().ca.as_bytes()).unwrap();
+    let direct = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+    let url = format!("https://{}/logs/default/{}", n1.spec.agent_address, pending.metadata.name);
+    for token in [Some(token.as_str()), None] {
+        let mut request = direct.get(&url);
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        assert_eq!(request.send().await.unwrap().status().as_u16(), 401);
+    }
 }

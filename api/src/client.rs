@@ -272,6 +272,33 @@ impl Client {
         self.json(Method::PUT, &path, Some(&serde_json::to_value(object).expect("objects serialize"))).await
     }
 
+    /// Fresh credentials for node `name` (its own token only): a certificate for `hosts` and
+    /// the secret the control plane will present to it.
+    pub async fn node_credentials(
+        &self,
+        name: &str,
+        request: &crate::agent::CredentialsRequest,
+    ) -> Result<crate::agent::NodeCredentials, ClientError> {
+        let body = serde_json::to_value(request).expect("serializes");
+        self.json(Method::POST, &format!("/api/v1/nodes/{name}/credentials"), Some(&body)).await
+    }
+
+    /// An instance's logs: what it has written so far and, with `follow`, what it writes next,
+    /// as it comes.
+    pub async fn logs(
+        &self,
+        namespace: &str,
+        instance: &str,
+        follow: bool,
+    ) -> Result<impl Stream<Item = Result<Bytes, ClientError>> + use<>, ClientError> {
+        let path = format!("/api/v1/namespaces/{namespace}/instances/{instance}/log?follow={follow}");
+        let url = format!("{}{path}", self.base);
+        let resp = self.send(Method::GET, &path, None, None).await?;
+        Ok(resp
+            .bytes_stream()
+            .map(move |chunk| chunk.map_err(|source| ClientError::Transport { url: url.clone(), source })))
+    }
+
     /// Who the server takes this client's token to be.
     pub async fn whoami(&self) -> Result<crate::token::Identity, ClientError> {
         self.json(Method::GET, "/api/v1/whoami", None).await

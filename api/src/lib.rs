@@ -14,7 +14,10 @@
 //! - [`token`]: tenant tokens, limited to some namespaces.
 //! - [`client`], [`config`]: the typed HTTP client and the config file that tells it where the
 //!   cluster is.
+//! - [`agent`]: what the control plane and node agents say to each other besides objects.
+//! - [`serve`]: serving an axum router over TLS (the API server, raft, the node agent's API).
 
+pub mod agent;
 mod checked;
 pub mod client;
 pub mod config;
@@ -26,6 +29,7 @@ pub mod object;
 pub mod quantity;
 pub mod resources;
 pub mod selector;
+pub mod serve;
 pub mod status;
 pub mod token;
 

@@ -6,7 +6,6 @@
 //! - [`api`]: the REST API server (axum) over HTTPS.
 //! - [`raft_service`]: the raft listener, where control nodes talk to each other.
 //! - [`pki`]: the cluster CA, certificates and tokens.
-//! - [`serve`]: TLS serving with tracked connections and shutdown.
 //! - [`controllers`]: the scheduler and the reconcile loops, active on the raft leader.
 //!
 //! [`ControlPlane::start`] wires them together.
@@ -19,7 +18,6 @@ pub mod api;
 pub mod controllers;
 pub mod pki;
 pub mod raft_service;
-pub mod serve;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -89,7 +87,7 @@ pub struct ControlPlane {
     /// Where the raft listener listens.
     pub raft_addr: SocketAddr,
     store: Arc<Store>,
-    pki: Pki,
+    pki: Arc<Pki>,
     advertise_host: String,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
@@ -111,7 +109,7 @@ impl ControlPlane {
         shoal_api::client::install_crypto_provider();
         std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
         let pki_dir = config.pki_dir.clone().unwrap_or_else(|| config.data_dir.join("pki"));
-        let pki = Pki::load_or_create(&pki_dir).context("loading the cluster PKI")?;
+        let pki = Arc::new(Pki::load_or_create(&pki_dir).context("loading the cluster PKI")?);
 
         let api_listener = TcpListener::bind(config.api_listen)
             .await
@@ -140,9 +138,9 @@ impl ControlPlane {
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let raft_router = raft_service::router(store.clone(), &pki.cluster_token);
-        tasks.spawn(serve::serve_tls(raft_listener, tls.clone(), raft_router, shutdown.clone()));
-        let api_router = api::router(store.clone(), &pki.admin_token);
-        tasks.spawn(serve::serve_tls(api_listener, tls, api_router, shutdown.clone()));
+        tasks.spawn(shoal_api::serve::serve_tls(raft_listener, tls.clone(), raft_router, shutdown.clone()));
+        let api_router = api::router(store.clone(), pki.clone())?;
+        tasks.spawn(shoal_api::serve::serve_tls(api_listener, tls, api_router, shutdown.clone()));
 
         tasks.spawn(controllers::run(store.clone(), config.controllers.clone(), shutdown.clone()));
         match &config.join {

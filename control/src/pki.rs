@@ -112,33 +112,37 @@ impl Pki {
         })
     }
 
-    /// A rustls server configuration with a fresh certificate for `names` (DNS names and IP
-    /// addresses), signed by the cluster CA. Offers HTTP/2 and HTTP/1.1.
-    pub fn server_config(&self, names: &[String]) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+    /// A fresh key and certificate for `names` (DNS names and IP addresses), signed by the
+    /// cluster CA, for serving (and for authenticating as a client).
+    fn issue(&self, names: &[String], common_name: &str) -> Result<(KeyPair, rcgen::Certificate), PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(names.to_vec())?;
-        params.distinguished_name.push(DnType::CommonName, "shoal control plane");
+        params.distinguished_name.push(DnType::CommonName, common_name);
         params.extended_key_usages =
             vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         let issuer = Issuer::new(ca_params()?, &self.ca_key);
         let cert = params.signed_by(&key, &issuer)?;
+        Ok((key, cert))
+    }
+
+    /// A certificate for a node's agent API: (certificate chain PEM, private key PEM).
+    pub fn issue_pem(&self, names: &[String], common_name: &str) -> Result<(String, String), PkiError> {
+        let (key, cert) = self.issue(names, common_name)?;
+        Ok((format!("{}{}", cert.pem(), self.ca_pem), key.serialize_pem()))
+    }
+
+    /// A rustls server configuration with a fresh certificate for `names` (DNS names and IP
+    /// addresses), signed by the cluster CA. Offers HTTP/2 and HTTP/1.1.
+    pub fn server_config(&self, names: &[String]) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+        let (key, cert) = self.issue(names, "shoal control plane")?;
         let ca_der = CertificateDer::from_pem_slice(self.ca_pem.as_bytes())
             .map_err(|_| PkiError::Pem { path: CA_CERT.into() })?;
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut config =
-            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()?
-                .with_no_client_auth()
-                .with_single_cert(vec![cert.der().clone(), ca_der], key_der)?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+        Ok(shoal_api::serve::server_config(vec![cert.der().clone(), ca_der], key_der)?)
     }
 }
 
-/// Compares secrets in time independent of where they first differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use shoal_api::token::constant_time_eq;
 
 #[cfg(test)]
 mod tests {
@@ -154,12 +158,5 @@ mod tests {
         assert_ne!(first.admin_token, first.cluster_token);
         assert_eq!(first.admin_token.len(), 64);
         second.server_config(&["localhost".into(), "127.0.0.1".into()]).unwrap();
-    }
-
-    #[test]
-    fn constant_time_eq_compares() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }

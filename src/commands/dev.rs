@@ -81,6 +81,7 @@ impl DevArgs {
             data_dir: data_dir.join("node"),
             capacity: Capacity { memory: machine_memory(), cpu: machine_cpu(), instances: self.max_instances },
             ingress_listen: self.ingress_listen,
+            agent_listen: None,
             advertise_host: None,
             ingress_domains: vec!["localhost".into()],
             heartbeat: Duration::from_secs(1),

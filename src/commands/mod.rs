@@ -6,6 +6,7 @@ mod delete;
 mod describe;
 mod dev;
 mod get;
+mod logs;
 mod node;
 mod run;
 mod token;
@@ -31,6 +32,8 @@ pub enum Command {
     Describe(describe::DescribeArgs),
     /// Delete objects by name, or those a manifest names.
     Delete(delete::DeleteArgs),
+    /// Print (or follow) what instances write to stdout and stderr.
+    Logs(logs::LogsArgs),
     /// Run a wasm module once, here, as a node would (or serve an HTTP component).
     Run(run::RunArgs),
     /// Issue, list and revoke tenant tokens (limited to some namespaces).
@@ -44,6 +47,7 @@ impl Command {
             Command::Control(args) => args.execute(connection).await,
             Command::Node(args) => args.execute(connection).await,
             Command::Dev(args) => args.execute(connection).await,
+            Command::Logs(args) => args.execute(connection).await,
             Command::Apply(args) => args.execute(connection).await,
             Command::Get(args) => args.execute(connection).await,
             Command::Describe(args) => args.execute(connection).await,

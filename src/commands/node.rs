@@ -126,6 +126,7 @@ impl NodeArgs {
                 instances: self.max_instances,
             },
             ingress_listen: self.ingress_listen,
+            agent_listen: None,
             advertise_host: self.advertise.clone(),
             ingress_domains: std::iter::once("localhost".to_owned())
                 .chain(self.ingress_domain.iter().cloned())

@@ -26,6 +26,9 @@ pub struct NodeSpec {
     /// Where its proxy listens, `host:port`.
     #[serde(default)]
     pub address: String,
+    /// Where its agent API listens (HTTPS, called by the control plane only), `host:port`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub agent_address: String,
     /// When true, the scheduler binds nothing new to it.
     #[serde(default)]
     pub unschedulable: bool,

@@ -135,6 +135,7 @@ fn authorize(principal: &Principal, method: &Method, path: &str) -> Result<(), A
             ["nodes"] => reads,
             ["nodes", node] => (reads || method == Method::PUT) && *node == &**name,
             ["nodes", node, "status"] => method == Method::PUT && *node == &**name,
+            ["nodes", node, "credentials"] => method == Method::POST && *node == &**name,
             ["instances"] => reads,
             ["namespaces", _, "instances", _] => reads,
             ["namespaces", _, "instances", _, "status"] => method == Method::PUT,
@@ -225,6 +226,9 @@ mod tests {
         assert!(ok(Method::GET, "/api/v1/whoami"));
         assert!(!ok(Method::PUT, "/api/v1/nodes/n2"));
         assert!(!ok(Method::PUT, "/api/v1/nodes/n2/status"));
+        assert!(ok(Method::POST, "/api/v1/nodes/n1/credentials"));
+        assert!(!ok(Method::POST, "/api/v1/nodes/n2/credentials"));
+        assert!(!ok(Method::GET, "/api/v1/namespaces/a/instances/i/log"));
         assert!(!ok(Method::DELETE, "/api/v1/nodes/n1"));
         assert!(!ok(Method::PUT, "/api/v1/namespaces/a/instances/i"));
         assert!(!ok(Method::DELETE, "/api/v1/namespaces/a/instances/i"));

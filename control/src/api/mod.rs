@@ -3,6 +3,7 @@
 //! Handlers are thin: parse into typed objects, call the store, map its typed errors to
 //! statuses ([`error`]). Authentication is one middleware ([`auth`]).
 
+pub mod agents;
 pub mod auth;
 pub mod error;
 pub mod health;
@@ -16,16 +17,21 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 
+use crate::pki::Pki;
 use crate::store::Store;
 
 /// Largest module upload accepted.
 pub const MAX_MODULE_BYTES: usize = 128 << 20;
 
 /// The API router.
-pub fn router(store: Arc<Store>, admin_token: &str) -> Router {
-    let auth = auth::AuthState { admin: admin_token.into(), store: store.clone() };
+pub fn router(store: Arc<Store>, pki: Arc<Pki>) -> anyhow::Result<Router> {
+    let auth = auth::AuthState { admin: pki.admin_token.as_str().into(), store: store.clone() };
+    let agents = Router::new()
+        .route("/api/v1/nodes/{name}/credentials", post(agents::credentials))
+        .route("/api/v1/namespaces/{ns}/instances/{name}/log", get(agents::logs))
+        .with_state(agents::AgentAccess::new(store.clone(), pki)?);
     use objects::*;
     let api = Router::new()
         .route("/api/v1/cluster", get(health::cluster))
@@ -45,12 +51,14 @@ pub fn router(store: Arc<Store>, admin_token: &str) -> Router {
             get(get_namespaced).put(put_namespaced).delete(delete_namespaced),
         )
         .route("/api/v1/namespaces/{ns}/{plural}/{name}/status", put(put_namespaced_status))
+        .with_state(store.clone())
+        .merge(agents)
         .layer(middleware::from_fn_with_state(auth, auth::require_token));
-    Router::new()
+    Ok(Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .merge(api)
         .layer(DefaultBodyLimit::max(MAX_MODULE_BYTES))
         .with_state(store)
-        .fallback(|| async { error::ApiError::new(shoal_api::Reason::NotFound, "no such endpoint") })
+        .fallback(|| async { error::ApiError::new(shoal_api::Reason::NotFound, "no such endpoint") }))
 }

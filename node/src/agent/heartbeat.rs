@@ -16,6 +16,7 @@ pub async fn register(
     client: &Client,
     name: &Name,
     address: &str,
+    agent_address: &str,
     labels: &BTreeMap<String, String>,
 ) -> Result<(), ClientError> {
     let existing = match client.get(Kind::Node, None, name.as_str()).await {
@@ -26,6 +27,7 @@ pub async fn register(
     };
     let mut node: Node = existing.unwrap_or_else(|| Object::new(name.clone(), None, NodeSpec::default()));
     node.spec.address = address.to_owned();
+    node.spec.agent_address = agent_address.to_owned();
     node.metadata.labels.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     client.put_of::<NodeKind>(&node).await?;
     Ok(())

@@ -8,7 +8,9 @@
 //! - [`modules`]: modules fetched by digest, verified, cached on disk, compiled once.
 //! - [`routes`], [`ingress`]: which instances serve which workload, and the HTTP listener.
 //! - [`report`]: instance status and Events, back to the control plane.
+//! - [`api`]: the agent's HTTPS API for the control plane (instance logs).
 
+pub mod api;
 pub mod heartbeat;
 pub mod ingress;
 pub mod instance;
@@ -24,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use shoal_api::agent::{CredentialsRequest, NodeCredentials};
 use shoal_api::resources::node::Capacity;
 use shoal_api::{Client, Name};
 use tokio::net::TcpListener;
@@ -50,6 +53,8 @@ pub struct AgentConfig {
     pub capacity: Capacity,
     /// Where the ingress listens.
     pub ingress_listen: SocketAddr,
+    /// Where the agent API listens (default: the ingress address, any free port).
+    pub agent_listen: Option<SocketAddr>,
     /// Host name or address others reach this node's ingress by, when it listens on a wildcard.
     pub advertise_host: Option<String>,
     /// Domains the ingress routes `<workload>.<namespace>.<domain>` for.
@@ -76,12 +81,25 @@ pub struct Shared {
     pub logs: Mutex<HashMap<String, LogBuffer>>,
     /// Default per-request deadline.
     pub request_timeout: Duration,
+    /// What the control plane presents to the agent API.
+    pub agent_secret: String,
+}
+
+/// The agent API's TLS configuration, from the credentials issued at join.
+fn tls_config(credentials: &NodeCredentials) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(credentials.cert.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(credentials.key.as_bytes())?;
+    Ok(shoal_api::serve::server_config(chain, key)?)
 }
 
 /// A running node agent.
 pub struct Agent {
     /// Where the ingress listens.
     pub ingress_addr: SocketAddr,
+    /// Where the agent API listens.
+    pub agent_addr: SocketAddr,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
@@ -100,6 +118,11 @@ impl Agent {
             (None, ip) => ip.to_string(),
         };
         let address = format!("{host}:{}", ingress_addr.port());
+        let agent_listen = config.agent_listen.unwrap_or(SocketAddr::new(ingress_addr.ip(), 0));
+        let agent_listener = TcpListener::bind(agent_listen)
+            .await
+            .with_context(|| format!("binding the agent API listener {agent_listen}"))?;
+        let agent_addr = agent_listener.local_addr()?;
 
         let runtime_config = RuntimeConfig {
             cache_dir: Some(config.data_dir.join("compiled")),
@@ -109,9 +132,14 @@ impl Agent {
         let runtime = Runtime::new(&runtime_config)?;
         let modules = ModuleCache::new(config.data_dir.join("modules"), runtime.clone(), config.client.clone())
             .context("creating the module cache")?;
-        heartbeat::register(&config.client, &config.name, &address, &config.labels)
+        let joining = || format!("joining as node {} via {}", config.name, config.client.server());
+        let request = CredentialsRequest { hosts: vec![host.trim_matches(['[', ']']).to_owned()] };
+        let credentials = config.client.node_credentials(config.name.as_str(), &request).await.with_context(joining)?;
+        let tls = tls_config(&credentials).context("the node certificate")?;
+        let agent_address = format!("{host}:{}", agent_addr.port());
+        heartbeat::register(&config.client, &config.name, &address, &agent_address, &config.labels)
             .await
-            .with_context(|| format!("registering node {} with {}", config.name, config.client.server()))?;
+            .with_context(joining)?;
 
         let shared = Arc::new(Shared {
             client: config.client.clone(),
@@ -121,6 +149,7 @@ impl Agent {
             routes: Arc::new(Routes::default()),
             logs: Mutex::new(HashMap::new()),
             request_timeout: config.request_timeout,
+            agent_secret: credentials.secret,
         });
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -134,7 +163,8 @@ impl Agent {
             shutdown.clone(),
         ));
         tasks.spawn(supervisor::run(shared.clone(), shutdown.clone()));
-        Ok(Agent { ingress_addr, shared, shutdown, tasks })
+        tasks.spawn(shoal_api::serve::serve_tls(agent_listener, tls, api::router(shared.clone()), shutdown.clone()));
+        Ok(Agent { ingress_addr, agent_addr, shared, shutdown, tasks })
     }
 
     /// What the agent's tasks share (for `shoal dev` and tests in this process).

@@ -1,4 +1,5 @@
-//! Serving an axum router over TLS on an already-bound listener, until a shutdown signal;
+//! Serving an axum router over TLS (the control plane's API and raft listeners, a node agent's
+//! API) on an already-bound listener, until a shutdown signal;
 //! every connection task is tracked so that shutdown ends them all.
 
 use std::sync::Arc;
@@ -59,4 +60,18 @@ pub async fn serve_tls(
         tokio::time::timeout(Duration::from_millis(500), async { while connections.join_next().await.is_some() {} })
             .await;
     connections.shutdown().await;
+}
+
+/// A rustls server configuration for `chain` and `key` (ring, safe defaults, HTTP/2 and
+/// HTTP/1.1 offered).
+pub fn server_config(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }

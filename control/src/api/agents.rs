@@ -1,0 +1,132 @@
+//! The control plane's side of node agents: issuing a node its credentials when it joins, and
+//! reaching its agent API on a user's behalf (`shoal logs`), so that users talk to the API
+//! server only, whichever node an instance runs on.
+//!
+//! A node's agent secret is kept in the replicated store under a key the object API cannot
+//! reach (`nodesecrets//<node>`); the control plane presents it to the node, and verifies the
+//! node by the certificate the cluster CA issued it.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use rand::Rng;
+use serde::Deserialize;
+use shoal_api::agent::{CredentialsRequest, NodeCredentials, logs_path};
+use shoal_api::resources::instance::Instance;
+use shoal_api::resources::node::Node;
+use shoal_api::{Kind, Reason};
+
+use super::auth::Principal;
+use super::error::ApiError;
+use crate::pki::Pki;
+use crate::store::{Command, CommandResult, ObjectKey, Store};
+
+/// Key prefix ("kind") of node agent secrets.
+pub const NODE_SECRETS: &str = "nodesecrets";
+
+/// What the handlers need.
+#[derive(Clone)]
+pub struct AgentAccess {
+    /// The store.
+    pub store: Arc<Store>,
+    /// The cluster CA, which issues node certificates.
+    pub pki: Arc<Pki>,
+    /// A client that trusts only the cluster CA.
+    pub http: reqwest::Client,
+}
+
+impl AgentAccess {
+    /// Access for `store`, with a client that trusts `pki`'s CA.
+    pub fn new(store: Arc<Store>, pki: Arc<Pki>) -> anyhow::Result<Self> {
+        let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes())?;
+        let http = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .build()?;
+        Ok(AgentAccess { store, pki, http })
+    }
+}
+
+#[derive(serde::Serialize, Deserialize)]
+struct StoredSecret {
+    secret: String,
+}
+
+/// `POST /api/v1/nodes/{name}/credentials`: a fresh certificate and agent secret for the node
+/// (its own token only, or the admin).
+pub async fn credentials(
+    State(access): State<AgentAccess>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<NodeCredentials>, ApiError> {
+    if !matches!(principal, Principal::Admin) && principal.node() != Some(name.as_str()) {
+        return Err(ApiError::new(Reason::Forbidden, format!("{principal} may not get credentials for node {name:?}")));
+    }
+    let request: CredentialsRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::new(Reason::Invalid, format!("request body: {e}")))?;
+    let (cert, key) = access
+        .pki
+        .issue_pem(&request.hosts, &format!("shoal node {name}"))
+        .map_err(|e| ApiError::new(Reason::Invalid, format!("hosts: {e}")))?;
+    let secret = hex::encode(rand::rng().random::<[u8; 32]>());
+    let stored = serde_json::to_vec(&StoredSecret { secret: secret.clone() }).expect("serializes");
+    let key_of = ObjectKey::new(NODE_SECRETS, None, &name);
+    access.store.write(Command::Delete { key: key_of.clone(), expected: None }).await?;
+    match access.store.write(Command::Create { key: key_of, object: stored }).await? {
+        CommandResult::Ok { .. } => Ok(Json(NodeCredentials { cert, key, secret })),
+        other => Err(ApiError::new(Reason::Internal, format!("storing the node secret failed: {other:?}"))),
+    }
+}
+
+/// Query of a logs request.
+#[derive(Debug, Default, Deserialize)]
+pub struct LogsQuery {
+    /// Keep streaming what the instance writes.
+    #[serde(default)]
+    pub follow: bool,
+}
+
+fn read<T: serde::de::DeserializeOwned>(store: &Store, key: &ObjectKey, what: &str) -> Result<T, ApiError> {
+    let bytes = store.reader().get(key)?.ok_or_else(|| ApiError::new(Reason::NotFound, format!("{what} not found")))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(Reason::Internal, format!("stored {what} is damaged: {e}")))
+}
+
+/// `GET /api/v1/namespaces/{ns}/instances/{name}/log[?follow=true]`: the instance's stdout and
+/// stderr, streamed from the node it runs on.
+pub async fn logs(
+    State(access): State<AgentAccess>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(query): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    let store = &access.store;
+    store.linearize().await?;
+    let what = format!("instance \"{ns}/{name}\"");
+    let instance: Instance = read(store, &ObjectKey::new(Kind::Instance.plural(), Some(&ns), &name), &what)?;
+    let Some(node_name) = instance.spec.node else {
+        return Err(ApiError::new(Reason::BadRequest, format!("{what} is not on a node yet (Pending)")));
+    };
+    let node: Node = read(store, &ObjectKey::new(Kind::Node.plural(), None, node_name.as_str()), "its node")?;
+    if node.spec.agent_address.is_empty() {
+        return Err(ApiError::new(Reason::Unavailable, format!("node {node_name} has no agent address")));
+    }
+    let secret: StoredSecret =
+        read(store, &ObjectKey::new(NODE_SECRETS, None, node_name.as_str()), "the node's secret")?;
+    let url = format!("https://{}{}?follow={}", node.spec.agent_address, logs_path(&ns, &name), query.follow);
+    let unreachable = |e: String| ApiError::new(Reason::Unavailable, format!("node {node_name} ({url}): {e}"));
+    let response =
+        access.http.get(&url).bearer_auth(&secret.secret).send().await.map_err(|e| unreachable(e.to_string()))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let reason = if status.as_u16() == 404 { Reason::NotFound } else { Reason::Unavailable };
+        return Err(ApiError::new(reason, format!("node {node_name}: {status}: {}", text.trim())));
+    }
+    let body = Body::from_stream(response.bytes_stream().map(|chunk| chunk.map_err(std::io::Error::other)));
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+}

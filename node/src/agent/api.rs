@@ -1,0 +1,79 @@
+//! The node agent's own API, HTTPS with the certificate the cluster CA issued this node at join,
+//! called only by the control plane (which presents the secret issued alongside): the logs of
+//! the instances running here, for `shoal logs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use shoal_api::token::constant_time_eq;
+
+use super::Shared;
+
+/// Query of a logs request.
+#[derive(Debug, Default, Deserialize)]
+struct LogsQuery {
+    #[serde(default)]
+    follow: bool,
+}
+
+fn text(status: StatusCode, message: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
+}
+
+async fn logs(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(query): Query<LogsQuery>,
+) -> Response {
+    let presented =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), shared.agent_secret.as_bytes())) {
+        return text(StatusCode::UNAUTHORIZED, "this API is for the control plane only\n".into());
+    }
+    let key = format!("{namespace}/{name}");
+    let Some(buffer) = shared.logs.lock().expect("logs lock").get(&key).cloned() else {
+        return text(StatusCode::NOT_FOUND, format!("instance {key} does not run on node {}\n", shared.name));
+    };
+    let (kept, offset) = buffer.snapshot();
+    if !query.follow {
+        return (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], kept).into_response();
+    }
+    // Follow: what is kept, then whatever is written next, until the instance leaves this node.
+    let changes = buffer.subscribe();
+    let first = futures::stream::once(async move { Ok::<_, std::io::Error>(bytes::Bytes::from(kept)) });
+    let rest = futures::stream::unfold(
+        (buffer, changes, offset, shared, key),
+        |(buffer, mut changes, offset, shared, key)| async move {
+            loop {
+                let gone = !shared.logs.lock().expect("logs lock").contains_key(&key);
+                if gone {
+                    return None;
+                }
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return None },
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+                let (bytes, next) = buffer.since(offset);
+                if !bytes.is_empty() {
+                    return Some((Ok(bytes::Bytes::from(bytes)), (buffer, changes, next, shared, key)));
+                }
+            }
+        },
+    );
+    use futures::StreamExt;
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(first.chain(rest)))
+        .into_response()
+}
+
+/// The agent API router.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new().route("/logs/{namespace}/{name}", get(logs)).with_state(shared)
+}

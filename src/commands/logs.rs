@@ -1,0 +1,83 @@
+//! `shoal logs INSTANCE | workload/NAME [-f]`: what instances wrote to stdout and stderr,
+//! streamed through the API server from whichever node they run on. For a workload, every
+//! instance's lines, each prefixed with the instance's name when there are several.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use futures::StreamExt;
+use shoal_api::resources::instance::WORKLOAD_LABEL;
+use shoal_api::{Client, Kind};
+use tokio::io::AsyncWriteExt;
+
+use crate::connect::ConnectionArgs;
+
+/// Flags of `shoal logs`.
+#[derive(clap::Args, Debug)]
+pub struct LogsArgs {
+    /// An instance name (or `instance/NAME`), or `workload/NAME` for all of a workload's.
+    target: String,
+    /// The namespace.
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    /// Keep streaming what they write.
+    #[arg(short, long)]
+    follow: bool,
+}
+
+/// Streams one instance's log to stdout, each line prefixed with `prefix`.
+async fn stream_one(
+    client: Client,
+    namespace: String,
+    instance: String,
+    follow: bool,
+    prefix: String,
+) -> anyhow::Result<()> {
+    let mut chunks = Box::pin(client.logs(&namespace, &instance, follow).await?);
+    let mut pending: Vec<u8> = Vec::new();
+    let mut stdout = tokio::io::stdout();
+    while let Some(chunk) = chunks.next().await {
+        pending.extend_from_slice(&chunk?);
+        let mut out = Vec::new();
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            out.extend_from_slice(prefix.as_bytes());
+            out.extend(pending.drain(..=end));
+        }
+        // stdout is locked per write, so lines of different instances never interleave.
+        stdout.write_all(&out).await?;
+        stdout.flush().await?;
+    }
+    if !pending.is_empty() {
+        stdout.write_all(format!("{prefix}{}\n", String::from_utf8_lossy(&pending)).as_bytes()).await?;
+    }
+    Ok(())
+}
+
+impl LogsArgs {
+    pub async fn execute(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
+        let client = connection.client()?;
+        let (kind, name) = self.target.split_once('/').unwrap_or(("instance", &self.target));
+        let instances: Vec<String> = match Kind::parse(kind) {
+            Some(Kind::Instance) => vec![name.to_owned()],
+            Some(Kind::Workload) => {
+                let selector = format!("{WORKLOAD_LABEL}={name}");
+                let list = client.list(Kind::Instance, Some(&self.namespace), Some(&selector)).await?;
+                let names: Vec<String> = list.items.iter().map(|i| i.meta().name.to_string()).collect();
+                if names.is_empty() {
+                    bail!("workload {}/{name} has no instances", self.namespace);
+                }
+                names
+            }
+            _ => bail!("{:?}: expected INSTANCE, instance/NAME or workload/NAME", self.target),
+        };
+        let several = instances.len() > 1;
+        let streams = instances.into_iter().map(|instance| {
+            let prefix = if several { format!("[{instance}] ") } else { String::new() };
+            tokio::spawn(stream_one(client.clone(), self.namespace.clone(), instance, self.follow, prefix))
+        });
+        for result in futures::future::join_all(streams).await {
+            result??;
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
