@@ -296,6 +296,18 @@ async fn a_rollout_with_max_unavailable_0_fails_no_request() {
         })
     };
     apply(&control, "hello", &workload_yaml("hello", "$HELLO", &spec("v2")));
+    let rollout = tokio::task::spawn_blocking({
+        let config = control.config_path.clone();
+        move || {
+            std::process::Command::new(common::shoal_bin())
+                .args(["rollout", "status", "workload/hello", "--timeout", "30s"])
+                .env("SHOAL_CONFIG", config)
+                .output()
+                .unwrap()
+        }
+    });
+    let out = rollout.await.unwrap();
+    assert!(ok_stdout(&out).contains("workload/hello successfully rolled out (2 replicas)"));
     wait_for(Duration::from_secs(30), "the rollout to complete", || async {
         let all = instances_of(&client, "hello").await;
         let done = all.len() == 2 && all.iter().all(|i| i.is_ready() && i.spec.env.iter().any(|e| e.value == "v2"));
@@ -370,4 +382,17 @@ async fn a_node_token_reaches_only_its_own_node_and_instances() {
         }
         assert_eq!(request.send().await.unwrap().status().as_u16(), 401);
     }
+}
+
+#[tokio::test]
+async fn rollout_status_reports_a_crashing_rollout_as_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let _node = NodeProcess::start(&control, "n1", &[]);
+    apply(&control, "flaky", &workload_yaml("flaky", "$CRASH", "  type: command\n"));
+    let out = control.cli(&["rollout", "status", "workload/flaky", "--timeout", "30s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("rollout of workload/flaky failed") && stderr.contains("CrashLoopBackOff"), "{stderr}");
+    assert!(stderr.contains("Trap"), "{stderr}");
 }

@@ -8,6 +8,7 @@ mod dev;
 mod get;
 mod logs;
 mod node;
+mod rollout;
 mod run;
 mod token;
 
@@ -34,6 +35,8 @@ pub enum Command {
     Delete(delete::DeleteArgs),
     /// Print (or follow) what instances write to stdout and stderr.
     Logs(logs::LogsArgs),
+    /// Follow a workload's rollout until it completes or fails.
+    Rollout(rollout::RolloutArgs),
     /// Run a wasm module once, here, as a node would (or serve an HTTP component).
     Run(run::RunArgs),
     /// Issue, list and revoke tenant tokens (limited to some namespaces).
@@ -48,6 +51,7 @@ impl Command {
             Command::Node(args) => args.execute(connection).await,
             Command::Dev(args) => args.execute(connection).await,
             Command::Logs(args) => args.execute(connection).await,
+            Command::Rollout(args) => args.execute(connection).await,
             Command::Apply(args) => args.execute(connection).await,
             Command::Get(args) => args.execute(connection).await,
             Command::Describe(args) => args.execute(connection).await,

@@ -33,6 +33,10 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// A run this long resets the back-off: the instance was healthy for a while.
 pub const BACKOFF_RESET: Duration = Duration::from_secs(10);
 
+/// A command instance counts as ready once it has run this long without exiting, so that one
+/// that dies at once never counts as available (a rollout of it does not succeed by accident).
+pub const COMMAND_READY_AFTER: Duration = Duration::from_secs(1);
+
 /// The routing key of an instance: `(namespace, workload)`, the instance's own name standing in
 /// for a workload when it has none.
 pub fn route_key(instance: &Instance) -> (String, String) {
@@ -149,13 +153,22 @@ impl Run {
         loop {
             self.update(|s| {
                 s.phase = Phase::Running;
-                s.ready = true;
+                s.ready = false;
                 s.started_at = Some(now());
             });
             let started = Instant::now();
+            let running = command::run(&self.shared.runtime, &program, &sandbox);
+            tokio::pin!(running);
             let exit = tokio::select! {
                 _ = self.cancel.cancelled() => return,
-                exit = command::run(&self.shared.runtime, &program, &sandbox) => exit,
+                exit = &mut running => exit,
+                _ = tokio::time::sleep(COMMAND_READY_AFTER) => {
+                    self.update(|s| s.ready = true);
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return,
+                        exit = &mut running => exit,
+                    }
+                }
             };
             let info = match &exit {
                 Ok(Exit::Code(0)) => ExitInfo { code: Some(0), reason: "Completed".into(), ..Default::default() },
