@@ -67,51 +67,59 @@ fn read_module(m: &Manifest) -> Result<Option<LocalModule>, ManifestError> {
 
 impl ApplyArgs {
     pub async fn execute(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
-        let (mut manifests, mut errors) = load_all(&self.files);
-        manifests.sort_by_key(|m| Kind::ALL.iter().position(|k| *k == m.object.kind()));
-        let mut modules = Vec::new();
-        for m in &manifests {
-            match read_module(m) {
-                Ok(module) => modules.push(module),
-                Err(e) => errors.push(e),
-            }
-        }
-        if !errors.is_empty() {
-            errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
-            return Ok(report(&ManifestErrors(errors)));
-        }
         if self.dry_run {
-            for m in &manifests {
-                println!("{} checked (dry run)", m.object.display_name());
-            }
-            return Ok(ExitCode::SUCCESS);
+            return apply_paths(None, &self.files).await;
         }
-        let client = connection.client()?;
-        let mut uploaded = HashSet::new();
-        let mut failed = false;
-        for (m, module) in manifests.iter_mut().zip(modules) {
-            if let (Some(module), AnyObject::Workload(w)) = (module, &mut m.object) {
-                if !uploaded.contains(&module.digest) {
-                    if !client.has_module(&module.digest).await? {
-                        client
-                            .put_module(module.bytes)
-                            .await
-                            .map_err(|e| anyhow!("{}: uploading {}: {e}", m.file.display(), w.spec.module))?;
-                    }
-                    uploaded.insert(module.digest.clone());
-                }
-                w.spec.module = format!("sha256:{}", module.digest);
-            }
-            match apply_one(&client, &m.object).await {
-                Ok(outcome) => println!("{} {outcome}", m.object.display_name()),
-                Err(e) => {
-                    failed = true;
-                    eprintln!("{}:{}: {}: {e}", m.file.display(), m.line, m.object.display_name());
-                }
-            }
-        }
-        Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        apply_paths(Some(&connection.client()?), &self.files).await
     }
+}
+
+/// Applies every manifest under `paths` with `client` (or, without one, only checks them):
+/// nothing is written unless every manifest and module checks out.
+pub async fn apply_paths(client: Option<&Client>, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let (mut manifests, mut errors) = load_all(paths);
+    manifests.sort_by_key(|m| Kind::ALL.iter().position(|k| *k == m.object.kind()));
+    let mut modules = Vec::new();
+    for m in &manifests {
+        match read_module(m) {
+            Ok(module) => modules.push(module),
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+        return Ok(report(&ManifestErrors(errors)));
+    }
+    let Some(client) = client else {
+        for m in &manifests {
+            println!("{} checked (dry run)", m.object.display_name());
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mut uploaded = HashSet::new();
+    let mut failed = false;
+    for (m, module) in manifests.iter_mut().zip(modules) {
+        if let (Some(module), AnyObject::Workload(w)) = (module, &mut m.object) {
+            if !uploaded.contains(&module.digest) {
+                if !client.has_module(&module.digest).await? {
+                    client
+                        .put_module(module.bytes)
+                        .await
+                        .map_err(|e| anyhow!("{}: uploading {}: {e}", m.file.display(), w.spec.module))?;
+                }
+                uploaded.insert(module.digest.clone());
+            }
+            w.spec.module = format!("sha256:{}", module.digest);
+        }
+        match apply_one(client, &m.object).await {
+            Ok(outcome) => println!("{} {outcome}", m.object.display_name()),
+            Err(e) => {
+                failed = true;
+                eprintln!("{}:{}: {}: {e}", m.file.display(), m.line, m.object.display_name());
+            }
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 /// Writes one object; says whether it was created, configured or left unchanged.

@@ -1,6 +1,7 @@
 //! `shoal dev`: a whole cluster in one process, with no configuration: a one-member control
 //! plane and one node, state under one data directory (which survives a restart), the client
 //! config written so that `shoal apply/get/logs` work from another shell with no flags.
+//! `-f FILE|DIR` applies manifests once it is up.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,9 @@ pub struct DevArgs {
     /// How many instances the node takes.
     #[arg(long, default_value_t = 10_000)]
     max_instances: u32,
+    /// Manifests to apply once the cluster is up (file or directory, repeatable).
+    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR")]
+    files: Vec<PathBuf>,
     /// Per-request deadline of HTTP workloads whose spec sets none, e.g. 30s.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     request_timeout: Duration,
@@ -96,10 +100,12 @@ impl DevArgs {
         println!("api listening on {}", control.api_url());
         println!("ingress listening on http://{}", agent.ingress_addr);
         println!("state in {}", data_dir.display());
-        println!(
-            "try: shoal apply -f examples/hello/app.yaml && curl http://hello.default.localhost:{}/",
-            agent.ingress_addr.port()
-        );
+        if self.files.is_empty() {
+            let port = agent.ingress_addr.port();
+            println!("try: shoal apply -f examples/hello/app.yaml && curl http://hello.default.localhost:{port}/");
+        } else if super::apply::apply_paths(Some(&admin), &self.files).await? != ExitCode::SUCCESS {
+            eprintln!("some manifests were not applied (see above); the cluster runs on");
+        }
         super::control::wait_for_signal().await?;
         eprintln!("draining");
         agent.shutdown().await;

@@ -41,8 +41,14 @@ const CRASH_LIMIT: u32 = 3;
 /// Where a rollout stands.
 enum Progress {
     /// `available` of `replicas` run the current spec and are available.
-    Going { available: u32, replicas: u32, old: usize },
-    Done { replicas: u32 },
+    Going {
+        available: u32,
+        replicas: u32,
+        old: usize,
+    },
+    Done {
+        replicas: u32,
+    },
     Failed(String),
 }
 
@@ -69,7 +75,10 @@ async fn progress(client: &Client, namespace: &str, name: &str) -> anyhow::Resul
         if crashing || phase == Phase::Failed {
             let exit = i.status.as_ref().and_then(|s| s.last_exit.as_ref());
             let why = exit.map_or("no exit recorded".to_owned(), |e| format!("{}: {}", e.reason, e.message));
-            return Ok(Progress::Failed(format!("instance {} is {phase:?} after {restarts} restarts ({why})", i.metadata.name)));
+            return Ok(Progress::Failed(format!(
+                "instance {} is {phase:?} after {restarts} restarts ({why})",
+                i.metadata.name
+            )));
         }
     }
     let updated = status.updated_replicas;
@@ -115,7 +124,10 @@ impl RolloutArgs {
             }
             if Instant::now() >= deadline {
                 bar.abandon_with_message("timed out");
-                eprintln!("rollout of workload/{name} did not complete within {}", humantime::format_duration(*timeout));
+                eprintln!(
+                    "rollout of workload/{name} did not complete within {}",
+                    humantime::format_duration(*timeout)
+                );
                 return Ok(ExitCode::FAILURE);
             }
             bar.tick();

@@ -97,7 +97,7 @@ impl Drop for ControlProcess {
 
 /// Starts `shoal ARGS` (stderr to `log_path`) and waits for one stdout line starting with each
 /// of `prefixes`; returns the child and the rest of each such line, in the order of `prefixes`.
-fn spawn_announcing(args: &[&str], config_path: &Path, log_path: &Path, prefixes: &[&str]) -> (Child, Vec<String>) {
+pub fn spawn_announcing(args: &[&str], config_path: &Path, log_path: &Path, prefixes: &[&str]) -> (Child, Vec<String>) {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).unwrap();
     let mut child = Command::new(shoal_bin())
         .args(args)
