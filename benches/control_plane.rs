@@ -107,8 +107,14 @@ async fn load(target: Arc<dyn Target>, http: reqwest::Client, clients: usize, ru
                 let t = Instant::now();
                 match target.request(&http, c, i).send().await {
                     Ok(r) if r.status().is_success() => latencies.push(t.elapsed()),
-                    _ => {
-                        errors.fetch_add(1, Ordering::Relaxed);
+                    other => {
+                        if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                            let what = match other {
+                                Ok(r) => format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+                                Err(e) => e.to_string(),
+                            };
+                            eprintln!("first error of this run: {what}");
+                        }
                     }
                 }
             }

@@ -167,6 +167,7 @@ fn write_result(result: CommandResult, target: &Target, name: &str, success: Sta
             format!("{what} has been modified: its resourceVersion is now {current}; read it again and retry"),
         )),
         CommandResult::Invalid { message } => Err(ApiError::new(Reason::Invalid, message)),
+        CommandResult::Batch(_) => Err(ApiError::new(Reason::Internal, "one write was answered as a batch")),
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Cache {
     pub instances: Objects<shoal_api::resources::instance::InstanceKind>,
     /// Every node.
     pub nodes: Objects<shoal_api::resources::node::NodeKind>,
+    /// Every service.
+    pub services: Objects<shoal_api::resources::service::ServiceKind>,
 }
 
 fn prefix(kind: Kind) -> String {
@@ -72,6 +74,8 @@ impl Cache {
             Ok::<_, crate::store::types::StorageError>(entries)
         };
         let (workloads, instances, nodes) = (load(Kind::Workload)?, load(Kind::Instance)?, load(Kind::Node)?);
+        let services = load(Kind::Service)?;
+        self.services = services.iter().filter_map(|(k, v)| Some((k.clone(), parse(k, v)?))).collect();
         self.workloads = workloads.iter().filter_map(|(k, v)| Some((k.clone(), parse(k, v)?))).collect();
         self.instances = instances.iter().filter_map(|(k, v)| Some((k.clone(), parse(k, v)?))).collect();
         self.nodes = nodes.iter().filter_map(|(k, v)| Some((k.clone(), parse(k, v)?))).collect();
@@ -88,6 +92,7 @@ impl Cache {
 
     fn follow(&mut self, reader: &StoreReader) -> Result<(), HistoryError> {
         let (workloads, instances, nodes) = (prefix(Kind::Workload), prefix(Kind::Instance), prefix(Kind::Node));
+        let services = prefix(Kind::Service);
         loop {
             let (changes, scanned_to) = reader.changes_after(self.revision, "", BATCH)?;
             for change in &changes {
@@ -98,6 +103,8 @@ impl Cache {
                     apply(&mut self.instances, &change.key, deleted, &change.object);
                 } else if change.key.starts_with(&nodes) {
                     apply(&mut self.nodes, &change.key, deleted, &change.object);
+                } else if change.key.starts_with(&services) {
+                    apply(&mut self.services, &change.key, deleted, &change.object);
                 }
             }
             self.revision = self.revision.max(scanned_to);
@@ -112,6 +119,17 @@ impl Cache {
         let ns = instance.metadata.namespace.as_ref()?;
         let workload = instance.spec.workload.as_ref()?;
         self.workloads.get(&format!("workloads/{ns}/{workload}"))
+    }
+
+    /// Whether an instance serves: Running and ready, on a node that is itself Ready.
+    pub fn serving(&self, instance: &Instance) -> bool {
+        instance.is_ready()
+            && instance
+                .spec
+                .node
+                .as_ref()
+                .and_then(|n| self.node(n.as_str()))
+                .is_some_and(|n| n.status.as_ref().and_then(|s| s.ready()).is_some_and(|c| c.status == "True"))
     }
 
     /// A node by name.

@@ -6,6 +6,7 @@
 //! - [`workload`]: replicas, rollouts, owner references, workload status.
 //! - [`scheduler`]: binds Pending instances to nodes.
 //! - [`lifecycle`]: nodes that stop heartbeating become NotReady; their instances move.
+//! - [`endpoints`]: which nodes serve each Service.
 //! - [`writer`]: the raft writes they make.
 //!
 //! One task runs them all, level-triggered: after every change to the store (and at least every
@@ -14,6 +15,7 @@
 //! acts at once.
 
 pub mod cache;
+pub mod endpoints;
 pub mod lifecycle;
 pub mod scheduler;
 pub mod workload;
@@ -68,6 +70,7 @@ pub async fn run(store: Arc<Store>, options: ControllerOptions, shutdown: Cancel
             let mut writes = workload::reconcile(&cache, &store);
             writes.extend(scheduler.schedule(&cache, &store));
             writes.extend(lifecycle.check(&cache, &store, Instant::now()));
+            writes.extend(endpoints::reconcile(&cache, &store));
             if !writes.is_empty() {
                 let done = futures::future::join_all(writes).await;
                 if done.iter().any(|ok| *ok) {

@@ -67,15 +67,8 @@ fn new_instance(workload: &Workload, template: &InstanceSpec, hash: &str) -> Ins
     instance
 }
 
-/// Whether an instance counts as serving: ready on a node that is itself ready.
 fn serving(cache: &Cache, instance: &Instance) -> bool {
-    instance.is_ready()
-        && instance
-            .spec
-            .node
-            .as_ref()
-            .and_then(|n| cache.node(n.as_str()))
-            .is_some_and(|n| n.status.as_ref().and_then(|s| s.ready()).is_some_and(|c| c.status == "True"))
+    cache.serving(instance)
 }
 
 /// Which instances to let go first: unbound, then not serving, then the youngest.

@@ -8,11 +8,13 @@
 //! - [`log_store`]: raft's log and vote.
 //! - [`state_machine`]: objects, history and blobs; [`StoreReader`] for reads.
 //! - [`peer`], [`network`]: calls between control nodes.
+//! - [`proposer`]: packs concurrent writes into one raft entry.
 
 pub mod db;
 pub mod log_store;
 pub mod network;
 pub mod peer;
+pub mod proposer;
 pub mod state_machine;
 pub mod types;
 
@@ -87,6 +89,7 @@ pub struct StoreOptions {
 pub struct Store {
     id: MemberId,
     raft: Raft,
+    proposer: proposer::Proposer,
     reader: StoreReader,
     peers: PeerClient,
 }
@@ -109,7 +112,8 @@ impl Store {
         };
         let config = Arc::new(config.validate()?);
         let raft = Raft::new(options.id, config, network::Network::new(peers.clone()), log, sm).await?;
-        Ok(Arc::new(Store { id: options.id, raft, reader, peers }))
+        let proposer = proposer::Proposer::start(raft.clone());
+        Ok(Arc::new(Store { id: options.id, raft, proposer, reader, peers }))
     }
 
     /// Makes this member part of a cluster of `members` (id → raft address) if it is not in one
@@ -218,8 +222,8 @@ impl Store {
     pub async fn write(&self, command: Command) -> Result<CommandResult, StoreError> {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
-            let (leader_id, leader_addr) = match self.raft.client_write(command.clone()).await {
-                Ok(response) => return Ok(response.data),
+            let (leader_id, leader_addr) = match self.proposer.propose(command.clone()).await {
+                Ok(result) => return Ok(result),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     (f.leader_id, f.leader_node.map(|n| n.addr))
                 }
@@ -301,8 +305,8 @@ impl Store {
 
     /// Applies a write forwarded by a follower (answers `WRITE`).
     pub async fn forwarded_write(&self, command: Command) -> Result<CommandResult, PeerRefusal> {
-        match self.raft.client_write(command).await {
-            Ok(response) => Ok(response.data),
+        match self.proposer.propose(command).await {
+            Ok(result) => Ok(result),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(PeerRefusal::NotLeader { leader: f.leader_node.map(|n| n.addr) })
             }

@@ -122,7 +122,26 @@ struct Tables<'t> {
     objects: Table<'t, &'static str, &'static [u8]>,
     history: Table<'t, u64, &'static [u8]>,
     blobs: Table<'t, &'static str, &'static [u8]>,
+    /// Changes recorded so far at the current revision (a batch entry records several).
+    seq: u64,
 }
+
+/// Bits of a history key below the revision: a batch entry's changes share its revision and
+/// are told apart (and kept in order) by a sequence number.
+const SEQ_BITS: u32 = 16;
+
+/// The history key of the `seq`-th change at `revision`.
+fn history_key(revision: u64, seq: u64) -> u64 {
+    (revision << SEQ_BITS) | seq
+}
+
+/// The first history key after every change at `revision`.
+fn history_after(revision: u64) -> u64 {
+    (revision + 1) << SEQ_BITS
+}
+
+/// The most changes one entry may record.
+pub const MAX_CHANGES_PER_ENTRY: usize = 1 << SEQ_BITS;
 
 fn parse_object(bytes: &[u8]) -> Result<Value, String> {
     match serde_json::from_slice::<Value>(bytes) {
@@ -156,7 +175,8 @@ impl Tables<'_> {
     fn record(&mut self, revision: u64, kind: ChangeKind, key: &str, object: &Value) -> Result<Vec<u8>, StorageError> {
         let bytes = serde_json::to_vec(object).map_err(io_err)?;
         let change = Change { revision, kind, key: key.to_owned(), object: bytes.clone() };
-        self.history.insert(revision, encode(&change).as_slice()).map_err(io_err)?;
+        self.history.insert(history_key(revision, self.seq), encode(&change).as_slice()).map_err(io_err)?;
+        self.seq += 1;
         if kind == ChangeKind::Deleted {
             self.objects.remove(key).map_err(io_err)?;
         } else {
@@ -254,6 +274,10 @@ impl Tables<'_> {
                 set_meta(&mut old, "resourceVersion", revision.into());
                 done(self.record(revision, ChangeKind::Deleted, &key.0, &old)?)
             }
+            Command::Batch(commands) => {
+                let results = commands.into_iter().map(|c| self.apply(revision, c)).collect::<Result<_, _>>()?;
+                Ok(CommandResult::Batch(results))
+            }
             Command::PutBlob { digest, data } => {
                 if self.blobs.get(digest.as_str()).map_err(io_err)?.is_none() {
                     self.blobs.insert(digest.as_str(), data.as_slice()).map_err(io_err)?;
@@ -282,12 +306,16 @@ impl StateMachine {
                 objects: tx.open_table(OBJECTS).map_err(io_err)?,
                 history: tx.open_table(HISTORY).map_err(io_err)?,
                 blobs: tx.open_table(BLOBS).map_err(io_err)?,
+                seq: 0,
             };
             for entry in entries {
                 last = Some(entry.log_id);
                 results.push(match entry.payload {
                     EntryPayload::Blank => CommandResult::Ok { object: None },
-                    EntryPayload::Normal(command) => tables.apply(entry.log_id.index, command)?,
+                    EntryPayload::Normal(command) => {
+                        tables.seq = 0;
+                        tables.apply(entry.log_id.index, command)?
+                    }
                     EntryPayload::Membership(m) => {
                         put_meta(&tx, "membership", &StoredMembership::new(Some(entry.log_id), m))?;
                         CommandResult::Ok { object: None }
@@ -313,7 +341,7 @@ fn compact_history(tx: &WriteTransaction, applied: u64, keep: u64) -> Result<(),
     drop(meta);
     let cutoff = applied.saturating_sub(keep);
     if cutoff >= compacted + (keep / 10).max(1) {
-        tx.open_table(HISTORY).map_err(io_err)?.retain_in(..=cutoff, |_, _| false).map_err(io_err)?;
+        tx.open_table(HISTORY).map_err(io_err)?.retain_in(..history_after(cutoff), |_, _| false).map_err(io_err)?;
         put_meta(tx, "compacted", &cutoff)?;
     }
     Ok(())
@@ -502,14 +530,22 @@ impl StoreReader {
         let table = tx.open_table(HISTORY).map_err(io_err).map_err(storage)?;
         let mut changes = Vec::new();
         let mut scanned_to = applied;
-        for item in table.range(after + 1..).map_err(io_err).map_err(storage)? {
-            let (rev, v) = item.map_err(io_err).map_err(storage)?;
+        let mut full_at = None;
+        for item in table.range(history_after(after)..).map_err(io_err).map_err(storage)? {
+            let (key, v) = item.map_err(io_err).map_err(storage)?;
+            let revision = key.value() >> SEQ_BITS;
+            // Never stop inside a revision: a reader resumes after whole revisions.
+            if let Some(full) = full_at
+                && revision != full
+            {
+                scanned_to = full;
+                break;
+            }
             let change: Change = decode(v.value()).map_err(storage)?;
             if change.key.starts_with(prefix) {
                 changes.push(change);
-                if changes.len() >= limit {
-                    scanned_to = rev.value();
-                    break;
+                if changes.len() >= limit && full_at.is_none() {
+                    full_at = Some(revision);
                 }
             }
         }

@@ -91,6 +91,9 @@ pub enum Command {
         /// The resourceVersion the writer read.
         expected: Option<u64>,
     },
+    /// Several commands proposed as one raft entry (concurrent writes, packed by the store's
+    /// proposer): applied in order, atomically, all at the entry's revision.
+    Batch(Vec<Command>),
     /// Stores a module blob under its sha256 (hex).
     PutBlob {
         /// sha256 hex of `data`, already verified.
@@ -122,4 +125,6 @@ pub enum CommandResult {
         /// Why.
         message: String,
     },
+    /// The results of a `Batch`, in order.
+    Batch(Vec<CommandResult>),
 }

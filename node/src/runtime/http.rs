@@ -8,8 +8,8 @@ use hyper::body::Incoming;
 use wasmtime::Store;
 use wasmtime::component::Component;
 use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::command::{Exit, StopReason, classify};
@@ -69,16 +69,29 @@ impl HttpApp {
         Ok(HttpApp { pre })
     }
 
+    /// A fresh store for one request: the sandbox's host state, memory guard and CPU budget
+    /// (Shoal's per-instance setup; what the instantiation benchmark measures with
+    /// [`HttpApp::instantiate`]).
+    pub fn new_store(&self, sandbox: &Sandbox) -> Result<Store<Host>, RequestError> {
+        let host = Host::new(sandbox).map_err(|e| RequestError::Host(e.to_string()))?;
+        let mut store = Store::new(self.pre.engine(), host);
+        store.limiter(|h| &mut h.guard);
+        limits::arm(&mut store, &sandbox.limits);
+        Ok(store)
+    }
+
+    /// Instantiates the component in `store`.
+    pub async fn instantiate(&self, store: &mut Store<Host>) -> wasmtime::Result<Proxy> {
+        self.pre.instantiate_async(store).await
+    }
+
     /// Handles one request in a fresh instance.
     pub async fn handle(
         &self,
         request: hyper::Request<Incoming>,
         sandbox: &Sandbox,
     ) -> Result<hyper::Response<Body>, RequestError> {
-        let host = Host::new(sandbox).map_err(|e| RequestError::Host(e.to_string()))?;
-        let mut store = Store::new(self.pre.engine(), host);
-        store.limiter(|h| &mut h.guard);
-        limits::arm(&mut store, &sandbox.limits);
+        let mut store = self.new_store(sandbox)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let host_err = |e: wasmtime::Error| RequestError::Host(format!("{e:#}"));
         let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, request).map_err(host_err)?;

@@ -29,7 +29,7 @@ pub struct LogBuffer {
 impl LogBuffer {
     /// A buffer that keeps the last `capacity` bytes.
     pub fn new(capacity: usize) -> Self {
-        let state = State { bytes: VecDeque::with_capacity(capacity.min(64 * 1024)), capacity, written: 0 };
+        let state = State { bytes: VecDeque::new(), capacity, written: 0 };
         LogBuffer { state: Arc::new(Mutex::new(state)), changed: Arc::new(watch::channel(0).0) }
     }
 

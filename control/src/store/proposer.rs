@@ -1,0 +1,96 @@
+//! The proposer: packs concurrent writes into one raft entry. Every write waits for a commit
+//! (a quorum's fsync), so one entry per write makes the log's fixed costs (an entry to append,
+//! replicate and apply, a round trip per follower) the limit under load. Here, writes that
+//! arrive while earlier entries are in flight are proposed together as one `Command::Batch`, and
+//! each writer gets its own result. A lone write goes out at once, alone: batching costs nothing
+//! when there is nothing to batch.
+
+use std::sync::Arc;
+
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::types::{Command, CommandResult, MemberId, Raft};
+
+/// What a write gets back: the result, or raft's refusal (shared by every write of a batch).
+pub type Outcome = Result<CommandResult, RaftError<MemberId, ClientWriteError<MemberId, openraft::BasicNode>>>;
+
+/// How many writes one entry carries at most.
+const MAX_BATCH: usize = 512;
+/// How many entries may be in flight at once.
+const IN_FLIGHT: usize = 4;
+
+struct Proposal {
+    command: Command,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// A handle to the proposer task.
+#[derive(Clone)]
+pub struct Proposer {
+    queue: mpsc::UnboundedSender<Proposal>,
+}
+
+impl Proposer {
+    /// Starts the proposer task for `raft`.
+    pub fn start(raft: Raft) -> Proposer {
+        let (queue, proposals) = mpsc::unbounded_channel();
+        tokio::spawn(run(raft, proposals));
+        Proposer { queue }
+    }
+
+    /// Proposes `command` (possibly together with others) and waits for its result.
+    pub async fn propose(&self, command: Command) -> Outcome {
+        let (reply, answer) = oneshot::channel();
+        if self.queue.send(Proposal { command, reply }).is_err() {
+            return Err(RaftError::Fatal(openraft::error::Fatal::Stopped));
+        }
+        answer.await.unwrap_or(Err(RaftError::Fatal(openraft::error::Fatal::Stopped)))
+    }
+}
+
+async fn run(raft: Raft, mut proposals: mpsc::UnboundedReceiver<Proposal>) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        // Wait for a free slot first, so that what queues up meanwhile goes into one entry.
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let Some(first) = proposals.recv().await else { return };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match proposals.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            if batch.len() == 1 {
+                let Proposal { command, reply } = batch.pop().expect("one proposal");
+                let _ = reply.send(raft.client_write(command).await.map(|r| r.data));
+                return;
+            }
+            let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+            match raft.client_write(Command::Batch(commands)).await {
+                Ok(response) => match response.data {
+                    CommandResult::Batch(results) if results.len() == replies.len() => {
+                        for (reply, result) in replies.into_iter().zip(results) {
+                            let _ = reply.send(Ok(result));
+                        }
+                    }
+                    other => {
+                        let message = format!("a batch of {} writes was answered with {other:?}", replies.len());
+                        for reply in replies {
+                            let _ = reply.send(Ok(CommandResult::Invalid { message: message.clone() }));
+                        }
+                    }
+                },
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
