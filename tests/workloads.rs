@@ -396,3 +396,57 @@ async fn rollout_status_reports_a_crashing_rollout_as_failed() {
     assert!(stderr.contains("rollout of workload/flaky failed") && stderr.contains("CrashLoopBackOff"), "{stderr}");
     assert!(stderr.contains("Trap"), "{stderr}");
 }
+
+#[tokio::test]
+async fn an_instance_whose_readiness_probe_fails_gets_no_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let node = NodeProcess::start(&control, "n1", &[]);
+    let client = control.client();
+    let probe = |path: &str| format!("  probes:\n    readiness:\n      path: {path}\n      periodMs: 100\n");
+    apply(&control, "trouble", &workload_yaml("trouble", "$TROUBLE", &probe("/unready")));
+    let running = wait_for(Duration::from_secs(20), "the instance to run", || async {
+        instances_of(&client, "trouble").await.into_iter().find(|i| i.phase() == Phase::Running)
+    })
+    .await;
+    // Several probe periods later it is still not ready, and the ingress sends nothing to it.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let now = instances_of(&client, "trouble").await;
+    assert!(now.len() == 1 && !now[0].is_ready(), "{now:?}");
+    assert_eq!(now[0].metadata.name, running.metadata.name);
+    let (status, body) = get(&http(), &node.ingress, "trouble.default.localhost", "/").await;
+    assert_eq!(status, 503, "{body}");
+    // A probe that passes: the rollout's new instance becomes ready and serves.
+    apply(&control, "trouble", &workload_yaml("trouble", "$TROUBLE", &probe("/")));
+    wait_running(&client, "trouble", 1, None, Duration::from_secs(20)).await;
+    assert_eq!(get(&http(), &node.ingress, "trouble.default.localhost", "/").await, (200, "ok\n".into()));
+}
+
+#[tokio::test]
+async fn a_node_keeps_serving_while_the_control_plane_is_down_and_reconciles_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = |_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let (api, raft) = (free(()), free(()));
+    let flags = ["--api-listen", api.as_str(), "--raft-listen", raft.as_str()];
+    let mut control = ControlProcess::start(dir.path(), &flags);
+    let node = NodeProcess::start(&control, "n1", &[]);
+    apply(&control, "hello", &workload_yaml("hello", "$HELLO", ""));
+    wait_running(&control.client(), "hello", 1, None, Duration::from_secs(20)).await;
+
+    control.kill();
+    let http = http();
+    for _ in 0..10 {
+        assert_eq!(get(&http, &node.ingress, "hello.default.localhost", "/").await.0, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Back on the same addresses: the node's watch resumes, and a delete made now reaches it.
+    let control = ControlProcess::start(dir.path(), &flags);
+    ok_stdout(&control.cli(&["delete", "workload", "hello"]));
+    wait_for(Duration::from_secs(15), "the node to stop hello", || async {
+        (get(&http, &node.ingress, "hello.default.localhost", "/").await.0 == 404).then_some(())
+    })
+    .await;
+    let nodes = ok_stdout(&control.cli(&["get", "nodes"]));
+    assert!(nodes.lines().any(|l| l.starts_with("n1") && l.contains(" Ready")), "{nodes}");
+}

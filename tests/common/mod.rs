@@ -37,7 +37,10 @@ impl ControlProcess {
         std::fs::create_dir_all(data_dir).unwrap();
         let config_path = data_dir.join("client-config.yaml");
         let log_path = data_dir.join(format!("stderr-{}.log", std::process::id()));
-        let mut args = vec!["control", "--data-dir", data_dir.to_str().unwrap(), "--api-listen", "127.0.0.1:0"];
+        let mut args = vec!["control", "--data-dir", data_dir.to_str().unwrap()];
+        if !extra.contains(&"--api-listen") {
+            args.extend(["--api-listen", "127.0.0.1:0"]);
+        }
         if !extra.contains(&"--raft-listen") {
             args.extend(["--raft-listen", "127.0.0.1:0"]);
         }

@@ -138,13 +138,41 @@ impl Run {
         sandbox.limits.timeout = Some(timeout);
         let key = route_key(&self.instance);
         let name = self.instance.metadata.name.to_string();
-        self.shared.routes.ready(&key, Endpoint { instance: name, app, sandbox });
+        let endpoint = Arc::new(Endpoint { instance: name.clone(), app, sandbox });
         self.update(|s| {
             s.phase = Phase::Running;
-            s.ready = true;
             s.started_at = Some(now());
         });
-        self.cancel.cancelled().await;
+        let Some(probe) = self.instance.spec.probes.readiness.clone() else {
+            self.shared.routes.ready(&key, endpoint);
+            self.update(|s| s.ready = true);
+            return self.cancel.cancelled().await;
+        };
+        // Ready while the probe answers 2xx; out of the routing table while it does not.
+        let period = Duration::from_millis(probe.period_ms.max(10));
+        let mut ready = false;
+        loop {
+            let passed = match endpoint.app.probe(&probe.path, &endpoint.sandbox).await {
+                Ok(status) => (200..300).contains(&status),
+                Err(e) => {
+                    tracing::info!("{name}: readiness probe {}: {e}", probe.path);
+                    false
+                }
+            };
+            if passed != ready {
+                ready = passed;
+                if ready {
+                    self.shared.routes.ready(&key, endpoint.clone());
+                } else {
+                    self.shared.routes.unready(&key, &name);
+                    self.event("Unhealthy", format!("readiness probe GET {} failed", probe.path), EventType::Warning);
+                }
+                self.update(|s| s.ready = ready);
+            }
+            if !self.pause(period).await {
+                return;
+            }
+        }
     }
 
     async fn run_command(&self, program: Program) {

@@ -64,11 +64,18 @@ impl Routes {
     }
 
     /// The instance is ready to serve.
-    pub fn ready(&self, key: &Key, endpoint: Endpoint) {
+    pub fn ready(&self, key: &Key, endpoint: Arc<Endpoint>) {
         let mut table = self.table.write().expect("routes lock");
         let route = table.entry(key.clone()).or_default();
         route.ready.retain(|e| e.instance != endpoint.instance);
-        route.ready.push(Arc::new(endpoint));
+        route.ready.push(endpoint);
+    }
+
+    /// The instance stopped being ready (its probe fails); it stays a member.
+    pub fn unready(&self, key: &Key, instance: &str) {
+        if let Some(route) = self.table.write().expect("routes lock").get_mut(key) {
+            route.ready.retain(|e| e.instance != instance);
+        }
     }
 
     /// Where a request for the workload goes.

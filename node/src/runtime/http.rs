@@ -4,7 +4,6 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use wasmtime::Store;
 use wasmtime::component::Component;
 use wasmtime_wasi_http::WasiHttpView;
@@ -69,6 +68,17 @@ impl HttpApp {
         Ok(HttpApp { pre })
     }
 
+    /// Sends `GET path` to a fresh instance (a readiness probe); the status it answered with.
+    pub async fn probe(&self, path: &str, sandbox: &Sandbox) -> Result<u16, RequestError> {
+        let body = http_body_util::Empty::<Bytes>::new()
+            .map_err(|never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} });
+        let request = hyper::Request::get(path)
+            .header(hyper::header::HOST, "localhost")
+            .body(body)
+            .map_err(|e| RequestError::Host(format!("probe path {path:?}: {e}")))?;
+        Ok(self.handle(request, sandbox).await?.status().as_u16())
+    }
+
     /// A fresh store for one request: the sandbox's host state, memory guard and CPU budget
     /// (Shoal's per-instance setup; what the instantiation benchmark measures with
     /// [`HttpApp::instantiate`]).
@@ -86,11 +96,15 @@ impl HttpApp {
     }
 
     /// Handles one request in a fresh instance.
-    pub async fn handle(
+    pub async fn handle<B>(
         &self,
-        request: hyper::Request<Incoming>,
+        request: hyper::Request<B>,
         sandbox: &Sandbox,
-    ) -> Result<hyper::Response<Body>, RequestError> {
+    ) -> Result<hyper::Response<Body>, RequestError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
         let mut store = self.new_store(sandbox)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let host_err = |e: wasmtime::Error| RequestError::Host(format!("{e:#}"));

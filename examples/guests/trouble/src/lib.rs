@@ -5,6 +5,7 @@
 //! - `/membomb`: allocate without end;
 //! - `/stack`: recurse without end;
 //! - `/file`: read `/etc/passwd` (no directory is granted);
+//! - `/unready`: answer 503 (a readiness probe that never passes);
 //! - anything else: answer `ok`.
 
 use std::hint::black_box;
@@ -35,6 +36,7 @@ fn trouble(request: Request) -> Response {
             Ok(text) => Response::text(200, format!("read {} bytes\n", text.len())),
             Err(e) => Response::text(403, format!("open denied: {e}\n")),
         },
+        "/unready" => Response::text(503, "not ready\n"),
         _ => Response::text(200, "ok\n"),
     }
 }
