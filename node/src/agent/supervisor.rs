@@ -49,7 +49,7 @@ impl Supervisor {
             }
             self.stop(&key);
         }
-        tracing::info!("starting instance {key}");
+        tracing::debug!("starting instance {key}");
         let logs = LogBuffer::new(LOG_BYTES);
         self.shared.logs.lock().expect("logs lock").insert(key.clone(), logs.clone());
         let cancel = self.shutdown.child_token();
