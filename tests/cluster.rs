@@ -116,3 +116,42 @@ async fn three_members_keep_every_acknowledged_write_across_a_leader_kill() {
     let on_back = back_client.list(Kind::Namespace, None, None).await.unwrap();
     assert!(on_back.items.len() >= acked.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_members_founded_with_peers_form_one_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let raft: Vec<String> = (0..3).map(|_| free()).collect();
+    let peers = format!("1={},2={},3={}", raft[0], raft[1], raft[2]);
+    let pki = dir.path().join("m1/pki");
+    let mut members = Vec::new();
+    for (i, addr) in raft.iter().enumerate() {
+        let id = (i + 1).to_string();
+        let mut flags = vec!["--id", id.as_str(), "--raft-listen", addr.as_str(), "--peers", peers.as_str()];
+        if i > 0 {
+            flags.extend(["--pki-dir", pki.to_str().unwrap()]);
+        }
+        members.push(ControlProcess::start(&dir.path().join(format!("m{}", i + 1)), &flags));
+    }
+    let clients: Vec<Client> = members.iter().map(|m| m.client()).collect();
+    wait_for(Duration::from_secs(30), "one leader that all three members agree on", || async {
+        let mut leaders = BTreeSet::new();
+        for c in &clients {
+            let status = c.cluster_status().await.ok()?;
+            if status.members.len() != 3 {
+                return None;
+            }
+            leaders.insert(status.leader?);
+        }
+        (leaders.len() == 1).then_some(())
+    })
+    .await;
+    // A write through any member is read back through every other.
+    for (i, writer) in clients.iter().enumerate() {
+        let name = format!("via-{i}");
+        writer.create(&namespace(&name)).await.unwrap();
+        for reader in &clients {
+            reader.get(Kind::Namespace, None, &name).await.unwrap();
+        }
+    }
+}
