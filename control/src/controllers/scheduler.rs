@@ -106,11 +106,9 @@ impl Scheduler {
                 match fit(node, instance, used, memory, cpu) {
                     Err(misfit) => *misfits.entry(misfit).or_default() += 1,
                     Ok(free) => {
-                        let spread = instance.spec.workload.is_some()
-                            && placement_spreads(cache, instance)
-                            && replicas.get(&(name, owner.clone())).copied().unwrap_or(0) > 0;
-                        let same = replicas.get(&(name, owner.clone())).copied().unwrap_or(0) as f64;
-                        let score = free - if spread { same } else { 0.0 };
+                        let same = replicas.get(&(name, owner.clone())).copied().unwrap_or(0);
+                        let spread = instance.spec.workload.is_some() && placement_spreads(cache, instance);
+                        let score = free - if spread { f64::from(same) } else { 0.0 };
                         if best.is_none_or(|(b, _)| score > b) {
                             best = Some((score, name));
                         }

@@ -67,15 +67,11 @@ fn new_instance(workload: &Workload, template: &InstanceSpec, hash: &str) -> Ins
     instance
 }
 
-fn serving(cache: &Cache, instance: &Instance) -> bool {
-    cache.serving(instance)
-}
-
 /// Which instances to let go first: unbound, then not serving, then the youngest.
 fn removal_order(cache: &Cache, instances: &mut [&Instance]) {
     instances.sort_by_key(|i| {
         let created = i.metadata.creation_timestamp.clone().unwrap_or_default();
-        (i.spec.node.is_some(), serving(cache, i), std::cmp::Reverse(created))
+        (i.spec.node.is_some(), cache.serving(i), std::cmp::Reverse(created))
     });
 }
 
@@ -145,14 +141,14 @@ fn reconcile_one<'a>(
     }
 
     if !old.is_empty() {
-        let serving_count = instances.iter().filter(|i| serving(cache, i)).count();
+        let serving_count = instances.iter().filter(|i| cache.serving(i)).count();
         let min_available = replicas.saturating_sub(rollout.max_unavailable as usize);
         let mut may_take = serving_count.saturating_sub(min_available);
         removal_order(cache, &mut old);
         for instance in old {
             // An old instance that serves nothing can go at once; one that serves only while
             // enough others do.
-            if serving(cache, instance) {
+            if cache.serving(instance) {
                 if may_take == 0 {
                     continue;
                 }
@@ -165,9 +161,9 @@ fn reconcile_one<'a>(
     let status = WorkloadStatus {
         observed_generation: workload.metadata.generation.unwrap_or(1),
         replicas: instances.iter().filter(|i| !i.phase().is_terminal()).count() as u32,
-        ready_replicas: instances.iter().filter(|i| serving(cache, i)).count() as u32,
+        ready_replicas: instances.iter().filter(|i| cache.serving(i)).count() as u32,
         updated_replicas: new.len() as u32,
-        available_replicas: new.iter().filter(|i| serving(cache, i)).count() as u32,
+        available_replicas: new.iter().filter(|i| cache.serving(i)).count() as u32,
         conditions: Vec::new(),
     };
     if workload.status.as_ref() != Some(&status) {
