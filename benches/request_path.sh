@@ -24,7 +24,7 @@ pids=()
 trap cleanup EXIT
 
 export SHOAL_CONFIG=$work/config.yaml
-"$SHOAL" dev --data-dir "$work/dev" --api-listen 127.0.0.1:0 --ingress-listen 127.0.0.1:18080 >"$work/dev.out" 2>"$work/dev.err" &
+"$SHOAL" dev --data-dir "$work/dev" --api-listen 127.0.0.1:0 --dns-listen 127.0.0.1:0 --ingress-listen 127.0.0.1:18080 >"$work/dev.out" 2>"$work/dev.err" &
 pids+=($!)
 until grep -q "ingress listening" "$work/dev.out" 2>/dev/null; do sleep 0.1; done
 cat >"$work/hello.yaml" <<YAML

@@ -39,8 +39,17 @@ impl Drop for Dev {
 
 fn start_dev(dir: &Path) -> Dev {
     let data = dir.join("data");
-    let args =
-        ["dev", "--data-dir", data.to_str().unwrap(), "--api-listen", "127.0.0.1:0", "--ingress-listen", "127.0.0.1:0"];
+    let args = [
+        "dev",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--api-listen",
+        "127.0.0.1:0",
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--ingress-listen",
+        "127.0.0.1:0",
+    ];
     let (child, announced) = common::spawn_announcing(
         &args,
         &dir.join("config.yaml"),

@@ -15,7 +15,8 @@ struct Dev {
 
 fn start(dir: &std::path::Path, manifests: &[&std::path::Path]) -> Dev {
     let data = dir.join("data");
-    let mut args = vec!["dev", "--data-dir", data.to_str().unwrap(), "--api-listen", "127.0.0.1:0"];
+    let mut args =
+        vec!["dev", "--data-dir", data.to_str().unwrap(), "--api-listen", "127.0.0.1:0", "--dns-listen", "127.0.0.1:0"];
     args.extend(["--ingress-listen", "127.0.0.1:0"]);
     for m in manifests {
         args.extend(["-f", m.to_str().unwrap()]);

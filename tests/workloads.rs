@@ -6,63 +6,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::workloads::{apply, get, http, instances_of, wait_running, workload_yaml};
 use common::{ControlProcess, NodeProcess, ok_stdout, wait_for};
-use shoal_api::resources::instance::{Instance, InstanceKind, Phase};
+use shoal_api::Reason;
+use shoal_api::resources::instance::{InstanceKind, Phase};
 use shoal_api::resources::workload::WorkloadKind;
-use shoal_api::{Client, Reason};
-
-/// Writes `yaml` (with `$HELLO` etc. replaced by the built guests' paths) and applies it.
-fn apply(control: &ControlProcess, name: &str, yaml: &str) {
-    let yaml = yaml
-        .replace("$HELLO_P1", shoal_guest_artifacts::HELLO_P1)
-        .replace("$HELLO", shoal_guest_artifacts::HELLO)
-        .replace("$WORKER", shoal_guest_artifacts::WORKER)
-        .replace("$CRASH", shoal_guest_artifacts::CRASH)
-        .replace("$TROUBLE", shoal_guest_artifacts::TROUBLE);
-    let path = control.data_dir.join(format!("{name}.yaml"));
-    std::fs::write(&path, yaml).unwrap();
-    ok_stdout(&control.cli(&["apply", "-f", path.to_str().unwrap()]));
-}
-
-fn workload_yaml(name: &str, module: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: shoal.dev/v1\nkind: Workload\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  module: {module}\n{extra}"
-    )
-}
-
-async fn instances_of(client: &Client, workload: &str) -> Vec<Instance> {
-    let list = client.list_of::<InstanceKind>(Some("default")).await.unwrap();
-    list.items.into_iter().filter(|i| i.spec.workload.as_ref().is_some_and(|w| w.as_str() == workload)).collect()
-}
-
-/// Waits until `workload` has exactly `n` instances, all Running and ready (on `node`, if given).
-async fn wait_running(
-    client: &Client,
-    workload: &str,
-    n: usize,
-    node: Option<&str>,
-    within: Duration,
-) -> Vec<Instance> {
-    wait_for(within, &format!("{n} running instances of {workload}"), || async {
-        let all = instances_of(client, workload).await;
-        let ok = all.len() == n
-            && all.iter().all(|i| {
-                i.is_ready() && node.is_none_or(|node| i.spec.node.as_ref().is_some_and(|x| x.as_str() == node))
-            });
-        ok.then_some(all)
-    })
-    .await
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
-}
-
-/// GET `path` through a node's ingress for `host`; (status, body).
-async fn get(client: &reqwest::Client, ingress: &str, host: &str, path: &str) -> (u16, String) {
-    let response = client.get(format!("http://{ingress}{path}")).header("host", host).send().await.unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
-}
 
 #[tokio::test]
 async fn examples_run_and_answer_through_the_ingress() {
@@ -89,7 +37,7 @@ async fn examples_run_and_answer_through_the_ingress() {
 
     let (status, body) = get(&http, &node.ingress, "nope.default.localhost", "/").await;
     assert_eq!(status, 404, "{body}");
-    assert!(body.contains("no workload \"nope\""), "{body}");
+    assert!(body.contains("no service or workload \"nope\""), "{body}");
     let (status, body) = get(&http, &node.ingress, "localhost", "/").await;
     assert_eq!(status, 404, "{body}");
 

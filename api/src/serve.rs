@@ -12,6 +12,12 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+/// The certificate a client presented in the TLS handshake, verified by the server's client
+/// verifier (see [`server_config_with_clients`]); every request of the connection carries it
+/// as an extension, `None` when the client presented none.
+#[derive(Debug, Clone)]
+pub struct TlsPeer(pub Option<rustls::pki_types::CertificateDer<'static>>);
+
 /// Serves `router` on `listener` with TLS `config` until `shutdown` is cancelled; then stops
 /// accepting, gives open connections a moment to finish, and ends the rest (watch streams never
 /// finish on their own).
@@ -38,7 +44,7 @@ pub async fn serve_tls(
         };
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
+        let router = router.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
@@ -46,6 +52,8 @@ pub async fn serve_tls(
                 Ok(Err(e)) => return tracing::debug!("TLS handshake with {peer} failed: {e}"),
                 Err(_) => return tracing::debug!("TLS handshake with {peer} timed out"),
             };
+            let peer_cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned());
+            let service = TowerToHyperService::new(router.layer(axum::Extension(TlsPeer(peer_cert))));
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             tokio::select! {
@@ -68,10 +76,33 @@ pub fn server_config(
     chain: Vec<rustls::pki_types::CertificateDer<'static>>,
     key: rustls::pki_types::PrivateKeyDer<'static>,
 ) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+    server_config_with_clients(chain, key, None)
+}
+
+/// Like [`server_config`]; with `client_ca`, clients may also present a certificate, which must
+/// be signed by that CA (handlers see it as [`TlsPeer`]). Clients without one are still
+/// served, so the same listener can take bearer-token callers too.
+pub fn server_config_with_clients(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+    client_ca: Option<rustls::pki_types::CertificateDer<'static>>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca)?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| rustls::Error::General(format!("client verifier: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

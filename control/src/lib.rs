@@ -7,6 +7,7 @@
 //! - [`raft_service`]: the raft listener, where control nodes talk to each other.
 //! - [`pki`]: the cluster CA, certificates and tokens.
 //! - [`controllers`]: the scheduler and the reconcile loops, active on the raft leader.
+//! - [`dns`]: the cluster DNS server, answering from the local replica.
 //!
 //! [`ControlPlane::start`] wires them together.
 
@@ -16,6 +17,7 @@
 
 pub mod api;
 pub mod controllers;
+pub mod dns;
 pub mod pki;
 pub mod raft_service;
 pub mod store;
@@ -60,6 +62,8 @@ pub struct ControlConfig {
     pub history_revisions: u64,
     /// Tunables of the scheduler and controllers.
     pub controllers: controllers::ControllerOptions,
+    /// The cluster DNS server, if this node serves one.
+    pub dns: Option<dns::DnsConfig>,
 }
 
 impl ControlConfig {
@@ -76,6 +80,7 @@ impl ControlConfig {
             join: None,
             history_revisions: 100_000,
             controllers: controllers::ControllerOptions::default(),
+            dns: None,
         }
     }
 }
@@ -86,6 +91,8 @@ pub struct ControlPlane {
     pub api_addr: SocketAddr,
     /// Where the raft listener listens.
     pub raft_addr: SocketAddr,
+    /// Where the DNS server listens (UDP and TCP), when it runs.
+    pub dns_addr: Option<SocketAddr>,
     store: Arc<Store>,
     pki: Arc<Pki>,
     advertise_host: String,
@@ -143,6 +150,10 @@ impl ControlPlane {
         tasks.spawn(shoal_api::serve::serve_tls(api_listener, tls, api_router, shutdown.clone()));
 
         tasks.spawn(controllers::run(store.clone(), config.controllers.clone(), shutdown.clone()));
+        let dns_addr = match &config.dns {
+            Some(dns) => Some(dns::start(dns, store.reader().clone(), &mut tasks, shutdown.clone()).await?),
+            None => None,
+        };
         match &config.join {
             Some(via) => {
                 let (store, via) = (store.clone(), via.clone());
@@ -160,7 +171,7 @@ impl ControlPlane {
                 store.bootstrap(members).await?;
             }
         }
-        Ok(ControlPlane { api_addr, raft_addr, store, pki, advertise_host, shutdown, tasks })
+        Ok(ControlPlane { api_addr, raft_addr, dns_addr, store, pki, advertise_host, shutdown, tasks })
     }
 
     /// The API server's URL.

@@ -5,8 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const P2_GUESTS: &[(&str, &str)] =
-    &[("HELLO", "hello"), ("WORKER", "worker"), ("CRASH", "crash"), ("MISBEHAVE", "misbehave"), ("TROUBLE", "trouble")];
+const P2_GUESTS: &[(&str, &str)] = &[
+    ("HELLO", "hello"),
+    ("WORKER", "worker"),
+    ("CRASH", "crash"),
+    ("MISBEHAVE", "misbehave"),
+    ("TROUBLE", "trouble"),
+    ("FRONTEND", "frontend"),
+];
 
 fn build(guests: &Path, target_dir: &Path, target: &str, packages: &[&str]) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

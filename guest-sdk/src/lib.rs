@@ -11,17 +11,23 @@
 //! shoal_guest::http_handler!(hello);
 //! ```
 //!
+//! Calling another Service is one line, `shoal_guest::get("http://api.shop.svc.cluster.local/")`
+//! ([`client`]).
+//!
 //! A command workload is a plain `fn main`. [`config`] reads configuration from the environment
 //! the spec grants, and [`log`] writes leveled lines to stderr, which the node keeps per instance.
 //!
 //! # Layout
 //! - [`http`]: the request and response types, and the glue to `wasi:http/incoming-handler`.
+//! - [`client`]: calls to other Services and allowed hosts.
 //! - [`config`], [`log`]: configuration and logging helpers.
 
+pub mod client;
 pub mod config;
 pub mod http;
 pub mod log;
 
+pub use client::{CallError, call, get};
 pub use http::{Request, Response};
 
 #[doc(hidden)]

@@ -30,10 +30,8 @@ pub struct ControlArgs {
     /// Address of the raft listener, where control nodes talk to each other.
     #[arg(long, default_value = "127.0.0.1:7444")]
     raft_listen: SocketAddr,
-    /// Address of the cluster DNS server (served from the Services issue on; accepted now so
-    /// that scripts need not change).
-    #[arg(long, value_name = "ADDR")]
-    dns_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    dns: DnsArgs,
     /// Host name or address that clients and other members reach this node by.
     #[arg(long, value_name = "HOST")]
     advertise: Option<String>,
@@ -88,9 +86,6 @@ impl ControlArgs {
             Some(d) => d.clone(),
             None => default_data_dir()?,
         };
-        if self.dns_listen.is_some() {
-            tracing::warn!("--dns-listen: the cluster DNS server is not part of this build yet");
-        }
         let config = ControlConfig {
             id: self.id,
             data_dir: data_dir.clone(),
@@ -102,6 +97,7 @@ impl ControlArgs {
             join: self.join.clone(),
             history_revisions: self.history_revisions,
             controllers: shoal_control::controllers::ControllerOptions { node_grace: self.node_grace },
+            dns: self.dns.config()?,
         };
         let control = ControlPlane::start(config).await?;
         let client_config = control.admin_client_config();
@@ -115,10 +111,50 @@ impl ControlArgs {
         }
         println!("api listening on {}", control.api_url());
         println!("raft listening on {}", control.raft_addr);
+        announce_dns(&control);
         wait_for_signal().await?;
         eprintln!("shutting down");
         control.shutdown().await;
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Flags of the cluster DNS server, shared by `shoal control` and `shoal dev`.
+#[derive(clap::Args, Debug)]
+pub struct DnsArgs {
+    /// Address of the cluster DNS server, UDP and TCP (port 0: any free port; `off`: no DNS).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5353")]
+    dns_listen: String,
+    /// The domain the cluster DNS server is authoritative for.
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+    /// TTL of the cluster DNS records, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    dns_ttl: u32,
+}
+
+impl DnsArgs {
+    /// The DNS server's configuration, or None for `--dns-listen off`.
+    pub fn config(&self) -> anyhow::Result<Option<shoal_control::dns::DnsConfig>> {
+        if self.dns_listen == "off" {
+            return Ok(None);
+        }
+        let listen: SocketAddr =
+            self.dns_listen.parse().with_context(|| format!("--dns-listen: {:?} is not ADDR:PORT", self.dns_listen))?;
+        shoal_control::dns::parse_domain(&self.cluster_domain).context("--cluster-domain")?;
+        Ok(Some(shoal_control::dns::DnsConfig { listen, domain: self.cluster_domain.clone(), ttl: self.dns_ttl }))
+    }
+
+    /// The cluster domain nodes route `<svc>.<ns>.svc.<domain>` for.
+    pub fn cluster_domain(&self) -> &str {
+        &self.cluster_domain
+    }
+}
+
+/// Prints where DNS listens, when it does.
+pub fn announce_dns(control: &ControlPlane) {
+    if let Some(addr) = control.dns_addr {
+        println!("dns listening on {addr} (udp, tcp)");
     }
 }
 

@@ -42,6 +42,8 @@ pub struct DevArgs {
     /// Per-request deadline of HTTP workloads whose spec sets none, e.g. 30s.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     request_timeout: Duration,
+    #[command(flatten)]
+    dns: super::control::DnsArgs,
 }
 
 /// The dev node's token: made once, kept in the data directory.
@@ -73,6 +75,7 @@ impl DevArgs {
         };
         let mut control_config = ControlConfig::local(data_dir.join("control"));
         control_config.api_listen = self.api_listen;
+        control_config.dns = self.dns.config()?;
         let control = ControlPlane::start(control_config).await?;
         let admin_config = control.admin_client_config();
         let admin = Client::new(&admin_config)?;
@@ -88,6 +91,7 @@ impl DevArgs {
             agent_listen: None,
             advertise_host: None,
             ingress_domains: vec!["localhost".into()],
+            cluster_domain: self.dns.cluster_domain().to_owned(),
             heartbeat: Duration::from_secs(1),
             request_timeout: self.request_timeout,
         })
@@ -99,6 +103,7 @@ impl DevArgs {
         println!("client config written to {}", config_path.display());
         println!("api listening on {}", control.api_url());
         println!("ingress listening on http://{}", agent.ingress_addr);
+        super::control::announce_dns(&control);
         println!("state in {}", data_dir.display());
         if self.files.is_empty() {
             let port = agent.ingress_addr.port();

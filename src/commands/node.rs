@@ -52,6 +52,10 @@ pub struct NodeArgs {
     /// Extra ingress domain: `<workload>.<namespace>.DOMAIN` is routed (besides `localhost`).
     #[arg(long, value_name = "DOMAIN")]
     ingress_domain: Vec<String>,
+    /// The cluster domain: `<svc>.<ns>.svc.DOMAIN` names a Service, for the ingress and for
+    /// guests' own calls.
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
     /// Where modules and compiled code are cached [default: ~/.local/share/shoal/node-NAME].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -131,6 +135,7 @@ impl NodeArgs {
             ingress_domains: std::iter::once("localhost".to_owned())
                 .chain(self.ingress_domain.iter().cloned())
                 .collect(),
+            cluster_domain: self.cluster_domain.clone(),
             heartbeat: self.heartbeat,
             request_timeout: self.request_timeout,
         };

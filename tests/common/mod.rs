@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod dns;
+pub mod workloads;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -29,6 +32,8 @@ pub struct ControlProcess {
     /// Its client config file.
     pub config_path: PathBuf,
     log_path: PathBuf,
+    /// Where its DNS server answers (UDP and TCP).
+    pub dns_addr: std::net::SocketAddr,
 }
 
 impl ControlProcess {
@@ -44,11 +49,27 @@ impl ControlProcess {
         if !extra.contains(&"--raft-listen") {
             args.extend(["--raft-listen", "127.0.0.1:0"]);
         }
+        if !extra.contains(&"--dns-listen") {
+            args.extend(["--dns-listen", "127.0.0.1:0"]);
+        }
         args.extend(extra);
-        let (child, announced) =
-            spawn_announcing(&args, &config_path, &log_path, &["api listening on ", "raft listening on "]);
-        let [api_url, raft_addr] = <[String; 2]>::try_from(announced).unwrap();
-        ControlProcess { child: Some(child), data_dir: data_dir.to_owned(), api_url, raft_addr, config_path, log_path }
+        let (child, announced) = spawn_announcing(
+            &args,
+            &config_path,
+            &log_path,
+            &["api listening on ", "raft listening on ", "dns listening on "],
+        );
+        let [api_url, raft_addr, dns] = <[String; 3]>::try_from(announced).unwrap();
+        let dns_addr = dns.split_whitespace().next().and_then(|a| a.parse().ok()).expect("dns address announced");
+        ControlProcess {
+            child: Some(child),
+            data_dir: data_dir.to_owned(),
+            api_url,
+            raft_addr,
+            dns_addr,
+            config_path,
+            log_path,
+        }
     }
 
     /// The admin client config it wrote.
@@ -105,7 +126,7 @@ pub fn spawn_announcing(args: &[&str], config_path: &Path, log_path: &Path, pref
     let mut child = Command::new(shoal_bin())
         .args(args)
         .env("SHOAL_CONFIG", config_path)
-        .env("SHOAL_LOG", "info,openraft=warn")
+        .env("SHOAL_LOG", "info,openraft=warn,hickory_server=warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
@@ -156,19 +177,11 @@ impl NodeProcess {
         std::fs::create_dir_all(&data_dir).unwrap();
         let log_path = data_dir.join("stderr.log");
         let ca = control.data_dir.join("pki/ca.pem");
-        let mut args = vec![
-            "node",
-            "--join",
-            &control.api_url,
-            "--token",
-            &token,
-            "--ca",
-            ca.to_str().unwrap(),
-            "--ingress-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-        ];
+        let mut args = vec!["node", "--join", &control.api_url, "--token", &token, "--ca", ca.to_str().unwrap()];
+        args.extend(["--data-dir", data_dir.to_str().unwrap()]);
+        if !extra.contains(&"--ingress-listen") {
+            args.extend(["--ingress-listen", "127.0.0.1:0"]);
+        }
         args.extend(extra);
         let (child, announced) =
             spawn_announcing(&args, &control.config_path, &log_path, &["ingress listening on http://"]);

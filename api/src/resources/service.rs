@@ -104,6 +104,10 @@ pub struct Endpoint {
     pub address: String,
     /// Port of the node's proxy.
     pub port: u16,
+    /// Where other nodes' proxies reach it over mutually authenticated TLS (`host:port` of its
+    /// agent API), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
 }
 
 /// What the endpoints controller observed.

@@ -9,8 +9,8 @@
 //!
 //! A node token (issued with `node: true`) acts as one Node: it may read and write that Node
 //! (and its status), list and watch the Instances bound to it (the list is filtered to them),
-//! read and report the status of those Instances (the handlers check the binding), record
-//! Events, and download modules. Nothing else.
+//! read and report the status of those Instances (the handlers check the binding), list and
+//! watch Services (it routes them), record Events, and download modules. Nothing else.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -137,6 +137,7 @@ fn authorize(principal: &Principal, method: &Method, path: &str) -> Result<(), A
             ["nodes", node, "status"] => method == Method::PUT && *node == &**name,
             ["nodes", node, "credentials"] => method == Method::POST && *node == &**name,
             ["instances"] => reads,
+            ["services"] => reads,
             ["namespaces", _, "instances", _] => reads,
             ["namespaces", _, "instances", _, "status"] => method == Method::PUT,
             ["namespaces", _, "events"] => method == Method::POST,

@@ -42,6 +42,7 @@ pub fn endpoints(cache: &Cache, service: &Service) -> Vec<Endpoint> {
                 node: name.clone(),
                 address: address.trim_matches(['[', ']']).to_owned(),
                 port: port.parse().ok()?,
+                peer: Some(node.spec.agent_address.clone()).filter(|a| !a.is_empty()),
             })
         })
         .collect()

@@ -1,10 +1,12 @@
-//! The node agent's own API, HTTPS with the certificate the cluster CA issued this node at join,
-//! called only by the control plane (which presents the secret issued alongside): the logs of
-//! the instances running here, for `shoal logs`.
+//! The node agent's own API, HTTPS with the certificate the cluster CA issued this node at join:
+//! the logs of the instances running here, for `shoal logs` (called by the control plane, which
+//! presents the secret issued alongside), and Service traffic forwarded by other nodes (which
+//! present their own certificates).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -12,9 +14,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
+use shoal_api::serve::TlsPeer;
 use shoal_api::token::constant_time_eq;
 
-use super::Shared;
+use super::peers::SERVICE_HEADER;
+use super::{Shared, proxy};
 
 /// Query of a logs request.
 #[derive(Debug, Default, Deserialize)]
@@ -73,7 +77,32 @@ async fn logs(
         .into_response()
 }
 
+/// Service traffic forwarded by another node: the caller must have presented a certificate of
+/// the cluster CA; the request is served by an instance on this node, or not at all (one hop).
+async fn forwarded(
+    State(shared): State<Arc<Shared>>,
+    Extension(TlsPeer(peer)): Extension<TlsPeer>,
+    request: axum::extract::Request,
+) -> Response {
+    if peer.is_none() {
+        return text(StatusCode::UNAUTHORIZED, "service traffic needs a node certificate of this cluster\n".into());
+    }
+    let named = request.headers().get(SERVICE_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.split_once('/'));
+    let Some(service) = named.and_then(|(ns, name)| shared.services.get(ns, name)) else {
+        return text(StatusCode::NOT_FOUND, format!("no such service on node {}\n", shared.name));
+    };
+    let request = request.map(proxy::axum_body);
+    match proxy::serve_here(&shared, &service, request).await {
+        Ok(Ok(response)) => response.map(Body::new),
+        Ok(Err(e)) => text(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY), format!("{e}\n")),
+        Err(_) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("service {}/{} has no ready instance on node {}\n", service.namespace, service.name, shared.name),
+        ),
+    }
+}
+
 /// The agent API router.
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new().route("/logs/{namespace}/{name}", get(logs)).with_state(shared)
+    Router::new().route("/logs/{namespace}/{name}", get(logs)).fallback(forwarded).with_state(shared)
 }

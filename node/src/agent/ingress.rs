@@ -1,7 +1,11 @@
-//! The node's ingress: an HTTP listener that routes `Host: <workload>.<namespace>.<domain>`
-//! (the domain is `localhost` unless configured) to a ready instance of that HTTP workload on
-//! this node. An unknown host is a 404 and a workload with nothing ready a 503, each with a
-//! body that says so.
+//! The node's ingress: an HTTP listener that routes by `Host`:
+//! - a Service's own ingress hosts, and `<svc>.<ns>.svc.<cluster domain>`, to that Service
+//!   (through [`proxy`]: here or on another node);
+//! - `<name>.<ns>.<domain>` (the domain is `localhost` unless configured) to the Service of
+//!   that name, or else to a ready instance of the HTTP workload of that name on this node.
+//!
+//! An unknown host is a 404 and a workload with nothing ready a 503, each with a body that
+//! says so.
 
 use std::sync::Arc;
 
@@ -9,7 +13,10 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::routes::{Lookup, Routes};
+use super::Shared;
+use super::proxy;
+use super::routes::Lookup;
+use super::services::ServiceRoute;
 use crate::runtime::http::{Body, text_response};
 
 /// Splits a `Host` header into `(workload, namespace)` if it is `<wl>.<ns>.<domain>` for one of
@@ -24,24 +31,72 @@ pub fn route_of<'h>(host: &'h str, domains: &[String]) -> Option<(&'h str, &'h s
     })
 }
 
-async fn handle(request: hyper::Request<Incoming>, routes: &Routes, domains: &[String]) -> hyper::Response<Body> {
-    let host = request
-        .headers()
-        .get(hyper::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri().host())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let Some((workload, namespace)) = route_of(&host, domains) else {
-        let expected = domains.first().map_or("localhost", String::as_str);
-        return text_response(404, format!("no route for host {host:?}: expected <workload>.<namespace>.{expected}\n"));
-    };
-    match routes.lookup(namespace, workload) {
-        Lookup::Unknown => {
-            text_response(404, format!("no workload {workload:?} in namespace {namespace:?} runs on this node\n"))
+/// What a `Host` names.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Target<'h> {
+    /// A Service, by `(namespace, name)`.
+    Service(&'h str, &'h str),
+    /// A Service if there is one by that name, else a workload: `(namespace, name)`.
+    ServiceOrWorkload(&'h str, &'h str),
+}
+
+/// Strips a port and a trailing dot, and lowers the case.
+pub fn bare_host(host: &str) -> String {
+    let host = host.rsplit_once(':').filter(|(_, port)| port.parse::<u16>().is_ok()).map_or(host, |(h, _)| h);
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// `<svc>.<ns>.svc.<cluster domain>` as `(ns, svc)`; `host` is bare (see [`bare_host`]).
+pub fn cluster_service<'h>(host: &'h str, cluster_domain: &str) -> Option<(&'h str, &'h str)> {
+    let rest = host.strip_suffix(cluster_domain)?.strip_suffix(".svc.")?;
+    let (name, namespace) = rest.split_once('.')?;
+    (!name.is_empty() && !namespace.is_empty() && !namespace.contains('.')).then_some((namespace, name))
+}
+
+/// Where a bare `host` goes.
+pub fn target<'h>(host: &'h str, shared_domains: &[String], cluster_domain: &str) -> Option<Target<'h>> {
+    if let Some((ns, name)) = cluster_service(host, cluster_domain) {
+        return Some(Target::Service(ns, name));
+    }
+    route_of(host, shared_domains).map(|(name, ns)| Target::ServiceOrWorkload(ns, name))
+}
+
+async fn handle(request: hyper::Request<Incoming>, shared: &Shared) -> hyper::Response<Body> {
+    let host = bare_host(
+        request
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().host())
+            .unwrap_or(""),
+    );
+    if let Some(service) = shared.services.by_host(&host) {
+        return to_service(shared, &service, request).await;
+    }
+    let (namespace, name) = match target(&host, &shared.ingress_domains, &shared.cluster_domain) {
+        Some(Target::Service(ns, name)) => match shared.services.get(ns, name) {
+            Some(service) => return to_service(shared, &service, request).await,
+            None => return text_response(404, format!("no service {name:?} in namespace {ns:?}\n")),
+        },
+        Some(Target::ServiceOrWorkload(ns, name)) => match shared.services.get(ns, name) {
+            Some(service) => return to_service(shared, &service, request).await,
+            None => (ns, name),
+        },
+        None => {
+            let expected = shared.ingress_domains.first().map_or("localhost", String::as_str);
+            return text_response(
+                404,
+                format!("no route for host {host:?}: expected <service or workload>.<namespace>.{expected}\n"),
+            );
         }
+    };
+    match shared.routes.lookup(namespace, name) {
+        Lookup::Unknown => text_response(
+            404,
+            format!("no service or workload {name:?} in namespace {namespace:?} serves on this node\n"),
+        ),
         Lookup::NotReady => {
-            text_response(503, format!("workload {namespace}/{workload} has no ready instance on this node\n"))
+            text_response(503, format!("workload {namespace}/{name} has no ready instance on this node\n"))
         }
         Lookup::Ready(endpoint) => match endpoint.app.handle(request, &endpoint.sandbox).await {
             Ok(response) => response,
@@ -53,11 +108,25 @@ async fn handle(request: hyper::Request<Incoming>, routes: &Routes, domains: &[S
     }
 }
 
+async fn to_service(
+    shared: &Shared,
+    service: &ServiceRoute,
+    request: hyper::Request<Incoming>,
+) -> hyper::Response<Body> {
+    match proxy::serve(shared, service, request).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::info!("{}/{}: {e}", service.namespace, service.name);
+            text_response(e.status(), format!("{e}\n"))
+        }
+    }
+}
+
 /// Serves the ingress on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, routes: Arc<Routes>, domains: Arc<Vec<String>>, shutdown: CancellationToken) {
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
     let handler = move |request| {
-        let (routes, domains) = (routes.clone(), domains.clone());
-        async move { handle(request, &routes, &domains).await }
+        let shared = shared.clone();
+        async move { handle(request, &shared).await }
     };
     crate::serve::serve_http(listener, handler, shutdown).await;
 }
@@ -76,5 +145,19 @@ mod tests {
         assert_eq!(route_of("default.localhost", &domains), None);
         assert_eq!(route_of("a.b.c.localhost", &domains), None);
         assert_eq!(route_of("hello.default.example.org", &domains), None);
+    }
+
+    #[test]
+    fn cluster_names_map_to_services() {
+        use super::{Target, bare_host, cluster_service, target};
+        let host = bare_host("API.Shop.svc.cluster.local.:80");
+        assert_eq!(cluster_service(&host, "cluster.local"), Some(("shop", "api")));
+        assert_eq!(cluster_service("api.shop.svc.other.local", "cluster.local"), None);
+        assert_eq!(cluster_service("shop.svc.cluster.local", "cluster.local"), None);
+        let domains = vec!["localhost".to_owned()];
+        assert_eq!(
+            target("api.shop.localhost", &domains, "cluster.local"),
+            Some(Target::ServiceOrWorkload("shop", "api"))
+        );
     }
 }

@@ -78,6 +78,7 @@ impl Run {
         sandbox.stdout = Output::Buffer(self.logs.clone());
         sandbox.stderr = Output::Buffer(self.logs.clone());
         sandbox.allowed_hosts = spec.allowed_outbound_hosts.clone();
+        sandbox.cluster = Some(super::outbound::InstanceCluster::new(&self.shared, &self.instance));
         sandbox.limits = Limits {
             memory: spec.resources.memory.map(|m| m.0),
             cpu_millis: spec.resources.cpu.map(|c| c.0),
@@ -258,7 +259,7 @@ pub async fn run(shared: Arc<Shared>, instance: Instance, logs: LogBuffer, cance
     let key = route_key(&instance);
     let is_http = instance.spec.type_ == WorkloadType::Http;
     if is_http {
-        shared.routes.join(&key);
+        shared.routes.join(&key, &instance.metadata.labels);
     }
     let run = Run { shared: shared.clone(), instance, status, logs, cancel };
     if let Some(program) = run.program().await {

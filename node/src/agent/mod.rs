@@ -7,16 +7,26 @@
 //! - [`instance`]: one instance's life (module, start, restart with back-off, status).
 //! - [`modules`]: modules fetched by digest, verified, cached on disk, compiled once.
 //! - [`routes`], [`ingress`]: which instances serve which workload, and the HTTP listener.
+//! - [`follow`]: list + watch of one kind, resumed after the control plane comes back.
+//! - [`services`], [`proxy`], [`peers`]: Services, served here or forwarded to another node
+//!   over mutually authenticated TLS.
+//! - [`outbound`]: guests' own HTTP calls: to Services through the proxy, elsewhere only where
+//!   their spec allows.
 //! - [`report`]: instance status and Events, back to the control plane.
 //! - [`api`]: the agent's HTTPS API for the control plane (instance logs).
 
 pub mod api;
+pub mod follow;
 pub mod heartbeat;
 pub mod ingress;
 pub mod instance;
 pub mod modules;
+pub mod outbound;
+pub mod peers;
+pub mod proxy;
 pub mod report;
 pub mod routes;
+pub mod services;
 pub mod supervisor;
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,7 +44,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use self::modules::ModuleCache;
+use self::peers::PeerClient;
 use self::routes::Routes;
+use self::services::{PeerHealth, Services};
 use crate::runtime::log::LogBuffer;
 use crate::runtime::{Runtime, RuntimeConfig};
 
@@ -59,6 +71,8 @@ pub struct AgentConfig {
     pub advertise_host: Option<String>,
     /// Domains the ingress routes `<workload>.<namespace>.<domain>` for.
     pub ingress_domains: Vec<String>,
+    /// The cluster domain: `<svc>.<ns>.svc.<domain>` names a Service.
+    pub cluster_domain: String,
     /// How often the node heartbeats.
     pub heartbeat: Duration,
     /// Per-request deadline of HTTP instances whose spec sets none.
@@ -83,6 +97,16 @@ pub struct Shared {
     pub request_timeout: Duration,
     /// What the control plane presents to the agent API.
     pub agent_secret: String,
+    /// Every Service, as this node routes it.
+    pub services: Arc<Services>,
+    /// Other nodes' agent APIs, for Service traffic.
+    pub peers: PeerClient,
+    /// Which peers failed lately.
+    pub peer_health: PeerHealth,
+    /// Domains the ingress routes `<name>.<namespace>.<domain>` for.
+    pub ingress_domains: Vec<String>,
+    /// The cluster domain, lower case, without a trailing dot.
+    pub cluster_domain: String,
 }
 
 /// The agent API's TLS configuration, from the credentials issued at join.
@@ -91,7 +115,8 @@ fn tls_config(credentials: &NodeCredentials) -> anyhow::Result<Arc<rustls::Serve
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let chain = CertificateDer::pem_slice_iter(credentials.cert.as_bytes()).collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_slice(credentials.key.as_bytes())?;
-    Ok(shoal_api::serve::server_config(chain, key)?)
+    let ca = peers::cluster_ca(credentials)?;
+    Ok(shoal_api::serve::server_config_with_clients(chain, key, Some(ca))?)
 }
 
 /// A running node agent.
@@ -149,12 +174,17 @@ impl Agent {
             routes: Arc::new(Routes::default()),
             logs: Mutex::new(HashMap::new()),
             request_timeout: config.request_timeout,
+            peers: PeerClient::new(&credentials).context("the node certificate")?,
             agent_secret: credentials.secret,
+            services: Arc::new(Services::default()),
+            peer_health: PeerHealth::default(),
+            ingress_domains: config.ingress_domains.clone(),
+            cluster_domain: config.cluster_domain.trim_end_matches('.').to_ascii_lowercase(),
         });
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let domains = Arc::new(config.ingress_domains.clone());
-        tasks.spawn(ingress::serve(listener, shared.routes.clone(), domains, shutdown.clone()));
+        tasks.spawn(ingress::serve(listener, shared.clone(), shutdown.clone()));
+        tasks.spawn(services::run(shared.clone(), shutdown.clone()));
         tasks.spawn(heartbeat::run(
             config.client.clone(),
             config.name.clone(),

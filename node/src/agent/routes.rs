@@ -2,9 +2,11 @@
 //! are ready to serve. The ingress reads it on every request; instance tasks write it as they
 //! become ready or go away.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+
+use shoal_api::resources::service::ServiceSelector;
 
 use crate::runtime::host::Sandbox;
 use crate::runtime::http::HttpApp;
@@ -21,6 +23,8 @@ pub struct Endpoint {
 
 #[derive(Default)]
 struct Route {
+    /// Labels of the workload's instances (what Service label selectors match).
+    labels: BTreeMap<String, String>,
     /// Instances of the workload on this node, ready or not.
     members: usize,
     ready: Vec<Arc<Endpoint>>,
@@ -37,6 +41,16 @@ pub enum Lookup {
     Ready(Arc<Endpoint>),
 }
 
+impl Route {
+    fn pick(&self) -> Lookup {
+        if self.ready.is_empty() {
+            return Lookup::NotReady;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.ready.len();
+        Lookup::Ready(self.ready[i].clone())
+    }
+}
+
 /// Workloads by `(namespace, workload)`.
 #[derive(Default)]
 pub struct Routes {
@@ -46,9 +60,12 @@ pub struct Routes {
 type Key = (String, String);
 
 impl Routes {
-    /// An instance of the workload is now on this node (not yet ready).
-    pub fn join(&self, key: &Key) {
-        self.table.write().expect("routes lock").entry(key.clone()).or_default().members += 1;
+    /// An instance of the workload, with these labels, is now on this node (not yet ready).
+    pub fn join(&self, key: &Key, labels: &BTreeMap<String, String>) {
+        let mut table = self.table.write().expect("routes lock");
+        let route = table.entry(key.clone()).or_default();
+        route.members += 1;
+        route.labels.clone_from(labels);
     }
 
     /// An instance of the workload left this node.
@@ -83,12 +100,31 @@ impl Routes {
         let table = self.table.read().expect("routes lock");
         match table.get(&(namespace.to_owned(), workload.to_owned())) {
             None => Lookup::Unknown,
-            Some(route) if route.ready.is_empty() => Lookup::NotReady,
-            Some(route) => {
-                let i = route.next.fetch_add(1, Ordering::Relaxed) % route.ready.len();
-                Lookup::Ready(route.ready[i].clone())
+            Some(route) => route.pick(),
+        }
+    }
+
+    /// Where a request for a Service goes on this node: a ready instance of a workload in
+    /// `namespace` that `selector` selects (by name and labels).
+    pub fn lookup_selected(&self, namespace: &str, selector: &ServiceSelector) -> Lookup {
+        let table = self.table.read().expect("routes lock");
+        let selects = |route: &Route| selector.labels.iter().all(|(k, v)| route.labels.get(k) == Some(v));
+        if let Some(workload) = &selector.workload {
+            return match table.get(&(namespace.to_owned(), workload.to_string())) {
+                Some(route) if selects(route) => route.pick(),
+                _ => Lookup::Unknown,
+            };
+        }
+        let mut found = Lookup::Unknown;
+        for ((ns, _), route) in table.iter() {
+            if ns == namespace && selects(route) {
+                match route.pick() {
+                    ready @ Lookup::Ready(_) => return ready,
+                    other => found = other,
+                }
             }
         }
+        found
     }
 
     /// How many workloads have a ready instance here.

@@ -1,20 +1,16 @@
-//! Converging on the instances bound to this node: list them, start what is not running, stop
-//! what is gone, then follow a watch; when the watch breaks (the control plane went away), list
-//! again once it is back. Instances keep running meanwhile: an unreachable control plane is no
-//! reason to stop serving.
+//! Converging on the instances bound to this node: start what is not running, stop what is
+//! gone, as [`follow`] lists and watches them. Instances keep running while the control plane
+//! is unreachable.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
+use shoal_api::EventType;
 use shoal_api::resources::instance::{Instance, InstanceKind};
-use shoal_api::{EventType, Reason};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
-use super::instance;
+use super::{Shared, follow, instance};
 use crate::runtime::log::LogBuffer;
 
 /// How much of each instance's output the node keeps.
@@ -79,46 +75,31 @@ impl Supervisor {
             self.start(instance);
         }
     }
+}
 
-    /// Lists, converges, and follows the watch until it breaks; returns when it does.
-    async fn sync_once(&mut self) -> Result<(), shoal_api::ClientError> {
-        let list = self.shared.client.list_of::<InstanceKind>(None).await?;
-        self.converge(list.items);
-        let mut changes = Box::pin(self.shared.client.watch_of::<InstanceKind>(None, list.resource_version).await?);
-        loop {
-            let change = tokio::select! {
-                _ = self.shutdown.cancelled() => return Ok(()),
-                change = changes.next() => change,
-            };
-            let Some(change) = change else { return Ok(()) };
-            let change = change?;
-            match change.type_ {
-                EventType::Deleted => self.stop(&key(&change.object)),
-                EventType::Added | EventType::Modified if self.bound_here(&change.object) => self.start(change.object),
-                EventType::Added | EventType::Modified => self.stop(&key(&change.object)),
-            }
+impl follow::Follower<InstanceKind> for Supervisor {
+    fn replace(&mut self, instances: Vec<Instance>) {
+        self.converge(instances);
+    }
+
+    fn change(&mut self, kind: EventType, instance: Instance) {
+        match kind {
+            EventType::Deleted => self.stop(&key(&instance)),
+            EventType::Added | EventType::Modified if self.bound_here(&instance) => self.start(instance),
+            EventType::Added | EventType::Modified => self.stop(&key(&instance)),
         }
+    }
+
+    fn lost(&mut self, error: &shoal_api::ClientError) {
+        tracing::warn!("watching instances: {error}; keeping {} running", self.running.len());
     }
 }
 
 /// Runs the supervisor until `shutdown`; then stops every instance.
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let client = shared.client.clone();
     let mut supervisor = Supervisor { shared, running: HashMap::new(), shutdown: shutdown.clone() };
-    let mut delay = Duration::from_millis(200);
-    while !shutdown.is_cancelled() {
-        match supervisor.sync_once().await {
-            Ok(()) => delay = Duration::from_millis(200),
-            Err(e) if e.reason() == Some(Reason::Gone) => {}
-            Err(e) => {
-                tracing::warn!("watching instances: {e}; keeping {} running", supervisor.running.len());
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(delay) => {}
-        }
-    }
+    follow::follow::<InstanceKind, _>(&client, &mut supervisor, &shutdown).await;
     let keys: Vec<String> = supervisor.running.keys().cloned().collect();
     for key in keys {
         supervisor.stop(&key);

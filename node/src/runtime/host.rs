@@ -3,6 +3,10 @@
 //! wasi-http context with the outbound policy, and its memory guard.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use wasmtime_wasi_http::WasiBody;
 
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -49,6 +53,8 @@ pub struct Sandbox {
     pub stderr: Output,
     /// Hosts the guest may call over `wasi:http` (none by default).
     pub allowed_hosts: Vec<String>,
+    /// The cluster's Services, for calls to them (none outside a node).
+    pub cluster: Option<Arc<dyn Cluster>>,
     /// Resource limits.
     pub limits: Limits,
 }
@@ -63,6 +69,7 @@ impl Sandbox {
             stdout: Output::Discard,
             stderr: Output::Discard,
             allowed_hosts: Vec::new(),
+            cluster: None,
             limits: Limits::default(),
         }
     }
@@ -98,10 +105,31 @@ impl Sandbox {
     }
 }
 
-/// The outbound HTTP policy: requests to hosts the spec allows go out; everything else is
-/// refused with `HttpRequestDenied`, which the guest sees as that error code.
+/// What routing a guest's request through the cluster came to.
+pub enum ClusterCall {
+    /// The host is not a cluster name; here is the request back.
+    NotCluster(Box<http::Request<WasiBody>>),
+    /// The cluster refused it (and said why, to whoever keeps records).
+    Refused,
+    /// On its way.
+    Routed(BoxFuture<'static, wasmtime_wasi_http::Result<http::Response<WasiBody>>>),
+}
+
+/// The cluster side of a guest's outgoing HTTP: the node agent routes calls to Services and
+/// records refusals. Defined here so that the runtime does not depend on the agent.
+pub trait Cluster: Send + Sync {
+    /// Routes a request for `host` if it names a cluster Service.
+    fn call(&self, host: &str, request: http::Request<WasiBody>) -> ClusterCall;
+    /// A request to `host`, not a cluster name, was refused by the allowed-hosts policy.
+    fn refused(&self, host: &str);
+}
+
+/// The outbound HTTP policy: requests for cluster Services go through the cluster; requests to
+/// hosts the spec allows go out; everything else is refused with `HttpRequestDenied`, which
+/// the guest sees as that error code.
 pub struct Outbound {
     allowed_hosts: Vec<String>,
+    cluster: Option<Arc<dyn Cluster>>,
 }
 
 impl WasiHttpHooks for Outbound {
@@ -119,7 +147,24 @@ impl WasiHttpHooks for Outbound {
             > + Send,
     > {
         let host = request.uri().host().unwrap_or_default().to_ascii_lowercase();
+        let request = match &self.cluster {
+            None => request,
+            Some(cluster) => match cluster.call(&host, request) {
+                ClusterCall::NotCluster(request) => *request,
+                ClusterCall::Refused => return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) }),
+                ClusterCall::Routed(response) => {
+                    return Box::new(async move {
+                        let io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> =
+                            Box::new(async { Ok(()) });
+                        Ok((response.await?, io))
+                    });
+                }
+            },
+        };
         let allowed = self.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(&host));
+        if !allowed && let Some(cluster) = &self.cluster {
+            cluster.refused(&host);
+        }
         Box::new(async move {
             if !allowed {
                 tracing::info!("denied an outbound request to {host:?}: not in allowedOutboundHosts");
@@ -148,7 +193,7 @@ impl Host {
             wasi: sandbox.wasi()?.build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            outbound: Outbound { allowed_hosts: sandbox.allowed_hosts.clone() },
+            outbound: Outbound { allowed_hosts: sandbox.allowed_hosts.clone(), cluster: sandbox.cluster.clone() },
             guard: MemoryGuard::new(&sandbox.limits),
         })
     }

@@ -1,0 +1,73 @@
+//! Node-to-node traffic: a request for a Service with no ready instance here goes to the agent
+//! API of a node that has one, over TLS where both sides present the certificate the cluster CA
+//! issued them at join. The receiving node serves it from its own instances only, so a request
+//! crosses at most one hop.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use shoal_api::agent::NodeCredentials;
+
+use crate::runtime::http::Body;
+
+/// Names the Service (`<namespace>/<name>`) a forwarded request is for.
+pub const SERVICE_HEADER: &str = "x-shoal-service";
+
+/// Headers that belong to one connection and are not forwarded (RFC 9110 section 7.6.1).
+const HOP_BY_HOP: [&str; 8] =
+    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "content-length"];
+
+/// A client of other nodes' agent APIs, authenticated with this node's certificate.
+#[derive(Clone)]
+pub struct PeerClient {
+    http: reqwest::Client,
+}
+
+/// The cluster CA: the last certificate of the chain issued at join.
+pub fn cluster_ca(credentials: &NodeCredentials) -> anyhow::Result<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let chain = CertificateDer::pem_slice_iter(credentials.cert.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    chain.into_iter().last().ok_or_else(|| anyhow::anyhow!("the issued certificate chain is empty"))
+}
+
+impl PeerClient {
+    /// A client that presents `credentials` and trusts only the cluster CA.
+    pub fn new(credentials: &NodeCredentials) -> anyhow::Result<PeerClient> {
+        shoal_api::client::install_crypto_provider();
+        let ca = reqwest::Certificate::from_der(cluster_ca(credentials)?.as_ref())?;
+        let identity = reqwest::Identity::from_pem(format!("{}{}", credentials.key, credentials.cert).as_bytes())?;
+        let http = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .identity(identity)
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(PeerClient { http })
+    }
+
+    /// Sends a request for Service `namespace/name` to the node whose agent API is at `peer`.
+    pub async fn send(
+        &self,
+        peer: &str,
+        service: (&str, &str),
+        head: &http::request::Parts,
+        body: Bytes,
+    ) -> Result<hyper::Response<Body>, reqwest::Error> {
+        let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut request = self.http.request(head.method.clone(), format!("https://{peer}{path}"));
+        for (name, value) in &head.headers {
+            if !HOP_BY_HOP.contains(&name.as_str()) {
+                request = request.header(name, value);
+            }
+        }
+        let response = request.header(SERVICE_HEADER, format!("{}/{}", service.0, service.1)).body(body).send().await?;
+        let response: http::Response<reqwest::Body> = response.into();
+        Ok(response.map(|body| {
+            body.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(format!("peer response body: {e}"))))
+                .boxed_unsync()
+        }))
+    }
+}

@@ -1,0 +1,123 @@
+//! The service proxy: a request for a Service goes to a ready instance on this node when there
+//! is one (in process: no socket), else to another node that has one ([`super::peers`]),
+//! balanced round robin. A peer whose connection fails is set aside for a moment, and an
+//! idempotent request is retried on the next one, so losing a node loses no GETs.
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+
+use super::Shared;
+use super::routes::Lookup;
+use super::services::ServiceRoute;
+use crate::runtime::http::{Body, RequestError};
+
+/// Largest request body forwarded to another node (it is buffered, so that an idempotent
+/// request can be sent again).
+pub const MAX_FORWARDED_BODY: usize = 16 * 1024 * 1024;
+
+/// Why a Service request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No instance of the Service is ready anywhere this node knows of.
+    #[error("service {0} has no ready instance")]
+    NoneReady(String),
+    /// The local instance failed.
+    #[error("{0}")]
+    Local(#[from] RequestError),
+    /// Every node tried failed.
+    #[error("service {service}: no node answered ({last})")]
+    Peers {
+        /// Which Service.
+        service: String,
+        /// The last failure.
+        last: String,
+    },
+    /// The request body could not be read or is too large to forward.
+    #[error("request body: {0}")]
+    Body(String),
+}
+
+impl ProxyError {
+    /// The status a caller should see.
+    pub fn status(&self) -> u16 {
+        match self {
+            ProxyError::NoneReady(_) => 503,
+            ProxyError::Local(e) => e.status(),
+            ProxyError::Peers { .. } => 502,
+            ProxyError::Body(_) => 413,
+        }
+    }
+}
+
+/// Whether a request may be sent twice (RFC 9110 section 9.2.2).
+fn idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE, Method::PUT, Method::DELETE].contains(method)
+}
+
+/// Serves `request` for `service` from an instance on this node, if one is ready.
+pub async fn serve_here<B>(
+    shared: &Shared,
+    service: &ServiceRoute,
+    request: hyper::Request<B>,
+) -> Result<Result<hyper::Response<Body>, RequestError>, hyper::Request<B>>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    match shared.routes.lookup_selected(&service.namespace, &service.selector) {
+        Lookup::Ready(endpoint) => Ok(endpoint.app.handle(request, &endpoint.sandbox).await),
+        Lookup::NotReady | Lookup::Unknown => Err(request),
+    }
+}
+
+/// Serves `request` for `service`: here when an instance is ready, else on another node.
+pub async fn serve<B>(
+    shared: &Shared,
+    service: &ServiceRoute,
+    request: hyper::Request<B>,
+) -> Result<hyper::Response<Body>, ProxyError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error> + Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let request = match serve_here(shared, service, request).await {
+        Ok(answered) => return Ok(answered?),
+        Err(request) => request,
+    };
+    let name = format!("{}/{}", service.namespace, service.name);
+    let peers = service.peers_in_order(&shared.peer_health);
+    if peers.is_empty() {
+        return Err(ProxyError::NoneReady(name));
+    }
+    let (head, body) = request.into_parts();
+    let body = http_body_util::Limited::new(body, MAX_FORWARDED_BODY)
+        .collect()
+        .await
+        .map_err(|e| ProxyError::Body(e.to_string()))?
+        .to_bytes();
+    let retry = idempotent(&head.method);
+    let mut last = String::new();
+    for peer in peers {
+        match shared.peers.send(peer, (&service.namespace, &service.name), &head, body.clone()).await {
+            Ok(response) => {
+                shared.peer_health.answered(peer);
+                return Ok(response);
+            }
+            Err(e) => {
+                tracing::info!("{name}: node at {peer} failed: {e}");
+                shared.peer_health.failed(peer);
+                last = format!("{peer}: {e}");
+                if !retry {
+                    break;
+                }
+            }
+        }
+    }
+    Err(ProxyError::Peers { service: name, last })
+}
+
+/// The body type the agent API hands over, as the runtime takes it.
+pub fn axum_body(body: axum::body::Body) -> impl hyper::body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> {
+    body.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(format!("request body: {e}"))))
+}

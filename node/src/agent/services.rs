@@ -1,0 +1,161 @@
+//! The Services this node routes for, kept current by a watch: each one's selector (to find a
+//! ready instance here), its endpoints on other nodes (to forward to when there is none here),
+//! who may call it, and the extra ingress host names it answers to.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use shoal_api::EventType;
+use shoal_api::resources::service::{Service, ServiceKind, ServiceSelector};
+
+use super::follow::Follower;
+
+/// How long a peer whose connection failed is skipped.
+const PEER_PENALTY: Duration = Duration::from_secs(2);
+
+/// One Service, as this node routes it.
+#[derive(Debug)]
+pub struct ServiceRoute {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Which instances back it.
+    pub selector: ServiceSelector,
+    /// Agent addresses (`host:port`) of the other nodes that serve it.
+    pub peers: Vec<String>,
+    /// Namespaces besides its own whose guests may call it.
+    pub allow_from: Vec<String>,
+    next: AtomicUsize,
+}
+
+impl ServiceRoute {
+    fn new(service: &Service, own_node: &str) -> Option<ServiceRoute> {
+        let namespace = service.metadata.namespace.as_ref()?.to_string();
+        let endpoints = service.status.as_ref().map(|s| s.endpoints.as_slice()).unwrap_or_default();
+        Some(ServiceRoute {
+            namespace,
+            name: service.metadata.name.to_string(),
+            selector: service.spec.selector.clone(),
+            peers: endpoints.iter().filter(|e| e.node.as_str() != own_node).filter_map(|e| e.peer.clone()).collect(),
+            allow_from: service.spec.allow_from_namespaces.iter().map(|n| n.to_string()).collect(),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Whether a guest in `namespace` may call this Service.
+    pub fn admits(&self, namespace: &str) -> bool {
+        namespace == self.namespace || self.allow_from.iter().any(|n| n == namespace)
+    }
+
+    /// The peers to try, in order: round robin across calls, peers that failed lately last.
+    pub fn peers_in_order(&self, health: &PeerHealth) -> Vec<&str> {
+        if self.peers.is_empty() {
+            return Vec::new();
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut order: Vec<&str> =
+            (0..self.peers.len()).map(|i| self.peers[(start + i) % self.peers.len()].as_str()).collect();
+        order.sort_by_key(|peer| health.failed_lately(peer));
+        order
+    }
+}
+
+/// Peers whose connections failed, and when.
+#[derive(Default)]
+pub struct PeerHealth {
+    failed: RwLock<HashMap<String, Instant>>,
+}
+
+impl PeerHealth {
+    /// Remembers that a connection to `peer` failed.
+    pub fn failed(&self, peer: &str) {
+        self.failed.write().expect("peer health lock").insert(peer.to_owned(), Instant::now());
+    }
+
+    /// Forgets a failure: `peer` answered.
+    pub fn answered(&self, peer: &str) {
+        if self.failed.read().expect("peer health lock").contains_key(peer) {
+            self.failed.write().expect("peer health lock").remove(peer);
+        }
+    }
+
+    fn failed_lately(&self, peer: &str) -> bool {
+        self.failed.read().expect("peer health lock").get(peer).is_some_and(|at| at.elapsed() < PEER_PENALTY)
+    }
+}
+
+/// Every Service, by `(namespace, name)` and by ingress host.
+#[derive(Default)]
+pub struct Services {
+    by_name: RwLock<HashMap<(String, String), Arc<ServiceRoute>>>,
+    by_host: RwLock<HashMap<String, (String, String)>>,
+}
+
+impl Services {
+    /// The Service `namespace/name`.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<ServiceRoute>> {
+        self.by_name.read().expect("services lock").get(&(namespace.to_owned(), name.to_owned())).cloned()
+    }
+
+    /// The Service that lists `host` among its ingress hosts.
+    pub fn by_host(&self, host: &str) -> Option<Arc<ServiceRoute>> {
+        let key = self.by_host.read().expect("services lock").get(host).cloned()?;
+        self.get(&key.0, &key.1)
+    }
+
+    fn put(&self, service: &Service, own_node: &str) {
+        let Some(route) = ServiceRoute::new(service, own_node) else { return };
+        let key = (route.namespace.clone(), route.name.clone());
+        let mut hosts = self.by_host.write().expect("services lock");
+        hosts.retain(|_, k| *k != key);
+        for host in &service.spec.ingress_hosts {
+            hosts.insert(host.to_ascii_lowercase(), key.clone());
+        }
+        self.by_name.write().expect("services lock").insert(key, Arc::new(route));
+    }
+
+    fn remove(&self, service: &Service) {
+        let key = (
+            service.metadata.namespace.as_ref().map_or("", |n| n.as_str()).to_owned(),
+            service.metadata.name.to_string(),
+        );
+        self.by_host.write().expect("services lock").retain(|_, k| *k != key);
+        self.by_name.write().expect("services lock").remove(&key);
+    }
+}
+
+/// Feeds [`Services`] from the watch.
+pub struct ServiceFollower {
+    /// Where the routes go.
+    pub services: Arc<Services>,
+    /// This node's name (its own endpoint is never a peer).
+    pub own_node: String,
+}
+
+impl Follower<ServiceKind> for ServiceFollower {
+    fn replace(&mut self, services: Vec<Service>) {
+        // Built aside and swapped in, so that routing never sees an empty table meanwhile.
+        let fresh = Services::default();
+        for service in &services {
+            fresh.put(service, &self.own_node);
+        }
+        *self.services.by_name.write().expect("services lock") = fresh.by_name.into_inner().expect("services lock");
+        *self.services.by_host.write().expect("services lock") = fresh.by_host.into_inner().expect("services lock");
+    }
+
+    fn change(&mut self, kind: EventType, service: Service) {
+        match kind {
+            EventType::Deleted => self.services.remove(&service),
+            EventType::Added | EventType::Modified => self.services.put(&service, &self.own_node),
+        }
+    }
+}
+
+/// Follows the Services until `shutdown`.
+pub async fn run(shared: Arc<super::Shared>, shutdown: tokio_util::sync::CancellationToken) {
+    let mut follower = ServiceFollower { services: shared.services.clone(), own_node: shared.name.to_string() };
+    super::follow::follow::<ServiceKind, _>(&shared.client, &mut follower, &shutdown).await;
+}
