@@ -13,8 +13,8 @@ use common::dns::{Answer, ask, resolver};
 use common::workloads::{apply, get, http};
 use common::{ControlProcess, NodeProcess, ok_stdout, wait_for};
 use hickory_resolver::proto::rr::{RData, RecordType};
-use shoal_api::Client;
 use shoal_api::resources::instance::{Instance, InstanceKind};
+use shoal_api::{AnyObject, Client, Kind};
 
 /// The shop example with its module paths pointing at the built guests.
 fn shop_yaml() -> String {
@@ -134,6 +134,31 @@ async fn the_shop_example_is_found_by_dns_and_routed_across_nodes() {
             let (status, body) = get(&http, &node.ingress, host, "/x").await;
             assert_eq!((status, body.as_str()), (200, "api from shoal (v1): GET /x\n"), "{host} via {}", node.name);
         }
+    }
+
+    // Node-to-node traffic needs a node certificate of this cluster: a caller that trusts the
+    // CA but presents none is turned away, bearer token or not.
+    let AnyObject::Node(n1) = client.get(Kind::Node, None, "n1").await.unwrap() else { panic!("n1 is not a Node") };
+    let ca = reqwest::Certificate::from_pem(control.client_config().ca.as_bytes()).unwrap();
+    let outsider = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+    let response = outsider
+        .get(format!("https://{}/", n1.spec.agent_address))
+        .header("x-shoal-service", "shop/api")
+        .bearer_auth(&control.client_config().token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401, "{}", response.text().await.unwrap());
+
+    // Where `dig` is installed, it agrees.
+    if let Ok(out) = std::process::Command::new("dig")
+        .args([&format!("@{}", control.dns_addr.ip()), "-p", &control.dns_addr.port().to_string()])
+        .args(["+short", "api.shop.svc.cluster.local", "A"])
+        .output()
+    {
+        let mut dug: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+        dug.sort();
+        assert_eq!(dug, api_ips, "dig disagrees");
     }
 
     // Guest to guest: the frontend calls the api Service by name, from every node's ingress.
