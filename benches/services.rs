@@ -74,6 +74,7 @@ fn row(name: &str, times: &[Duration]) {
 async fn main() {
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    shoal_api::client::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let control = ControlProcess::start(dir.path(), &[]);
     let n1 = NodeProcess::start(&control, "n1", &["--ingress-listen", "127.0.0.2:0", "--labels", "role=a"]);
