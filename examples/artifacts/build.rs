@@ -14,7 +14,29 @@ const P2_GUESTS: &[(&str, &str)] = &[
     ("FRONTEND", "frontend"),
 ];
 
+/// Installs the wasm target's standard library when the toolchain lacks it: rustup installs the
+/// targets that `rust-toolchain.toml` lists only together with the toolchain, so a machine that
+/// already had this toolchain has none of them.
+fn ensure_target(target: &str) {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(rustc).args(["--print", "sysroot"]).output().expect("run rustc --print sysroot");
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    if sysroot.join("lib/rustlib").join(target).exists() {
+        return;
+    }
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", target]);
+    if let Ok(toolchain) = std::env::var("RUSTUP_TOOLCHAIN") {
+        rustup.args(["--toolchain", &toolchain]);
+    }
+    match rustup.status() {
+        Ok(status) if status.success() => {}
+        _ => panic!("the {target} target is not installed and `rustup target add {target}` failed; install it by hand"),
+    }
+}
+
 fn build(guests: &Path, target_dir: &Path, target: &str, packages: &[&str]) {
+    ensure_target(target);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     command.current_dir(guests).args(["build", "--release", "--target", target, "--target-dir"]).arg(target_dir);
