@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::workloads::{apply, get, http, instances_of, wait_running, workload_yaml};
@@ -397,4 +399,49 @@ async fn a_node_keeps_serving_while_the_control_plane_is_down_and_reconciles_aft
     .await;
     let nodes = ok_stdout(&control.cli(&["get", "nodes"]));
     assert!(nodes.lines().any(|l| l.starts_with("n1") && l.contains(" Ready")), "{nodes}");
+}
+
+#[tokio::test]
+async fn a_new_module_serves_from_baseline_code_then_moves_to_optimized_code_without_failing_a_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let node = NodeProcess::start(&control, "n1", &[]);
+    let client = control.client();
+    apply(&control, "hello", &workload_yaml("hello", "$HELLO", ""));
+    wait_running(&client, "hello", 1, Some("n1"), Duration::from_secs(20)).await;
+
+    // Requests keep going while the optimizing compile finishes and the endpoint is swapped.
+    let modules = control.data_dir.join("node-n1/modules");
+    let optimized = || {
+        std::fs::read_dir(&modules)
+            .map(|entries| entries.flatten().any(|e| e.path().extension().is_some_and(|x| x == "optimized")))
+            .unwrap_or(false)
+    };
+    assert!(!optimized(), "a module new to this node should start on baseline code");
+    let stop = Arc::new(AtomicBool::new(false));
+    let made = Arc::new(AtomicUsize::new(0));
+    let requests = tokio::spawn({
+        let (stop, made, ingress) = (stop.clone(), made.clone(), node.ingress.clone());
+        async move {
+            let (http, mut answers) = (http(), Vec::new());
+            while !stop.load(Ordering::Acquire) {
+                answers.push(get(&http, &ingress, "hello.default.localhost", "/tier").await);
+                made.fetch_add(1, Ordering::AcqRel);
+            }
+            answers
+        }
+    });
+    wait_for(Duration::from_secs(30), "the optimized code to be ready", || async { optimized().then_some(()) }).await;
+    // Twenty more requests, across the swap of the endpoint.
+    let target = made.load(Ordering::Acquire) + 20;
+    wait_for(Duration::from_secs(10), "requests after the tier-up", || async {
+        (made.load(Ordering::Acquire) >= target).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Release);
+    let answers = requests.await.unwrap();
+    assert!(answers.len() > 10, "only {} requests were made", answers.len());
+    let failed: Vec<_> = answers.iter().filter(|(status, _)| *status != 200).collect();
+    assert!(failed.is_empty(), "{} of {} requests failed: {:?}", failed.len(), answers.len(), failed.first());
+    assert!(answers.iter().all(|(_, body)| body == "hello from shoal (v1): GET /tier\n"), "{:?}", answers.last());
 }

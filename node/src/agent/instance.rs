@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::modules::Compiled;
 use super::report::{self, now};
 use super::routes::Endpoint;
 use crate::runtime::Program;
@@ -89,11 +90,11 @@ impl Run {
 
     /// The module, compiled; retried while fetching fails; `None` if it cannot ever run (the
     /// instance is then Failed) or the instance was stopped.
-    async fn program(&self) -> Option<Program> {
+    async fn program(&self) -> Option<Compiled> {
         let mut delay = BACKOFF_START;
         loop {
             match self.shared.modules.get(&self.instance.spec.module).await {
-                Ok(program) => return Some(program),
+                Ok(compiled) => return Some(compiled),
                 Err(e) if e.is_transient() => {
                     tracing::info!("{}: {e}; retrying in {delay:?}", self.instance.metadata.name);
                     self.event("FailedFetch", e.to_string(), EventType::Warning);
@@ -125,40 +126,45 @@ impl Run {
         self.event("Failed", message, EventType::Warning);
     }
 
-    async fn serve_http(&self, program: Program) {
+    /// The routing endpoint for `program`, or why it cannot serve HTTP.
+    fn endpoint(&self, program: &Program) -> Result<Arc<Endpoint>, String> {
         let Program::Component(component) = program else {
-            return self
-                .fail("InvalidModule", "an http workload needs a wasi:http/proxy component, not a core module".into());
+            return Err("an http workload needs a wasi:http/proxy component, not a core module".into());
         };
-        let app = match HttpApp::new(&self.shared.runtime, &component) {
-            Ok(app) => app,
-            Err(e) => return self.fail("InvalidModule", e.to_string()),
-        };
+        let app = HttpApp::new(&self.shared.runtime, component).map_err(|e| e.to_string())?;
         let mut sandbox = self.sandbox();
         let timeout = self.instance.spec.request_timeout_ms.map_or(self.shared.request_timeout, Duration::from_millis);
         sandbox.limits.timeout = Some(timeout);
+        Ok(Arc::new(Endpoint { instance: self.instance.metadata.name.to_string(), app, sandbox }))
+    }
+
+    async fn serve_http(&self, mut compiled: Compiled) {
+        let first = compiled.borrow_and_update().clone();
+        let mut endpoint = match self.endpoint(&first) {
+            Ok(endpoint) => endpoint,
+            Err(message) => return self.fail("InvalidModule", message),
+        };
         let key = route_key(&self.instance);
         let name = self.instance.metadata.name.to_string();
-        let endpoint = Arc::new(Endpoint { instance: name.clone(), app, sandbox });
         self.update(|s| {
             s.phase = Phase::Running;
             s.started_at = Some(now());
         });
-        let Some(probe) = self.instance.spec.probes.readiness.clone() else {
-            self.shared.routes.ready(&key, endpoint);
-            self.update(|s| s.ready = true);
-            return self.cancel.cancelled().await;
-        };
-        // Ready while the probe answers 2xx; out of the routing table while it does not.
-        let period = Duration::from_millis(probe.period_ms.max(10));
-        let mut ready = false;
+        // Ready at once, or, with a readiness probe, while it answers 2xx (out of the routing
+        // table while it does not). Better code for the module replaces the endpoint in place.
+        let probe = self.instance.spec.probes.readiness.clone();
+        let period = Duration::from_millis(probe.as_ref().map_or(1000, |p| p.period_ms).max(10));
+        let (mut ready, mut upgrades) = (false, true);
         loop {
-            let passed = match endpoint.app.probe(&probe.path, &endpoint.sandbox).await {
-                Ok(status) => (200..300).contains(&status),
-                Err(e) => {
-                    tracing::info!("{name}: readiness probe {}: {e}", probe.path);
-                    false
-                }
+            let passed = match &probe {
+                None => true,
+                Some(probe) => match endpoint.app.probe(&probe.path, &endpoint.sandbox).await {
+                    Ok(status) => (200..300).contains(&status),
+                    Err(e) => {
+                        tracing::info!("{name}: readiness probe {}: {e}", probe.path);
+                        false
+                    }
+                },
             };
             if passed != ready {
                 ready = passed;
@@ -166,17 +172,34 @@ impl Run {
                     self.shared.routes.ready(&key, endpoint.clone());
                 } else {
                     self.shared.routes.unready(&key, &name);
-                    self.event("Unhealthy", format!("readiness probe GET {} failed", probe.path), EventType::Warning);
+                    let path = probe.as_ref().map_or("", |p| p.path.as_str());
+                    self.event("Unhealthy", format!("readiness probe GET {path} failed"), EventType::Warning);
                 }
                 self.update(|s| s.ready = ready);
             }
-            if !self.pause(period).await {
-                return;
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = tokio::time::sleep(period), if probe.is_some() => {}
+                changed = compiled.changed(), if upgrades => match changed {
+                    Err(_) => upgrades = false,
+                    Ok(()) => {
+                        let better = compiled.borrow_and_update().clone();
+                        match self.endpoint(&better) {
+                            Ok(upgraded) => {
+                                endpoint = upgraded;
+                                if ready {
+                                    self.shared.routes.ready(&key, endpoint.clone());
+                                }
+                            }
+                            Err(e) => tracing::warn!("{name}: the optimized code cannot serve: {e}"),
+                        }
+                    }
+                },
             }
         }
     }
 
-    async fn run_command(&self, program: Program) {
+    async fn run_command(&self, compiled: Compiled) {
         let sandbox = self.sandbox();
         let mut delay = BACKOFF_START;
         loop {
@@ -186,6 +209,8 @@ impl Run {
                 s.started_at = Some(now());
             });
             let started = Instant::now();
+            // Each start takes the best code there is by then.
+            let program = compiled.borrow().clone();
             let running = command::run(&self.shared.runtime, &program, &sandbox);
             tokio::pin!(running);
             let exit = tokio::select! {

@@ -152,6 +152,7 @@ impl Agent {
         let runtime_config = RuntimeConfig {
             cache_dir: Some(config.data_dir.join("compiled")),
             max_instances: config.capacity.instances.saturating_add(256),
+            baseline: true,
             ..Default::default()
         };
         let runtime = Runtime::new(&runtime_config)?;

@@ -1,22 +1,88 @@
 //! The node's module cache: modules fetched from the control plane by digest, verified, kept on
 //! disk (so a restart fetches nothing), and compiled once per node process (wasmtime's own cache
 //! keeps the compiled artifact on disk, so a restart does not recompile either).
+//!
+//! Tiers: a module this node has never compiled is first compiled with the baseline compiler
+//! (Winch: a few times faster to compile), which is what its first instances start with. The
+//! optimizing compile (Cranelift) then runs in the background, one module at a time and only
+//! while no baseline compile is waiting, and the instances move to its code when it is ready
+//! (HTTP instances at once, command instances at their next start). A marker file records that
+//! the optimized code is in wasmtime's cache, so after a restart the module loads optimized
+//! straight away.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use shoal_api::Client;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, mpsc, watch};
 
-use crate::runtime::{Program, Runtime};
+use crate::runtime::{Program, Runtime, RuntimeError};
+
+/// A module as compiled so far: the best code there is now, and a change when better code
+/// (the optimized tier) replaces it.
+pub type Compiled = watch::Receiver<Program>;
+
+/// How long the optimizer waits before each optimizing compile, and between its checks that no
+/// baseline compile is under way, so that a burst of new workloads is not slowed by tier-ups.
+const OPTIMIZER_QUIET: Duration = Duration::from_millis(100);
+
+/// One module waiting for its optimized code.
+struct TierUp {
+    hex: String,
+    bytes: Vec<u8>,
+    marker: PathBuf,
+    publish: watch::Sender<Program>,
+}
 
 /// Modules by digest.
 pub struct ModuleCache {
     dir: PathBuf,
     runtime: Runtime,
     client: Client,
-    loaded: Mutex<HashMap<String, Arc<OnceCell<Program>>>>,
+    loaded: Mutex<HashMap<String, Arc<OnceCell<Compiled>>>>,
+    /// Baseline compiles under way (the optimizer waits for none).
+    baseline_compiles: Arc<AtomicUsize>,
+    tier_ups: mpsc::UnboundedSender<TierUp>,
+}
+
+/// Compiles off the async runtime.
+async fn compile(
+    hex: &str,
+    runtime: Runtime,
+    bytes: Arc<Vec<u8>>,
+    how: fn(&Runtime, &[u8]) -> Result<Program, RuntimeError>,
+) -> Result<Program, ModuleError> {
+    let load = |message: String| ModuleError::Load { digest: hex.to_owned(), message };
+    tokio::task::spawn_blocking(move || how(&runtime, &bytes))
+        .await
+        .map_err(|e| load(e.to_string()))?
+        .map_err(|e| load(e.to_string()))
+}
+
+/// Compiles queued modules with the optimizing compiler, one at a time, when no baseline
+/// compile is under way; publishes each result to the module's instances.
+async fn optimize(runtime: Runtime, mut queue: mpsc::UnboundedReceiver<TierUp>, baseline_compiles: Arc<AtomicUsize>) {
+    while let Some(job) = queue.recv().await {
+        loop {
+            tokio::time::sleep(OPTIMIZER_QUIET).await;
+            if baseline_compiles.load(Ordering::Acquire) == 0 {
+                break;
+            }
+        }
+        match compile(&job.hex, runtime.clone(), Arc::new(job.bytes), Runtime::load).await {
+            Ok(program) => {
+                job.publish.send_replace(program);
+                tracing::debug!("sha256:{}: optimized code ready", job.hex);
+                if let Err(e) = tokio::fs::write(&job.marker, b"").await {
+                    tracing::info!("{}: {e}", job.marker.display());
+                }
+            }
+            Err(e) => tracing::warn!("{e}; its instances keep the baseline code"),
+        }
+    }
 }
 
 /// Why a module could not be had.
@@ -51,15 +117,21 @@ impl ModuleError {
 }
 
 impl ModuleCache {
-    /// A cache under `dir`.
+    /// A cache under `dir`; with a baseline tier, starts the optimizer (so it must be called
+    /// within a tokio runtime).
     pub fn new(dir: PathBuf, runtime: Runtime, client: Client) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
-        Ok(ModuleCache { dir, runtime, client, loaded: Mutex::new(HashMap::new()) })
+        let (tier_ups, queue) = mpsc::unbounded_channel();
+        let baseline_compiles = Arc::new(AtomicUsize::new(0));
+        if runtime.has_baseline() {
+            tokio::spawn(optimize(runtime.clone(), queue, baseline_compiles.clone()));
+        }
+        Ok(ModuleCache { dir, runtime, client, loaded: Mutex::new(HashMap::new()), baseline_compiles, tier_ups })
     }
 
     /// The compiled program for `reference` (`sha256:<hex>`), fetching and compiling it the
     /// first time. Concurrent callers for one module wait for one fetch.
-    pub async fn get(&self, reference: &str) -> Result<Program, ModuleError> {
+    pub async fn get(&self, reference: &str) -> Result<Compiled, ModuleError> {
         let hex = reference
             .strip_prefix("sha256:")
             .filter(|h| shoal_api::digest::is_sha256_hex(h))
@@ -68,7 +140,7 @@ impl ModuleCache {
         cell.get_or_try_init(|| self.load(hex)).await.cloned()
     }
 
-    async fn load(&self, hex: &str) -> Result<Program, ModuleError> {
+    async fn load(&self, hex: &str) -> Result<Compiled, ModuleError> {
         let path = self.dir.join(format!("{hex}.wasm"));
         let cached = tokio::fs::read(&path).await.ok().filter(|b| shoal_api::digest::sha256_hex(b) == hex);
         let bytes = match cached {
@@ -82,10 +154,19 @@ impl ModuleCache {
                 bytes
             }
         };
-        let runtime = self.runtime.clone();
-        tokio::task::spawn_blocking(move || runtime.load(&bytes))
-            .await
-            .map_err(|e| ModuleError::Load { digest: hex.to_owned(), message: e.to_string() })?
-            .map_err(|e| ModuleError::Load { digest: hex.to_owned(), message: e.to_string() })
+        let marker = self.dir.join(format!("{hex}.optimized"));
+        let optimized_before = tokio::fs::try_exists(&marker).await.unwrap_or(false);
+        if !self.runtime.has_baseline() || optimized_before {
+            let program = compile(hex, self.runtime.clone(), Arc::new(bytes), Runtime::load).await?;
+            return Ok(watch::channel(program).1);
+        }
+        let bytes = Arc::new(bytes);
+        self.baseline_compiles.fetch_add(1, Ordering::AcqRel);
+        let baseline = compile(hex, self.runtime.clone(), bytes.clone(), Runtime::load_baseline).await;
+        self.baseline_compiles.fetch_sub(1, Ordering::AcqRel);
+        let (publish, compiled) = watch::channel(baseline?);
+        let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|shared| (*shared).clone());
+        let _ = self.tier_ups.send(TierUp { hex: hex.to_owned(), bytes, marker, publish });
+        Ok(compiled)
     }
 }

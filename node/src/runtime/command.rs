@@ -99,10 +99,10 @@ pub async fn run(runtime: &Runtime, program: &Program, sandbox: &Sandbox) -> Res
     let io = |e: std::io::Error| RuntimeError::Instantiate(e.to_string());
     match program {
         Program::Component(component) => {
-            let mut store = Store::new(runtime.engine(), Host::new(sandbox).map_err(io)?);
+            let mut store = Store::new(component.engine(), Host::new(sandbox).map_err(io)?);
             store.limiter(|h| &mut h.guard);
             limits::arm(&mut store, &sandbox.limits);
-            let linker = &runtime.linkers().component;
+            let linker = &runtime.linkers_for(component.engine()).component;
             let command = match Command::instantiate_async(&mut store, component, linker).await {
                 Ok(c) => c,
                 Err(e) => return instantiation_failure(e),
@@ -116,10 +116,11 @@ pub async fn run(runtime: &Runtime, program: &Program, sandbox: &Sandbox) -> Res
         Program::Module(module) => {
             let host =
                 P1Host { wasi: sandbox.wasi().map_err(io)?.build_p1(), guard: MemoryGuard::new(&sandbox.limits) };
-            let mut store = Store::new(runtime.engine(), host);
+            let mut store = Store::new(module.engine(), host);
             store.limiter(|h| &mut h.guard);
             limits::arm(&mut store, &sandbox.limits);
-            let instance = match runtime.linkers().module.instantiate_async(&mut store, module).await {
+            let instance = match runtime.linkers_for(module.engine()).module.instantiate_async(&mut store, module).await
+            {
                 Ok(i) => i,
                 Err(e) => return instantiation_failure(e),
             };

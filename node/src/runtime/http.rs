@@ -59,7 +59,7 @@ impl HttpApp {
     /// Prepares `component`; fails if it does not export `wasi:http/incoming-handler`.
     pub fn new(runtime: &Runtime, component: &Component) -> Result<Self, RuntimeError> {
         let pre = runtime
-            .linkers()
+            .linkers_for(component.engine())
             .component
             .instantiate_pre(component)
             .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;

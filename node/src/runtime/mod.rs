@@ -1,5 +1,8 @@
 //! The wasm runtime of a node: one wasmtime [`Engine`] with the pooling allocator, epoch
-//! interruption and an on-disk compilation cache, shared by every instance on the node.
+//! interruption and an on-disk compilation cache, shared by every instance on the node; and,
+//! optionally, a baseline tier: a second engine that compiles with Winch, a single-pass compiler
+//! several times faster than Cranelift, so a module never seen before starts serving at once
+//! while the optimizing compile runs behind it (see `agent::modules`).
 //!
 //! # Layout
 //! - [`limits`]: per-instance memory limit, CPU share and deadline.
@@ -55,11 +58,13 @@ pub struct RuntimeConfig {
     pub max_instances: u32,
     /// The largest linear memory any one instance may have.
     pub max_memory: u64,
+    /// Whether to build the baseline (Winch) tier as well.
+    pub baseline: bool,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { cache_dir: None, max_instances: 1000, max_memory: 1 << 30 }
+        RuntimeConfig { cache_dir: None, max_instances: 1000, max_memory: 1 << 30, baseline: false }
     }
 }
 
@@ -70,6 +75,44 @@ pub enum Program {
     Component(Component),
     /// A preview-1 core module.
     Module(Module),
+}
+
+impl Program {
+    /// The engine (tier) it was compiled for.
+    pub fn engine(&self) -> &Engine {
+        match self {
+            Program::Component(c) => c.engine(),
+            Program::Module(m) => m.engine(),
+        }
+    }
+}
+
+/// One compilation tier: an engine and the linkers made for it.
+struct Tier {
+    engine: Engine,
+    linkers: host::Linkers,
+}
+
+impl Tier {
+    fn new(config: &Config) -> Result<Tier, RuntimeError> {
+        let engine_err = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
+        let engine = Engine::new(config).map_err(engine_err)?;
+        let linkers = host::Linkers::new(&engine).map_err(engine_err)?;
+        Ok(Tier { engine, linkers })
+    }
+
+    fn load(&self, bytes: &[u8]) -> Result<Program, RuntimeError> {
+        let compile = |e: wasmtime::Error| RuntimeError::Compile(format!("{e:#}"));
+        match shoal_api::digest::wasm_kind(bytes) {
+            Some(shoal_api::digest::WasmKind::Component) => {
+                Ok(Program::Component(Component::new(&self.engine, bytes).map_err(compile)?))
+            }
+            Some(shoal_api::digest::WasmKind::Module) => {
+                Ok(Program::Module(Module::new(&self.engine, bytes).map_err(compile)?))
+            }
+            None => Err(RuntimeError::NotWasm),
+        }
+    }
 }
 
 struct EpochTicker {
@@ -85,8 +128,8 @@ impl Drop for EpochTicker {
 /// The node's runtime; cheap to clone.
 #[derive(Clone)]
 pub struct Runtime {
-    engine: Engine,
-    linkers: Arc<host::Linkers>,
+    optimized: Arc<Tier>,
+    baseline: Option<Arc<Tier>>,
     _ticker: Arc<EpochTicker>,
 }
 
@@ -115,46 +158,73 @@ impl Runtime {
             cache.with_directory(dir.canonicalize().map_err(|e| RuntimeError::Engine(e.to_string()))?);
             wasm.cache(Some(wasmtime::Cache::new(cache).map_err(engine_err)?));
         }
-        let engine = Engine::new(&wasm).map_err(engine_err)?;
-        let linkers = Arc::new(host::Linkers::new(&engine).map_err(engine_err)?);
+        if config.baseline {
+            // With a baseline tier, optimizing compiles run in the background; one thread
+            // each leaves the other cores to new workloads' baseline compiles and to serving.
+            wasm.parallel_compilation(false);
+        }
+        let optimized = Arc::new(Tier::new(&wasm)?);
+        // The baseline tier serves only until the optimized code is ready, so it allocates on
+        // demand rather than reserving a second pool, and caches nothing on disk.
+        let baseline = if config.baseline {
+            let mut winch = Config::new();
+            winch
+                .strategy(wasmtime::Strategy::Winch)
+                .epoch_interruption(true)
+                .memory_reservation(config.max_memory)
+                .max_wasm_stack(1 << 20);
+            Some(Arc::new(Tier::new(&winch)?))
+        } else {
+            None
+        };
         let stop = Arc::new(AtomicBool::new(false));
-        let weak = engine.weak();
+        let engines: Vec<_> =
+            std::iter::once(&optimized).chain(baseline.as_ref()).map(|tier| tier.engine.weak()).collect();
         let ticker_stop = stop.clone();
         std::thread::Builder::new()
             .name("wasm-epoch".into())
             .spawn(move || {
                 while !ticker_stop.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
+                    for weak in &engines {
+                        match weak.upgrade() {
+                            Some(engine) => engine.increment_epoch(),
+                            None => return,
+                        }
                     }
                 }
             })
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
-        Ok(Runtime { engine, linkers, _ticker: Arc::new(EpochTicker { stop }) })
+        Ok(Runtime { optimized, baseline, _ticker: Arc::new(EpochTicker { stop }) })
     }
 
-    /// The engine.
+    /// The optimizing engine.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.optimized.engine
     }
 
-    pub(crate) fn linkers(&self) -> &host::Linkers {
-        &self.linkers
-    }
-
-    /// Compiles (or loads from the cache) a component or core module.
-    pub fn load(&self, bytes: &[u8]) -> Result<Program, RuntimeError> {
-        let compile = |e: wasmtime::Error| RuntimeError::Compile(format!("{e:#}"));
-        match shoal_api::digest::wasm_kind(bytes) {
-            Some(shoal_api::digest::WasmKind::Component) => {
-                Ok(Program::Component(Component::new(&self.engine, bytes).map_err(compile)?))
-            }
-            Some(shoal_api::digest::WasmKind::Module) => {
-                Ok(Program::Module(Module::new(&self.engine, bytes).map_err(compile)?))
-            }
-            None => Err(RuntimeError::NotWasm),
+    /// The linkers made for `engine` (either tier's).
+    pub(crate) fn linkers_for(&self, engine: &Engine) -> &host::Linkers {
+        match &self.baseline {
+            Some(baseline) if Engine::same(engine, &baseline.engine) => &baseline.linkers,
+            _ => &self.optimized.linkers,
         }
+    }
+
+    /// Whether there is a baseline tier.
+    pub fn has_baseline(&self) -> bool {
+        self.baseline.is_some()
+    }
+
+    /// Compiles (or loads from the cache) a component or core module with the optimizing
+    /// compiler.
+    pub fn load(&self, bytes: &[u8]) -> Result<Program, RuntimeError> {
+        self.optimized.load(bytes)
+    }
+
+    /// Compiles a component or core module with the baseline compiler (the optimizing one when
+    /// there is no baseline tier).
+    pub fn load_baseline(&self, bytes: &[u8]) -> Result<Program, RuntimeError> {
+        self.baseline.as_ref().unwrap_or(&self.optimized).load(bytes)
     }
 }
