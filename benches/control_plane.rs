@@ -111,7 +111,7 @@ async fn load(target: Arc<dyn Target>, http: reqwest::Client, clients: usize, ru
                         if errors.fetch_add(1, Ordering::Relaxed) == 0 {
                             let what = match other {
                                 Ok(r) => format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
-                                Err(e) => e.to_string(),
+                                Err(e) => error_chain(&e),
                             };
                             eprintln!("first error of this run: {what}");
                         }
@@ -133,6 +133,17 @@ async fn load(target: Arc<dyn Target>, http: reqwest::Client, clients: usize, ru
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default()
     };
     Stats { ops: all.len() as u64, errors: errors.load(Ordering::Relaxed), secs, p50: pct(0.50), p99: pct(0.99) }
+}
+
+/// An error with its sources, which say what actually went wrong.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 fn ms(d: Duration) -> String {
@@ -160,18 +171,25 @@ impl ShoalCluster {
         ShoalCluster { members, pki }
     }
 
-    /// The leader that every member agrees on.
+    /// The leader that every member agrees on, once every member has applied the same
+    /// revision: failover is measured from a healthy cluster, not from one whose restarted
+    /// member is still catching up (see BENCHMARKS.md for that case).
     async fn leader(&self) -> usize {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let mut views = Vec::new();
             for m in &self.members {
                 views.push(
-                    m.client().cluster_status().await.ok().filter(|s| s.members.len() == 3).and_then(|s| s.leader),
+                    m.client()
+                        .cluster_status()
+                        .await
+                        .ok()
+                        .filter(|s| s.members.len() == 3)
+                        .and_then(|s| s.leader.map(|l| (l, s.revision))),
                 );
             }
-            if let Some(Some(l)) = views.first()
-                && views.iter().all(|v| *v == Some(*l))
+            if let Some(Some((l, _))) = views.first()
+                && views.iter().all(|v| *v == views[0])
             {
                 return *l as usize - 1;
             }
@@ -249,22 +267,34 @@ impl EtcdCluster {
         }
     }
 
+    /// The leader, once every running member knows it and has applied the same raft index
+    /// (as for Shoal: a healthy cluster).
     async fn leader(&self, http: &reqwest::Client) -> usize {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            let mut views = Vec::new();
             for (i, url) in self.client_urls.iter().enumerate() {
                 if self.children[i].is_none() {
                     continue;
                 }
                 let status =
                     http.post(format!("{url}/v3/maintenance/status")).json(&serde_json::json!({})).send().await;
-                if let Ok(r) = status
-                    && let Ok(v) = r.json::<serde_json::Value>().await
-                    && v["leader"].is_string()
-                    && v["leader"] == v["header"]["member_id"]
-                {
-                    return i;
-                }
+                let view = match status {
+                    Ok(r) => r.json::<serde_json::Value>().await.ok().map(|v| {
+                        let is_leader = v["leader"].is_string() && v["leader"] == v["header"]["member_id"];
+                        (i, is_leader, v["leader"].clone(), v["raftAppliedIndex"].clone())
+                    }),
+                    Err(_) => None,
+                };
+                views.push(view);
+            }
+            let agreed = views.iter().all(|v| {
+                v.as_ref().is_some_and(|(_, _, leader, applied)| {
+                    leader.is_string() && Some((leader, applied)) == views[0].as_ref().map(|(_, _, l, a)| (l, a))
+                })
+            });
+            if agreed && let Some((i, ..)) = views.iter().flatten().find(|(_, is_leader, ..)| *is_leader) {
+                return *i;
             }
             assert!(Instant::now() < deadline, "no etcd leader");
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -307,8 +337,11 @@ async fn main() {
     let shoal = ShoalCluster::start(&dir.path().join("shoal"));
     let leader = shoal.leader().await;
     let config = shoal.members[leader].client_config();
+    // HTTP/1.1, a connection per client, as with etcd's gateway: with HTTP/2 every client would
+    // share one connection (and one TLS stream to encrypt on each side).
     let shoal_http = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(config.ca.as_bytes()).unwrap()])
+        .http1_only()
         .pool_max_idle_per_host(128)
         .build()
         .unwrap();

@@ -7,6 +7,7 @@ use openraft::{CommittedLeaderId, EntryPayload, LogId};
 use shoal_control::store::db;
 use shoal_control::store::state_machine::StateMachine;
 use shoal_control::store::types::{Command, CommandResult, Entry, ObjectKey};
+use shoal_control::store::writer::Writer;
 
 fn create(name: &str) -> Command {
     let object = serde_json::json!({"metadata": {"name": name}});
@@ -21,7 +22,7 @@ fn entry(index: u64, command: Command) -> Entry {
 async fn a_batch_applies_in_order_at_one_revision_and_is_never_split() {
     let dir = tempfile::tempdir().unwrap();
     let db = db::open(&dir.path().join("store.redb")).unwrap();
-    let (mut sm, reader) = StateMachine::new(db, 1000).unwrap();
+    let (mut sm, reader) = StateMachine::new(db.clone(), Writer::start(db), 1000).unwrap();
     let batch = Command::Batch(vec![create("a"), create("b"), create("a"), create("c")]);
     let results = sm.apply([entry(1, batch), entry(2, create("d"))]).await.unwrap();
 

@@ -5,6 +5,7 @@ use shoal_control::store::db;
 use shoal_control::store::log_store::LogStore;
 use shoal_control::store::state_machine::StateMachine;
 use shoal_control::store::types::{StorageError, TypeConfig};
+use shoal_control::store::writer::Writer;
 
 struct RedbBuilder;
 
@@ -12,8 +13,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Red
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = db::open(&dir.path().join("store.redb")).expect("open redb");
-        let (sm, _reader) = StateMachine::new(db.clone(), 1000)?;
-        Ok((dir, LogStore::new(db), sm))
+        let writer = Writer::start(db.clone());
+        let (sm, _reader) = StateMachine::new(db.clone(), writer.clone(), 1000)?;
+        Ok((dir, LogStore::new(db, writer), sm))
     }
 }
 

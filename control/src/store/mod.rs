@@ -7,6 +7,7 @@
 //! - [`db`]: the redb file and its tables.
 //! - [`log_store`]: raft's log and vote.
 //! - [`state_machine`]: objects, history and blobs; [`StoreReader`] for reads.
+//! - [`writer`]: the one thread that writes the file, log appends and applies in one commit.
 //! - [`peer`], [`network`]: calls between control nodes.
 //! - [`proposer`]: packs concurrent writes into one raft entry.
 
@@ -17,6 +18,7 @@ pub mod peer;
 pub mod proposer;
 pub mod state_machine;
 pub mod types;
+pub mod writer;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -98,8 +100,9 @@ impl Store {
     /// Opens the redb file at `path` and starts raft on it.
     pub async fn open(path: &Path, options: &StoreOptions, peers: PeerClient) -> Result<Arc<Store>, anyhow::Error> {
         let db = db::open(path)?;
-        let log = log_store::LogStore::new(db.clone());
-        let (sm, reader) = state_machine::StateMachine::new(db, options.history_revisions)?;
+        let writer = writer::Writer::start(db.clone());
+        let log = log_store::LogStore::new(db.clone(), writer.clone());
+        let (sm, reader) = state_machine::StateMachine::new(db, writer, options.history_revisions)?;
         let config = openraft::Config {
             cluster_name: "shoal".into(),
             heartbeat_interval: 50,

@@ -17,8 +17,12 @@ pub type Outcome = Result<CommandResult, RaftError<MemberId, ClientWriteError<Me
 
 /// How many writes one entry carries at most.
 const MAX_BATCH: usize = 512;
-/// How many entries may be in flight at once.
-const IN_FLIGHT: usize = 4;
+/// How many entries may be in flight at once. One: openraft 0.9 flushes the leader's log and
+/// replicates one entry after the other anyway, so a second entry in flight only splits the
+/// queued writes into more, smaller entries, and every entry costs a commit on each member
+/// (measured with 64 connections: one in flight 9.1k creates/s, two 8.6k; four gave 17% fewer
+/// than one; BENCHMARKS.md).
+const IN_FLIGHT: usize = 1;
 
 struct Proposal {
     command: Command,

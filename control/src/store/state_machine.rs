@@ -22,6 +22,7 @@ use super::db::{BLOBS, HISTORY, OBJECTS, SM_META, SNAPSHOT, blocking, decode, en
 use super::types::{
     Command, CommandResult, Entry, LogId, ObjectKey, StorageError, StoredMembership, TypeConfig, UpdateScope,
 };
+use super::writer::{Job, Writer};
 
 /// What a change did to an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +73,8 @@ struct SnapshotPayload {
 /// The state machine: written by raft, read by the API server through [`StoreReader`].
 pub struct StateMachine {
     db: Arc<Database>,
+    /// Applies go through the writer, in the same transactions as the log's appends.
+    writer: Writer,
     applied: watch::Sender<u64>,
     /// How many revisions of history to keep.
     history_revisions: u64,
@@ -109,11 +112,11 @@ fn last_applied_index(db: &Database) -> Result<u64, StorageError> {
 }
 
 impl StateMachine {
-    /// The state machine over the shared database, and a reader of it.
-    pub fn new(db: Arc<Database>, history_revisions: u64) -> Result<(Self, StoreReader), StorageError> {
+    /// The state machine over the shared database (written through `writer`), and a reader of it.
+    pub fn new(db: Arc<Database>, writer: Writer, history_revisions: u64) -> Result<(Self, StoreReader), StorageError> {
         let (applied, rx) = watch::channel(last_applied_index(&db)?);
         let reader = StoreReader { db: db.clone(), applied: rx };
-        Ok((StateMachine { db, applied, history_revisions: history_revisions.max(1) }, reader))
+        Ok((StateMachine { db, writer, applied, history_revisions: history_revisions.max(1) }, reader))
     }
 }
 
@@ -288,49 +291,54 @@ impl Tables<'_> {
     }
 }
 
-impl StateMachine {
-    fn apply_blocking(
-        db: &Database,
-        entries: Vec<Entry>,
-        history_revisions: u64,
-    ) -> Result<(Vec<CommandResult>, u64), StorageError> {
-        // No fsync of its own: every applied entry is already durable in the raft log,
-        // and a restart re-applies whatever a crash lost from here (the log is purged only by
-        // a durable commit, which also makes every earlier apply durable).
-        let mut tx = db.begin_write().map_err(io_err)?;
-        tx.set_durability(redb::Durability::None).map_err(io_err)?;
-        let mut results = Vec::with_capacity(entries.len());
-        let mut last = None;
-        {
-            let mut tables = Tables {
-                objects: tx.open_table(OBJECTS).map_err(io_err)?,
-                history: tx.open_table(HISTORY).map_err(io_err)?,
-                blobs: tx.open_table(BLOBS).map_err(io_err)?,
-                seq: 0,
-            };
-            for entry in entries {
-                last = Some(entry.log_id);
-                results.push(match entry.payload {
-                    EntryPayload::Blank => CommandResult::Ok { object: None },
-                    EntryPayload::Normal(command) => {
-                        tables.seq = 0;
-                        tables.apply(entry.log_id.index, command)?
-                    }
-                    EntryPayload::Membership(m) => {
-                        put_meta(&tx, "membership", &StoredMembership::new(Some(entry.log_id), m))?;
-                        CommandResult::Ok { object: None }
-                    }
-                });
-            }
+/// What applying a batch of entries did: a result per entry, and the last index applied (0 for
+/// none).
+pub struct Applied {
+    /// A result per entry, in order.
+    pub results: Vec<CommandResult>,
+    /// The index of the last entry.
+    pub last: u64,
+}
+
+/// Applies `entries` within `tx` (the writer's group transaction). It needs no fsync of its own:
+/// every applied entry is already durable in the raft log, and a restart re-applies whatever a
+/// crash lost from here (the log is purged only by a durable commit, which also makes every
+/// earlier apply durable).
+pub(super) fn apply_in(
+    tx: &WriteTransaction,
+    entries: Vec<Entry>,
+    history_revisions: u64,
+) -> Result<Applied, StorageError> {
+    let mut results = Vec::with_capacity(entries.len());
+    let mut last = None;
+    {
+        let mut tables = Tables {
+            objects: tx.open_table(OBJECTS).map_err(io_err)?,
+            history: tx.open_table(HISTORY).map_err(io_err)?,
+            blobs: tx.open_table(BLOBS).map_err(io_err)?,
+            seq: 0,
+        };
+        for entry in entries {
+            last = Some(entry.log_id);
+            results.push(match entry.payload {
+                EntryPayload::Blank => CommandResult::Ok { object: None },
+                EntryPayload::Normal(command) => {
+                    tables.seq = 0;
+                    tables.apply(entry.log_id.index, command)?
+                }
+                EntryPayload::Membership(m) => {
+                    put_meta(tx, "membership", &StoredMembership::new(Some(entry.log_id), m))?;
+                    CommandResult::Ok { object: None }
+                }
+            });
         }
-        let applied = last.map_or(0, |l| l.index);
-        if last.is_some() {
-            put_meta(&tx, "last_applied", &last)?;
-            compact_history(&tx, applied, history_revisions)?;
-        }
-        tx.commit().map_err(io_err)?;
-        Ok((results, applied))
     }
+    let applied = last.map_or(0, |l| l.index);
+    if last.is_some() {
+        put_meta(tx, "last_applied", &last)?;
+        compact_history(tx, applied, history_revisions)?;
+    }
+    Ok(Applied { results, last: applied })
 }
 
 /// Drops history older than the retention window, in steps of a tenth of it so that the cost is
@@ -364,13 +372,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let db = self.db.clone();
-        let keep = self.history_revisions;
-        let (results, applied) = blocking(move || Self::apply_blocking(&db, entries, keep)).await?;
-        if applied > 0 {
-            self.applied.send_replace(applied);
+        let history_revisions = self.history_revisions;
+        let applied = self.writer.run(|done| Job::Apply { entries, history_revisions, done }).await?;
+        if applied.last > 0 {
+            self.applied.send_replace(applied.last);
         }
-        Ok(results)
+        Ok(applied.results)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
