@@ -106,7 +106,17 @@ async fn load(target: Arc<dyn Target>, http: reqwest::Client, clients: usize, ru
                 i += 1;
                 let t = Instant::now();
                 match target.request(&http, c, i).send().await {
-                    Ok(r) if r.status().is_success() => latencies.push(t.elapsed()),
+                    // The answer is read whole, as a client would (an HTTP/2 client that drops
+                    // unread bodies resets their streams, and h2 closes a connection after 1024
+                    // such resets: "too_many_internal_resets").
+                    Ok(r) if r.status().is_success() => match r.bytes().await {
+                        Ok(_) => latencies.push(t.elapsed()),
+                        Err(e) => {
+                            if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                                eprintln!("first error of this run: {}", error_chain(&e));
+                            }
+                        }
+                    },
                     other => {
                         if errors.fetch_add(1, Ordering::Relaxed) == 0 {
                             let what = match other {
