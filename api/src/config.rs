@@ -3,6 +3,7 @@
 //! finds it with no flags.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -71,9 +72,16 @@ impl ClientConfig {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let text = serde_yaml::to_string(self).expect("config serializes");
-        let tmp = path.with_extension("tmp");
-        write_private(&tmp, text.as_bytes()).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        // A temporary name of this writer's own: two control nodes started at once on one
+        // machine both write the default config, and must not rename each other's file away.
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        let unique = format!("{}.{}.tmp", std::process::id(), WRITES.fetch_add(1, Ordering::Relaxed));
+        let tmp = path.with_extension(unique);
+        let written = write_private(&tmp, text.as_bytes()).and_then(|()| std::fs::rename(&tmp, path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.map_err(io)
     }
 }
 
@@ -89,4 +97,35 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut file = options.open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_saves_to_one_path_all_succeed_and_leave_one_whole_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        let configs: Vec<ClientConfig> = (0..8)
+            .map(|i| ClientConfig {
+                server: format!("https://127.0.0.1:{}", 7000 + i),
+                ca: "ca".into(),
+                token: "t".into(),
+            })
+            .collect();
+        std::thread::scope(|scope| {
+            for config in &configs {
+                let path = &path;
+                scope.spawn(move || {
+                    for _ in 0..20 {
+                        config.save(path).expect("a concurrent save fails");
+                    }
+                });
+            }
+        });
+        assert!(configs.contains(&ClientConfig::load(&path).unwrap()));
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("config.yaml")]);
+    }
 }
