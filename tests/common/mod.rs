@@ -195,6 +195,11 @@ impl NodeProcess {
             let _ = child.wait();
         }
     }
+
+    /// What it has written to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
 }
 
 impl Drop for NodeProcess {

@@ -75,7 +75,7 @@ async fn optimize(runtime: Runtime, mut queue: mpsc::UnboundedReceiver<TierUp>, 
         match compile(&job.hex, runtime.clone(), Arc::new(job.bytes), Runtime::load).await {
             Ok(program) => {
                 job.publish.send_replace(program);
-                tracing::debug!("sha256:{}: optimized code ready", job.hex);
+                tracing::info!("sha256:{}: optimized code ready", job.hex);
                 if let Err(e) = tokio::fs::write(&job.marker, b"").await {
                     tracing::info!("{}: {e}", job.marker.display());
                 }
@@ -165,6 +165,7 @@ impl ModuleCache {
         let baseline = compile(hex, self.runtime.clone(), bytes.clone(), Runtime::load_baseline).await;
         self.baseline_compiles.fetch_sub(1, Ordering::AcqRel);
         let (publish, compiled) = watch::channel(baseline?);
+        tracing::info!("sha256:{hex}: serving baseline code; optimizing in the background");
         let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|shared| (*shared).clone());
         let _ = self.tier_ups.send(TierUp { hex: hex.to_owned(), bytes, marker, publish });
         Ok(compiled)
