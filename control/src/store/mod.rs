@@ -38,6 +38,43 @@ pub use shoal_api::status::ClusterStatus;
 /// How long a write or a linearizable read waits for a leader before giving up with 503.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a restarted member of a multi-member cluster at most holds back from campaigning.
+const RESTART_QUIET: Duration = Duration::from_millis(1200);
+
+/// A restarted member does not campaign until it has heard from a leader and applied all of
+/// its log, or for [`RESTART_QUIET`]. With a stale log it cannot win an election, but its
+/// campaigns (openraft 0.9 has no pre-vote) replace the vote of the member that can win and so
+/// reset that member's election timer: measured, failover took 1.1–1.8 s instead of ~0.5 s when
+/// the leader died right after another member restarted. A whole cluster restarting elects
+/// [`RESTART_QUIET`] later.
+async fn quiet_after_restart(raft: Raft) {
+    let mut metrics = raft.metrics();
+    // The first metrics carry the membership from storage (well before the first election tick,
+    // which waits at least the election timeout); a lone voter elects itself at once.
+    let voters = |m: &openraft::RaftMetrics<MemberId, BasicNode>| m.membership_config.membership().voter_ids().count();
+    let loaded = tokio::time::timeout(Duration::from_millis(100), metrics.wait_for(|m| voters(m) > 0));
+    if !matches!(loaded.await, Ok(Ok(m)) if voters(&m) > 1) {
+        return;
+    }
+    raft.runtime_config().elect(false);
+    let caught_up = async {
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                let heard_from_leader = m.current_leader.is_some_and(|leader| leader != m.id);
+                if heard_from_leader && m.last_applied.map(|l| l.index) == m.last_log_index {
+                    return;
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(RESTART_QUIET, caught_up).await;
+    raft.runtime_config().elect(true);
+}
+
 /// Why the store could not serve a request.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -115,6 +152,7 @@ impl Store {
         };
         let config = Arc::new(config.validate()?);
         let raft = Raft::new(options.id, config, network::Network::new(peers.clone()), log, sm).await?;
+        tokio::spawn(quiet_after_restart(raft.clone()));
         let proposer = proposer::Proposer::start(raft.clone());
         Ok(Arc::new(Store { id: options.id, raft, proposer, reader, peers }))
     }
