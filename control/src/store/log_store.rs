@@ -56,19 +56,22 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
+        // The queued tail first, then the file: an entry committed in between has left the tail
+        // but is in the file by then (read the other way round, it could be in neither).
+        let queued: Vec<(u64, Entry)> =
+            self.pending().range(to_range(range.clone())).map(|(index, entry)| (*index, entry.clone())).collect();
         let mut entries = BTreeMap::new();
         {
             let tx = self.db.begin_read().map_err(io_err)?;
             let table = tx.open_table(LOG).map_err(io_err)?;
-            for item in table.range::<u64>(to_range(range.clone())).map_err(io_err)? {
+            for item in table.range::<u64>(to_range(range)).map_err(io_err)? {
                 let (index, v) = item.map_err(io_err)?;
                 entries.insert(index.value(), decode::<Entry>(v.value())?);
             }
         }
-        let pending = self.pending();
-        for (index, entry) in pending.range(to_range(range)) {
-            entries.insert(*index, entry.clone());
-        }
+        // A queued entry wins over the file's (after a truncation the file may still hold the
+        // entry it replaces).
+        entries.extend(queued);
         Ok(entries.into_values().collect())
     }
 }
