@@ -17,13 +17,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::modules::Compiled;
+use super::modules::{Code, Compiled};
 use super::report::{self, now};
 use super::routes::Endpoint;
-use crate::runtime::Program;
 use crate::runtime::command::{self, Exit};
 use crate::runtime::host::{Output, Sandbox};
-use crate::runtime::http::HttpApp;
 use crate::runtime::limits::Limits;
 use crate::runtime::log::LogBuffer;
 
@@ -126,12 +124,9 @@ impl Run {
         self.event("Failed", message, EventType::Warning);
     }
 
-    /// The routing endpoint for `program`, or why it cannot serve HTTP.
-    fn endpoint(&self, program: &Program) -> Result<Arc<Endpoint>, String> {
-        let Program::Component(component) = program else {
-            return Err("an http workload needs a wasi:http/proxy component, not a core module".into());
-        };
-        let app = HttpApp::new(&self.shared.runtime, component).map_err(|e| e.to_string())?;
+    /// The routing endpoint for `code`, or why it cannot serve HTTP.
+    fn endpoint(&self, code: &Code) -> Result<Arc<Endpoint>, String> {
+        let app = code.http_app(&self.shared.runtime)?;
         let mut sandbox = self.sandbox();
         let timeout = self.instance.spec.request_timeout_ms.map_or(self.shared.request_timeout, Duration::from_millis);
         sandbox.limits.timeout = Some(timeout);
@@ -210,7 +205,7 @@ impl Run {
             });
             let started = Instant::now();
             // Each start takes the best code there is by then.
-            let program = compiled.borrow().clone();
+            let program = compiled.borrow().program.clone();
             let running = command::run(&self.shared.runtime, &program, &sandbox);
             tokio::pin!(running);
             let exit = tokio::select! {

@@ -13,17 +13,44 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use shoal_api::Client;
 use tokio::sync::{OnceCell, mpsc, watch};
 
+use crate::runtime::http::HttpApp;
 use crate::runtime::{Program, Runtime, RuntimeError};
 
 /// A module as compiled so far: the best code there is now, and a change when better code
 /// (the optimized tier) replaces it.
-pub type Compiled = watch::Receiver<Program>;
+pub type Compiled = watch::Receiver<Arc<Code>>;
+
+/// One tier's code for a module, shared by all its instances on this node.
+pub struct Code {
+    /// The compiled module.
+    pub program: Program,
+    /// Its HTTP handler, linked once on first use (every HTTP instance of the module uses it).
+    http: OnceLock<Result<HttpApp, String>>,
+}
+
+impl Code {
+    fn new(program: Program) -> Arc<Code> {
+        Arc::new(Code { program, http: OnceLock::new() })
+    }
+
+    /// The module as an HTTP handler, or why it is not one.
+    pub fn http_app(&self, runtime: &Runtime) -> Result<HttpApp, String> {
+        self.http
+            .get_or_init(|| match &self.program {
+                Program::Component(component) => HttpApp::new(runtime, component).map_err(|e| e.to_string()),
+                Program::Module(_) => {
+                    Err("an http workload needs a wasi:http/proxy component, not a core module".into())
+                }
+            })
+            .clone()
+    }
+}
 
 /// How long the optimizer waits before each optimizing compile, and between its checks that no
 /// baseline compile is under way, so that a burst of new workloads is not slowed by tier-ups.
@@ -32,9 +59,9 @@ const OPTIMIZER_QUIET: Duration = Duration::from_millis(100);
 /// One module waiting for its optimized code.
 struct TierUp {
     hex: String,
-    bytes: Vec<u8>,
+    bytes: Arc<Vec<u8>>,
     marker: PathBuf,
-    publish: watch::Sender<Program>,
+    publish: watch::Sender<Arc<Code>>,
 }
 
 /// Modules by digest.
@@ -72,9 +99,9 @@ async fn optimize(runtime: Runtime, mut queue: mpsc::UnboundedReceiver<TierUp>, 
                 break;
             }
         }
-        match compile(&job.hex, runtime.clone(), Arc::new(job.bytes), Runtime::load).await {
+        match compile(&job.hex, runtime.clone(), job.bytes, Runtime::load).await {
             Ok(program) => {
-                job.publish.send_replace(program);
+                job.publish.send_replace(Code::new(program));
                 tracing::info!("sha256:{}: optimized code ready", job.hex);
                 if let Err(e) = tokio::fs::write(&job.marker, b"").await {
                     tracing::info!("{}: {e}", job.marker.display());
@@ -158,15 +185,14 @@ impl ModuleCache {
         let optimized_before = tokio::fs::try_exists(&marker).await.unwrap_or(false);
         if !self.runtime.has_baseline() || optimized_before {
             let program = compile(hex, self.runtime.clone(), Arc::new(bytes), Runtime::load).await?;
-            return Ok(watch::channel(program).1);
+            return Ok(watch::channel(Code::new(program)).1);
         }
         let bytes = Arc::new(bytes);
         self.baseline_compiles.fetch_add(1, Ordering::AcqRel);
         let baseline = compile(hex, self.runtime.clone(), bytes.clone(), Runtime::load_baseline).await;
         self.baseline_compiles.fetch_sub(1, Ordering::AcqRel);
-        let (publish, compiled) = watch::channel(baseline?);
+        let (publish, compiled) = watch::channel(Code::new(baseline?));
         tracing::info!("sha256:{hex}: serving baseline code; optimizing in the background");
-        let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|shared| (*shared).clone());
         let _ = self.tier_ups.send(TierUp { hex: hex.to_owned(), bytes, marker, publish });
         Ok(compiled)
     }
