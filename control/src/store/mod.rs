@@ -18,6 +18,7 @@ pub mod peer;
 pub mod proposer;
 pub mod state_machine;
 pub mod types;
+pub mod unflushed;
 pub mod writer;
 
 use std::collections::BTreeMap;

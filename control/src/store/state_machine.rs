@@ -1,28 +1,31 @@
 //! The replicated state machine: objects, their change history (for watches), and module
 //! blobs, in redb tables beside the raft log.
 //!
-//! Applying a batch of entries is one redb transaction without an fsync of its own: what a
-//! client is told is applied is already durable in a quorum's raft log, and a restart re-applies
-//! from the log whatever a crash took from the state machine.
+//! Entries are applied into an in-memory overlay ([`Unflushed`]) that the writer thread writes
+//! to redb once in a while, without an fsync of its own: what a client is told is applied is
+//! already durable in a quorum's raft log, and a restart re-applies from the log whatever a
+//! crash took from the state machine. Readers see the overlay over the file.
 //! Every change is recorded in `history` under its revision (the raft log index), which is what
 //! watches read; history older than a retention window is dropped, and a watch from before it is
 //! answered with 410 Gone.
 
+use std::collections::BTreeMap;
 use std::io::Cursor;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta};
-use redb::{Database, ReadableDatabase, ReadableTable, Table, WriteTransaction};
+use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
 
 use super::db::{BLOBS, HISTORY, OBJECTS, SM_META, SNAPSHOT, blocking, decode, encode, io_err};
 use super::types::{
-    Command, CommandResult, Entry, LogId, ObjectKey, StorageError, StoredMembership, TypeConfig, UpdateScope,
+    Command, CommandResult, Entry, LogId, MemberId, ObjectKey, StorageError, StoredMembership, TypeConfig, UpdateScope,
 };
-use super::writer::{Job, Writer};
+use super::unflushed::Unflushed;
+use super::writer::{Job, SharedUnflushed, Writer};
 
 /// What a change did to an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +90,7 @@ pub type KeyedObject = (String, Vec<u8>);
 #[derive(Clone)]
 pub struct StoreReader {
     db: Arc<Database>,
+    unflushed: SharedUnflushed,
     applied: watch::Receiver<u64>,
 }
 
@@ -106,25 +110,23 @@ fn put_meta<T: Serialize>(tx: &WriteTransaction, key: &str, value: &T) -> Result
 }
 
 fn last_applied_index(db: &Database) -> Result<u64, StorageError> {
-    let tx = db.begin_read().map_err(io_err)?;
-    let meta = tx.open_table(SM_META).map_err(io_err)?;
-    Ok(read_meta::<Option<LogId>>(&meta, "last_applied")?.flatten().map_or(0, |l| l.index))
+    applied_in(&db.begin_read().map_err(io_err)?)
 }
 
 impl StateMachine {
     /// The state machine over the shared database (written through `writer`), and a reader of it.
     pub fn new(db: Arc<Database>, writer: Writer, history_revisions: u64) -> Result<(Self, StoreReader), StorageError> {
         let (applied, rx) = watch::channel(last_applied_index(&db)?);
-        let reader = StoreReader { db: db.clone(), applied: rx };
+        let reader = StoreReader { db: db.clone(), unflushed: writer.unflushed().clone(), applied: rx };
         Ok((StateMachine { db, writer, applied, history_revisions: history_revisions.max(1) }, reader))
     }
 }
 
-/// The tables one apply batch writes.
+/// What one apply job writes to (the overlay) and reads from (the overlay, then the file).
 struct Tables<'t> {
-    objects: Table<'t, &'static str, &'static [u8]>,
-    history: Table<'t, u64, &'static [u8]>,
-    blobs: Table<'t, &'static str, &'static [u8]>,
+    unflushed: &'t mut Unflushed,
+    objects: ReadOnlyTable<&'static str, &'static [u8]>,
+    blobs: ReadOnlyTable<&'static str, &'static [u8]>,
     /// Changes recorded so far at the current revision (a batch entry records several).
     seq: u64,
 }
@@ -178,20 +180,22 @@ impl Tables<'_> {
     fn record(&mut self, revision: u64, kind: ChangeKind, key: &str, object: &Value) -> Result<Vec<u8>, StorageError> {
         let bytes = serde_json::to_vec(object).map_err(io_err)?;
         let change = Change { revision, kind, key: key.to_owned(), object: bytes.clone() };
-        self.history.insert(history_key(revision, self.seq), encode(&change).as_slice()).map_err(io_err)?;
+        self.unflushed.history.insert(history_key(revision, self.seq), change);
         self.seq += 1;
-        if kind == ChangeKind::Deleted {
-            self.objects.remove(key).map_err(io_err)?;
-        } else {
-            self.objects.insert(key, bytes.as_slice()).map_err(io_err)?;
-        }
+        let stored = (kind != ChangeKind::Deleted).then(|| bytes.clone());
+        self.unflushed.objects.insert(key.to_owned(), stored);
         Ok(bytes)
     }
 
     fn current(&self, key: &ObjectKey) -> Result<Option<Value>, StorageError> {
-        match self.objects.get(key.0.as_str()).map_err(io_err)? {
-            Some(v) => Ok(Some(parse_object(v.value()).map_err(|e| io_err(std::io::Error::other(e)))?)),
-            None => Ok(None),
+        let parse = |bytes: &[u8]| parse_object(bytes).map_err(|e| io_err(std::io::Error::other(e)));
+        match self.unflushed.object(&key.0) {
+            Some(Some(bytes)) => Ok(Some(parse(bytes)?)),
+            Some(None) => Ok(None),
+            None => match self.objects.get(key.0.as_str()).map_err(io_err)? {
+                Some(v) => Ok(Some(parse(v.value())?)),
+                None => Ok(None),
+            },
         }
     }
 
@@ -282,8 +286,10 @@ impl Tables<'_> {
                 Ok(CommandResult::Batch(results))
             }
             Command::PutBlob { digest, data } => {
-                if self.blobs.get(digest.as_str()).map_err(io_err)?.is_none() {
-                    self.blobs.insert(digest.as_str(), data.as_slice()).map_err(io_err)?;
+                if !self.unflushed.blobs.contains_key(&digest)
+                    && self.blobs.get(digest.as_str()).map_err(io_err)?.is_none()
+                {
+                    self.unflushed.blobs.insert(digest, data);
                 }
                 Ok(CommandResult::Ok { object: None })
             }
@@ -300,45 +306,104 @@ pub struct Applied {
     pub last: u64,
 }
 
-/// Applies `entries` within `tx` (the writer's group transaction). It needs no fsync of its own:
-/// every applied entry is already durable in the raft log, and a restart re-applies whatever a
-/// crash lost from here (the log is purged only by a durable commit, which also makes every
-/// earlier apply durable).
-pub(super) fn apply_in(
-    tx: &WriteTransaction,
+/// Applies `entries` to the overlay (on the writer thread, the overlay's only writer), reading
+/// what the overlay lacks from the file. It needs no commit: every applied entry is already
+/// durable in the raft log, and a restart re-applies whatever a crash lost from here (the log
+/// is purged only by a durable commit that also writes the overlay out).
+pub(super) fn apply_to_overlay(
+    db: &Database,
+    unflushed: &RwLock<Unflushed>,
     entries: Vec<Entry>,
     history_revisions: u64,
 ) -> Result<Applied, StorageError> {
+    let file = db.begin_read().map_err(io_err)?;
+    let mut unflushed = unflushed.write().expect("overlay lock");
     let mut results = Vec::with_capacity(entries.len());
     let mut last = None;
+    let mut tables = Tables {
+        unflushed: &mut unflushed,
+        objects: file.open_table(OBJECTS).map_err(io_err)?,
+        blobs: file.open_table(BLOBS).map_err(io_err)?,
+        seq: 0,
+    };
+    for entry in entries {
+        last = Some(entry.log_id);
+        results.push(match entry.payload {
+            EntryPayload::Blank => CommandResult::Ok { object: None },
+            EntryPayload::Normal(command) => {
+                tables.seq = 0;
+                tables.apply(entry.log_id.index, command)?
+            }
+            EntryPayload::Membership(m) => {
+                tables.unflushed.membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                CommandResult::Ok { object: None }
+            }
+        });
+    }
+    if last.is_some() {
+        unflushed.last_applied = last;
+        unflushed.history_revisions = history_revisions;
+        unflushed.touch();
+    }
+    Ok(Applied { results, last: last.map_or(0, |l| l.index) })
+}
+
+/// Writes the overlay into `tx` (the writer's group transaction), and drops history that has
+/// left the retention window.
+pub(super) fn flush_in(tx: &WriteTransaction, unflushed: &Unflushed) -> Result<(), StorageError> {
     {
-        let mut tables = Tables {
-            objects: tx.open_table(OBJECTS).map_err(io_err)?,
-            history: tx.open_table(HISTORY).map_err(io_err)?,
-            blobs: tx.open_table(BLOBS).map_err(io_err)?,
-            seq: 0,
-        };
-        for entry in entries {
-            last = Some(entry.log_id);
-            results.push(match entry.payload {
-                EntryPayload::Blank => CommandResult::Ok { object: None },
-                EntryPayload::Normal(command) => {
-                    tables.seq = 0;
-                    tables.apply(entry.log_id.index, command)?
-                }
-                EntryPayload::Membership(m) => {
-                    put_meta(tx, "membership", &StoredMembership::new(Some(entry.log_id), m))?;
-                    CommandResult::Ok { object: None }
-                }
-            });
+        let mut objects = tx.open_table(OBJECTS).map_err(io_err)?;
+        for (key, object) in &unflushed.objects {
+            match object {
+                Some(bytes) => objects.insert(key.as_str(), bytes.as_slice()).map_err(io_err)?,
+                None => objects.remove(key.as_str()).map_err(io_err)?,
+            };
+        }
+        let mut history = tx.open_table(HISTORY).map_err(io_err)?;
+        for (key, change) in &unflushed.history {
+            history.insert(key, encode(change).as_slice()).map_err(io_err)?;
+        }
+        let mut blobs = tx.open_table(BLOBS).map_err(io_err)?;
+        for (digest, data) in &unflushed.blobs {
+            blobs.insert(digest.as_str(), data.as_slice()).map_err(io_err)?;
         }
     }
-    let applied = last.map_or(0, |l| l.index);
-    if last.is_some() {
-        put_meta(tx, "last_applied", &last)?;
-        compact_history(tx, applied, history_revisions)?;
+    if let Some(membership) = &unflushed.membership {
+        put_meta(tx, "membership", membership)?;
     }
-    Ok(Applied { results, last: applied })
+    if let Some(last) = unflushed.last_applied {
+        put_meta(tx, "last_applied", &Some(last))?;
+        compact_history(tx, last.index, unflushed.history_revisions.max(1))?;
+    }
+    Ok(())
+}
+
+/// Replaces the state machine in `tx` with the snapshot `data` taken at `meta`.
+pub(super) fn install_in(
+    tx: &WriteTransaction,
+    meta: &SnapshotMeta<MemberId, openraft::BasicNode>,
+    data: &[u8],
+) -> Result<(), StorageError> {
+    let payload: SnapshotPayload = decode(data)?;
+    {
+        let mut objects = tx.open_table(OBJECTS).map_err(io_err)?;
+        objects.retain(|_, _| false).map_err(io_err)?;
+        for (k, v) in &payload.objects {
+            objects.insert(k.as_str(), v.as_slice()).map_err(io_err)?;
+        }
+        let mut blobs = tx.open_table(BLOBS).map_err(io_err)?;
+        for (k, v) in &payload.blobs {
+            blobs.insert(k.as_str(), v.as_slice()).map_err(io_err)?;
+        }
+        tx.open_table(HISTORY).map_err(io_err)?.retain(|_, _| false).map_err(io_err)?;
+        let mut snap = tx.open_table(SNAPSHOT).map_err(io_err)?;
+        snap.insert("meta", encode(meta).as_slice()).map_err(io_err)?;
+        snap.insert("data", data).map_err(io_err)?;
+    }
+    put_meta(tx, "last_applied", &meta.last_log_id)?;
+    put_meta(tx, "membership", &meta.last_membership)?;
+    put_meta(tx, "compacted", &meta.last_log_id.map_or(0, |l| l.index))?;
+    Ok(())
 }
 
 /// Drops history older than the retention window, in steps of a tenth of it so that the cost is
@@ -359,10 +424,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let unflushed = self.writer.unflushed().read().expect("overlay lock");
         let tx = self.db.begin_read().map_err(io_err)?;
         let meta = tx.open_table(SM_META).map_err(io_err)?;
-        let last: Option<LogId> = read_meta::<Option<LogId>>(&meta, "last_applied")?.flatten();
-        let membership = read_meta(&meta, "membership")?.unwrap_or_default();
+        let last = match unflushed.last_applied {
+            Some(last) => Some(last),
+            None => read_meta::<Option<LogId>>(&meta, "last_applied")?.flatten(),
+        };
+        let membership = match &unflushed.membership {
+            Some(m) => m.clone(),
+            None => read_meta(&meta, "membership")?.unwrap_or_default(),
+        };
         Ok((last, membership))
     }
 
@@ -381,7 +453,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { db: self.db.clone() }
+        SnapshotBuilder { db: self.db.clone(), writer: self.writer.clone() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -394,33 +466,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let payload: SnapshotPayload = decode(&data)?;
         let meta = meta.clone();
-        let db = self.db.clone();
         let applied = meta.last_log_id.map_or(0, |l| l.index);
-        blocking(move || {
-            let tx = db.begin_write().map_err(io_err)?;
-            {
-                let mut objects = tx.open_table(OBJECTS).map_err(io_err)?;
-                objects.retain(|_, _| false).map_err(io_err)?;
-                for (k, v) in &payload.objects {
-                    objects.insert(k.as_str(), v.as_slice()).map_err(io_err)?;
-                }
-                let mut blobs = tx.open_table(BLOBS).map_err(io_err)?;
-                for (k, v) in &payload.blobs {
-                    blobs.insert(k.as_str(), v.as_slice()).map_err(io_err)?;
-                }
-                tx.open_table(HISTORY).map_err(io_err)?.retain(|_, _| false).map_err(io_err)?;
-                let mut snap = tx.open_table(SNAPSHOT).map_err(io_err)?;
-                snap.insert("meta", encode(&meta).as_slice()).map_err(io_err)?;
-                snap.insert("data", data.as_slice()).map_err(io_err)?;
-            }
-            put_meta(&tx, "last_applied", &meta.last_log_id)?;
-            put_meta(&tx, "membership", &meta.last_membership)?;
-            put_meta(&tx, "compacted", &applied)?;
-            tx.commit().map_err(io_err)
-        })
-        .await?;
+        self.writer.run(|done| Job::Install { meta, data, done }).await?;
         self.applied.send_replace(applied);
         Ok(())
     }
@@ -435,13 +483,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-/// Builds snapshots from a consistent read of the state machine.
+/// Builds snapshots from a consistent read of the state machine's file, after writing the
+/// overlay out.
 pub struct SnapshotBuilder {
     db: Arc<Database>,
+    writer: Writer,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        self.writer.run(|done| Job::Flush { done }).await?;
         let db = self.db.clone();
         blocking(move || {
             let (meta, data) = {
@@ -492,11 +543,26 @@ impl StoreReader {
         self.applied.clone()
     }
 
+    /// Runs `read` over the overlay and a read transaction of the file opened while the overlay
+    /// is locked: so the file is never older than the overlay's base (see [`Unflushed`]).
+    fn read<T>(
+        &self,
+        read: impl FnOnce(&Unflushed, &ReadTransaction) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let unflushed = self.unflushed.read().expect("overlay lock");
+        let tx = self.db.begin_read().map_err(io_err)?;
+        read(&unflushed, &tx)
+    }
+
     /// One object (JSON), if it exists.
     pub fn get(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>, StorageError> {
-        let tx = self.db.begin_read().map_err(io_err)?;
-        let table = tx.open_table(OBJECTS).map_err(io_err)?;
-        Ok(table.get(key.0.as_str()).map_err(io_err)?.map(|v| v.value().to_vec()))
+        self.read(|unflushed, tx| {
+            if let Some(object) = unflushed.object(&key.0) {
+                return Ok(object.map(<[u8]>::to_vec));
+            }
+            let table = tx.open_table(OBJECTS).map_err(io_err)?;
+            Ok(table.get(key.0.as_str()).map_err(io_err)?.map(|v| v.value().to_vec()))
+        })
     }
 
     /// Every object whose key starts with `prefix`, and the revision they were read at.
@@ -507,62 +573,116 @@ impl StoreReader {
 
     /// Like [`StoreReader::list`], with each object's key.
     pub fn entries(&self, prefix: &str) -> Result<(u64, Vec<KeyedObject>), StorageError> {
-        let tx = self.db.begin_read().map_err(io_err)?;
-        let meta = tx.open_table(SM_META).map_err(io_err)?;
-        let revision = read_meta::<Option<LogId>>(&meta, "last_applied")?.flatten().map_or(0, |l| l.index);
-        let table = tx.open_table(OBJECTS).map_err(io_err)?;
-        let mut items = Vec::new();
-        for item in table.range(prefix..).map_err(io_err)? {
-            let (k, v) = item.map_err(io_err)?;
-            if !k.value().starts_with(prefix) {
-                break;
+        self.read(|unflushed, tx| {
+            let revision = match unflushed.last_applied {
+                Some(last) => last.index,
+                None => applied_in(tx)?,
+            };
+            let table = tx.open_table(OBJECTS).map_err(io_err)?;
+            let mut items = BTreeMap::new();
+            for item in table.range(prefix..).map_err(io_err)? {
+                let (k, v) = item.map_err(io_err)?;
+                if !k.value().starts_with(prefix) {
+                    break;
+                }
+                items.insert(k.value().to_owned(), v.value().to_vec());
             }
-            items.push((k.value().to_owned(), v.value().to_vec()));
-        }
-        Ok((revision, items))
+            for (key, object) in unflushed.objects_with_prefix(prefix) {
+                match object {
+                    Some(bytes) => items.insert(key.clone(), bytes.clone()),
+                    None => items.remove(key),
+                };
+            }
+            Ok((revision, items.into_iter().collect()))
+        })
     }
 
     /// Changes after revision `after` to keys starting with `prefix`, at most `limit` of them
     /// (the last one returned tells where to continue). Also returns the revision read up to.
     pub fn changes_after(&self, after: u64, prefix: &str, limit: usize) -> Result<(Vec<Change>, u64), HistoryError> {
         let storage = |e: StorageError| HistoryError::Storage(Box::new(e));
-        let tx = self.db.begin_read().map_err(io_err).map_err(storage)?;
-        let meta = tx.open_table(SM_META).map_err(io_err).map_err(storage)?;
-        let compacted: u64 = read_meta(&meta, "compacted").map_err(storage)?.unwrap_or(0);
-        let applied =
-            read_meta::<Option<LogId>>(&meta, "last_applied").map_err(storage)?.flatten().map_or(0, |l| l.index);
-        if after < compacted {
-            return Err(HistoryError::Compacted { requested: after, compacted });
-        }
-        let table = tx.open_table(HISTORY).map_err(io_err).map_err(storage)?;
-        let mut changes = Vec::new();
-        let mut scanned_to = applied;
-        let mut full_at = None;
-        for item in table.range(history_after(after)..).map_err(io_err).map_err(storage)? {
-            let (key, v) = item.map_err(io_err).map_err(storage)?;
-            let revision = key.value() >> SEQ_BITS;
-            // Never stop inside a revision: a reader resumes after whole revisions.
-            if let Some(full) = full_at
-                && revision != full
-            {
-                scanned_to = full;
-                break;
+        self.read(|unflushed, tx| {
+            let meta = tx.open_table(SM_META).map_err(io_err)?;
+            let compacted: u64 = read_meta(&meta, "compacted")?.unwrap_or(0);
+            if after < compacted {
+                return Ok(Err(HistoryError::Compacted { requested: after, compacted }));
             }
-            let change: Change = decode(v.value()).map_err(storage)?;
-            if change.key.starts_with(prefix) {
-                changes.push(change);
-                if changes.len() >= limit && full_at.is_none() {
-                    full_at = Some(revision);
+            let applied = match unflushed.last_applied {
+                Some(last) => last.index,
+                None => applied_in(tx)?,
+            };
+            let mut scan = HistoryScan { prefix, limit, changes: Vec::new(), full_at: None, scanned_to: None };
+            // The overlay's changes are newer than the file's; the file may hold some of them
+            // too (flushed, not yet cleared), and those are read from the overlay only.
+            let overlay = unflushed.history.range(history_after(after)..);
+            let file_end = overlay.clone().next().map_or(u64::MAX, |(k, _)| *k);
+            let table = tx.open_table(HISTORY).map_err(io_err)?;
+            for item in table.range(history_after(after)..file_end).map_err(io_err)? {
+                let (key, v) = item.map_err(io_err)?;
+                if !scan.visit(key.value(), || decode::<Change>(v.value()))? {
+                    break;
                 }
             }
-        }
-        Ok((changes, scanned_to))
+            if scan.scanned_to.is_none() {
+                for (key, change) in overlay {
+                    if !scan.visit(*key, || Ok(change.clone()))? {
+                        break;
+                    }
+                }
+            }
+            Ok(Ok((scan.changes, scan.scanned_to.unwrap_or(applied))))
+        })
+        .map_err(storage)?
     }
 
     /// A module blob, if stored.
     pub fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let tx = self.db.begin_read().map_err(io_err)?;
-        let table = tx.open_table(BLOBS).map_err(io_err)?;
-        Ok(table.get(digest).map_err(io_err)?.map(|v| v.value().to_vec()))
+        self.read(|unflushed, tx| {
+            if let Some(data) = unflushed.blobs.get(digest) {
+                return Ok(Some(data.clone()));
+            }
+            let table = tx.open_table(BLOBS).map_err(io_err)?;
+            Ok(table.get(digest).map_err(io_err)?.map(|v| v.value().to_vec()))
+        })
     }
+}
+
+/// Collects history changes in key order up to a limit, never stopping inside a revision (a
+/// reader resumes after whole revisions).
+struct HistoryScan<'a> {
+    prefix: &'a str,
+    limit: usize,
+    changes: Vec<Change>,
+    /// The revision at which the limit was reached.
+    full_at: Option<u64>,
+    /// Where the scan stopped early: the last revision it read whole.
+    scanned_to: Option<u64>,
+}
+
+impl HistoryScan<'_> {
+    /// Takes the change at history key `key` (decoded only if needed); false once the scan is
+    /// done.
+    fn visit(&mut self, key: u64, change: impl FnOnce() -> Result<Change, StorageError>) -> Result<bool, StorageError> {
+        let revision = key >> SEQ_BITS;
+        if let Some(full) = self.full_at
+            && revision != full
+        {
+            self.scanned_to = Some(full);
+            return Ok(false);
+        }
+        let change = change()?;
+        if change.key.starts_with(self.prefix) {
+            self.changes.push(change);
+            if self.changes.len() >= self.limit && self.full_at.is_none() {
+                self.full_at = Some(revision);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The last applied index recorded in the file.
+fn applied_in(tx: &ReadTransaction) -> Result<u64, StorageError> {
+    let meta = tx.open_table(SM_META).map_err(io_err)?;
+    Ok(read_meta::<Option<LogId>>(&meta, "last_applied")?.flatten().map_or(0, |l| l.index))
 }

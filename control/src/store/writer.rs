@@ -1,12 +1,17 @@
 //! The one writer of the redb file: a thread that commits raft's log appends and the state
-//! machine's applies together, in groups.
+//! machine's changes together, in groups.
 //!
 //! redb has one write transaction at a time, and every commit copies the changed B-tree pages.
-//! Were the log (fsync'd commits) and the state machine (commits without fsync) to write in
-//! transactions of their own, each would wait for the other's lock, and every write would pay
-//! for two commits' page copies. Instead every writer queues a job here; the thread takes
-//! everything queued since its last commit and commits it in one transaction, with an fsync
-//! when any job in the group needs one (a lone apply does not), then reports to each job.
+//! Were the log (fsync'd commits) and the state machine to write in transactions of their own,
+//! each would wait for the other's lock, and every write would pay for two commits' page
+//! copies. Instead every writer queues a job here; the thread takes everything queued since its
+//! last commit and commits it in one transaction, with an fsync when any job in the group needs
+//! one, then reports to each job.
+//!
+//! The state machine applies into the [`Unflushed`] overlay without a commit of its own; the
+//! overlay rides along with a later commit once it is [`FLUSH_AFTER`](super::unflushed::FLUSH_AFTER)
+//! old (or in a commit of its own if none comes), and always before the log is purged or a
+//! snapshot is built. Raft's `committed` hint waits for the next commit the same way.
 //!
 //! openraft hands appends to storage one at a time and waits for `append` to return before it
 //! processes the next message, so `append` only queues; openraft counts an entry toward a
@@ -15,21 +20,26 @@
 //! followers) see them at once.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::time::Instant;
 
+use openraft::SnapshotMeta;
 use openraft::storage::LogFlushed;
 use redb::{Database, Durability};
 use tokio::sync::oneshot;
 
 use super::db::{LOG, RAFT_META, encode, io_err};
 use super::state_machine::{self, Applied};
-use super::types::{Entry, LogId, StorageError, TypeConfig};
+use super::types::{Entry, LogId, MemberId, StorageError, TypeConfig};
+use super::unflushed::Unflushed;
 
 /// Most jobs one group commit takes.
 const MAX_GROUP: usize = 4096;
 
 /// Raft log entries queued but not yet committed, by index.
 pub type Pending = Arc<Mutex<BTreeMap<u64, Entry>>>;
+/// The state machine's applied but unflushed changes, shared with its readers.
+pub type SharedUnflushed = Arc<RwLock<Unflushed>>;
 
 /// One piece of work for the writer thread.
 pub(crate) enum Job {
@@ -41,14 +51,27 @@ pub(crate) enum Job {
     Truncate { from: u64, done: oneshot::Sender<Result<(), String>> },
     /// Drop log entries up to `upto`, and remember it.
     Purge { upto: LogId, done: oneshot::Sender<Result<(), String>> },
-    /// Committed entries to apply to the state machine (no fsync of its own: the entries are
+    /// Committed entries to apply to the state machine (into the overlay: the entries are
     /// already durable in a quorum's log).
     Apply { entries: Vec<Entry>, history_revisions: u64, done: oneshot::Sender<Result<Applied, String>> },
+    /// Write the overlay out now (before a snapshot is built from the file).
+    Flush { done: oneshot::Sender<Result<(), String>> },
+    /// Replace the state machine with a snapshot (`data` as built by the snapshot builder).
+    Install {
+        meta: SnapshotMeta<MemberId, openraft::BasicNode>,
+        data: Vec<u8>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 impl Job {
     fn needs_fsync(&self) -> bool {
-        !matches!(self, Job::Meta { durable: false, .. } | Job::Apply { .. })
+        !matches!(self, Job::Meta { durable: false, .. } | Job::Apply { .. } | Job::Flush { .. })
+    }
+
+    /// Whether the overlay must be written out in this job's commit.
+    fn forces_flush(&self) -> bool {
+        matches!(self, Job::Flush { .. } | Job::Purge { .. })
     }
 }
 
@@ -57,24 +80,31 @@ impl Job {
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
     pending: Pending,
+    unflushed: SharedUnflushed,
 }
 
 impl Writer {
     /// Starts the writer thread over `db`.
     pub fn start(db: Arc<Database>) -> Writer {
         let pending: Pending = Arc::default();
+        let unflushed: SharedUnflushed = Arc::default();
         let (jobs, queue) = mpsc::channel();
-        let thread_pending = pending.clone();
+        let thread = WriterThread { db, pending: pending.clone(), unflushed: unflushed.clone(), hints: Vec::new() };
         std::thread::Builder::new()
             .name("redb-writer".into())
-            .spawn(move || write_loop(&db, &thread_pending, queue))
+            .spawn(move || thread.run(&queue))
             .expect("spawn the redb writer thread");
-        Writer { jobs, pending }
+        Writer { jobs, pending, unflushed }
     }
 
     /// Log entries queued but not yet committed.
     pub fn pending(&self) -> &Pending {
         &self.pending
+    }
+
+    /// The state machine's changes not yet in the file.
+    pub fn unflushed(&self) -> &SharedUnflushed {
+        &self.unflushed
     }
 
     /// Queues `job` without waiting for it.
@@ -97,21 +127,72 @@ fn stopped() -> StorageError {
     io_err(std::io::Error::other("the redb writer has stopped"))
 }
 
-/// The writer thread: takes every queued job, commits them in one transaction, reports.
-fn write_loop(db: &Database, pending: &Mutex<BTreeMap<u64, Entry>>, jobs: mpsc::Receiver<Job>) {
-    while let Ok(first) = jobs.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
+/// The writer thread's state.
+struct WriterThread {
+    db: Arc<Database>,
+    pending: Pending,
+    unflushed: SharedUnflushed,
+    /// Values of non-durable `Meta` jobs, written with the next commit.
+    hints: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl WriterThread {
+    /// Takes every queued job, does them (in one transaction, if any needs one), reports; when
+    /// idle, flushes the overlay once it is due.
+    fn run(mut self, jobs: &mpsc::Receiver<Job>) {
+        loop {
+            let due = self.unflushed.read().expect("overlay lock").due_at();
+            let first = match due {
+                None => jobs.recv().ok(),
+                Some(at) => match jobs.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                    Ok(job) => Some(job),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                },
+            };
+            if due.is_none() && first.is_none() {
+                return;
+            }
+            let mut group: Vec<Job> = first.into_iter().collect();
+            while group.len() < MAX_GROUP {
+                match jobs.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.run_group(group);
+        }
+    }
+
+    fn run_group(&mut self, group: Vec<Job>) {
+        // Applies first, reported at once: they change only the overlay. (openraft awaits each
+        // apply and install, so a group never holds an apply queued after an install.)
+        let mut rest = Vec::with_capacity(group.len());
+        for job in group {
+            match job {
+                Job::Apply { entries, history_revisions, done } => {
+                    let outcome =
+                        state_machine::apply_to_overlay(&self.db, &self.unflushed, entries, history_revisions);
+                    let _ = done.send(outcome.map_err(|e| e.to_string()));
+                }
+                Job::Meta { key, value, durable: false, done } => {
+                    self.hints.push((key, value));
+                    if let Some(done) = done {
+                        let _ = done.send(Ok(()));
+                    }
+                }
+                job => rest.push(job),
             }
         }
-        let mut applied = Vec::new();
-        let result = commit_group(db, &mut group, &mut applied).map_err(|e| e.to_string());
+        let flush_due = self.unflushed.read().expect("overlay lock").due_at().is_some_and(|at| at <= Instant::now());
+        let flush = flush_due || rest.iter().any(Job::forces_flush);
+        if rest.is_empty() && !flush {
+            return;
+        }
+        let result = self.commit(&mut rest, flush).map_err(|e| e.to_string());
         if result.is_ok() {
-            let mut pending = pending.lock().expect("pending log lock");
-            for job in &group {
+            let mut pending = self.pending.lock().expect("pending log lock");
+            for job in &rest {
                 if let Job::Append { entries, .. } = job {
                     for (log_id, _) in entries {
                         if pending.get(&log_id.index).is_some_and(|e| e.log_id == *log_id) {
@@ -121,61 +202,80 @@ fn write_loop(db: &Database, pending: &Mutex<BTreeMap<u64, Entry>>, jobs: mpsc::
                 }
             }
         }
-        let mut applied = applied.into_iter();
-        for job in group {
+        for job in rest {
             match job {
                 Job::Append { callback, .. } => {
                     callback.log_io_completed(result.clone().map_err(std::io::Error::other));
                 }
-                Job::Meta { done: Some(done), .. } => {
+                Job::Meta { done: Some(done), .. }
+                | Job::Truncate { done, .. }
+                | Job::Purge { done, .. }
+                | Job::Flush { done }
+                | Job::Install { done, .. } => {
                     let _ = done.send(result.clone());
                 }
-                Job::Meta { done: None, .. } => {}
-                Job::Truncate { done, .. } | Job::Purge { done, .. } => {
-                    let _ = done.send(result.clone());
-                }
-                Job::Apply { done, .. } => {
-                    let outcome = result.clone().and_then(|()| applied.next().ok_or_else(|| "not applied".to_owned()));
-                    let _ = done.send(outcome);
-                }
+                Job::Meta { done: None, .. } | Job::Apply { .. } => {}
             }
         }
     }
-}
 
-/// Does every job of `group` in one transaction; what each apply did goes to `applied`, in
-/// order (and counts only if the commit succeeds).
-fn commit_group(db: &Database, group: &mut [Job], applied: &mut Vec<Applied>) -> Result<(), StorageError> {
-    let mut tx = db.begin_write().map_err(io_err)?;
-    if !group.iter().any(Job::needs_fsync) {
-        tx.set_durability(Durability::None).map_err(io_err)?;
-    }
-    for job in group.iter_mut() {
-        match job {
-            Job::Append { entries, .. } => {
-                let mut log = tx.open_table(LOG).map_err(io_err)?;
-                for (log_id, bytes) in entries.iter() {
-                    log.insert(log_id.index, bytes.as_slice()).map_err(io_err)?;
-                }
-            }
-            Job::Meta { key, value, .. } => {
-                tx.open_table(RAFT_META).map_err(io_err)?.insert(*key, value.as_slice()).map_err(io_err)?;
-            }
-            Job::Truncate { from, .. } => {
-                tx.open_table(LOG).map_err(io_err)?.retain_in(*from.., |_, _| false).map_err(io_err)?;
-            }
-            Job::Purge { upto, .. } => {
-                tx.open_table(RAFT_META)
-                    .map_err(io_err)?
-                    .insert("last_purged", encode(upto).as_slice())
-                    .map_err(io_err)?;
-                tx.open_table(LOG).map_err(io_err)?.retain_in(..=upto.index, |_, _| false).map_err(io_err)?;
-            }
-            Job::Apply { entries, history_revisions, .. } => {
-                applied.push(state_machine::apply_in(&tx, std::mem::take(entries), *history_revisions)?);
+    /// Does every job of `group` in one transaction, with the overlay written out too if
+    /// `flush` (unless a snapshot install replaces it).
+    fn commit(&mut self, group: &mut [Job], flush: bool) -> Result<(), StorageError> {
+        let mut tx = self.db.begin_write().map_err(io_err)?;
+        if !group.iter().any(Job::needs_fsync) {
+            tx.set_durability(Durability::None).map_err(io_err)?;
+        }
+        if !self.hints.is_empty() {
+            let mut meta = tx.open_table(RAFT_META).map_err(io_err)?;
+            for (key, value) in self.hints.drain(..) {
+                meta.insert(key, value.as_slice()).map_err(io_err)?;
             }
         }
+        let mut installs = false;
+        for job in group.iter_mut() {
+            match job {
+                Job::Append { entries, .. } => {
+                    let mut log = tx.open_table(LOG).map_err(io_err)?;
+                    for (log_id, bytes) in entries.iter() {
+                        log.insert(log_id.index, bytes.as_slice()).map_err(io_err)?;
+                    }
+                }
+                Job::Meta { key, value, .. } => {
+                    tx.open_table(RAFT_META).map_err(io_err)?.insert(*key, value.as_slice()).map_err(io_err)?;
+                }
+                Job::Truncate { from, .. } => {
+                    tx.open_table(LOG).map_err(io_err)?.retain_in(*from.., |_, _| false).map_err(io_err)?;
+                }
+                Job::Purge { upto, .. } => {
+                    tx.open_table(RAFT_META)
+                        .map_err(io_err)?
+                        .insert("last_purged", encode(upto).as_slice())
+                        .map_err(io_err)?;
+                    tx.open_table(LOG).map_err(io_err)?.retain_in(..=upto.index, |_, _| false).map_err(io_err)?;
+                }
+                Job::Install { meta, data, .. } => {
+                    state_machine::install_in(&tx, meta, data)?;
+                    installs = true;
+                }
+                Job::Flush { .. } | Job::Apply { .. } => {}
+            }
+        }
+        if installs {
+            // The snapshot replaces what the overlay holds. Readers wait (on the overlay's lock)
+            // until the file has the snapshot, so that none sees the old overlay over it.
+            let mut unflushed = self.unflushed.write().expect("overlay lock");
+            tx.commit().map_err(io_err)?;
+            unflushed.clear();
+            return Ok(());
+        }
+        if flush {
+            state_machine::flush_in(&tx, &self.unflushed.read().expect("overlay lock"))?;
+        }
+        tx.commit().map_err(io_err)?;
+        if flush {
+            self.unflushed.write().expect("overlay lock").clear();
+        }
+        Ok(())
     }
-    tx.commit().map_err(io_err)?;
-    Ok(())
 }
