@@ -9,12 +9,6 @@ mod output;
 
 use clap::Parser;
 
-/// mimalloc instead of the system allocator: under load the control plane spends much of its
-/// time allocating (log entries, redb pages, HTTP bodies), and glibc's malloc took ~13% of all
-/// CPU in the control-plane benchmark (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Shoal: run WebAssembly workloads across a cluster, declared in YAML.
 #[derive(Parser)]
 #[command(name = "shoal", version, about, propagate_version = true)]
