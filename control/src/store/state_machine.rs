@@ -543,26 +543,23 @@ impl StoreReader {
         self.applied.clone()
     }
 
-    /// Runs `read` over the overlay and a read transaction of the file opened while the overlay
-    /// is locked: so the file is never older than the overlay's base (see [`Unflushed`]).
-    fn read<T>(
-        &self,
-        read: impl FnOnce(&Unflushed, &ReadTransaction) -> Result<T, StorageError>,
-    ) -> Result<T, StorageError> {
+    /// Copies what `copy` needs from the overlay, and opens a read transaction of the file while
+    /// the overlay is locked: so the file is never older than the overlay's base (see
+    /// [`Unflushed`]). The file is then read without holding up the writer.
+    fn read<T>(&self, copy: impl FnOnce(&Unflushed) -> T) -> Result<(T, ReadTransaction), StorageError> {
         let unflushed = self.unflushed.read().expect("overlay lock");
         let tx = self.db.begin_read().map_err(io_err)?;
-        read(&unflushed, &tx)
+        Ok((copy(&unflushed), tx))
     }
 
     /// One object (JSON), if it exists.
     pub fn get(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>, StorageError> {
-        self.read(|unflushed, tx| {
-            if let Some(object) = unflushed.object(&key.0) {
-                return Ok(object.map(<[u8]>::to_vec));
-            }
-            let table = tx.open_table(OBJECTS).map_err(io_err)?;
-            Ok(table.get(key.0.as_str()).map_err(io_err)?.map(|v| v.value().to_vec()))
-        })
+        let (unflushed, tx) = self.read(|u| u.object(&key.0).map(|o| o.map(<[u8]>::to_vec)))?;
+        if let Some(object) = unflushed {
+            return Ok(object);
+        }
+        let table = tx.open_table(OBJECTS).map_err(io_err)?;
+        Ok(table.get(key.0.as_str()).map_err(io_err)?.map(|v| v.value().to_vec()))
     }
 
     /// Every object whose key starts with `prefix`, and the revision they were read at.
@@ -573,77 +570,86 @@ impl StoreReader {
 
     /// Like [`StoreReader::list`], with each object's key.
     pub fn entries(&self, prefix: &str) -> Result<(u64, Vec<KeyedObject>), StorageError> {
-        self.read(|unflushed, tx| {
-            let revision = match unflushed.last_applied {
-                Some(last) => last.index,
-                None => applied_in(tx)?,
+        let ((last_applied, unflushed), tx) = self.read(|u| {
+            let objects: Vec<(String, Option<Vec<u8>>)> =
+                u.objects_with_prefix(prefix).map(|(k, v)| (k.clone(), v.clone())).collect();
+            (u.last_applied, objects)
+        })?;
+        let revision = match last_applied {
+            Some(last) => last.index,
+            None => applied_in(&tx)?,
+        };
+        let table = tx.open_table(OBJECTS).map_err(io_err)?;
+        let mut file = Vec::new();
+        for item in table.range(prefix..).map_err(io_err)? {
+            let (k, v) = item.map_err(io_err)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            file.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        if unflushed.is_empty() {
+            return Ok((revision, file));
+        }
+        let mut items: BTreeMap<String, Vec<u8>> = file.into_iter().collect();
+        for (key, object) in unflushed {
+            match object {
+                Some(bytes) => items.insert(key, bytes),
+                None => items.remove(&key),
             };
-            let table = tx.open_table(OBJECTS).map_err(io_err)?;
-            let mut items = BTreeMap::new();
-            for item in table.range(prefix..).map_err(io_err)? {
-                let (k, v) = item.map_err(io_err)?;
-                if !k.value().starts_with(prefix) {
-                    break;
-                }
-                items.insert(k.value().to_owned(), v.value().to_vec());
-            }
-            for (key, object) in unflushed.objects_with_prefix(prefix) {
-                match object {
-                    Some(bytes) => items.insert(key.clone(), bytes.clone()),
-                    None => items.remove(key),
-                };
-            }
-            Ok((revision, items.into_iter().collect()))
-        })
+        }
+        Ok((revision, items.into_iter().collect()))
     }
 
     /// Changes after revision `after` to keys starting with `prefix`, at most `limit` of them
     /// (the last one returned tells where to continue). Also returns the revision read up to.
     pub fn changes_after(&self, after: u64, prefix: &str, limit: usize) -> Result<(Vec<Change>, u64), HistoryError> {
         let storage = |e: StorageError| HistoryError::Storage(Box::new(e));
-        self.read(|unflushed, tx| {
-            let meta = tx.open_table(SM_META).map_err(io_err)?;
-            let compacted: u64 = read_meta(&meta, "compacted")?.unwrap_or(0);
-            if after < compacted {
-                return Ok(Err(HistoryError::Compacted { requested: after, compacted }));
+        let ((last_applied, overlay), tx) = self
+            .read(|u| {
+                let changes: Vec<(u64, Change)> =
+                    u.history.range(history_after(after)..).map(|(k, c)| (*k, c.clone())).collect();
+                (u.last_applied, changes)
+            })
+            .map_err(storage)?;
+        let meta = tx.open_table(SM_META).map_err(io_err).map_err(storage)?;
+        let compacted: u64 = read_meta(&meta, "compacted").map_err(storage)?.unwrap_or(0);
+        if after < compacted {
+            return Err(HistoryError::Compacted { requested: after, compacted });
+        }
+        let applied = match last_applied {
+            Some(last) => last.index,
+            None => applied_in(&tx).map_err(storage)?,
+        };
+        let mut scan = HistoryScan { prefix, limit, changes: Vec::new(), full_at: None, scanned_to: None };
+        // The overlay's changes are newer than the file's; the file may hold some of them too
+        // (flushed, not yet cleared), and those are read from the overlay only.
+        let file_end = overlay.first().map_or(u64::MAX, |(k, _)| *k);
+        let table = tx.open_table(HISTORY).map_err(io_err).map_err(storage)?;
+        for item in table.range(history_after(after)..file_end).map_err(io_err).map_err(storage)? {
+            let (key, v) = item.map_err(io_err).map_err(storage)?;
+            if !scan.visit(key.value(), || decode::<Change>(v.value())).map_err(storage)? {
+                break;
             }
-            let applied = match unflushed.last_applied {
-                Some(last) => last.index,
-                None => applied_in(tx)?,
-            };
-            let mut scan = HistoryScan { prefix, limit, changes: Vec::new(), full_at: None, scanned_to: None };
-            // The overlay's changes are newer than the file's; the file may hold some of them
-            // too (flushed, not yet cleared), and those are read from the overlay only.
-            let overlay = unflushed.history.range(history_after(after)..);
-            let file_end = overlay.clone().next().map_or(u64::MAX, |(k, _)| *k);
-            let table = tx.open_table(HISTORY).map_err(io_err)?;
-            for item in table.range(history_after(after)..file_end).map_err(io_err)? {
-                let (key, v) = item.map_err(io_err)?;
-                if !scan.visit(key.value(), || decode::<Change>(v.value()))? {
+        }
+        if scan.scanned_to.is_none() {
+            for (key, change) in overlay {
+                if !scan.visit(key, || Ok(change)).map_err(storage)? {
                     break;
                 }
             }
-            if scan.scanned_to.is_none() {
-                for (key, change) in overlay {
-                    if !scan.visit(*key, || Ok(change.clone()))? {
-                        break;
-                    }
-                }
-            }
-            Ok(Ok((scan.changes, scan.scanned_to.unwrap_or(applied))))
-        })
-        .map_err(storage)?
+        }
+        Ok((scan.changes, scan.scanned_to.unwrap_or(applied)))
     }
 
     /// A module blob, if stored.
     pub fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        self.read(|unflushed, tx| {
-            if let Some(data) = unflushed.blobs.get(digest) {
-                return Ok(Some(data.clone()));
-            }
-            let table = tx.open_table(BLOBS).map_err(io_err)?;
-            Ok(table.get(digest).map_err(io_err)?.map(|v| v.value().to_vec()))
-        })
+        let (unflushed, tx) = self.read(|u| u.blobs.get(digest).cloned())?;
+        if unflushed.is_some() {
+            return Ok(unflushed);
+        }
+        let table = tx.open_table(BLOBS).map_err(io_err)?;
+        Ok(table.get(digest).map_err(io_err)?.map(|v| v.value().to_vec()))
     }
 }
 
