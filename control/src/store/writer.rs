@@ -89,7 +89,13 @@ impl Writer {
         let pending: Pending = Arc::default();
         let unflushed: SharedUnflushed = Arc::default();
         let (jobs, queue) = mpsc::channel();
-        let thread = WriterThread { db, pending: pending.clone(), unflushed: unflushed.clone(), hints: Vec::new() };
+        let thread = WriterThread {
+            db,
+            pending: pending.clone(),
+            unflushed: unflushed.clone(),
+            hints: Vec::new(),
+            failing: false,
+        };
         std::thread::Builder::new()
             .name("redb-writer".into())
             .spawn(move || thread.run(&queue))
@@ -134,6 +140,9 @@ struct WriterThread {
     unflushed: SharedUnflushed,
     /// Values of non-durable `Meta` jobs, written with the next commit.
     hints: Vec<(&'static str, Vec<u8>)>,
+    /// Whether the last commit failed: then the overlay waits for the next job rather than
+    /// being retried on a timer against a failing disk (the job's owner hears of the failure).
+    failing: bool,
 }
 
 impl WriterThread {
@@ -141,7 +150,7 @@ impl WriterThread {
     /// idle, flushes the overlay once it is due.
     fn run(mut self, jobs: &mpsc::Receiver<Job>) {
         loop {
-            let due = self.unflushed.read().expect("overlay lock").due_at();
+            let due = if self.failing { None } else { self.unflushed.read().expect("overlay lock").due_at() };
             let first = match due {
                 None => jobs.recv().ok(),
                 Some(at) => match jobs.recv_timeout(at.saturating_duration_since(Instant::now())) {
@@ -190,6 +199,10 @@ impl WriterThread {
             return;
         }
         let result = self.commit(&mut rest, flush).map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!("store commit failed: {e}");
+        }
+        self.failing = result.is_err();
         if result.is_ok() {
             let mut pending = self.pending.lock().expect("pending log lock");
             for job in &rest {
