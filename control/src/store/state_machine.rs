@@ -328,17 +328,27 @@ pub(super) fn apply_to_overlay(
     };
     for entry in entries {
         last = Some(entry.log_id);
-        results.push(match entry.payload {
-            EntryPayload::Blank => CommandResult::Ok { object: None },
+        let result = match entry.payload {
+            EntryPayload::Blank => Ok(CommandResult::Ok { object: None }),
             EntryPayload::Normal(command) => {
                 tables.seq = 0;
-                tables.apply(entry.log_id.index, command)?
+                tables.apply(entry.log_id.index, command)
             }
             EntryPayload::Membership(m) => {
                 tables.unflushed.membership = Some(StoredMembership::new(Some(entry.log_id), m));
-                CommandResult::Ok { object: None }
+                Ok(CommandResult::Ok { object: None })
             }
-        });
+        };
+        match result {
+            Ok(result) => results.push(result),
+            Err(e) => {
+                // Half an entry must never be seen or written out: drop everything unflushed
+                // (readers fall back to the file's consistent state; openraft stops on the
+                // error, and a restart re-applies from the log).
+                tables.unflushed.clear();
+                return Err(e);
+            }
+        }
     }
     if last.is_some() {
         unflushed.last_applied = last;
@@ -522,8 +532,14 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             let tx = db.begin_write().map_err(io_err)?;
             {
                 let mut snap = tx.open_table(SNAPSHOT).map_err(io_err)?;
-                snap.insert("meta", encode(&meta).as_slice()).map_err(io_err)?;
-                snap.insert("data", data.as_slice()).map_err(io_err)?;
+                // A snapshot installed while this one was being built is newer: keep it (the log
+                // before it may be purged already).
+                let stored: Option<SnapshotMeta<MemberId, openraft::BasicNode>> =
+                    snap.get("meta").map_err(io_err)?.map(|v| decode(v.value())).transpose()?;
+                if stored.is_none_or(|s| s.last_log_id < meta.last_log_id) {
+                    snap.insert("meta", encode(&meta).as_slice()).map_err(io_err)?;
+                    snap.insert("data", data.as_slice()).map_err(io_err)?;
+                }
             }
             tx.commit().map_err(io_err)?;
             Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
