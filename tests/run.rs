@@ -9,12 +9,10 @@ use std::time::{Duration, Instant};
 
 use shoal_guest_artifacts as guests;
 
+/// `shoal run FLAGS MODULE ARGS...`, called the way `wasmtime run` is.
 fn shoal_run(flags: &[&str], module: &str, args: &[&str]) -> Output {
     let mut command = Command::new(common::shoal_bin());
-    command.arg("run").args(flags).arg(module);
-    if !args.is_empty() {
-        command.arg("--").args(args);
-    }
+    command.arg("run").args(flags).arg(module).args(args);
     command.env("SHOAL_TEST_SECRET", "must-not-leak").stdin(Stdio::null()).output().expect("run shoal")
 }
 
@@ -27,6 +25,33 @@ fn a_preview1_module_gets_its_args_env_and_exit_code() {
     let out = shoal_run(&["--env", "NAME=shoal", "--env", "EXIT_CODE=7"], guests::HELLO_P1, &["a", "b c"]);
     assert_eq!(text(&out.stdout), "hello shoal from preview 1, args [\"a\", \"b c\"]\n");
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+}
+
+#[test]
+fn guest_arguments_follow_the_module_flags_included_as_in_wasmtime_run() {
+    let out = shoal_run(&["--env", "NAME=shoal"], guests::HELLO_P1, &["a", "--env", "-x", "--", "b"]);
+    assert_eq!(text(&out.stdout), "hello shoal from preview 1, args [\"a\", \"--env\", \"-x\", \"--\", \"b\"]\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // A `--` between the module and the guest's arguments is still accepted, and not passed on.
+    let out = shoal_run(&["--env", "NAME=shoal", "--env", "EXIT_CODE=3"], guests::HELLO_P1, &["--", "--help", "b"]);
+    assert_eq!(text(&out.stdout), "hello shoal from preview 1, args [\"--help\", \"b\"]\n");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+}
+
+#[test]
+fn env_name_alone_passes_the_hosts_value_and_nothing_when_unset() {
+    let out = Command::new(common::shoal_bin())
+        .args(["run", "--env", "SHOAL_TEST_INHERITED", "--env", "SHOAL_TEST_UNSET", "--env", "GIVEN=1"])
+        .args([guests::MISBEHAVE, "env"])
+        .env("SHOAL_TEST_INHERITED", "from the host")
+        .env_remove("SHOAL_TEST_UNSET")
+        .env("SHOAL_TEST_SECRET", "must-not-leak")
+        .output()
+        .unwrap();
+    let mut lines: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    lines.sort();
+    assert_eq!(lines, ["GIVEN=1", "SHOAL_TEST_INHERITED=from the host"], "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
 }
 
 #[test]
@@ -56,6 +81,10 @@ fn files_are_denied_unless_granted() {
 
     let grant = format!("{}::/data", dir.path().display());
     let out = shoal_run(&["--dir", &grant], guests::MISBEHAVE, &["open", "/data/secret.txt"]);
+    assert_eq!(text(&out.stdout), "read 12 bytes\n", "{}", text(&out.stderr));
+    // `--dir HOST` alone: the same path in the guest.
+    let out =
+        shoal_run(&["--dir", dir.path().to_str().unwrap()], guests::MISBEHAVE, &["open", host_path.to_str().unwrap()]);
     assert_eq!(text(&out.stdout), "read 12 bytes\n", "{}", text(&out.stderr));
 }
 
@@ -111,7 +140,7 @@ fn cpu_time(pid: u32) -> Duration {
 #[test]
 fn a_quarter_core_share_holds_a_busy_loop_to_a_quarter_core() {
     let child = Command::new(common::shoal_bin())
-        .args(["run", "--cpu", "250m", "--timeout", "6s", guests::MISBEHAVE, "--", "spin"])
+        .args(["run", "--cpu", "250m", "--timeout", "6s", guests::MISBEHAVE, "spin"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -141,7 +170,8 @@ impl Drop for KillOnDrop {
 async fn an_http_component_is_served_with_listen() {
     shoal_api::client::install_crypto_provider();
     let child = Command::new(common::shoal_bin())
-        .args(["run", "--listen", "127.0.0.1:0", "--env", "GREETING=hi", guests::HELLO])
+        .args(["run", "--listen", "127.0.0.1:0", "--env", "GREETING", guests::HELLO, "an-argument"])
+        .env("GREETING", "hi")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -1,6 +1,10 @@
 //! Builds `examples/guests` for `wasm32-wasip2` (every guest) and `wasm32-wasip1` (`hello-p1`)
-//! with the same cargo, into a target directory of their own (a nested build must not wait on
-//! the outer build's lock), and writes one `pub const` per guest with the path of its `.wasm`.
+//! with the same cargo, and writes one `pub const` per guest with the path of its `.wasm`.
+//!
+//! The guests go to their own workspace's target directory, `examples/guests/target`: not the
+//! outer build's (a nested build must not wait on the outer build's lock), and the very files
+//! that `examples/*/app.yaml` name, so that a build of `shoal` (which depends on this crate by
+//! default) is all that `shoal dev -f examples/hello/app.yaml` needs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,8 +59,15 @@ fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let guests = manifest.parent().unwrap().join("guests");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
-    let target_dir = out.join("guests-target");
-    println!("cargo:rerun-if-changed={}", guests.display());
+    let target_dir = guests.join("target");
+    // Everything in the guests' workspace but its target directory (watching the directory
+    // whole would see this build's own output and rerun every time).
+    for entry in std::fs::read_dir(&guests).expect("read examples/guests") {
+        let path = entry.expect("read examples/guests").path();
+        if path != target_dir {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
     println!("cargo:rerun-if-changed={}", manifest.parent().unwrap().parent().unwrap().join("guest-sdk").display());
 
     let p2: Vec<&str> = P2_GUESTS.iter().map(|(_, p)| *p).collect();

@@ -1,6 +1,9 @@
-//! `shoal run MODULE [ARGS]`: run a module once, here, with the very runtime a node uses.
-//! Flags follow `wasmtime run` (`--env`, `--dir HOST[::GUEST]`); the guest's exit code is the
-//! command's. With `--listen ADDR`, an HTTP component is served instead.
+//! `shoal run [FLAGS] MODULE [ARGS...]`: run a module once, here, with the very runtime a node
+//! uses. It is called as `wasmtime run` is (scripts and test harnesses written for wasmtime call
+//! it unchanged): flags before the module, everything after it goes to the guest (a `--` before
+//! the guest's arguments is accepted too); `--env NAME=VALUE` or `--env NAME` (the host's value),
+//! `--dir HOST[::GUEST]`. The guest's exit code is the command's. With `--listen ADDR`, an HTTP
+//! component is served instead.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,8 +25,9 @@ use crate::connect::ConnectionArgs;
 pub struct RunArgs {
     /// The `.wasm` file: a `wasi:cli/run` or `wasi:http/proxy` component, or a preview-1 module.
     module: PathBuf,
-    /// Set an environment variable for the guest (repeatable); nothing else is passed through.
-    #[arg(long = "env", value_name = "NAME=VALUE")]
+    /// Set an environment variable for the guest (repeatable): NAME=VALUE, or NAME alone for the
+    /// host's value of NAME (not passed when the host has none). Nothing else is passed through.
+    #[arg(long = "env", value_name = "NAME[=VALUE]")]
     env: Vec<String>,
     /// Grant a host directory, as GUEST in the guest (default: the same path) (repeatable).
     #[arg(long = "dir", value_name = "HOST[::GUEST]")]
@@ -41,15 +45,19 @@ pub struct RunArgs {
     /// e.g. 5s or 500ms.
     #[arg(long, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
-    /// Arguments for the guest (after `--`).
-    #[arg(last = true)]
+    /// Arguments for the guest: everything after the module, flags included (a leading `--` is
+    /// dropped, as `wasmtime run` does).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
     args: Vec<String>,
 }
 
-fn parse_env(spec: &str) -> anyhow::Result<(String, String)> {
+/// `NAME=VALUE` as given, or `NAME` with the host's value (`None` when the host has none,
+/// as `wasmtime run` skips it).
+fn parse_env(spec: &str) -> anyhow::Result<Option<(String, String)>> {
     match spec.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => bail!("--env {spec:?}: expected NAME=VALUE"),
+        Some((k, v)) if !k.is_empty() => Ok(Some((k.to_owned(), v.to_owned()))),
+        None if !spec.is_empty() => Ok(std::env::var(spec).ok().map(|v| (spec.to_owned(), v))),
+        _ => bail!("--env {spec:?}: expected NAME=VALUE or NAME"),
     }
 }
 
@@ -60,6 +68,14 @@ fn parse_dir(spec: &str) -> anyhow::Result<Preopen> {
         bail!("--dir {spec:?}: {} is not a directory", host.display());
     }
     Ok(Preopen { host, guest: guest.to_owned(), read_only: false })
+}
+
+/// The guest's arguments without the `--` that may separate them from the module.
+fn guest_args(args: &[String]) -> &[String] {
+    match args.first() {
+        Some(first) if first == "--" => &args[1..],
+        _ => args,
+    }
 }
 
 /// Where `shoal run` caches compiled modules: `$XDG_CACHE_HOME/shoal/wasm` or `~/.cache/shoal/wasm`.
@@ -77,8 +93,10 @@ impl RunArgs {
         let program = runtime.load(&bytes).with_context(|| format!("loading {}", self.module.display()))?;
         let name = self.module.file_name().map_or("main.wasm".into(), |n| n.to_string_lossy().into_owned());
         let mut sandbox = Sandbox::new(&name);
-        sandbox.args.extend(self.args.iter().cloned());
-        sandbox.env = self.env.iter().map(|e| parse_env(e)).collect::<anyhow::Result<_>>()?;
+        sandbox.args.extend(guest_args(&self.args).iter().cloned());
+        let env: Vec<Option<(String, String)>> =
+            self.env.iter().map(|e| parse_env(e)).collect::<anyhow::Result<_>>()?;
+        sandbox.env = env.into_iter().flatten().collect();
         sandbox.dirs = self.dirs.iter().map(|d| parse_dir(d)).collect::<anyhow::Result<_>>()?;
         sandbox.stdout = Output::Inherit;
         sandbox.stderr = Output::Inherit;

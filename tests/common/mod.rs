@@ -122,10 +122,17 @@ impl Drop for ControlProcess {
 /// Starts `shoal ARGS` (stderr to `log_path`) and waits for one stdout line starting with each
 /// of `prefixes`; returns the child and the rest of each such line, in the order of `prefixes`.
 pub fn spawn_announcing(args: &[&str], config_path: &Path, log_path: &Path, prefixes: &[&str]) -> (Child, Vec<String>) {
+    let mut command = Command::new(shoal_bin());
+    command.args(args).env("SHOAL_CONFIG", config_path);
+    spawn_command_announcing(command, log_path, prefixes)
+}
+
+/// Like [`spawn_announcing`], for a `shoal` command set up by the caller (its environment, its
+/// working directory).
+pub fn spawn_command_announcing(mut command: Command, log_path: &Path, prefixes: &[&str]) -> (Child, Vec<String>) {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).unwrap();
-    let mut child = Command::new(shoal_bin())
-        .args(args)
-        .env("SHOAL_CONFIG", config_path)
+    let args: Vec<String> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    let mut child = command
         .env("SHOAL_LOG", "info,openraft=warn,hickory_server=warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
