@@ -6,16 +6,27 @@
 //! - [`types`]: the raft type configuration, commands and results.
 //! - [`db`]: the redb file and its tables.
 //! - [`log_store`]: raft's log and vote.
-//! - [`state_machine`]: objects, history and blobs; [`StoreReader`] for reads.
+//! - [`state_machine`]: the state machine openraft drives (objects, history and blobs).
+//! - [`apply`]: applying commands to objects (resourceVersion, generation, conflicts).
+//! - [`history`]: the change history watches read, and its compaction.
+//! - [`snapshot`]: building and installing snapshots.
+//! - [`reader`]: [`StoreReader`], reads of the applied state.
+//! - [`unflushed`]: applied changes not yet in the file, and writing them out.
+//! - [`sm_meta`]: the state machine's bookkeeping values.
 //! - [`writer`]: the one thread that writes the file, log appends and applies in one commit.
 //! - [`peer`], [`network`]: calls between control nodes.
 //! - [`proposer`]: packs concurrent writes into one raft entry.
 
+pub mod apply;
 pub mod db;
+pub mod history;
 pub mod log_store;
 pub mod network;
 pub mod peer;
 pub mod proposer;
+pub mod reader;
+pub mod sm_meta;
+pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 pub mod unflushed;
@@ -30,9 +41,10 @@ use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
+pub use self::history::{Change, ChangeKind, HistoryError};
 use self::network::paths;
 use self::peer::{PeerClient, PeerError};
-pub use self::state_machine::{Change, ChangeKind, HistoryError, StoreReader};
+pub use self::reader::StoreReader;
 pub use self::types::{Command, CommandResult, MemberId, ObjectKey, Raft, UpdateScope};
 pub use shoal_api::status::ClusterStatus;
 
@@ -331,6 +343,34 @@ impl Store {
             }
             // Either no leader is known, or the one we asked is gone: wait for a change.
             let _ = tokio::time::timeout(Duration::from_millis(100), self.wait_for_leader(current, deadline)).await;
+        }
+    }
+
+    /// Sends `request` to the leader's raft listener at `path` (for what only the leader holds,
+    /// such as node liveness); `NotLeader` answers are followed until `LEADER_WAIT` passes.
+    pub async fn call_leader<T, R>(&self, path: &str, request: &T) -> Result<R, StoreError>
+    where
+        T: Serialize + Sync,
+        R: serde::de::DeserializeOwned,
+    {
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            let leader = self.raft.metrics().borrow().current_leader;
+            if let Some(addr) = self.leader_addr().filter(|_| leader != Some(self.id)) {
+                let answer: Result<Result<R, PeerRefusal>, PeerError> =
+                    self.peers.call(&addr, path, request, LEADER_WAIT).await;
+                match answer {
+                    Ok(Ok(result)) => return Ok(result),
+                    Ok(Err(PeerRefusal::Failed(e))) => return Err(StoreError::NoLeader(e)),
+                    Ok(Err(PeerRefusal::NotLeader { .. })) | Err(_) => {}
+                }
+            } else if leader == Some(self.id) {
+                return Err(StoreError::NoLeader("this member leads; nothing to forward".into()));
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::NoLeader("no leader answered in time".into()));
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), self.wait_for_leader(leader, deadline)).await;
         }
     }
 

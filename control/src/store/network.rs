@@ -25,6 +25,8 @@ pub mod paths {
     pub const READ_INDEX: &str = "/raft/read-index";
     /// A new member asking to join.
     pub const JOIN: &str = "/raft/join";
+    /// A node's heartbeat, forwarded by a follower to the leader, which holds liveness.
+    pub const HEARTBEAT: &str = "/raft/heartbeat";
 }
 
 /// Makes a [`Connection`] per target member.

@@ -8,14 +8,18 @@
 //! transaction it commits anyway. Nothing is lost by waiting: applied entries are durable in a
 //! quorum's raft log, the overlay is written together with the `last_applied` it reflects, and
 //! a restart re-applies from the log what the file does not have yet (the log is purged only
-//! after a flush).
+//! after a flush). `flush_in` writes it out, and compacts the history as it goes.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
-use super::state_machine::Change;
-use super::types::{LogId, StoredMembership};
+use redb::WriteTransaction;
+
+use super::db::{BLOBS, HISTORY, OBJECTS, encode, io_err};
+use super::history::{Change, compact_history};
+use super::sm_meta::put_meta;
+use super::types::{LogId, StorageError, StoredMembership};
 
 /// How long applied changes may wait for a flush. A flush holds up the log appends queued
 /// behind it, so longer is not simply better: with 64 clients 20 ms gave 1.22x etcd's creates/s,
@@ -84,4 +88,34 @@ impl Unflushed {
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(move |(k, _)| k.starts_with(prefix))
     }
+}
+
+/// Writes the overlay into `tx` (the writer's group transaction), and drops history that has
+/// left the retention window.
+pub(super) fn flush_in(tx: &WriteTransaction, unflushed: &Unflushed) -> Result<(), StorageError> {
+    {
+        let mut objects = tx.open_table(OBJECTS).map_err(io_err)?;
+        for (key, object) in &unflushed.objects {
+            match object {
+                Some(bytes) => objects.insert(key.as_str(), bytes.as_slice()).map_err(io_err)?,
+                None => objects.remove(key.as_str()).map_err(io_err)?,
+            };
+        }
+        let mut history = tx.open_table(HISTORY).map_err(io_err)?;
+        for (key, change) in &unflushed.history {
+            history.insert(key, encode(change).as_slice()).map_err(io_err)?;
+        }
+        let mut blobs = tx.open_table(BLOBS).map_err(io_err)?;
+        for (digest, data) in &unflushed.blobs {
+            blobs.insert(digest.as_str(), data.as_slice()).map_err(io_err)?;
+        }
+    }
+    if let Some(membership) = &unflushed.membership {
+        put_meta(tx, "membership", membership)?;
+    }
+    if let Some(last) = unflushed.last_applied {
+        put_meta(tx, "last_applied", &Some(last))?;
+        compact_history(tx, last.index, unflushed.history_revisions.max(1))?;
+    }
+    Ok(())
 }

@@ -28,10 +28,11 @@ use openraft::storage::LogFlushed;
 use redb::{Database, Durability};
 use tokio::sync::oneshot;
 
+use super::apply::{self, Applied};
 use super::db::{LOG, RAFT_META, encode, io_err};
-use super::state_machine::{self, Applied};
+use super::snapshot;
 use super::types::{Entry, LogId, MemberId, StorageError, TypeConfig};
-use super::unflushed::Unflushed;
+use super::unflushed::{self, Unflushed};
 
 /// Most jobs one group commit takes.
 const MAX_GROUP: usize = 4096;
@@ -180,8 +181,7 @@ impl WriterThread {
         for job in group {
             match job {
                 Job::Apply { entries, history_revisions, done } => {
-                    let outcome =
-                        state_machine::apply_to_overlay(&self.db, &self.unflushed, entries, history_revisions);
+                    let outcome = apply::apply_to_overlay(&self.db, &self.unflushed, entries, history_revisions);
                     let _ = done.send(outcome.map_err(|e| e.to_string()));
                 }
                 Job::Meta { key, value, durable: false, done } => {
@@ -268,7 +268,7 @@ impl WriterThread {
                     tx.open_table(LOG).map_err(io_err)?.retain_in(..=upto.index, |_, _| false).map_err(io_err)?;
                 }
                 Job::Install { meta, data, .. } => {
-                    state_machine::install_in(&tx, meta, data)?;
+                    snapshot::install_in(&tx, meta, data)?;
                     installs = true;
                 }
                 Job::Flush { .. } | Job::Apply { .. } => {}
@@ -283,7 +283,7 @@ impl WriterThread {
             return Ok(());
         }
         if flush {
-            state_machine::flush_in(&tx, &self.unflushed.read().expect("overlay lock"))?;
+            unflushed::flush_in(&tx, &self.unflushed.read().expect("overlay lock"))?;
         }
         tx.commit().map_err(io_err)?;
         if flush {

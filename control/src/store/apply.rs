@@ -1,0 +1,239 @@
+//! Applying committed entries to the overlay: what each command does to an object.
+//!
+//! Create fails on an existing key; update with a resourceVersion fails when it is stale, and
+//! without one creates or replaces spec, labels and annotations (keeping uid, creation time and
+//! status); an update that changes nothing is a no-op; a spec change bumps `generation`. Every
+//! write sets `resourceVersion` to the entry's log index and records a change in the history. A
+//! batch entry applies its commands in order, at one revision. Commands carry everything
+//! non-deterministic, so every member applies them identically. Applies only read the file:
+//! the writer writes the overlay out later (`unflushed::flush_in`).
+
+use std::sync::RwLock;
+
+use openraft::EntryPayload;
+use redb::{Database, ReadOnlyTable, ReadableDatabase};
+use serde_json::Value;
+
+use super::db::{BLOBS, OBJECTS, io_err};
+use super::history::{Change, ChangeKind, history_key};
+use super::types::{Command, CommandResult, Entry, ObjectKey, StorageError, StoredMembership, UpdateScope};
+use super::unflushed::Unflushed;
+
+/// What one apply job writes to (the overlay) and reads from (the overlay, then the file).
+struct Tables<'t> {
+    unflushed: &'t mut Unflushed,
+    objects: ReadOnlyTable<&'static str, &'static [u8]>,
+    blobs: ReadOnlyTable<&'static str, &'static [u8]>,
+    /// Changes recorded so far at the current revision (a batch entry records several).
+    seq: u64,
+}
+
+fn parse_object(bytes: &[u8]) -> Result<Value, String> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err("object is not a JSON object".into()),
+        Err(e) => Err(format!("object is not JSON: {e}")),
+    }
+}
+
+fn meta_u64(object: &Value, field: &str) -> Option<u64> {
+    object.get("metadata")?.get(field)?.as_u64()
+}
+
+fn set_meta(object: &mut Value, field: &str, value: Value) {
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        if value.is_null() {
+            meta.remove(field);
+        } else {
+            meta.insert(field.to_owned(), value);
+        }
+    }
+}
+
+/// The fields of an object a spec update may change; if none changed, the update is a no-op.
+fn user_fields(object: &Value) -> (Option<&Value>, Option<&Value>, Option<&Value>) {
+    let meta = object.get("metadata");
+    (object.get("spec"), meta.and_then(|m| m.get("labels")), meta.and_then(|m| m.get("annotations")))
+}
+
+impl Tables<'_> {
+    fn record(&mut self, revision: u64, kind: ChangeKind, key: &str, object: &Value) -> Result<Vec<u8>, StorageError> {
+        let bytes = serde_json::to_vec(object).map_err(io_err)?;
+        let change = Change { revision, kind, key: key.to_owned(), object: bytes.clone() };
+        self.unflushed.history.insert(history_key(revision, self.seq), change);
+        self.seq += 1;
+        let stored = (kind != ChangeKind::Deleted).then(|| bytes.clone());
+        self.unflushed.objects.insert(key.to_owned(), stored);
+        Ok(bytes)
+    }
+
+    fn current(&self, key: &ObjectKey) -> Result<Option<Value>, StorageError> {
+        let parse = |bytes: &[u8]| parse_object(bytes).map_err(|e| io_err(std::io::Error::other(e)));
+        match self.unflushed.object(&key.0) {
+            Some(Some(bytes)) => Ok(Some(parse(bytes)?)),
+            Some(None) => Ok(None),
+            None => match self.objects.get(key.0.as_str()).map_err(io_err)? {
+                Some(v) => Ok(Some(parse(v.value())?)),
+                None => Ok(None),
+            },
+        }
+    }
+
+    fn apply(&mut self, revision: u64, command: Command) -> Result<CommandResult, StorageError> {
+        let invalid = |message: String| Ok(CommandResult::Invalid { message });
+        let stale = |current: &Value, expected: Option<u64>| {
+            let rv = meta_u64(current, "resourceVersion").unwrap_or(0);
+            expected.filter(|e| *e != rv).map(|_| CommandResult::Conflict { current: rv })
+        };
+        let done = |bytes: Vec<u8>| Ok(CommandResult::Ok { object: Some(bytes) });
+        match command {
+            Command::Create { key, object } => {
+                let mut object = match parse_object(&object) {
+                    Ok(o) => o,
+                    Err(e) => return invalid(e),
+                };
+                if self.current(&key)?.is_some() {
+                    return Ok(CommandResult::AlreadyExists);
+                }
+                set_meta(&mut object, "resourceVersion", revision.into());
+                set_meta(&mut object, "generation", 1.into());
+                done(self.record(revision, ChangeKind::Added, &key.0, &object)?)
+            }
+            Command::Update { key, object, expected, scope } => {
+                let mut new = match parse_object(&object) {
+                    Ok(o) => o,
+                    Err(e) => return invalid(e),
+                };
+                let Some(old) = self.current(&key)? else {
+                    if expected.is_some() || scope == UpdateScope::Status {
+                        return Ok(CommandResult::NotFound);
+                    }
+                    set_meta(&mut new, "resourceVersion", revision.into());
+                    set_meta(&mut new, "generation", 1.into());
+                    return done(self.record(revision, ChangeKind::Added, &key.0, &new)?);
+                };
+                if let Some(conflict) = stale(&old, expected) {
+                    return Ok(conflict);
+                }
+                let next = match scope {
+                    UpdateScope::Status => {
+                        let mut next = old.clone();
+                        next["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+                        if next["status"].is_null() {
+                            next.as_object_mut().map(|o| o.remove("status"));
+                        }
+                        next
+                    }
+                    UpdateScope::Spec => {
+                        if user_fields(&old) == user_fields(&new) {
+                            return done(serde_json::to_vec(&old).map_err(io_err)?);
+                        }
+                        let spec_changed = old.get("spec") != new.get("spec");
+                        let generation = meta_u64(&old, "generation").unwrap_or(1) + u64::from(spec_changed);
+                        for field in ["uid", "creationTimestamp", "ownerReferences"] {
+                            let kept = old["metadata"].get(field).cloned().unwrap_or(Value::Null);
+                            set_meta(&mut new, field, kept);
+                        }
+                        set_meta(&mut new, "generation", generation.into());
+                        match old.get("status") {
+                            Some(status) => new["status"] = status.clone(),
+                            None => {
+                                new.as_object_mut().map(|o| o.remove("status"));
+                            }
+                        }
+                        new
+                    }
+                };
+                if next == old {
+                    return done(serde_json::to_vec(&old).map_err(io_err)?);
+                }
+                let mut next = next;
+                set_meta(&mut next, "resourceVersion", revision.into());
+                done(self.record(revision, ChangeKind::Modified, &key.0, &next)?)
+            }
+            Command::Delete { key, expected } => {
+                let Some(mut old) = self.current(&key)? else {
+                    return Ok(CommandResult::NotFound);
+                };
+                if let Some(conflict) = stale(&old, expected) {
+                    return Ok(conflict);
+                }
+                set_meta(&mut old, "resourceVersion", revision.into());
+                done(self.record(revision, ChangeKind::Deleted, &key.0, &old)?)
+            }
+            Command::Batch(commands) => {
+                let results = commands.into_iter().map(|c| self.apply(revision, c)).collect::<Result<_, _>>()?;
+                Ok(CommandResult::Batch(results))
+            }
+            Command::PutBlob { digest, data } => {
+                if !self.unflushed.blobs.contains_key(&digest)
+                    && self.blobs.get(digest.as_str()).map_err(io_err)?.is_none()
+                {
+                    self.unflushed.blobs.insert(digest, data);
+                }
+                Ok(CommandResult::Ok { object: None })
+            }
+        }
+    }
+}
+
+/// What applying a batch of entries did: a result per entry, and the last index applied (0 for
+/// none).
+pub struct Applied {
+    /// A result per entry, in order.
+    pub results: Vec<CommandResult>,
+    /// The index of the last entry.
+    pub last: u64,
+}
+
+/// Applies `entries` to the overlay (on the writer thread, the overlay's only writer), reading
+/// what the overlay lacks from the file. It needs no commit: every applied entry is already
+/// durable in the raft log, and a restart re-applies whatever a crash lost from here (the log
+/// is purged only by a durable commit that also writes the overlay out).
+pub(super) fn apply_to_overlay(
+    db: &Database,
+    unflushed: &RwLock<Unflushed>,
+    entries: Vec<Entry>,
+    history_revisions: u64,
+) -> Result<Applied, StorageError> {
+    let file = db.begin_read().map_err(io_err)?;
+    let mut unflushed = unflushed.write().expect("overlay lock");
+    let mut results = Vec::with_capacity(entries.len());
+    let mut last = None;
+    let mut tables = Tables {
+        unflushed: &mut unflushed,
+        objects: file.open_table(OBJECTS).map_err(io_err)?,
+        blobs: file.open_table(BLOBS).map_err(io_err)?,
+        seq: 0,
+    };
+    for entry in entries {
+        last = Some(entry.log_id);
+        let result = match entry.payload {
+            EntryPayload::Blank => Ok(CommandResult::Ok { object: None }),
+            EntryPayload::Normal(command) => {
+                tables.seq = 0;
+                tables.apply(entry.log_id.index, command)
+            }
+            EntryPayload::Membership(m) => {
+                tables.unflushed.membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                Ok(CommandResult::Ok { object: None })
+            }
+        };
+        match result {
+            Ok(result) => results.push(result),
+            Err(e) => {
+                // Half an entry must never be seen or written out: drop everything unflushed
+                // (readers fall back to the file's consistent state; openraft stops on the
+                // error, and a restart re-applies from the log).
+                tables.unflushed.clear();
+                return Err(e);
+            }
+        }
+    }
+    if last.is_some() {
+        unflushed.last_applied = last;
+        unflushed.history_revisions = history_revisions;
+        unflushed.touch();
+    }
+    Ok(Applied { results, last: last.map_or(0, |l| l.index) })
+}
