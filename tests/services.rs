@@ -209,7 +209,7 @@ async fn the_shop_example_is_found_by_dns_and_routed_across_nodes() {
 #[tokio::test]
 async fn a_killed_node_leaves_dns_and_the_proxy_with_no_failed_gets() {
     let dir = tempfile::tempdir().unwrap();
-    let control = ControlProcess::start(dir.path(), &[]);
+    let control = ControlProcess::start(dir.path(), &["--node-grace", "3s"]);
     let mut nodes = three_nodes(&control, ["role=api", "role=api", ""]);
     let client = control.client();
     let yaml =

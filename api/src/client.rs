@@ -283,6 +283,14 @@ impl Client {
         self.json(Method::POST, &format!("/api/v1/nodes/{name}/credentials"), Some(&body)).await
     }
 
+    /// Tells the control plane that node `name` (this node token's own) is alive. The beat is
+    /// held in the raft leader's memory; a 404 means the Node object is gone (register again).
+    pub async fn heartbeat(&self, name: &str) -> Result<(), ClientError> {
+        let path = format!("/api/v1/nodes/{name}/heartbeat");
+        self.send(Method::POST, &path, None, Some(Duration::from_secs(10))).await?;
+        Ok(())
+    }
+
     /// An instance's logs: what it has written so far and, with `follow`, what it writes next,
     /// as it comes.
     pub async fn logs(

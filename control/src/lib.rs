@@ -7,6 +7,8 @@
 //! - [`raft_service`]: the raft listener, where control nodes talk to each other.
 //! - [`pki`]: the cluster CA, certificates and tokens.
 //! - [`controllers`]: the scheduler and the reconcile loops, active on the raft leader.
+//! - [`liveness`]: node heartbeats, held in the leader's memory.
+//! - [`stamp`]: uid and times, decided before a write is proposed.
 //! - [`dns`]: the cluster DNS server, answering from the local replica.
 //!
 //! [`ControlPlane::start`] wires them together.
@@ -18,8 +20,10 @@
 pub mod api;
 pub mod controllers;
 pub mod dns;
+pub mod liveness;
 pub mod pki;
 pub mod raft_service;
+pub mod stamp;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -144,12 +148,13 @@ impl ControlPlane {
 
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let raft_router = raft_service::router(store.clone(), &pki.cluster_token);
+        let liveness = Arc::new(liveness::Liveness::new(config.controllers.node_grace));
+        let raft_router = raft_service::router(store.clone(), liveness.clone(), &pki.cluster_token);
         tasks.spawn(shoal_api::serve::serve_tls(raft_listener, tls.clone(), raft_router, shutdown.clone()));
-        let api_router = api::router(store.clone(), pki.clone())?;
+        let api_router = api::router(store.clone(), pki.clone(), liveness.clone())?;
         tasks.spawn(shoal_api::serve::serve_tls(api_listener, tls, api_router, shutdown.clone()));
 
-        tasks.spawn(controllers::run(store.clone(), config.controllers.clone(), shutdown.clone()));
+        tasks.spawn(controllers::run(store.clone(), liveness, config.controllers.clone(), shutdown.clone()));
         let dns_addr = match &config.dns {
             Some(dns) => Some(dns::start(dns, store.reader().clone(), &mut tasks, shutdown.clone()).await?),
             None => None,

@@ -13,6 +13,7 @@ use axum::routing::post;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::liveness::Liveness;
 use crate::pki::constant_time_eq;
 use crate::store::network::paths;
 use crate::store::{JoinRequest, Store};
@@ -20,12 +21,13 @@ use crate::store::{JoinRequest, Store};
 #[derive(Clone)]
 struct RaftState {
     store: Arc<Store>,
+    liveness: Arc<Liveness>,
     token: Arc<str>,
 }
 
 /// The router of the raft listener.
-pub fn router(store: Arc<Store>, cluster_token: &str) -> Router {
-    let state = RaftState { store, token: cluster_token.into() };
+pub fn router(store: Arc<Store>, liveness: Arc<Liveness>, cluster_token: &str) -> Router {
+    let state = RaftState { store, liveness, token: cluster_token.into() };
     Router::new()
         .route(paths::APPEND, post(append))
         .route(paths::VOTE, post(vote))
@@ -33,6 +35,7 @@ pub fn router(store: Arc<Store>, cluster_token: &str) -> Router {
         .route(paths::WRITE, post(write))
         .route(paths::READ_INDEX, post(read_index))
         .route(paths::JOIN, post(join))
+        .route(paths::HEARTBEAT, post(heartbeat))
         .layer(middleware::from_fn_with_state(state.clone(), require_cluster_token))
         .layer(DefaultBodyLimit::max(256 << 20))
         .with_state(state)
@@ -98,6 +101,13 @@ async fn read_index(State(s): State<RaftState>) -> Response {
 async fn join(State(s): State<RaftState>, body: Bytes) -> Response {
     match decode::<JoinRequest>(&body) {
         Ok(request) => encode(&s.store.add_member(request).await),
+        Err(r) => r,
+    }
+}
+
+async fn heartbeat(State(s): State<RaftState>, body: Bytes) -> Response {
+    match decode::<String>(&body) {
+        Ok(node) => encode(&crate::api::heartbeat::forwarded(&s.store, &s.liveness, &node)),
         Err(r) => r,
     }
 }

@@ -45,10 +45,14 @@ pub struct ControlArgs {
     /// How many revisions of change history watches can resume from.
     #[arg(long, default_value_t = 100_000)]
     history_revisions: u64,
-    /// How long a node may miss heartbeats before it is marked NotReady and its instances
-    /// move elsewhere, e.g. 3s.
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    /// How long a node may go without a heartbeat before it is marked NotReady and its
+    /// instances move elsewhere, e.g. 10s (ten of the nodes' default 1 s heartbeats: a loaded
+    /// node or control plane that is late by a few beats is not declared dead).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     node_grace: std::time::Duration,
+    /// How often the controllers look at every object, changed or not, e.g. 60s.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    controller_resync: std::time::Duration,
     /// Do not write the client config file.
     #[arg(long)]
     no_client_config: bool,
@@ -96,7 +100,10 @@ impl ControlArgs {
             peers,
             join: self.join.clone(),
             history_revisions: self.history_revisions,
-            controllers: shoal_control::controllers::ControllerOptions { node_grace: self.node_grace },
+            controllers: shoal_control::controllers::ControllerOptions {
+                node_grace: self.node_grace,
+                resync: self.controller_resync,
+            },
             dns: self.dns.config()?,
         };
         let control = ControlPlane::start(config).await?;

@@ -136,6 +136,7 @@ fn authorize(principal: &Principal, method: &Method, path: &str) -> Result<(), A
             ["nodes", node] => (reads || method == Method::PUT) && *node == &**name,
             ["nodes", node, "status"] => method == Method::PUT && *node == &**name,
             ["nodes", node, "credentials"] => method == Method::POST && *node == &**name,
+            ["nodes", node, "heartbeat"] => method == Method::POST && *node == &**name,
             ["instances"] => reads,
             ["services"] => reads,
             ["namespaces", _, "instances", _] => reads,
@@ -229,6 +230,8 @@ mod tests {
         assert!(!ok(Method::PUT, "/api/v1/nodes/n2/status"));
         assert!(ok(Method::POST, "/api/v1/nodes/n1/credentials"));
         assert!(!ok(Method::POST, "/api/v1/nodes/n2/credentials"));
+        assert!(ok(Method::POST, "/api/v1/nodes/n1/heartbeat"));
+        assert!(!ok(Method::POST, "/api/v1/nodes/n2/heartbeat"));
         assert!(!ok(Method::GET, "/api/v1/namespaces/a/instances/i/log"));
         assert!(!ok(Method::DELETE, "/api/v1/nodes/n1"));
         assert!(!ok(Method::PUT, "/api/v1/namespaces/a/instances/i"));

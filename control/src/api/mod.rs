@@ -7,6 +7,7 @@ pub mod agents;
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod heartbeat;
 pub mod modules;
 pub mod objects;
 pub mod tokens;
@@ -19,6 +20,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post, put};
 
+use crate::liveness::Liveness;
 use crate::pki::Pki;
 use crate::store::Store;
 
@@ -26,8 +28,11 @@ use crate::store::Store;
 pub const MAX_MODULE_BYTES: usize = 128 << 20;
 
 /// The API router.
-pub fn router(store: Arc<Store>, pki: Arc<Pki>) -> anyhow::Result<Router> {
+pub fn router(store: Arc<Store>, pki: Arc<Pki>, liveness: Arc<Liveness>) -> anyhow::Result<Router> {
     let auth = auth::AuthState { admin: pki.admin_token.as_str().into(), store: store.clone() };
+    let heartbeats = Router::new()
+        .route("/api/v1/nodes/{name}/heartbeat", post(heartbeat::beat))
+        .with_state(heartbeat::HeartbeatState { store: store.clone(), liveness });
     let agents = Router::new()
         .route("/api/v1/nodes/{name}/credentials", post(agents::credentials))
         .route("/api/v1/namespaces/{ns}/instances/{name}/log", get(agents::logs))
@@ -53,6 +58,7 @@ pub fn router(store: Arc<Store>, pki: Arc<Pki>) -> anyhow::Result<Router> {
         .route("/api/v1/namespaces/{ns}/{plural}/{name}/status", put(put_namespaced_status))
         .with_state(store.clone())
         .merge(agents)
+        .merge(heartbeats)
         .layer(middleware::from_fn_with_state(auth, auth::require_token));
     Ok(Router::new()
         .route("/healthz", get(health::healthz))

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Path, Query, State};
@@ -82,11 +81,6 @@ impl Target {
     }
 }
 
-/// The current time, as objects record it.
-pub(crate) fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
-}
-
 fn json_response(status: StatusCode, bytes: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
@@ -130,15 +124,7 @@ fn parse_body(target: &Target, body: &[u8], name: Option<&str>) -> Result<AnyObj
 
 /// Fills in what the control plane decides for a new object.
 fn stamp_new(object: &mut AnyObject) {
-    stamp_typed(object.meta_mut());
-}
-
-/// Fills in what the control plane decides for a new object: uid and creation time (the
-/// store sets resourceVersion and generation).
-pub(crate) fn stamp_typed(meta: &mut shoal_api::ObjectMeta) {
-    meta.uid = Some(uuid::Uuid::new_v4().to_string());
-    meta.creation_timestamp = Some(now_rfc3339());
-    meta.generation = None;
+    crate::stamp::stamp_new(object.meta_mut());
 }
 
 async fn require_namespace(store: &Store, target: &Target) -> Result<(), ApiError> {

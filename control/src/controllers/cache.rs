@@ -1,15 +1,23 @@
 //! The controllers' view of the cluster: typed copies of the objects they reconcile, kept
 //! current from the local state machine's change history (an informer, without the network:
-//! the controllers live in the control node's own process).
+//! the controllers live in the control node's own process), with the indexes that let a
+//! reconciler look at one object without walking the others: instances by owner and by node,
+//! the pending instances, and what is bound to each node.
+//!
+//! Every change that reaches the cache also says which reconcile tasks it concerns
+//! ([`super::triggers`]); [`Cache::sync`] returns them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::de::DeserializeOwned;
-use shoal_api::resources::instance::Instance;
-use shoal_api::resources::node::Node;
-use shoal_api::resources::workload::Workload;
+use shoal_api::resources::instance::{Instance, InstanceKind};
+use shoal_api::resources::node::{Node, NodeKind};
+use shoal_api::resources::service::{Service, ServiceKind};
+use shoal_api::resources::workload::{Workload, WorkloadKind};
 use shoal_api::{Kind, Object, Resource};
 
+use super::queue::Task;
+use super::triggers;
 use crate::store::{ChangeKind, HistoryError, StoreReader};
 
 /// How many changes one read of the history returns at most.
@@ -18,7 +26,47 @@ const BATCH: usize = 4096;
 /// Objects by store key (`<plural>/<namespace>/<name>`).
 pub type Objects<R> = BTreeMap<String, Object<R>>;
 
-/// Typed copies of workloads, instances and nodes, as of `revision`.
+/// What the instances bound to one node request, together.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Allocated {
+    /// Memory, bytes.
+    pub memory: u64,
+    /// CPU, millicores.
+    pub cpu: u64,
+    /// Instance slots.
+    pub instances: u32,
+}
+
+impl Allocated {
+    /// Adds (or, with `sign` false, takes away) what `instance` requests.
+    fn count(&mut self, instance: &Instance, add: bool) {
+        let (memory, cpu) = requests(instance);
+        if add {
+            self.memory += memory;
+            self.cpu += cpu;
+            self.instances += 1;
+        } else {
+            self.memory = self.memory.saturating_sub(memory);
+            self.cpu = self.cpu.saturating_sub(cpu);
+            self.instances = self.instances.saturating_sub(1);
+        }
+    }
+}
+
+/// Memory (bytes) and CPU (millicores) an instance requests; none counts as 0.
+pub fn requests(instance: &Instance) -> (u64, u64) {
+    let r = &instance.spec.resources;
+    (r.memory.map_or(0, |m| m.0), r.cpu.map_or(0, |c| c.0))
+}
+
+/// The store key of the workload that owns `instance`, if it names one.
+pub fn owner_key(instance: &Instance) -> Option<String> {
+    let ns = instance.metadata.namespace.as_ref()?;
+    let workload = instance.spec.workload.as_ref()?;
+    Some(format!("workloads/{ns}/{workload}"))
+}
+
+/// Typed copies of workloads, instances, nodes and services, as of `revision`, and indexes.
 #[derive(Default)]
 pub struct Cache {
     /// Whether the first full read happened.
@@ -26,17 +74,23 @@ pub struct Cache {
     /// The store revision the cache reflects.
     pub revision: u64,
     /// Every workload.
-    pub workloads: Objects<shoal_api::resources::workload::WorkloadKind>,
+    pub workloads: Objects<WorkloadKind>,
     /// Every instance.
-    pub instances: Objects<shoal_api::resources::instance::InstanceKind>,
+    pub instances: Objects<InstanceKind>,
     /// Every node.
-    pub nodes: Objects<shoal_api::resources::node::NodeKind>,
+    pub nodes: Objects<NodeKind>,
     /// Every service.
-    pub services: Objects<shoal_api::resources::service::ServiceKind>,
-}
-
-fn prefix(kind: Kind) -> String {
-    format!("{}/", kind.plural())
+    pub services: Objects<ServiceKind>,
+    /// Instance keys by the key of the workload they name.
+    by_owner: HashMap<String, BTreeSet<String>>,
+    /// Keys of the instances bound to each node, by node name.
+    by_node: HashMap<String, BTreeSet<String>>,
+    /// Keys of the unbound instances that have not ended.
+    pending: BTreeSet<String>,
+    /// What the live instances bound to each node request, by node name.
+    allocated: HashMap<String, Allocated>,
+    /// Live instances of each workload (by key) on each node (by name), for spreading.
+    placed: HashMap<String, HashMap<String, u32>>,
 }
 
 fn parse<R: Resource>(key: &str, bytes: &[u8]) -> Option<Object<R>>
@@ -52,60 +106,53 @@ where
     }
 }
 
+fn prefix(kind: Kind) -> String {
+    format!("{}/", kind.plural())
+}
+
 impl Cache {
     /// Catches up with the state machine: a full read the first time (or when the history the
-    /// cache needs was compacted away), the changes since `revision` after that.
-    pub fn sync(&mut self, reader: &StoreReader) -> Result<(), crate::store::types::StorageError> {
+    /// cache needs was compacted away), the changes since `revision` after that. Returns the
+    /// tasks the changes concern (every task there is, after a full read).
+    pub fn sync(&mut self, reader: &StoreReader) -> Result<Vec<Task>, crate::store::types::StorageError> {
+        let mut tasks = Vec::new();
         if self.loaded {
-            match self.follow(reader) {
-                Ok(()) => return Ok(()),
+            match self.follow(reader, &mut tasks) {
+                Ok(()) => return Ok(tasks),
                 Err(HistoryError::Compacted { .. }) => tracing::info!("controllers: history compacted, re-reading"),
                 Err(HistoryError::Storage(e)) => return Err(*e),
             }
         }
-        self.reload(reader)
+        self.reload(reader)?;
+        Ok(self.every_task())
     }
 
     fn reload(&mut self, reader: &StoreReader) -> Result<(), crate::store::types::StorageError> {
+        *self = Cache::default();
         let mut revision = u64::MAX;
-        let mut load = |kind: Kind| {
+        for kind in [Kind::Workload, Kind::Instance, Kind::Node, Kind::Service] {
             let (rev, entries) = reader.entries(&prefix(kind))?;
             revision = revision.min(rev);
-            Ok::<_, crate::store::types::StorageError>(entries)
-        };
-        let (workloads, instances, nodes) = (load(Kind::Workload)?, load(Kind::Instance)?, load(Kind::Node)?);
-        let services = load(Kind::Service)?;
-        self.services = services.iter().filter_map(|(k, v)| Some((k.clone(), parse(k, v)?))).collect();
-        self.workloads = workloads.iter().filter_map(|(k, v)| Some((k.clone(), parse(k, v)?))).collect();
-        self.instances = instances.iter().filter_map(|(k, v)| Some((k.clone(), parse(k, v)?))).collect();
-        self.nodes = nodes.iter().filter_map(|(k, v)| Some((k.clone(), parse(k, v)?))).collect();
-        // The three reads may have seen different revisions; replaying from the oldest is
-        // harmless (every change carries the whole object) and misses nothing.
+            for (key, bytes) in entries {
+                self.apply_bytes(&key, Some(&bytes), &mut Vec::new());
+            }
+        }
+        // The reads may have seen different revisions; replaying from the oldest is harmless
+        // (every change carries the whole object) and misses nothing.
         self.revision = revision;
         self.loaded = true;
-        match self.follow(reader) {
-            Ok(()) => Ok(()),
+        match self.follow(reader, &mut Vec::new()) {
+            Ok(()) | Err(HistoryError::Compacted { .. }) => Ok(()),
             Err(HistoryError::Storage(e)) => Err(*e),
-            Err(HistoryError::Compacted { .. }) => Ok(()),
         }
     }
 
-    fn follow(&mut self, reader: &StoreReader) -> Result<(), HistoryError> {
-        let (workloads, instances, nodes) = (prefix(Kind::Workload), prefix(Kind::Instance), prefix(Kind::Node));
-        let services = prefix(Kind::Service);
+    fn follow(&mut self, reader: &StoreReader, tasks: &mut Vec<Task>) -> Result<(), HistoryError> {
         loop {
             let (changes, scanned_to) = reader.changes_after(self.revision, "", BATCH)?;
             for change in &changes {
-                let deleted = change.kind == ChangeKind::Deleted;
-                if change.key.starts_with(&workloads) {
-                    apply(&mut self.workloads, &change.key, deleted, &change.object);
-                } else if change.key.starts_with(&instances) {
-                    apply(&mut self.instances, &change.key, deleted, &change.object);
-                } else if change.key.starts_with(&nodes) {
-                    apply(&mut self.nodes, &change.key, deleted, &change.object);
-                } else if change.key.starts_with(&services) {
-                    apply(&mut self.services, &change.key, deleted, &change.object);
-                }
+                let bytes = (change.kind != ChangeKind::Deleted).then_some(change.object.as_slice());
+                self.apply_bytes(&change.key, bytes, tasks);
             }
             self.revision = self.revision.max(scanned_to);
             if changes.len() < BATCH {
@@ -114,22 +161,179 @@ impl Cache {
         }
     }
 
+    /// Every task there is: what a full resync looks at.
+    pub fn every_task(&self) -> Vec<Task> {
+        let mut tasks: Vec<Task> = self.workloads.keys().map(|k| Task::Workload(k.clone())).collect();
+        tasks.extend(self.pending.iter().map(|k| Task::Schedule(k.clone())));
+        tasks.extend(self.nodes.values().map(|n| Task::Node(n.metadata.name.to_string())));
+        tasks.extend(self.services.keys().map(|k| Task::Endpoints(k.clone())));
+        tasks.extend(self.instances.keys().map(|k| Task::Collect(k.clone())));
+        tasks
+    }
+
+    fn apply_bytes(&mut self, key: &str, bytes: Option<&[u8]>, tasks: &mut Vec<Task>) {
+        let kind = key.split('/').next().unwrap_or_default();
+        if kind == Kind::Workload.plural() {
+            let new = bytes.and_then(|b| parse::<WorkloadKind>(key, b));
+            self.put_workload(key, new, tasks);
+        } else if kind == Kind::Instance.plural() {
+            let new = bytes.and_then(|b| parse::<InstanceKind>(key, b));
+            self.put_instance(key, new, tasks);
+        } else if kind == Kind::Node.plural() {
+            let new = bytes.and_then(|b| parse::<NodeKind>(key, b));
+            self.put_node(key, new, tasks);
+        } else if kind == Kind::Service.plural() {
+            let new = bytes.and_then(|b| parse::<ServiceKind>(key, b));
+            self.put_service(key, new, tasks);
+        }
+    }
+
+    /// Replaces (or, with `None`, removes) the workload at `key`; adds the tasks it concerns.
+    pub fn put_workload(&mut self, key: &str, new: Option<Workload>, tasks: &mut Vec<Task>) {
+        let old = match &new {
+            Some(w) => self.workloads.insert(key.to_owned(), w.clone()),
+            None => self.workloads.remove(key),
+        };
+        triggers::workload(self, key, old.as_ref(), new.as_ref(), tasks);
+    }
+
+    /// Replaces (or removes) the instance at `key`, keeping the indexes; adds its tasks.
+    pub fn put_instance(&mut self, key: &str, new: Option<Instance>, tasks: &mut Vec<Task>) {
+        let old = self.instances.remove(key);
+        if let Some(old) = &old {
+            self.unindex(key, old);
+        }
+        if let Some(new) = &new {
+            self.index(key, new);
+        }
+        triggers::instance(self, key, old.as_ref(), new.as_ref(), tasks);
+        if let Some(new) = new {
+            self.instances.insert(key.to_owned(), new);
+        }
+    }
+
+    /// Replaces (or removes) the node at `key`; adds its tasks.
+    pub fn put_node(&mut self, key: &str, new: Option<Node>, tasks: &mut Vec<Task>) {
+        let old = match &new {
+            Some(n) => self.nodes.insert(key.to_owned(), n.clone()),
+            None => self.nodes.remove(key),
+        };
+        triggers::node(self, old.as_ref(), new.as_ref(), tasks);
+    }
+
+    /// Replaces (or removes) the service at `key`; adds its tasks.
+    pub fn put_service(&mut self, key: &str, new: Option<Service>, tasks: &mut Vec<Task>) {
+        match new {
+            Some(s) => {
+                self.services.insert(key.to_owned(), s);
+                tasks.push(Task::Endpoints(key.to_owned()));
+            }
+            None => {
+                self.services.remove(key);
+            }
+        }
+    }
+
+    fn index(&mut self, key: &str, instance: &Instance) {
+        let owner = owner_key(instance);
+        if let Some(owner) = &owner {
+            self.by_owner.entry(owner.clone()).or_default().insert(key.to_owned());
+        }
+        let live = !instance.phase().is_terminal();
+        match &instance.spec.node {
+            Some(node) => {
+                self.by_node.entry(node.to_string()).or_default().insert(key.to_owned());
+                if live {
+                    self.allocated.entry(node.to_string()).or_default().count(instance, true);
+                    if let Some(owner) = owner {
+                        *self.placed.entry(owner).or_default().entry(node.to_string()).or_default() += 1;
+                    }
+                }
+            }
+            None if live => {
+                self.pending.insert(key.to_owned());
+            }
+            None => {}
+        }
+    }
+
+    fn unindex(&mut self, key: &str, instance: &Instance) {
+        let owner = owner_key(instance);
+        if let Some(owner) = &owner {
+            remove_from(&mut self.by_owner, owner, key);
+        }
+        self.pending.remove(key);
+        let Some(node) = &instance.spec.node else { return };
+        remove_from(&mut self.by_node, node.as_str(), key);
+        if instance.phase().is_terminal() {
+            return;
+        }
+        if let Some(allocated) = self.allocated.get_mut(node.as_str()) {
+            allocated.count(instance, false);
+            if allocated.instances == 0 {
+                self.allocated.remove(node.as_str());
+            }
+        }
+        if let Some(owner) = owner
+            && let Some(per_node) = self.placed.get_mut(&owner)
+        {
+            if let Some(count) = per_node.get_mut(node.as_str()) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    per_node.remove(node.as_str());
+                }
+            }
+            if per_node.is_empty() {
+                self.placed.remove(&owner);
+            }
+        }
+    }
+
+    /// The instances that name the workload at `key` (whatever their owner's uid), by key.
+    pub fn instances_of<'a>(&'a self, workload_key: &str) -> impl Iterator<Item = &'a Instance> + use<'a> {
+        self.by_owner.get(workload_key).into_iter().flatten().filter_map(|k| self.instances.get(k))
+    }
+
+    /// The instances bound to node `name`.
+    pub fn instances_on<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Instance> + use<'a> {
+        self.by_node.get(node).into_iter().flatten().filter_map(|k| self.instances.get(k))
+    }
+
+    /// The instances in namespace `ns`.
+    pub fn instances_in<'a>(&'a self, ns: &str) -> impl Iterator<Item = &'a Instance> + use<'a> {
+        let from = format!("instances/{ns}/");
+        self.instances.range(from.clone()..).take_while(move |(k, _)| k.starts_with(&from)).map(|(_, i)| i)
+    }
+
+    /// The services in namespace `ns`, with their keys.
+    pub fn services_in<'a>(&'a self, ns: &str) -> impl Iterator<Item = (&'a String, &'a Service)> + use<'a> {
+        let from = format!("services/{ns}/");
+        self.services.range(from.clone()..).take_while(move |(k, _)| k.starts_with(&from))
+    }
+
+    /// Keys of the unbound instances that have not ended.
+    pub fn pending(&self) -> &BTreeSet<String> {
+        &self.pending
+    }
+
+    /// What the live instances bound to node `name` request.
+    pub fn allocated(&self, node: &str) -> Allocated {
+        self.allocated.get(node).copied().unwrap_or_default()
+    }
+
+    /// How many live instances of the workload at `key` are bound to node `name`.
+    pub fn placed(&self, workload_key: &str, node: &str) -> u32 {
+        self.placed.get(workload_key).and_then(|n| n.get(node)).copied().unwrap_or(0)
+    }
+
     /// The workload an instance belongs to, if it still exists.
     pub fn owner(&self, instance: &Instance) -> Option<&Workload> {
-        let ns = instance.metadata.namespace.as_ref()?;
-        let workload = instance.spec.workload.as_ref()?;
-        self.workloads.get(&format!("workloads/{ns}/{workload}"))
+        self.workloads.get(&owner_key(instance)?)
     }
 
     /// Whether an instance serves: Running and ready, on a node that is itself Ready.
     pub fn serving(&self, instance: &Instance) -> bool {
-        instance.is_ready()
-            && instance
-                .spec
-                .node
-                .as_ref()
-                .and_then(|n| self.node(n.as_str()))
-                .is_some_and(|n| n.status.as_ref().and_then(|s| s.ready()).is_some_and(|c| c.status == "True"))
+        instance.is_ready() && instance.spec.node.as_ref().and_then(|n| self.node(n.as_str())).is_some_and(is_ready)
     }
 
     /// A node by name.
@@ -138,13 +342,16 @@ impl Cache {
     }
 }
 
-fn apply<R: Resource>(objects: &mut Objects<R>, key: &str, deleted: bool, bytes: &[u8])
-where
-    Object<R>: DeserializeOwned,
-{
-    if deleted {
-        objects.remove(key);
-    } else if let Some(object) = parse(key, bytes) {
-        objects.insert(key.to_owned(), object);
+/// Whether a node's Ready condition is True.
+pub fn is_ready(node: &Node) -> bool {
+    node.status.as_ref().and_then(|s| s.ready()).is_some_and(|c| c.status == "True")
+}
+
+fn remove_from(index: &mut HashMap<String, BTreeSet<String>>, at: &str, key: &str) {
+    if let Some(keys) = index.get_mut(at) {
+        keys.remove(key);
+        if keys.is_empty() {
+            index.remove(at);
+        }
     }
 }

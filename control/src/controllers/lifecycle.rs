@@ -1,80 +1,158 @@
-//! The node lifecycle controller: a node whose heartbeat has not changed for the grace period is
-//! marked NotReady, and the instances bound to a node that is not Ready are deleted, so that
-//! their workloads make replacements and the scheduler puts those elsewhere.
+//! The node lifecycle controller: a node that has not beaten for the grace period is marked
+//! NotReady (Ready=Unknown, `NodeStatusUnknown`), a NotReady node that beats again is marked
+//! Ready, and the instances bound to a node that is not Ready are deleted, so that their
+//! workloads make replacements and the scheduler puts those elsewhere.
 //!
-//! Staleness is measured on this control node's monotonic clock, from when it *saw* a heartbeat
-//! change, so clock skew between machines does not matter; a new leader gives every node a
-//! fresh grace period.
+//! Beats are held in the leader's memory ([`Liveness`]), on its own monotonic clock: the store
+//! is written only when readiness changes. A reconcile of a live node asks to look again when
+//! its grace would run out.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
+use shoal_api::AnyObject;
 use shoal_api::resources::Condition;
 
-use super::cache::Cache;
-use super::writer;
-use crate::api::objects::now_rfc3339;
-use crate::store::{Store, UpdateScope};
+use super::cache::{Cache, is_ready};
+use super::writes::{Action, Write};
+use crate::liveness::Liveness;
+use crate::stamp::now_rfc3339;
+use crate::store::UpdateScope;
 
-/// Tracks when each node's heartbeat last changed.
-pub struct Lifecycle {
-    grace: Duration,
-    seen: HashMap<String, (Option<String>, Instant)>,
+/// A little past the deadline, so that the look after it sees the node stale.
+const SLACK: Duration = Duration::from_millis(10);
+
+fn ready_condition(status: &str, reason: &str, message: String) -> Condition {
+    Condition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: Some(now_rfc3339()),
+    }
 }
 
-impl Lifecycle {
-    /// A controller that allows `grace` between heartbeats.
-    pub fn new(grace: Duration) -> Self {
-        Lifecycle { grace, seen: HashMap::new() }
-    }
-
-    /// Forgets every observation (on becoming leader: nobody is stale yet).
-    pub fn reset(&mut self) {
-        self.seen.clear();
-    }
-
-    /// When the next node would go stale, if none changes.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.seen.values().map(|(_, at)| *at + self.grace).min()
-    }
-
-    /// One pass; returns the writes to make.
-    pub fn check<'a>(&mut self, cache: &'a Cache, store: &'a Store, now: Instant) -> Vec<BoxFuture<'a, bool>> {
-        let mut writes: Vec<BoxFuture<'a, bool>> = Vec::new();
-        self.seen.retain(|name, _| cache.node(name).is_some());
-        for node in cache.nodes.values() {
-            let name = node.metadata.name.as_str();
-            let heartbeat = node.status.as_ref().and_then(|s| s.last_heartbeat.clone());
-            let entry = self.seen.entry(name.to_owned()).or_insert_with(|| (heartbeat.clone(), now));
-            if entry.0 != heartbeat {
-                *entry = (heartbeat, now);
-            }
-            let ready = node.status.as_ref().and_then(|s| s.ready()).is_some_and(|c| c.status == "True");
-            let stale = now.duration_since(entry.1) >= self.grace;
-            if ready && stale {
-                let mut marked = node.clone();
-                let status = marked.status.get_or_insert_with(Default::default);
-                status.conditions.retain(|c| c.type_ != "Ready");
-                status.conditions.push(Condition {
-                    type_: "Ready".into(),
-                    status: "Unknown".into(),
-                    reason: "NodeStatusUnknown".into(),
-                    message: format!("no heartbeat for {:?}", self.grace),
-                    last_transition_time: Some(now_rfc3339()),
-                });
-                tracing::warn!("node {name}: no heartbeat for {:?}; marking it NotReady", self.grace);
-                writes.push(Box::pin(async move { writer::update(store, &marked, UpdateScope::Status).await }));
-            }
-            if !ready || stale {
-                for instance in cache.instances.values() {
-                    let here = instance.spec.node.as_ref().is_some_and(|n| n.as_str() == name);
-                    if here && !instance.phase().is_terminal() {
-                        writes.push(Box::pin(writer::delete(store, instance)));
-                    }
-                }
-            }
+/// Reconciles node `name` at `now`, with `grace` between beats.
+pub fn reconcile(cache: &Cache, liveness: &Liveness, name: &str, grace: Duration, now: Instant) -> Action {
+    let Some(node) = cache.node(name) else {
+        liveness.forget(name);
+        return Action::none();
+    };
+    // A node first seen since this member leads gets a full grace period.
+    let last = liveness.last_beat(name).unwrap_or_else(|| {
+        liveness.grant(name, now);
+        now
+    });
+    let alive = now.saturating_duration_since(last) < grace;
+    let ready = is_ready(node);
+    let mut writes = Vec::new();
+    let condition = match (ready, alive) {
+        (true, false) => {
+            tracing::warn!("node {name}: no heartbeat for {grace:?}; marking it NotReady");
+            Some(ready_condition("Unknown", "NodeStatusUnknown", format!("no heartbeat for {grace:?}")))
         }
-        writes
+        // Back, after it was marked NotReady (a node that never wrote a status has no capacity
+        // to offer yet: its agent writes the status, Ready, itself).
+        (false, true) if node.status.is_some() => {
+            tracing::info!("node {name}: heartbeating again; marking it Ready");
+            Some(ready_condition("True", "NodeHeartbeating", "the node agent is heartbeating".into()))
+        }
+        _ => None,
+    };
+    if let Some(condition) = condition {
+        let mut marked = node.clone();
+        let status = marked.status.get_or_insert_with(Default::default);
+        status.conditions.retain(|c| c.type_ != "Ready");
+        status.conditions.push(condition);
+        writes.push(Write::Update(AnyObject::Node(marked), UpdateScope::Status));
+    }
+    let ready_after = alive && (ready || node.status.is_some());
+    if !ready_after {
+        let doomed = cache.instances_on(name).filter(|i| !i.phase().is_terminal());
+        writes.extend(doomed.map(Write::delete));
+    }
+    let requeue_after = alive.then(|| (last + grace).saturating_duration_since(now) + SLACK);
+    Action { writes, requeue_after }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{Fixture, deleted, node, serving, with_ready, workload};
+    use super::*;
+
+    const GRACE: Duration = Duration::from_secs(3);
+
+    fn marked(action: &Action) -> Option<String> {
+        action.writes.iter().find_map(|w| match w {
+            Write::Update(AnyObject::Node(n), UpdateScope::Status) => {
+                n.status.as_ref()?.ready().map(|c| c.status.clone())
+            }
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_beating_node_is_looked_at_again_when_its_grace_would_end() {
+        let mut f = Fixture::default();
+        f.node(node("a", 1024, 1000, 10));
+        let liveness = Liveness::new(GRACE);
+        let t0 = Instant::now();
+        liveness.beat("a", t0);
+        let action = reconcile(&f.cache, &liveness, "a", GRACE, t0 + Duration::from_secs(1));
+        assert!(action.writes.is_empty());
+        assert_eq!(action.requeue_after, Some(Duration::from_secs(2) + SLACK));
+    }
+
+    #[test]
+    fn a_node_first_seen_gets_a_whole_grace_period() {
+        let mut f = Fixture::default();
+        f.node(node("a", 1024, 1000, 10));
+        let liveness = Liveness::new(GRACE);
+        let t0 = Instant::now();
+        let action = reconcile(&f.cache, &liveness, "a", GRACE, t0);
+        assert!(action.writes.is_empty());
+        assert_eq!(action.requeue_after, Some(GRACE + SLACK));
+    }
+
+    #[test]
+    fn a_silent_node_is_marked_not_ready_and_its_instances_deleted() {
+        let w = workload("web", 2);
+        let mut f = Fixture::default();
+        f.workload(w.clone()).node(node("a", 1024, 1000, 10)).node(node("b", 1024, 1000, 10));
+        f.instance(serving(&w, "web-a", "a")).instance(serving(&w, "web-b", "b"));
+        let liveness = Liveness::new(GRACE);
+        let t0 = Instant::now();
+        liveness.beat("a", t0);
+        let action = reconcile(&f.cache, &liveness, "a", GRACE, t0 + GRACE);
+        assert_eq!(marked(&action).as_deref(), Some("Unknown"));
+        assert_eq!(deleted(&action), ["instances/default/web-a"]);
+        assert_eq!(action.requeue_after, None, "a dead node waits for a beat, not a timer");
+    }
+
+    #[test]
+    fn a_not_ready_node_that_beats_again_is_marked_ready_and_keeps_its_instances() {
+        let w = workload("web", 1);
+        let mut f = Fixture::default();
+        f.workload(w.clone()).node(with_ready(node("a", 1024, 1000, 10), "Unknown"));
+        f.instance(serving(&w, "web-a", "a"));
+        let liveness = Liveness::new(GRACE);
+        let t0 = Instant::now();
+        liveness.beat("a", t0);
+        let action = reconcile(&f.cache, &liveness, "a", GRACE, t0 + Duration::from_millis(100));
+        assert_eq!(marked(&action).as_deref(), Some("True"));
+        assert!(deleted(&action).is_empty());
+    }
+
+    #[test]
+    fn a_not_ready_silent_node_loses_what_is_still_bound_to_it() {
+        let w = workload("web", 1);
+        let mut f = Fixture::default();
+        f.workload(w.clone()).node(with_ready(node("a", 1024, 1000, 10), "Unknown"));
+        f.instance(serving(&w, "web-a", "a"));
+        let liveness = Liveness::new(GRACE);
+        let t0 = Instant::now();
+        liveness.beat("a", t0);
+        let action = reconcile(&f.cache, &liveness, "a", GRACE, t0 + GRACE * 2);
+        assert_eq!(marked(&action), None, "already marked");
+        assert_eq!(deleted(&action), ["instances/default/web-a"]);
     }
 }

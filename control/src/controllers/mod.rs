@@ -1,90 +1,196 @@
-//! The controllers and the scheduler: reconcile loops that run on the raft leader and turn what
+//! The controllers and the scheduler: reconcilers that run on the raft leader and turn what
 //! users declared into what nodes run.
 //!
 //! # Layout
-//! - [`cache`]: typed copies of workloads, instances and nodes, fed by the local change history.
-//! - [`workload`]: replicas, rollouts, owner references, workload status.
-//! - [`scheduler`]: binds Pending instances to nodes.
-//! - [`lifecycle`]: nodes that stop heartbeating become NotReady; their instances move.
-//! - [`endpoints`]: which nodes serve each Service.
-//! - [`writer`]: the raft writes they make.
+//! - [`cache`]: typed copies of workloads, instances, nodes and services, with indexes, fed by
+//!   the local change history.
+//! - [`triggers`]: which tasks a change concerns.
+//! - [`queue`]: the work queue (one entry per task, requeue-after, the error policy).
+//! - [`writes`]: writes as data, and how the runner makes them.
+//! - The reconcilers, each a function of the cache and one key that returns an [`Action`]:
+//!   [`workload`] (replicas, rollouts, status), [`scheduler`] (binds pending instances),
+//!   [`lifecycle`] (node liveness → NotReady, instances moved), [`endpoints`] (Service →
+//!   serving nodes), [`gc`] (instances whose owner is gone).
 //!
-//! One task runs them all, level-triggered: after every change to the store (and at least every
-//! [`RESYNC`]), it brings the cache up to date and, on the leader, runs one pass of each and
-//! waits for the writes that pass decided. Every member keeps its cache warm, so a new leader
-//! acts at once.
+//! # The loop
+//! One task per control node ([`run`]), shaped like kube-rs' controller runtime: after every
+//! applied change it brings the cache up to date, which names the tasks the changes concern;
+//! on the leader those go into the queue, and every task that is due is reconciled against the
+//! cache. The writes of a round are made together (the proposer packs them into raft entries)
+//! and awaited before the next round, so a round always sees the previous one's effects. A task
+//! whose writes failed comes back after a back-off; one that asked to be looked at again comes
+//! back then; and every [`ControllerOptions::resync`] every task runs once (level-triggered:
+//! whatever a missed change left undone is done then). Every member keeps its cache warm, so a
+//! new leader acts at once: it grants every node a fresh grace period and reconciles all.
 
 pub mod cache;
 pub mod endpoints;
+#[cfg(test)]
+mod fixtures;
+pub mod gc;
 pub mod lifecycle;
+pub mod queue;
 pub mod scheduler;
+pub mod triggers;
 pub mod workload;
-pub mod writer;
+pub mod writes;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use self::cache::Cache;
-use self::lifecycle::Lifecycle;
+use self::queue::{Task, WorkQueue};
 use self::scheduler::Scheduler;
+pub use self::writes::{Action, Write};
+use crate::liveness::Liveness;
 use crate::store::Store;
 
-/// The longest the loop sleeps without a change.
-pub const RESYNC: Duration = Duration::from_millis(500);
+/// How many writes of one round are in flight at once.
+const WRITES_IN_FLIGHT: usize = 4096;
 
 /// Tunables of the controllers.
 #[derive(Debug, Clone)]
 pub struct ControllerOptions {
     /// How long a node may go without a heartbeat before it is marked NotReady.
     pub node_grace: Duration,
+    /// How often every task runs, changed or not.
+    pub resync: Duration,
 }
 
 impl Default for ControllerOptions {
     fn default() -> Self {
-        ControllerOptions { node_grace: Duration::from_secs(3) }
+        ControllerOptions { node_grace: Duration::from_secs(10), resync: Duration::from_secs(60) }
     }
 }
 
+/// The reconcilers' state across rounds.
+struct Controllers {
+    cache: Cache,
+    queue: WorkQueue,
+    scheduler: Scheduler,
+    liveness: Arc<Liveness>,
+    options: ControllerOptions,
+}
+
+impl Controllers {
+    /// Reconciles every task due at `now`; returns each task with its action.
+    fn reconcile_due(&mut self, now: Instant) -> Vec<(Task, Action)> {
+        let mut done = Vec::new();
+        for (_, tasks) in queue::by_kind(self.queue.take_due(now)) {
+            if let Some(Task::Schedule(_)) = tasks.first() {
+                let keys: Vec<String> =
+                    tasks.iter().map(|t| if let Task::Schedule(k) = t { k.clone() } else { unreachable!() }).collect();
+                done.extend(tasks.into_iter().zip(self.scheduler.schedule(&self.cache, &keys)));
+                continue;
+            }
+            for task in tasks {
+                let action = match &task {
+                    Task::Workload(key) => workload::reconcile(&self.cache, key),
+                    Task::Node(name) => {
+                        lifecycle::reconcile(&self.cache, &self.liveness, name, self.options.node_grace, now)
+                    }
+                    Task::Endpoints(key) => endpoints::reconcile(&self.cache, key),
+                    Task::Collect(key) => gc::reconcile(&self.cache, key),
+                    Task::Schedule(_) => unreachable!("scheduled above"),
+                };
+                done.push((task, action));
+            }
+        }
+        done
+    }
+}
+
+/// Makes the writes of one round; returns, per task, whether all its writes were made.
+async fn make_writes(store: &Store, round: Vec<(Task, Action)>) -> Vec<(Task, Option<Duration>, bool)> {
+    let mut outcomes: Vec<(Task, Option<Duration>, bool)> = Vec::with_capacity(round.len());
+    let mut writes = Vec::new();
+    for (i, (task, action)) in round.into_iter().enumerate() {
+        outcomes.push((task, action.requeue_after, true));
+        writes.extend(action.writes.into_iter().map(move |w| (i, w)));
+    }
+    let mut made = futures::stream::iter(writes)
+        .map(|(i, write)| async move { (i, writes::execute(store, write).await) })
+        .buffer_unordered(WRITES_IN_FLIGHT);
+    while let Some((i, ok)) = made.next().await {
+        outcomes[i].2 &= ok;
+    }
+    outcomes
+}
+
 /// Runs the controllers until `shutdown`.
-pub async fn run(store: Arc<Store>, options: ControllerOptions, shutdown: CancellationToken) {
-    let mut cache = Cache::default();
-    let mut scheduler = Scheduler::default();
-    let mut lifecycle = Lifecycle::new(options.node_grace);
+pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: ControllerOptions, shutdown: CancellationToken) {
+    let mut c = Controllers {
+        cache: Cache::default(),
+        queue: WorkQueue::default(),
+        scheduler: Scheduler::default(),
+        liveness,
+        options,
+    };
     let mut applied = store.reader().subscribe();
     let mut leading = false;
+    let mut next_resync = Instant::now() + c.options.resync;
     loop {
         applied.borrow_and_update();
-        if let Err(e) = cache.sync(store.reader()) {
-            tracing::error!("controllers: reading the store failed: {e}");
-        }
+        let changed = match c.cache.sync(store.reader()) {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                tracing::error!("controllers: reading the store failed: {e}");
+                Vec::new()
+            }
+        };
+        let now = Instant::now();
         let leader = store.is_leader();
         if leader && !leading {
-            tracing::info!("controllers: leading; reconciling");
-            lifecycle.reset();
+            tracing::info!("controllers: leading; reconciling everything");
+            c.liveness.grant_all(c.cache.nodes.values().map(|n| n.metadata.name.as_str()), now);
+            c.queue.clear();
+            for task in c.cache.every_task() {
+                c.queue.add(task, now);
+            }
+        } else if !leader && leading {
+            c.queue.clear();
         }
         leading = leader;
-        let mut wait = RESYNC;
         if leader {
-            let mut writes = workload::reconcile(&cache, &store);
-            writes.extend(scheduler.schedule(&cache, &store));
-            writes.extend(lifecycle.check(&cache, &store, Instant::now()));
-            writes.extend(endpoints::reconcile(&cache, &store));
-            if !writes.is_empty() {
-                let done = futures::future::join_all(writes).await;
-                if done.iter().any(|ok| *ok) {
-                    continue;
-                }
+            for task in changed {
+                c.queue.add(task, now);
             }
-            if let Some(deadline) = lifecycle.next_deadline() {
-                wait = wait.min(deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(10));
+            for node in c.liveness.take_revived() {
+                c.queue.add(Task::Node(node), now);
+            }
+            if now >= next_resync {
+                for task in c.cache.every_task() {
+                    c.queue.add(task, now);
+                }
+                next_resync = now + c.options.resync;
+            }
+            let round = c.reconcile_due(now);
+            if !round.is_empty() {
+                for (task, requeue_after, ok) in make_writes(&store, round).await {
+                    if ok {
+                        c.queue.succeeded(&task);
+                        if let Some(after) = requeue_after {
+                            c.queue.add(task, now + after);
+                        }
+                    } else {
+                        c.queue.failed(task, Instant::now());
+                    }
+                }
+                continue;
             }
         }
+        let wake = match c.queue.next_due().filter(|_| leader) {
+            Some(due) => due.min(next_resync),
+            None => next_resync,
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = applied.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(wait) => {}
+            _ = c.liveness.revived(), if leader => {}
+            _ = tokio::time::sleep_until(wake.into()) => {}
         }
     }
 }

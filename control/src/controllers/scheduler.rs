@@ -1,31 +1,32 @@
-//! The scheduler: binds Pending instances to nodes, a whole pass of them at once.
+//! The scheduler: binds Pending instances to nodes, every instance due in one round at once
+//! (their binds travel together, batched into raft entries by the proposer).
 //!
 //! Filter: the node is Ready and schedulable, its labels match the instance's node selector, and
 //! it has memory, CPU and an instance slot left after what is already bound to it. Score: least
 //! allocated, minus a penalty per replica of the same workload already there (spread). An
 //! instance that fits nowhere stays Pending, with a `FailedScheduling` Event that says why, per
-//! node, e.g. `0/3 nodes available: 2 insufficient memory, 1 node selector mismatch`.
+//! node, e.g. `0/3 nodes available: 2 insufficient memory, 1 node selector mismatch`, and is
+//! looked at again when room may have appeared (a node changed, an instance ended) or after
+//! [`RETRY_UNSCHEDULABLE`].
+//!
+//! What is bound to each node comes from the cache's index; binds decided earlier in the same
+//! round are added on top, since the cache sees them only once they are applied.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
-use futures::future::BoxFuture;
 use shoal_api::resources::event::{Event, EventType, ObjectReference, new_event};
 use shoal_api::resources::instance::Instance;
 use shoal_api::resources::node::Node;
-use shoal_api::{Kind, Name};
+use shoal_api::{AnyObject, Kind, Name};
 
-use super::cache::Cache;
-use super::writer;
-use crate::api::objects::now_rfc3339;
-use crate::store::{Store, UpdateScope};
+use super::cache::{Allocated, Cache, is_ready, owner_key, requests};
+use super::writes::{Action, Write};
+use crate::stamp::now_rfc3339;
+use crate::store::UpdateScope;
 
-/// What is bound to one node.
-#[derive(Debug, Default, Clone, Copy)]
-struct Allocated {
-    memory: u64,
-    cpu: u64,
-    instances: u32,
-}
+/// How long an instance that fits nowhere waits before it is tried again anyway.
+pub const RETRY_UNSCHEDULABLE: Duration = Duration::from_secs(10);
 
 /// Why a node was passed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -51,15 +52,6 @@ impl Misfit {
     }
 }
 
-fn requests(instance: &Instance) -> (u64, u64) {
-    let r = &instance.spec.resources;
-    (r.memory.map_or(0, |m| m.0), r.cpu.map_or(0, |c| c.0))
-}
-
-fn is_ready(node: &Node) -> bool {
-    node.status.as_ref().and_then(|s| s.ready()).is_some_and(|c| c.status == "True")
-}
-
 /// Remembers which FailedScheduling events were written, so that an instance that stays
 /// unschedulable is not re-reported on every pass.
 #[derive(Default)]
@@ -73,76 +65,78 @@ pub struct Scheduler {
     reported: Reported,
 }
 
-impl Scheduler {
-    /// Binds what it can of the Pending instances; returns the writes to make.
-    pub fn schedule<'a>(&mut self, cache: &'a Cache, store: &'a Store) -> Vec<BoxFuture<'a, bool>> {
-        let pending: Vec<&Instance> =
-            cache.instances.values().filter(|i| i.spec.node.is_none() && !i.phase().is_terminal()).collect();
-        self.reported.messages.retain(|key, _| cache.instances.get(key).is_some_and(|i| i.spec.node.is_none()));
-        if pending.is_empty() {
-            return Vec::new();
-        }
-        let mut allocated: BTreeMap<&str, Allocated> = BTreeMap::new();
-        let mut replicas: HashMap<(&str, String), u32> = HashMap::new();
-        for instance in cache.instances.values().filter(|i| !i.phase().is_terminal()) {
-            let Some(node) = &instance.spec.node else { continue };
-            let (memory, cpu) = requests(instance);
-            let a = allocated.entry(node.as_str()).or_default();
-            a.memory += memory;
-            a.cpu += cpu;
-            a.instances += 1;
-            *replicas.entry((node.as_str(), owner_key(instance))).or_default() += 1;
-        }
-
-        let mut writes: Vec<BoxFuture<'a, bool>> = Vec::new();
-        for instance in pending {
-            let (memory, cpu) = requests(instance);
-            let owner = owner_key(instance);
-            let mut best: Option<(f64, &str)> = None;
-            let mut misfits: BTreeMap<Misfit, u32> = BTreeMap::new();
-            for node in cache.nodes.values() {
-                let name = node.metadata.name.as_str();
-                let used = allocated.get(name).copied().unwrap_or_default();
-                match fit(node, instance, used, memory, cpu) {
-                    Err(misfit) => *misfits.entry(misfit).or_default() += 1,
-                    Ok(free) => {
-                        let same = replicas.get(&(name, owner.clone())).copied().unwrap_or(0);
-                        let spread = instance.spec.workload.is_some() && placement_spreads(cache, instance);
-                        let score = free - if spread { f64::from(same) } else { 0.0 };
-                        if best.is_none_or(|(b, _)| score > b) {
-                            best = Some((score, name));
-                        }
-                    }
-                }
-            }
-            match best {
-                Some((_, node)) => {
-                    let a = allocated.entry(node).or_default();
-                    a.memory += memory;
-                    a.cpu += cpu;
-                    a.instances += 1;
-                    *replicas.entry((node, owner)).or_default() += 1;
-                    let mut bound = instance.clone();
-                    bound.spec.node = Some(Name::new(node).expect("node names are names"));
-                    writes.push(Box::pin(async move { writer::update(store, &bound, UpdateScope::Spec).await }));
-                }
-                None => {
-                    let reasons: Vec<String> = misfits.iter().map(|(m, n)| format!("{n} {}", m.describe())).collect();
-                    let message = format!("0/{} nodes available: {}", cache.nodes.len(), reasons.join(", "));
-                    if let Some(event) = self.reported.note(instance, message) {
-                        writes.push(Box::pin(writer::upsert(store, event)));
-                    }
-                }
-            }
-        }
-        writes
-    }
+/// Binds decided in this round, not yet in the cache.
+#[derive(Default)]
+struct Round<'c> {
+    allocated: HashMap<&'c str, Allocated>,
+    placed: HashMap<String, HashMap<&'c str, u32>>,
 }
 
-fn owner_key(instance: &Instance) -> String {
-    let ns = instance.metadata.namespace.as_ref().map_or("", |n| n.as_str());
-    let workload = instance.spec.workload.as_ref().map_or("", |n| n.as_str());
-    format!("{ns}/{workload}")
+impl Scheduler {
+    /// Places each instance of `keys` (store keys) that is still pending; returns the action for
+    /// each key, in order.
+    pub fn schedule(&mut self, cache: &Cache, keys: &[String]) -> Vec<Action> {
+        self.reported.messages.retain(|key, _| cache.pending().contains(key));
+        let mut round = Round::default();
+        keys.iter().map(|key| self.schedule_one(cache, key, &mut round)).collect()
+    }
+
+    fn schedule_one<'c>(&mut self, cache: &'c Cache, key: &str, round: &mut Round<'c>) -> Action {
+        let Some(instance) = cache.instances.get(key).filter(|_| cache.pending().contains(key)) else {
+            return Action::none();
+        };
+        let (memory, cpu) = requests(instance);
+        let owner = owner_key(instance);
+        let spread = owner.is_some() && placement_spreads(cache, instance);
+        let placed_this_round = owner.as_ref().and_then(|o| round.placed.get(o));
+        let mut best: Option<(f64, &'c str)> = None;
+        let mut misfits: BTreeMap<Misfit, u32> = BTreeMap::new();
+        for node in cache.nodes.values() {
+            let name = node.metadata.name.as_str();
+            let mut used = cache.allocated(name);
+            if let Some(extra) = round.allocated.get(name) {
+                used.memory += extra.memory;
+                used.cpu += extra.cpu;
+                used.instances += extra.instances;
+            }
+            match fit(node, instance, used, memory, cpu) {
+                Err(misfit) => *misfits.entry(misfit).or_default() += 1,
+                Ok(free) => {
+                    let same = match (&owner, spread) {
+                        (Some(owner), true) => {
+                            cache.placed(owner, name)
+                                + placed_this_round.and_then(|p| p.get(name)).copied().unwrap_or(0)
+                        }
+                        _ => 0,
+                    };
+                    let score = free - f64::from(same);
+                    if best.is_none_or(|(b, _)| score > b) {
+                        best = Some((score, name));
+                    }
+                }
+            }
+        }
+        match best {
+            Some((_, node)) => {
+                let a = round.allocated.entry(node).or_default();
+                a.memory += memory;
+                a.cpu += cpu;
+                a.instances += 1;
+                if let Some(owner) = owner {
+                    *round.placed.entry(owner).or_default().entry(node).or_default() += 1;
+                }
+                let mut bound = instance.clone();
+                bound.spec.node = Some(Name::new(node).expect("node names are names"));
+                Action::writes(vec![Write::Update(AnyObject::Instance(bound), UpdateScope::Spec)])
+            }
+            None => {
+                let reasons: Vec<String> = misfits.iter().map(|(m, n)| format!("{n} {}", m.describe())).collect();
+                let message = format!("0/{} nodes available: {}", cache.nodes.len(), reasons.join(", "));
+                let writes = self.reported.note(instance, message).map(|e| Write::Upsert(AnyObject::Event(e)));
+                Action { writes: writes.into_iter().collect(), requeue_after: Some(RETRY_UNSCHEDULABLE) }
+            }
+        }
+    }
 }
 
 fn placement_spreads(cache: &Cache, instance: &Instance) -> bool {
@@ -198,5 +192,134 @@ impl Reported {
         let mut event = new_event(involved, "FailedScheduling", message, EventType::Warning, now_rfc3339());
         event.spec.count = entry.1;
         Some(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{self, Fixture, instance, node, with_ready, workload};
+    use super::*;
+    use shoal_api::resources::instance::Phase;
+
+    fn bound_to(action: &Action) -> Option<String> {
+        match action.writes.first()? {
+            Write::Update(AnyObject::Instance(i), UpdateScope::Spec) => i.spec.node.as_ref().map(|n| n.to_string()),
+            _ => None,
+        }
+    }
+
+    fn event_message(action: &Action) -> Option<String> {
+        action.writes.iter().find_map(|w| match w {
+            Write::Upsert(AnyObject::Event(e)) => Some(e.spec.message.clone()),
+            _ => None,
+        })
+    }
+
+    fn pending_keys(f: &Fixture) -> Vec<String> {
+        f.cache.pending().iter().cloned().collect()
+    }
+
+    #[test]
+    fn replicas_spread_evenly_and_binds_of_one_round_count_against_room() {
+        let w = workload("web", 4);
+        let mut f = Fixture::default();
+        f.workload(w.clone()).node(node("a", 1024, 1000, 10)).node(node("b", 1024, 1000, 10));
+        for i in 0..4 {
+            f.instance(instance(&w, &format!("web-{i}"), None, Phase::Pending, false));
+        }
+        let actions = Scheduler::default().schedule(&f.cache, &pending_keys(&f));
+        let mut nodes: Vec<String> = actions.iter().filter_map(bound_to).collect();
+        nodes.sort();
+        assert_eq!(nodes, ["a", "a", "b", "b"]);
+    }
+
+    #[test]
+    fn spread_counts_what_is_already_bound() {
+        let w = workload("web", 3);
+        let mut f = Fixture::default();
+        f.workload(w.clone()).node(node("a", 1024, 1000, 10)).node(node("b", 1024, 1000, 10));
+        f.instance(fixtures::serving(&w, "web-0", "a")).instance(fixtures::serving(&w, "web-1", "a"));
+        f.instance(instance(&w, "web-2", None, Phase::Pending, false));
+        let actions = Scheduler::default().schedule(&f.cache, &pending_keys(&f));
+        assert_eq!(bound_to(&actions[0]).as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn least_allocated_wins_when_spread_is_off() {
+        let mut w = workload("batch", 1);
+        w.spec.placement = Some(shoal_api::resources::workload::Placement { spread: false, ..Default::default() });
+        let other = workload("other", 1);
+        let mut f = Fixture::default();
+        f.workload(w.clone()).workload(other.clone());
+        f.node(node("big", 4096, 4000, 10)).node(node("small", 1024, 1000, 10));
+        f.instance(instance(&w, "batch-0", None, Phase::Pending, false));
+        let actions = Scheduler::default().schedule(&f.cache, &pending_keys(&f));
+        assert_eq!(bound_to(&actions[0]).as_deref(), Some("big"));
+    }
+
+    #[test]
+    fn an_instance_that_fits_nowhere_says_why_per_node_once_and_is_retried() {
+        let w = workload("web", 1);
+        let mut f = Fixture::default();
+        f.workload(w.clone());
+        f.node(node("tiny", 32, 1000, 10)); // 32Mi < 64Mi
+        f.node(node("slow", 1024, 50, 10)); // 50m < 100m
+        f.node(node("full", 1024, 1000, 0));
+        f.node(with_ready(node("down", 1024, 1000, 10), "Unknown"));
+        let mut cordoned = node("cordoned", 1024, 1000, 10);
+        cordoned.spec.unschedulable = true;
+        f.node(cordoned);
+        let mut labelled = instance(&w, "web-0", None, Phase::Pending, false);
+        labelled.spec.node_selector.insert("zone".into(), "a".into());
+        f.node(node("elsewhere", 1024, 1000, 10));
+        f.instance(labelled);
+        let mut scheduler = Scheduler::default();
+        let actions = scheduler.schedule(&f.cache, &pending_keys(&f));
+        assert_eq!(bound_to(&actions[0]), None);
+        // The selector is checked before room, so every node with room fails on the selector.
+        assert_eq!(
+            event_message(&actions[0]).as_deref(),
+            Some("0/6 nodes available: 1 node not ready, 1 node unschedulable, 4 node selector mismatch")
+        );
+        assert_eq!(actions[0].requeue_after, Some(RETRY_UNSCHEDULABLE));
+        let again = scheduler.schedule(&f.cache, &pending_keys(&f));
+        assert_eq!(event_message(&again[0]), None, "the same reason is not reported twice");
+    }
+
+    #[test]
+    fn room_is_checked_for_memory_cpu_and_slots() {
+        let w = workload("web", 3);
+        let mut f = Fixture::default();
+        f.workload(w.clone());
+        f.node(node("tiny", 32, 1000, 10)).node(node("slow", 1024, 50, 10)).node(node("full", 1024, 1000, 0));
+        f.instance(instance(&w, "web-0", None, Phase::Pending, false));
+        let actions = Scheduler::default().schedule(&f.cache, &pending_keys(&f));
+        assert_eq!(
+            event_message(&actions[0]).as_deref(),
+            Some("0/3 nodes available: 1 insufficient memory, 1 insufficient cpu, 1 too many instances")
+        );
+    }
+
+    #[test]
+    fn a_node_filled_in_this_round_takes_no_more() {
+        let w = workload("web", 3);
+        let mut f = Fixture::default();
+        f.workload(w.clone()).node(node("a", 128, 1000, 10)); // room for two of 64Mi
+        for i in 0..3 {
+            f.instance(instance(&w, &format!("web-{i}"), None, Phase::Pending, false));
+        }
+        let actions = Scheduler::default().schedule(&f.cache, &pending_keys(&f));
+        assert_eq!(actions.iter().filter_map(bound_to).count(), 2);
+        assert!(event_message(&actions[2]).unwrap().contains("1 insufficient memory"));
+    }
+
+    #[test]
+    fn bound_or_ended_instances_are_left_alone() {
+        let w = workload("web", 1);
+        let mut f = Fixture::default();
+        f.workload(w.clone()).node(node("a", 1024, 1000, 10));
+        f.instance(fixtures::serving(&w, "web-0", "a"));
+        let actions = Scheduler::default().schedule(&f.cache, &["instances/default/web-0".to_owned()]);
+        assert!(actions[0].writes.is_empty());
     }
 }

@@ -2,22 +2,21 @@
 //! spec, rolls a changed spec out within `maxSurge`/`maxUnavailable`, deletes the instances of a
 //! deleted workload (owner references), and reports counts in the workload's status.
 //!
-//! Every pass starts from what is (the cache), never from what it did last time, so a missed
-//! pass or a lost leadership costs nothing but a delay.
+//! A reconcile looks at one workload and starts from what is (the cache), never from what it
+//! did last time, so a missed reconcile or a lost leadership costs nothing but a delay. It
+//! returns its writes; instances whose owner is gone are the garbage collector's.
 
-use std::collections::BTreeMap;
-
-use futures::future::BoxFuture;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use shoal_api::meta::OwnerReference;
 use shoal_api::resources::instance::{Instance, InstanceSpec, TEMPLATE_LABEL, WORKLOAD_LABEL};
 use shoal_api::resources::workload::{Workload, WorkloadStatus};
-use shoal_api::{Kind, Name, Object};
+use shoal_api::{AnyObject, Kind, Name, Object};
 
 use super::cache::Cache;
-use super::writer;
-use crate::store::{Store, UpdateScope};
+use super::triggers::owns;
+use super::writes::{Action, Write};
+use crate::store::UpdateScope;
 
 /// The instance spec a workload's current spec makes (unbound).
 pub fn template(workload: &Workload) -> InstanceSpec {
@@ -75,41 +74,42 @@ fn removal_order(cache: &Cache, instances: &mut [&Instance]) {
     });
 }
 
-/// Runs one pass over every workload; returns the writes to make.
-pub fn reconcile<'a>(cache: &'a Cache, store: &'a Store) -> Vec<BoxFuture<'a, bool>> {
-    let mut writes: Vec<BoxFuture<'a, bool>> = Vec::new();
-    let mut owned: BTreeMap<String, Vec<&Instance>> = BTreeMap::new();
-    for instance in cache.instances.values() {
-        let Some(workload) = &instance.spec.workload else { continue };
-        let ns = instance.metadata.namespace.as_ref().map_or("default", |n| n.as_str());
-        let key = format!("workloads/{ns}/{workload}");
-        match cache.workloads.get(&key) {
-            // An instance whose workload was deleted (or deleted and made again: another uid).
-            Some(w) if owner_matches(w, instance) => owned.entry(key).or_default().push(instance),
-            _ => writes.push(Box::pin(writer::delete(store, instance))),
-        }
-    }
-    for (key, workload) in &cache.workloads {
-        let instances = owned.remove(key).unwrap_or_default();
-        reconcile_one(cache, store, workload, instances, &mut writes);
-    }
-    writes
+/// How many new instances to create and old serving ones to let go during a rollout, from the
+/// counts alone: `new` of the current template, `old` of older ones (not ended), `serving` of
+/// either kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// New instances to create.
+    pub create: usize,
+    /// Surplus new instances to delete.
+    pub remove_new: usize,
+    /// Old serving instances that may be deleted now (old ones that serve nothing always may).
+    pub take_serving_old: usize,
 }
 
-fn owner_matches(workload: &Workload, instance: &Instance) -> bool {
-    match (&workload.metadata.uid, instance.metadata.owner_references.first()) {
-        (Some(uid), Some(owner)) => &owner.uid == uid,
-        _ => true,
+/// The rollout arithmetic: up to `replicas` new instances, `replicas + maxSurge` in all while
+/// old ones exist, and at least `replicas - maxUnavailable` serving.
+pub fn step(replicas: usize, max_surge: usize, max_unavailable: usize, new: usize, old: usize, serving: usize) -> Step {
+    let create = if new >= replicas {
+        0
+    } else if old == 0 {
+        replicas - new
+    } else {
+        (replicas + max_surge).saturating_sub(new + old).min(replicas - new)
+    };
+    let min_available = replicas.saturating_sub(max_unavailable);
+    Step {
+        create,
+        remove_new: new.saturating_sub(replicas),
+        take_serving_old: if old == 0 { 0 } else { serving.saturating_sub(min_available) },
     }
 }
 
-fn reconcile_one<'a>(
-    cache: &'a Cache,
-    store: &'a Store,
-    workload: &'a Workload,
-    instances: Vec<&'a Instance>,
-    writes: &mut Vec<BoxFuture<'a, bool>>,
-) {
+/// Reconciles the workload at `key`.
+pub fn reconcile(cache: &Cache, key: &str) -> Action {
+    let Some(workload) = cache.workloads.get(key) else { return Action::none() };
+    let instances: Vec<&Instance> = cache.instances_of(key).filter(|i| owns(workload, i)).collect();
+    let mut writes = Vec::new();
     let template = template(workload);
     let hash = template_hash(&template);
     let replicas = workload.spec.replicas as usize;
@@ -118,50 +118,36 @@ fn reconcile_one<'a>(
     let (mut new, old): (Vec<&Instance>, Vec<&Instance>) = instances.iter().copied().partition(is_new);
     // Old instances that have ended are gone for every purpose but the record.
     let (old_ended, mut old): (Vec<&Instance>, Vec<&Instance>) = old.into_iter().partition(|i| i.phase().is_terminal());
-    for instance in old_ended {
-        writes.push(Box::pin(writer::delete(store, instance)));
-    }
+    writes.extend(old_ended.into_iter().map(Write::delete));
 
-    let total = new.len() + old.len();
-    if new.len() < replicas {
-        let room = if old.is_empty() {
-            replicas - new.len()
-        } else {
-            (replicas + rollout.max_surge as usize).saturating_sub(total).min(replicas - new.len())
-        };
-        for _ in 0..room {
-            writes.push(Box::pin(writer::create(store, new_instance(workload, &template, &hash))));
-        }
-    } else if new.len() > replicas {
+    let serving = instances.iter().filter(|i| cache.serving(i)).count();
+    let step =
+        step(replicas, rollout.max_surge as usize, rollout.max_unavailable as usize, new.len(), old.len(), serving);
+    for _ in 0..step.create {
+        writes.push(Write::Create(AnyObject::Instance(new_instance(workload, &template, &hash))));
+    }
+    if step.remove_new > 0 {
         removal_order(cache, &mut new);
-        for instance in &new[..new.len() - replicas] {
-            writes.push(Box::pin(writer::delete(store, instance)));
-        }
-        new.drain(..new.len() - replicas);
+        writes.extend(new.drain(..step.remove_new).map(Write::delete));
     }
-
-    if !old.is_empty() {
-        let serving_count = instances.iter().filter(|i| cache.serving(i)).count();
-        let min_available = replicas.saturating_sub(rollout.max_unavailable as usize);
-        let mut may_take = serving_count.saturating_sub(min_available);
-        removal_order(cache, &mut old);
-        for instance in old {
-            // An old instance that serves nothing can go at once; one that serves only while
-            // enough others do.
-            if cache.serving(instance) {
-                if may_take == 0 {
-                    continue;
-                }
-                may_take -= 1;
+    let mut may_take = step.take_serving_old;
+    removal_order(cache, &mut old);
+    for instance in old {
+        // An old instance that serves nothing can go at once; one that serves only while
+        // enough others do.
+        if cache.serving(instance) {
+            if may_take == 0 {
+                continue;
             }
-            writes.push(Box::pin(writer::delete(store, instance)));
+            may_take -= 1;
         }
+        writes.push(Write::delete(instance));
     }
 
     let status = WorkloadStatus {
         observed_generation: workload.metadata.generation.unwrap_or(1),
         replicas: instances.iter().filter(|i| !i.phase().is_terminal()).count() as u32,
-        ready_replicas: instances.iter().filter(|i| cache.serving(i)).count() as u32,
+        ready_replicas: serving as u32,
         updated_replicas: new.len() as u32,
         available_replicas: new.iter().filter(|i| cache.serving(i)).count() as u32,
         conditions: Vec::new(),
@@ -169,6 +155,100 @@ fn reconcile_one<'a>(
     if workload.status.as_ref() != Some(&status) {
         let mut updated = workload.clone();
         updated.status = Some(status);
-        writes.push(Box::pin(async move { writer::update(store, &updated, UpdateScope::Status).await }));
+        writes.push(Write::Update(AnyObject::Workload(updated), UpdateScope::Status));
+    }
+    Action::writes(writes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{Fixture, created, deleted, instance, node, serving, workload};
+    use super::*;
+    use shoal_api::resources::instance::Phase;
+
+    #[test]
+    fn rollout_arithmetic_keeps_surge_and_availability() {
+        // No old instances: make what is missing, all at once.
+        assert_eq!(step(3, 1, 0, 0, 0, 0), Step { create: 3, remove_new: 0, take_serving_old: 0 });
+        // Rollout of 3 with maxSurge 1, maxUnavailable 0: one new at a time, no old goes until
+        // a new one serves.
+        assert_eq!(step(3, 1, 0, 0, 3, 3), Step { create: 1, remove_new: 0, take_serving_old: 0 });
+        assert_eq!(step(3, 1, 0, 1, 3, 3), Step { create: 0, remove_new: 0, take_serving_old: 0 });
+        assert_eq!(step(3, 1, 0, 1, 3, 4), Step { create: 0, remove_new: 0, take_serving_old: 1 });
+        // maxSurge 2, maxUnavailable 1: two new at once and one old may go at once.
+        assert_eq!(step(3, 2, 1, 0, 3, 3), Step { create: 2, remove_new: 0, take_serving_old: 1 });
+        // maxSurge 0 needs maxUnavailable to make room.
+        assert_eq!(step(3, 0, 1, 0, 3, 3), Step { create: 0, remove_new: 0, take_serving_old: 1 });
+        assert_eq!(step(3, 0, 1, 0, 2, 2), Step { create: 1, remove_new: 0, take_serving_old: 0 });
+        // Scaled down: the surplus of new ones goes.
+        assert_eq!(step(2, 1, 0, 5, 0, 5), Step { create: 0, remove_new: 3, take_serving_old: 0 });
+    }
+
+    fn key(name: &str) -> String {
+        format!("workloads/default/{name}")
+    }
+
+    #[test]
+    fn missing_replicas_are_created_and_status_counts_what_serves() {
+        let w = workload("web", 3);
+        let mut f = Fixture::default();
+        f.workload(w.clone()).node(node("a", 1024, 1000, 10));
+        f.instance(serving(&w, "web-a", "a"));
+        let action = reconcile(&f.cache, &key("web"));
+        assert_eq!(created(&action), 2);
+        let status = action.writes.iter().find_map(|w| match w {
+            Write::Update(AnyObject::Workload(w), UpdateScope::Status) => w.status.clone(),
+            _ => None,
+        });
+        let status = status.expect("a status update");
+        assert_eq!((status.replicas, status.ready_replicas, status.updated_replicas), (1, 1, 1));
+    }
+
+    #[test]
+    fn a_scale_down_deletes_unbound_then_not_serving_then_youngest() {
+        let w = workload("web", 1);
+        let mut f = Fixture::default();
+        f.workload(w.clone()).node(node("a", 1024, 1000, 10));
+        f.instance(serving(&w, "web-old", "a"));
+        f.instance(instance(&w, "web-starting", Some("a"), Phase::Running, false));
+        f.instance(instance(&w, "web-unbound", None, Phase::Pending, false));
+        let action = reconcile(&f.cache, &key("web"));
+        assert_eq!(deleted(&action), ["instances/default/web-starting", "instances/default/web-unbound"]);
+    }
+
+    #[test]
+    fn a_changed_spec_rolls_out_one_at_a_time_and_keeps_the_old_serving() {
+        let old_spec = workload("web", 2);
+        let mut new_spec = old_spec.clone();
+        new_spec.spec.args = vec!["v2".into()];
+        let mut f = Fixture::default();
+        f.workload(new_spec.clone()).node(node("a", 1024, 1000, 10));
+        f.instance(serving(&old_spec, "web-1", "a")).instance(serving(&old_spec, "web-2", "a"));
+        let action = reconcile(&f.cache, &key("web"));
+        assert_eq!((created(&action), deleted(&action).len()), (1, 0), "surge one, keep both old");
+
+        // An old one that serves nothing goes at once; a serving one only while two others serve.
+        f.instance(serving(&new_spec, "web-n1", "a"));
+        f.instance(instance(&old_spec, "web-2", Some("a"), Phase::CrashLoopBackOff, false));
+        let action = reconcile(&f.cache, &key("web"));
+        assert_eq!(deleted(&action), ["instances/default/web-2"]);
+        assert_eq!(created(&action), 0, "replicas + maxSurge in all");
+
+        f.remove_instance("web-2").instance(serving(&new_spec, "web-n2", "a"));
+        let action = reconcile(&f.cache, &key("web"));
+        assert_eq!(deleted(&action), ["instances/default/web-1"]);
+    }
+
+    #[test]
+    fn ended_old_instances_are_deleted_and_a_missing_workload_is_nothing_to_do() {
+        let old_spec = workload("job", 1);
+        let mut new_spec = old_spec.clone();
+        new_spec.spec.args = vec!["v2".into()];
+        let mut f = Fixture::default();
+        f.workload(new_spec.clone());
+        f.instance(instance(&old_spec, "job-1", Some("a"), Phase::Succeeded, false));
+        let action = reconcile(&f.cache, &key("job"));
+        assert_eq!(deleted(&action), ["instances/default/job-1"]);
+        assert!(reconcile(&f.cache, &key("gone")).writes.is_empty());
     }
 }

@@ -1,7 +1,8 @@
-//! Registering this node and keeping its lease: the Node object is written once at start (its
-//! address and labels; an operator's `unschedulable` is kept), and its status every heartbeat
-//! (capacity, `Ready=True`, the time). The control plane's node lifecycle controller marks the
-//! node NotReady when the heartbeats stop.
+//! Registering this node and keeping it alive: the Node object is written once at start (its
+//! address and labels; an operator's `unschedulable` is kept), its status once after that
+//! (capacity, `Ready=True`, the time), and then a heartbeat every `--heartbeat` to the leader,
+//! which keeps it in memory. The control plane's node lifecycle controller marks the node
+//! NotReady when the heartbeats stop, and Ready again when they resume.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -48,13 +49,26 @@ fn status(capacity: &Capacity) -> NodeStatus {
     }
 }
 
-/// Heartbeats every `interval` until `shutdown`.
+/// Writes the Node's status (capacity, `Ready=True`) once, then beats every `interval` until
+/// `shutdown`. A beat is no raft write: the leader holds it in memory, and the node lifecycle
+/// controller writes the Node only when its readiness changes.
 pub async fn run(client: Client, name: Name, capacity: Capacity, interval: Duration, shutdown: CancellationToken) {
-    let mut node: Node = Object::new(name, None, NodeSpec::default());
+    let mut node: Node = Object::new(name.clone(), None, NodeSpec::default());
+    node.status = Some(status(&capacity));
+    let mut status_written = false;
     loop {
-        node.status = Some(status(&capacity));
-        if let Err(e) = client.put_status_of::<NodeKind>(&node).await {
-            tracing::warn!("heartbeat failed: {e}");
+        if !status_written {
+            match client.put_status_of::<NodeKind>(&node).await {
+                Ok(_) => status_written = true,
+                Err(e) => tracing::warn!("writing the node's status failed: {e}"),
+            }
+        }
+        match client.heartbeat(name.as_str()).await {
+            Ok(()) => {}
+            Err(e) if e.reason() == Some(Reason::NotFound) => {
+                tracing::warn!("heartbeat: the Node object is gone ({e}); it is back when the node registers again")
+            }
+            Err(e) => tracing::warn!("heartbeat failed: {e}"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

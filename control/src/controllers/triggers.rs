@@ -1,0 +1,107 @@
+//! Which reconcile tasks a change concerns: the map from "this object changed" to "look at
+//! these keys", so that the cost of a change is what it touches. Each function sees the object
+//! before and after the change (`None`: did not exist / was deleted) and the cache around it.
+
+use shoal_api::resources::instance::Instance;
+use shoal_api::resources::node::Node;
+use shoal_api::resources::workload::Workload;
+
+use super::cache::{Cache, is_ready, owner_key};
+use super::endpoints::selects;
+use super::queue::Task;
+
+/// A workload changed: look at it, and at every instance naming it when it is gone or is
+/// another workload now (its uid changed), for garbage collection.
+pub fn workload(cache: &Cache, key: &str, old: Option<&Workload>, new: Option<&Workload>, tasks: &mut Vec<Task>) {
+    tasks.push(Task::Workload(key.to_owned()));
+    let replaced = match (old, new) {
+        (Some(o), Some(n)) => o.metadata.uid != n.metadata.uid,
+        (_, None) => true,
+        (None, Some(_)) => false,
+    };
+    if replaced {
+        tasks.extend(cache.instances_of(key).map(|i| Task::Collect(instance_key(i))));
+    }
+}
+
+fn instance_key(instance: &Instance) -> String {
+    let ns = instance.metadata.namespace.as_ref().map_or("", |n| n.as_str());
+    format!("instances/{ns}/{}", instance.metadata.name)
+}
+
+/// An instance changed: its workload counts it; an unbound one needs a node; one whose owner
+/// is missing is garbage; the Services that select it may gain or lose an endpoint; and a
+/// bound one that ended or went away freed room that pending instances may fit into.
+pub fn instance(cache: &Cache, key: &str, old: Option<&Instance>, new: Option<&Instance>, tasks: &mut Vec<Task>) {
+    for owner in [old, new].into_iter().flatten().filter_map(owner_key) {
+        let task = Task::Workload(owner);
+        if tasks.last().is_none_or(|t| *t != task) {
+            tasks.push(task);
+        }
+    }
+    if let Some(new) = new {
+        if new.spec.node.is_none() && !new.phase().is_terminal() {
+            tasks.push(Task::Schedule(key.to_owned()));
+        }
+        if new.spec.workload.is_some() && !cache.owner(new).is_some_and(|w| owns(w, new)) {
+            tasks.push(Task::Collect(key.to_owned()));
+        }
+    }
+    for either in [old, new].into_iter().flatten() {
+        let ns = either.metadata.namespace.as_ref().map_or("", |n| n.as_str());
+        for (service_key, service) in cache.services_in(ns) {
+            if selects(service, either) {
+                tasks.push(Task::Endpoints(service_key.clone()));
+            }
+        }
+    }
+    let held_room = |i: &Instance| i.spec.node.is_some() && !i.phase().is_terminal();
+    if old.is_some_and(held_room) && !new.is_some_and(held_room) {
+        tasks.extend(cache.pending().iter().map(|k| Task::Schedule(k.clone())));
+    }
+}
+
+/// Whether `workload` is the owner `instance` names (the same uid; an instance with no owner
+/// reference belongs to the workload of its name).
+pub fn owns(workload: &Workload, instance: &Instance) -> bool {
+    match (&workload.metadata.uid, instance.metadata.owner_references.first()) {
+        (Some(uid), Some(owner)) => &owner.uid == uid,
+        _ => true,
+    }
+}
+
+/// A node changed: its lifecycle; and when what the scheduler or a Service sees of it changed
+/// (readiness, room, labels, address), the pending instances, and the workloads and Services of
+/// the instances on it.
+pub fn node(cache: &Cache, old: Option<&Node>, new: Option<&Node>, tasks: &mut Vec<Task>) {
+    let Some(name) = new.or(old).map(|n| n.metadata.name.to_string()) else { return };
+    tasks.push(Task::Node(name.clone()));
+    let seen = |n: Option<&Node>| {
+        n.map(|n| {
+            let status = n.status.as_ref();
+            (
+                is_ready(n),
+                n.spec.unschedulable,
+                n.metadata.labels.clone(),
+                status.map(|s| s.allocatable.clone()),
+                n.spec.address.clone(),
+                n.spec.agent_address.clone(),
+            )
+        })
+    };
+    if seen(old) == seen(new) {
+        return;
+    }
+    tasks.extend(cache.pending().iter().map(|k| Task::Schedule(k.clone())));
+    for instance in cache.instances_on(&name) {
+        if let Some(owner) = owner_key(instance) {
+            tasks.push(Task::Workload(owner));
+        }
+        let ns = instance.metadata.namespace.as_ref().map_or("", |n| n.as_str());
+        for (service_key, service) in cache.services_in(ns) {
+            if selects(service, instance) {
+                tasks.push(Task::Endpoints(service_key.clone()));
+            }
+        }
+    }
+}
