@@ -129,14 +129,6 @@ fn a_trap_is_reported() {
     assert_eq!(text(&out.stdout), "crash: up, trapping in 1 ms\n");
 }
 
-/// CPU time (user + system) of a process so far, from /proc.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
-}
-
 #[test]
 fn a_quarter_core_share_holds_a_busy_loop_to_a_quarter_core() {
     let child = Command::new(common::shoal_bin())
@@ -148,9 +140,9 @@ fn a_quarter_core_share_holds_a_busy_loop_to_a_quarter_core() {
     let child = KillOnDrop(child);
     // Skip start-up (compilation), then measure over three seconds.
     std::thread::sleep(Duration::from_millis(1500));
-    let (cpu0, t0) = (cpu_time(child.0.id()), Instant::now());
+    let (cpu0, t0) = (common::cpu_time(child.0.id()), Instant::now());
     std::thread::sleep(Duration::from_secs(3));
-    let (cpu1, t1) = (cpu_time(child.0.id()), Instant::now());
+    let (cpu1, t1) = (common::cpu_time(child.0.id()), Instant::now());
     drop(child);
     let share = (cpu1 - cpu0).as_secs_f64() / (t1 - t0).as_secs_f64();
     assert!((0.15..=0.35).contains(&share), "a 250m guest used {:.0}% of a core", share * 100.0);

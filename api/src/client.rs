@@ -284,7 +284,7 @@ impl Client {
     }
 
     /// Tells the control plane that node `name` (this node token's own) is alive. The beat is
-    /// held in the raft leader's memory; a 404 means the Node object is gone (register again).
+    /// held in the raft leader's memory.
     pub async fn heartbeat(&self, name: &str) -> Result<(), ClientError> {
         let path = format!("/api/v1/nodes/{name}/heartbeat");
         self.send(Method::POST, &path, None, Some(Duration::from_secs(10))).await?;

@@ -151,7 +151,8 @@ impl ControlPlane {
         let liveness = Arc::new(liveness::Liveness::new(config.controllers.node_grace));
         let raft_router = raft_service::router(store.clone(), liveness.clone(), &pki.cluster_token);
         tasks.spawn(shoal_api::serve::serve_tls(raft_listener, tls.clone(), raft_router, shutdown.clone()));
-        let api_router = api::router(store.clone(), pki.clone(), liveness.clone())?;
+        let hub = api::watch::WatchHub::start(store.reader().clone(), shutdown.clone());
+        let api_router = api::router(store.clone(), pki.clone(), liveness.clone(), hub)?;
         tasks.spawn(shoal_api::serve::serve_tls(api_listener, tls, api_router, shutdown.clone()));
 
         tasks.spawn(controllers::run(store.clone(), liveness, config.controllers.clone(), shutdown.clone()));

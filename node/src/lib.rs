@@ -6,7 +6,11 @@
 //! - [`runtime`]: wasmtime, WASI and wasi-http: running command guests and serving HTTP guests
 //!   in sandboxes with memory, CPU and time limits.
 //! - [`serve`]: the HTTP accept loop behind the ingress and `shoal run --listen`.
+//! - [`hollow`]: hollow nodes, for scale tests and benchmarks of the control plane: many nodes
+//!   in one process, running the agent's own code paths against the real API, the runtime
+//!   replaced (instances are reported Running; nothing runs).
 
 pub mod agent;
+pub mod hollow;
 pub mod runtime;
 pub mod serve;

@@ -1,5 +1,8 @@
 //! `shoal node --join URL --token T`: a worker node. Registers with the control plane, runs the
 //! instances bound to it, and serves their HTTP on the ingress.
+//!
+//! `shoal node --hollow N --join URL --token ADMIN`: N hollow nodes in this process instead, for
+//! scale tests ([`shoal_node::hollow`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,6 +16,7 @@ use shoal_api::resources::node::Capacity;
 use shoal_api::token::Identity;
 use shoal_api::{Client, ClientConfig, Name};
 use shoal_node::agent::{Agent, AgentConfig};
+use shoal_node::hollow::{HollowConfig, HollowNodes};
 
 use crate::connect::ConnectionArgs;
 
@@ -22,14 +26,15 @@ pub struct NodeArgs {
     /// URL of an API server of the cluster, e.g. https://10.0.0.1:7443.
     #[arg(long, value_name = "URL")]
     join: String,
-    /// A node token (`shoal token create NAME --node`); not the admin token.
+    /// A node token (`shoal token create NAME --node`); not the admin token (but with
+    /// --hollow, the admin token: it issues every hollow node its own node token).
     #[arg(long, env = "SHOAL_NODE_TOKEN", hide_env_values = true)]
     token: String,
     /// The cluster CA certificate (PEM) [default: the CA in the client config file].
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
     /// The node's name [default: the name its token was issued for].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "hollow")]
     name: Option<Name>,
     /// Labels for node selectors: k=v,k2=v2.
     #[arg(long, value_name = "K=V,...")]
@@ -65,6 +70,14 @@ pub struct NodeArgs {
     /// Per-request deadline of HTTP workloads whose spec sets none, e.g. 30s.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     request_timeout: Duration,
+    /// Run N hollow nodes instead: simulated nodes without a runtime that register, heartbeat
+    /// and report the instances bound to them Running, for scale tests. Labels, capacity and
+    /// --heartbeat apply to each; the ingress, agent and data directory flags are unused.
+    #[arg(long, value_name = "N")]
+    hollow: Option<usize>,
+    /// Hollow node i (from 0) is called PREFIX-i.
+    #[arg(long, value_name = "PREFIX", default_value = "hollow")]
+    hollow_prefix: String,
 }
 
 /// Parses `k=v,k2=v2`.
@@ -93,8 +106,9 @@ pub fn machine_cpu() -> Cpu {
 }
 
 impl NodeArgs {
-    pub async fn execute(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
-        let ca = match &self.ca {
+    /// The cluster CA: `--ca`, else the client config file's.
+    fn ca(&self, connection: &ConnectionArgs) -> anyhow::Result<String> {
+        Ok(match &self.ca {
             Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading --ca {}", path.display()))?,
             None => {
                 let path = connection.config_path()?;
@@ -102,7 +116,26 @@ impl NodeArgs {
                     .with_context(|| format!("no --ca given, and no client config with a CA at {}", path.display()))?
                     .ca
             }
-        };
+        })
+    }
+
+    fn labels(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        Ok(self.labels.as_deref().map(parse_labels).transpose()?.unwrap_or_default())
+    }
+
+    fn capacity(&self) -> Capacity {
+        Capacity {
+            memory: self.capacity_memory.unwrap_or_else(machine_memory),
+            cpu: self.capacity_cpu.unwrap_or_else(machine_cpu),
+            instances: self.max_instances,
+        }
+    }
+
+    pub async fn execute(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
+        let ca = self.ca(connection)?;
+        if let Some(count) = self.hollow {
+            return self.run_hollow(count, ca).await;
+        }
         let client = Client::new(&ClientConfig { server: self.join.clone(), ca, token: self.token.clone() })?;
         let name = match (client.whoami().await.with_context(|| format!("contacting {}", self.join))?, &self.name) {
             (Identity::Node { name }, None) => Name::new(name)?,
@@ -122,13 +155,9 @@ impl NodeArgs {
         let config = AgentConfig {
             client,
             name: name.clone(),
-            labels: self.labels.as_deref().map(parse_labels).transpose()?.unwrap_or_default(),
+            labels: self.labels()?,
             data_dir,
-            capacity: Capacity {
-                memory: self.capacity_memory.unwrap_or_else(machine_memory),
-                cpu: self.capacity_cpu.unwrap_or_else(machine_cpu),
-                instances: self.max_instances,
-            },
+            capacity: self.capacity(),
             ingress_listen: self.ingress_listen,
             agent_listen: None,
             advertise_host: self.advertise.clone(),
@@ -145,6 +174,32 @@ impl NodeArgs {
         super::control::wait_for_signal().await?;
         eprintln!("shutting down");
         agent.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// Runs `count` hollow nodes until SIGINT or SIGTERM, which may also come while they start.
+    async fn run_hollow(&self, count: usize, ca: String) -> anyhow::Result<ExitCode> {
+        let config = HollowConfig {
+            cluster: ClientConfig { server: self.join.clone(), ca, token: self.token.clone() },
+            count,
+            prefix: self.hollow_prefix.clone(),
+            labels: self.labels()?,
+            capacity: self.capacity(),
+            heartbeat: self.heartbeat,
+        };
+        let nodes = tokio::select! {
+            nodes = HollowNodes::start(config) => nodes?,
+            signal = super::control::wait_for_signal() => {
+                signal?;
+                eprintln!("shutting down");
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
+        // Tests and benchmarks wait for this line.
+        println!("hollow nodes running: {}", nodes.len());
+        super::control::wait_for_signal().await?;
+        eprintln!("shutting down");
+        nodes.shutdown().await;
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -28,7 +28,12 @@ use crate::store::Store;
 pub const MAX_MODULE_BYTES: usize = 128 << 20;
 
 /// The API router.
-pub fn router(store: Arc<Store>, pki: Arc<Pki>, liveness: Arc<Liveness>) -> anyhow::Result<Router> {
+pub fn router(
+    store: Arc<Store>,
+    pki: Arc<Pki>,
+    liveness: Arc<Liveness>,
+    hub: Arc<watch::WatchHub>,
+) -> anyhow::Result<Router> {
     let auth = auth::AuthState { admin: pki.admin_token.as_str().into(), store: store.clone() };
     let heartbeats = Router::new()
         .route("/api/v1/nodes/{name}/heartbeat", post(heartbeat::beat))
@@ -59,6 +64,7 @@ pub fn router(store: Arc<Store>, pki: Arc<Pki>, liveness: Arc<Liveness>) -> anyh
         .with_state(store.clone())
         .merge(agents)
         .merge(heartbeats)
+        .layer(axum::Extension(hub))
         .layer(middleware::from_fn_with_state(auth, auth::require_token));
     Ok(Router::new()
         .route("/healthz", get(health::healthz))

@@ -15,7 +15,7 @@ use shoal_api::{AnyObject, Kind, Reason};
 
 use super::auth::{Principal, bound_node, may_touch_instance};
 use super::error::ApiError;
-use super::watch;
+use super::watch::{self, WatchHub};
 use crate::store::{Command, CommandResult, ObjectKey, Store, UpdateScope};
 
 /// Query parameters of list and watch requests.
@@ -253,6 +253,26 @@ impl Filter {
         {
             return false;
         }
+        self.matches_rest(object)
+    }
+
+    /// The node whose instances alone pass, for a node's own lists and watches.
+    pub(super) fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
+    /// Like [`Filter::matches`], for an object whose node (if an instance) is known already.
+    pub(super) fn matches_bound(&self, bound: Option<&str>, object: &[u8]) -> bool {
+        if let Some(node) = &self.node
+            && bound != Some(&**node)
+        {
+            return false;
+        }
+        self.matches_rest(object)
+    }
+
+    /// The label selector and the names a tenant may see.
+    fn matches_rest(&self, object: &[u8]) -> bool {
         if self.selector.0.is_empty() && self.names.is_none() {
             return true;
         }
@@ -275,6 +295,7 @@ impl Filter {
 
 async fn list(
     store: Arc<Store>,
+    hub: &WatchHub,
     target: Target,
     query: ListQuery,
     principal: &Principal,
@@ -282,7 +303,7 @@ async fn list(
     let filter = Filter::new(&query, target.kind, principal)?;
     let prefix = ObjectKey::prefix(target.kind.plural(), target.namespace.as_deref());
     if query.watch {
-        return watch::stream(store, prefix, filter, query.resource_version).await;
+        return watch::stream(store, hub, prefix, filter, query.resource_version).await;
     }
     store.linearize().await?;
     let (revision, items) = store.reader().list(&prefix)?;
@@ -305,10 +326,11 @@ type S = State<Arc<Store>>;
 pub async fn list_all(
     State(store): S,
     Extension(principal): Extension<Principal>,
+    Extension(hub): Extension<Arc<WatchHub>>,
     Path(plural): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    list(store, Target::new(&plural, None)?, q, &principal).await
+    list(store, &hub, Target::new(&plural, None)?, q, &principal).await
 }
 
 /// `POST /api/v1/{plural}`: create a cluster-scoped object (or a namespaced one, in the
@@ -321,10 +343,11 @@ pub async fn create_any(State(store): S, Path(plural): Path<String>, body: Bytes
 pub async fn list_namespaced(
     State(store): S,
     Extension(principal): Extension<Principal>,
+    Extension(hub): Extension<Arc<WatchHub>>,
     Path((ns, plural)): Path<(String, String)>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    list(store, Target::new(&plural, Some(ns))?, q, &principal).await
+    list(store, &hub, Target::new(&plural, Some(ns))?, q, &principal).await
 }
 
 /// `POST /api/v1/namespaces/{ns}/{plural}`.

@@ -1,21 +1,35 @@
 //! Watch streams: every change after a revision, as newline-delimited JSON, read from the
 //! store's change history and then followed live. A revision older than the retained history is
 //! a 410 Gone, and the client lists again.
+//!
+//! Followed live, changes come from one [`WatchHub`] per API server: it reads the history once
+//! per applied revision, encodes each change once (and notes the node an instance is bound to),
+//! and hands the batch to every watch, which only filters. A thousand node agents watching their
+//! instances would otherwise read and parse every change a thousand times. A watch that falls
+//! behind the hub (or starts behind it) reads the gap from the history itself, so the hub is
+//! only a shortcut: every watch still gets each (key, revision) once, in order, with no gap.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::response::Response;
 use futures::stream;
 use shoal_api::Reason;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
+use super::auth::bound_node;
 use super::error::ApiError;
 use super::objects::{Filter, ndjson};
-use crate::store::{Change, ChangeKind, HistoryError, Store};
+use crate::store::{Change, ChangeKind, HistoryError, Store, StoreReader};
 
 /// How many changes one read of the history returns at most.
 const BATCH: usize = 512;
+/// How many changes the hub reads at once.
+const HUB_BATCH: usize = 4096;
+/// How many batches a watch may be behind the hub before it reads the gap from the history.
+const HUB_QUEUE: usize = 256;
 
 fn history_error(e: HistoryError) -> ApiError {
     match e {
@@ -38,21 +52,107 @@ fn encode_line(change: &Change) -> Bytes {
     Bytes::from(line)
 }
 
+/// One change as the hub hands it out: read, encoded and looked at once.
+struct SharedChange {
+    revision: u64,
+    key: String,
+    /// For an instance: the node it is bound to.
+    node: Option<String>,
+    object: Vec<u8>,
+    line: Bytes,
+}
+
+/// Every change after revision `after`, up to and including `upto`.
+struct HubBatch {
+    after: u64,
+    upto: u64,
+    changes: Vec<SharedChange>,
+    /// Indexes into `changes` of the instances bound to each node: a node's watch looks at its
+    /// own, not at every change of the batch.
+    by_node: HashMap<String, Vec<usize>>,
+}
+
+/// Reads the change history once for all watches of this API server.
+pub struct WatchHub {
+    batches: broadcast::Sender<Arc<HubBatch>>,
+}
+
+impl WatchHub {
+    /// Starts the hub's reader on `reader` until `shutdown`.
+    pub fn start(reader: StoreReader, shutdown: CancellationToken) -> Arc<WatchHub> {
+        let (batches, _) = broadcast::channel(HUB_QUEUE);
+        let hub = Arc::new(WatchHub { batches: batches.clone() });
+        tokio::spawn(async move {
+            let mut applied = reader.subscribe();
+            let mut after = reader.revision();
+            loop {
+                applied.borrow_and_update();
+                after = publish(&reader, &batches, after);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    changed = applied.changed() => if changed.is_err() { return },
+                }
+            }
+        });
+        hub
+    }
+}
+
+/// Publishes what was applied after `after`; returns the revision published up to.
+fn publish(reader: &StoreReader, batches: &broadcast::Sender<Arc<HubBatch>>, mut after: u64) -> u64 {
+    loop {
+        if batches.receiver_count() == 0 {
+            // Nobody listens: a watch that starts later reads its gap from the history.
+            return reader.revision();
+        }
+        let (changes, upto) = match reader.changes_after(after, "", HUB_BATCH) {
+            Ok(read) => read,
+            Err(e) => {
+                // Behind the retained history (or a disk error): skip ahead; every watch sees
+                // the gap and reads it (or its 410) from the history itself.
+                tracing::warn!("watch hub: reading history after {after}: {e}");
+                return reader.revision();
+            }
+        };
+        let full = changes.len() >= HUB_BATCH;
+        if upto > after {
+            let changes: Vec<SharedChange> = changes
+                .into_iter()
+                .map(|c| SharedChange {
+                    revision: c.revision,
+                    node: if c.key.starts_with("instances/") { bound_node(&c.object) } else { None },
+                    line: encode_line(&c),
+                    key: c.key,
+                    object: c.object,
+                })
+                .collect();
+            let mut by_node: HashMap<String, Vec<usize>> = HashMap::new();
+            for (i, change) in changes.iter().enumerate() {
+                if let Some(node) = &change.node {
+                    by_node.entry(node.clone()).or_default().push(i);
+                }
+            }
+            let _ = batches.send(Arc::new(HubBatch { after, upto, changes, by_node }));
+            after = upto;
+        }
+        if !full {
+            return after;
+        }
+    }
+}
+
 struct Cursor {
     store: Arc<Store>,
     prefix: String,
     filter: Filter,
     after: u64,
     pending: VecDeque<Bytes>,
-    applied: tokio::sync::watch::Receiver<u64>,
+    hub: broadcast::Receiver<Arc<HubBatch>>,
 }
 
 impl Cursor {
-    /// Reads the next batch of history into `pending`; an error ends the watch.
+    /// Reads the next batch of history into `pending`.
     fn read(&mut self) -> Result<(), HistoryError> {
-        // Mark the current revision seen *before* reading, so that anything applied after the
-        // read wakes the stream.
-        self.applied.borrow_and_update();
         let (changes, scanned_to) = self.store.reader().changes_after(self.after, &self.prefix, BATCH)?;
         self.after = self.after.max(scanned_to);
         for change in changes.iter().filter(|c| self.filter.matches(&c.object)) {
@@ -60,11 +160,63 @@ impl Cursor {
         }
         Ok(())
     }
+
+    /// Reads the history until everything up to `revision` is in `pending`.
+    fn read_to(&mut self, revision: u64) -> Result<(), HistoryError> {
+        while self.after < revision {
+            let before = self.after;
+            self.read()?;
+            if self.after == before {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes what `batch` has for this watch that it has not seen.
+    fn take(&mut self, batch: &HubBatch) -> Result<(), HistoryError> {
+        if batch.upto <= self.after {
+            return Ok(());
+        }
+        self.read_to(batch.after)?;
+        let mut offer = |change: &SharedChange| {
+            if change.revision > self.after
+                && change.key.starts_with(&self.prefix)
+                && self.filter.matches_bound(change.node.as_deref(), &change.object)
+            {
+                self.pending.push_back(change.line.clone());
+            }
+        };
+        match self.filter.node() {
+            Some(node) => batch.by_node.get(node).into_iter().flatten().for_each(|i| offer(&batch.changes[*i])),
+            None => batch.changes.iter().for_each(offer),
+        }
+        self.after = self.after.max(batch.upto);
+        Ok(())
+    }
+
+    /// Waits for the next changes; false when the watch must end.
+    async fn next(&mut self) -> bool {
+        let result = match self.hub.recv().await {
+            Ok(batch) => self.take(&batch),
+            // Fell behind the hub: the next batch starts after a gap, which `take` reads.
+            Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
+            Err(broadcast::error::RecvError::Closed) => return false,
+        };
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::info!("ending watch of {}: {e}", self.prefix);
+                false
+            }
+        }
+    }
 }
 
 /// Starts a watch of keys under `prefix` after revision `from` (default: now).
 pub(super) async fn stream(
     store: Arc<Store>,
+    hub: &WatchHub,
     prefix: String,
     filter: Filter,
     from: Option<u64>,
@@ -76,19 +228,16 @@ pub(super) async fn stream(
             store.reader().revision()
         }
     };
-    let applied = store.reader().subscribe();
-    let mut cursor = Cursor { store, prefix, filter, after, pending: VecDeque::new(), applied };
+    // Subscribed before the first read, so that nothing applied after it is missed.
+    let hub = hub.batches.subscribe();
+    let mut cursor = Cursor { store, prefix, filter, after, pending: VecDeque::new(), hub };
     cursor.read().map_err(history_error)?;
     let lines = stream::unfold(cursor, |mut cursor| async move {
         loop {
             if let Some(line) = cursor.pending.pop_front() {
                 return Some((Ok::<_, std::convert::Infallible>(line), cursor));
             }
-            if cursor.applied.changed().await.is_err() {
-                return None;
-            }
-            if let Err(e) = cursor.read() {
-                tracing::info!("ending watch of {}: {e}", cursor.prefix);
+            if !cursor.next().await {
                 return None;
             }
         }

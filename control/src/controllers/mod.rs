@@ -169,7 +169,14 @@ pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: Controller
             }
             let round = c.reconcile_due(now);
             if !round.is_empty() {
-                for (task, requeue_after, ok) in make_writes(&store, round).await {
+                let (tasks, writes) = (round.len(), round.iter().map(|(_, a)| a.writes.len()).sum::<usize>());
+                let reconciled = now.elapsed();
+                let outcomes = make_writes(&store, round).await;
+                tracing::debug!(
+                    "controllers: round of {tasks} tasks, {writes} writes: reconciled in {reconciled:?}, written in {:?}",
+                    now.elapsed() - reconciled
+                );
+                for (task, requeue_after, ok) in outcomes {
                     if ok {
                         c.queue.succeeded(&task);
                         if let Some(after) = requeue_after {

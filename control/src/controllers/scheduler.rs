@@ -18,7 +18,7 @@ use std::time::Duration;
 use shoal_api::resources::event::{Event, EventType, ObjectReference, new_event};
 use shoal_api::resources::instance::Instance;
 use shoal_api::resources::node::Node;
-use shoal_api::{AnyObject, Kind, Name};
+use shoal_api::{AnyObject, Kind};
 
 use super::cache::{Allocated, Cache, is_ready, owner_key, requests};
 use super::writes::{Action, Write};
@@ -65,11 +65,54 @@ pub struct Scheduler {
     reported: Reported,
 }
 
-/// Binds decided in this round, not yet in the cache.
-#[derive(Default)]
+/// One node as a round sees it: what about it does not depend on the instance (checked once
+/// per round, not once per instance), and what is bound to it, binds of this round included.
+struct Candidate<'c> {
+    node: &'c Node,
+    /// NotReady or unschedulable.
+    unavailable: Option<Misfit>,
+    allocatable: Allocated,
+    used: Allocated,
+}
+
+/// The nodes of one round, in a vector, so that placing an instance does no lookups by name;
+/// and, per workload, how many of its instances each node has.
 struct Round<'c> {
-    allocated: HashMap<&'c str, Allocated>,
-    placed: HashMap<String, HashMap<&'c str, u32>>,
+    candidates: Vec<Candidate<'c>>,
+    placed: HashMap<String, Vec<u32>>,
+}
+
+impl<'c> Round<'c> {
+    fn new(cache: &'c Cache) -> Self {
+        let candidates = cache
+            .nodes
+            .values()
+            .map(|node| {
+                let unavailable = if !is_ready(node) {
+                    Some(Misfit::NotReady)
+                } else if node.spec.unschedulable {
+                    Some(Misfit::Unschedulable)
+                } else {
+                    None
+                };
+                let allocatable = node.status.as_ref().map_or_else(Allocated::default, |s| Allocated {
+                    memory: s.allocatable.memory.0,
+                    cpu: s.allocatable.cpu.0,
+                    instances: s.allocatable.instances,
+                });
+                Candidate { node, unavailable, allocatable, used: cache.allocated(node.metadata.name.as_str()) }
+            })
+            .collect();
+        Round { candidates, placed: HashMap::new() }
+    }
+
+    /// How many instances of the workload at `owner` each candidate has.
+    fn placed(&mut self, cache: &Cache, owner: &str) -> &mut Vec<u32> {
+        let candidates = &self.candidates;
+        self.placed
+            .entry(owner.to_owned())
+            .or_insert_with(|| candidates.iter().map(|c| cache.placed(owner, c.node.metadata.name.as_str())).collect())
+    }
 }
 
 impl Scheduler {
@@ -77,56 +120,43 @@ impl Scheduler {
     /// each key, in order.
     pub fn schedule(&mut self, cache: &Cache, keys: &[String]) -> Vec<Action> {
         self.reported.messages.retain(|key, _| cache.pending().contains(key));
-        let mut round = Round::default();
+        let mut round = Round::new(cache);
         keys.iter().map(|key| self.schedule_one(cache, key, &mut round)).collect()
     }
 
-    fn schedule_one<'c>(&mut self, cache: &'c Cache, key: &str, round: &mut Round<'c>) -> Action {
+    fn schedule_one(&mut self, cache: &Cache, key: &str, round: &mut Round<'_>) -> Action {
         let Some(instance) = cache.instances.get(key).filter(|_| cache.pending().contains(key)) else {
             return Action::none();
         };
         let (memory, cpu) = requests(instance);
-        let owner = owner_key(instance);
-        let spread = owner.is_some() && placement_spreads(cache, instance);
-        let placed_this_round = owner.as_ref().and_then(|o| round.placed.get(o));
-        let mut best: Option<(f64, &'c str)> = None;
+        let owner = owner_key(instance).filter(|_| placement_spreads(cache, instance));
+        let placed = owner.as_deref().map(|o| round.placed(cache, o).clone());
+        let mut best: Option<(f64, usize)> = None;
         let mut misfits: BTreeMap<Misfit, u32> = BTreeMap::new();
-        for node in cache.nodes.values() {
-            let name = node.metadata.name.as_str();
-            let mut used = cache.allocated(name);
-            if let Some(extra) = round.allocated.get(name) {
-                used.memory += extra.memory;
-                used.cpu += extra.cpu;
-                used.instances += extra.instances;
-            }
-            match fit(node, instance, used, memory, cpu) {
+        for (i, candidate) in round.candidates.iter().enumerate() {
+            match fit(candidate, instance, memory, cpu) {
                 Err(misfit) => *misfits.entry(misfit).or_default() += 1,
                 Ok(free) => {
-                    let same = match (&owner, spread) {
-                        (Some(owner), true) => {
-                            cache.placed(owner, name)
-                                + placed_this_round.and_then(|p| p.get(name)).copied().unwrap_or(0)
-                        }
-                        _ => 0,
-                    };
+                    let same = placed.as_ref().map_or(0, |p| p[i]);
                     let score = free - f64::from(same);
                     if best.is_none_or(|(b, _)| score > b) {
-                        best = Some((score, name));
+                        best = Some((score, i));
                     }
                 }
             }
         }
         match best {
-            Some((_, node)) => {
-                let a = round.allocated.entry(node).or_default();
-                a.memory += memory;
-                a.cpu += cpu;
-                a.instances += 1;
-                if let Some(owner) = owner {
-                    *round.placed.entry(owner).or_default().entry(node).or_default() += 1;
+            Some((_, i)) => {
+                let chosen = &mut round.candidates[i];
+                chosen.used.memory += memory;
+                chosen.used.cpu += cpu;
+                chosen.used.instances += 1;
+                let node = chosen.node.metadata.name.clone();
+                if let Some(owner) = &owner {
+                    round.placed(cache, owner)[i] += 1;
                 }
                 let mut bound = instance.clone();
-                bound.spec.node = Some(Name::new(node).expect("node names are names"));
+                bound.spec.node = Some(node);
                 Action::writes(vec![Write::Update(AnyObject::Instance(bound), UpdateScope::Spec)])
             }
             None => {
@@ -143,31 +173,28 @@ fn placement_spreads(cache: &Cache, instance: &Instance) -> bool {
     cache.owner(instance).is_none_or(|w| w.spec.placement.as_ref().is_none_or(|p| p.spread))
 }
 
-/// Whether `instance` fits on `node`; if so, a score in [0, 1]: how much is left free.
-fn fit(node: &Node, instance: &Instance, used: Allocated, memory: u64, cpu: u64) -> Result<f64, Misfit> {
-    if !is_ready(node) {
-        return Err(Misfit::NotReady);
+/// Whether `instance` fits on `candidate`; if so, a score in [0, 1]: how much is left free.
+fn fit(candidate: &Candidate<'_>, instance: &Instance, memory: u64, cpu: u64) -> Result<f64, Misfit> {
+    if let Some(misfit) = candidate.unavailable {
+        return Err(misfit);
     }
-    if node.spec.unschedulable {
-        return Err(Misfit::Unschedulable);
-    }
-    if instance.spec.node_selector.iter().any(|(k, v)| node.metadata.labels.get(k) != Some(v)) {
+    let labels = &candidate.node.metadata.labels;
+    if instance.spec.node_selector.iter().any(|(k, v)| labels.get(k) != Some(v)) {
         return Err(Misfit::SelectorMismatch);
     }
-    let status = node.status.as_ref().expect("a ready node has a status");
-    let alloc = &status.allocatable;
-    if used.memory + memory > alloc.memory.0 {
+    let (used, alloc) = (&candidate.used, &candidate.allocatable);
+    if used.memory + memory > alloc.memory {
         return Err(Misfit::InsufficientMemory);
     }
-    if used.cpu + cpu > alloc.cpu.0 {
+    if used.cpu + cpu > alloc.cpu {
         return Err(Misfit::InsufficientCpu);
     }
     if used.instances + 1 > alloc.instances {
         return Err(Misfit::TooManyInstances);
     }
     let left = |used: u64, total: u64| if total == 0 { 0.0 } else { 1.0 - used as f64 / total as f64 };
-    let free = (left(used.memory + memory, alloc.memory.0)
-        + left(used.cpu + cpu, alloc.cpu.0)
+    let free = (left(used.memory + memory, alloc.memory)
+        + left(used.cpu + cpu, alloc.cpu)
         + left(u64::from(used.instances + 1), u64::from(alloc.instances)))
         / 3.0;
     Ok(free)

@@ -63,12 +63,8 @@ pub async fn run(client: Client, name: Name, capacity: Capacity, interval: Durat
                 Err(e) => tracing::warn!("writing the node's status failed: {e}"),
             }
         }
-        match client.heartbeat(name.as_str()).await {
-            Ok(()) => {}
-            Err(e) if e.reason() == Some(Reason::NotFound) => {
-                tracing::warn!("heartbeat: the Node object is gone ({e}); it is back when the node registers again")
-            }
-            Err(e) => tracing::warn!("heartbeat failed: {e}"),
+        if let Err(e) = client.heartbeat(name.as_str()).await {
+            tracing::warn!("heartbeat failed: {e}");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
