@@ -21,12 +21,23 @@ pub struct Liveness {
     revived_notify: Notify,
 }
 
+/// What is known of one node's liveness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// The last beat, or the last grant of a grace period.
+    pub at: Instant,
+    /// Whether `at` was a beat: only a beat shows the node is there. A grant (a new leader, a
+    /// node first seen) only puts off declaring it dead; it never makes a NotReady node Ready.
+    pub beat: bool,
+}
+
 #[derive(Default)]
 struct Beats {
     /// The last beat (or grant) of each node.
-    last: HashMap<String, Instant>,
-    /// Nodes whose lease had lapsed (or that were unknown) when they beat: the lifecycle
-    /// controller looks at them at once, to mark them Ready. A set, so bounded by the nodes.
+    last: HashMap<String, Seen>,
+    /// Nodes whose lease had lapsed, or that had only been granted one, when they beat: the
+    /// lifecycle controller looks at them at once, to mark them Ready. A set, so bounded by the
+    /// nodes.
     revived: BTreeSet<String>,
     /// How long a beat keeps a node alive; a beat after that revives it.
     grace: std::time::Duration,
@@ -42,37 +53,32 @@ impl Liveness {
     pub fn beat(&self, node: &str, now: Instant) {
         let mut beats = self.beats.lock().expect("liveness lock");
         let grace = beats.grace;
-        let lapsed = match beats.last.get(node) {
-            Some(at) => now.saturating_duration_since(*at) >= grace,
+        let seen = Seen { at: now, beat: true };
+        let revived = match beats.last.insert(node.to_owned(), seen) {
+            Some(before) => !before.beat || now.saturating_duration_since(before.at) >= grace,
             None => true,
         };
-        match beats.last.get_mut(node) {
-            Some(at) => *at = now,
-            None => {
-                beats.last.insert(node.to_owned(), now);
-            }
-        }
-        if lapsed && beats.revived.insert(node.to_owned()) {
+        if revived && beats.revived.insert(node.to_owned()) {
             drop(beats);
             self.revived_notify.notify_one();
         }
     }
 
-    /// When `node` last beat (or was granted a fresh period), if ever since this member leads.
-    pub fn last_beat(&self, node: &str) -> Option<Instant> {
+    /// The last beat or grant of `node`, if any since this member leads.
+    pub fn seen(&self, node: &str) -> Option<Seen> {
         self.beats.lock().expect("liveness lock").last.get(node).copied()
     }
 
     /// Gives `node` a fresh grace period from `now` (a node first seen), unless it beat since.
-    pub fn grant(&self, node: &str, now: Instant) {
-        self.beats.lock().expect("liveness lock").last.entry(node.to_owned()).or_insert(now);
+    pub fn grant(&self, node: &str, now: Instant) -> Seen {
+        *self.beats.lock().expect("liveness lock").last.entry(node.to_owned()).or_insert(Seen { at: now, beat: false })
     }
 
     /// Gives each of `nodes` a fresh grace period from `now` and forgets every other node (on
-    /// becoming leader: nobody is stale yet).
+    /// becoming leader: nobody is stale yet, and nobody has beaten yet).
     pub fn grant_all<'a>(&self, nodes: impl IntoIterator<Item = &'a str>, now: Instant) {
         let mut beats = self.beats.lock().expect("liveness lock");
-        beats.last = nodes.into_iter().map(|n| (n.to_owned(), now)).collect();
+        beats.last = nodes.into_iter().map(|n| (n.to_owned(), Seen { at: now, beat: false })).collect();
         beats.revived.clear();
     }
 
@@ -108,7 +114,7 @@ mod tests {
         assert_eq!(liveness.take_revived(), BTreeSet::from(["n1".to_owned()]));
         liveness.beat("n1", t0 + Duration::from_secs(2));
         assert!(liveness.take_revived().is_empty(), "a beat within the grace revives nothing");
-        assert_eq!(liveness.last_beat("n1"), Some(t0 + Duration::from_secs(2)));
+        assert_eq!(liveness.seen("n1"), Some(Seen { at: t0 + Duration::from_secs(2), beat: true }));
         liveness.beat("n1", t0 + Duration::from_secs(6));
         assert_eq!(liveness.take_revived(), BTreeSet::from(["n1".to_owned()]));
     }
@@ -120,8 +126,11 @@ mod tests {
         liveness.beat("gone", t0);
         let later = t0 + Duration::from_secs(10);
         liveness.grant_all(["n1", "n2"], later);
-        assert_eq!(liveness.last_beat("n1"), Some(later));
-        assert_eq!(liveness.last_beat("gone"), None);
+        assert_eq!(liveness.seen("n1"), Some(Seen { at: later, beat: false }));
+        assert_eq!(liveness.seen("gone"), None);
         assert!(liveness.take_revived().is_empty());
+        // The first beat after a grant is news: it may make a NotReady node Ready.
+        liveness.beat("n1", later + Duration::from_millis(10));
+        assert_eq!(liveness.take_revived(), BTreeSet::from(["n1".to_owned()]));
     }
 }

@@ -138,7 +138,10 @@ pub fn spawn_command_announcing(mut command: Command, log_path: &Path, prefixes:
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).unwrap();
     let args: Vec<String> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
     let mut child = command
-        .env("SHOAL_LOG", "info,openraft=warn,hickory_server=warn")
+        .env(
+            "SHOAL_LOG",
+            std::env::var("SHOAL_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn,hickory_server=warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))

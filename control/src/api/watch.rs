@@ -108,10 +108,14 @@ fn publish(reader: &StoreReader, batches: &broadcast::Sender<Arc<HubBatch>>, mut
         let (changes, upto) = match reader.changes_after(after, "", HUB_BATCH) {
             Ok(read) => read,
             Err(e) => {
-                // Behind the retained history (or a disk error): skip ahead; every watch sees
-                // the gap and reads it (or its 410) from the history itself.
+                // Behind the retained history (or a disk error): skip ahead, and say so with an
+                // empty batch that starts after the gap, which every watch then reads (or gets
+                // its 410 for) from the history itself.
                 tracing::warn!("watch hub: reading history after {after}: {e}");
-                return reader.revision();
+                let now = reader.revision();
+                let marker = HubBatch { after: now, upto: now, changes: Vec::new(), by_node: HashMap::new() };
+                let _ = batches.send(Arc::new(marker));
+                return now;
             }
         };
         let full = changes.len() >= HUB_BATCH;
@@ -146,6 +150,8 @@ struct Cursor {
     prefix: String,
     filter: Filter,
     after: u64,
+    /// Whether the last read of the history stopped at its limit (more is there to read).
+    behind: bool,
     pending: VecDeque<Bytes>,
     hub: broadcast::Receiver<Arc<HubBatch>>,
 }
@@ -154,6 +160,7 @@ impl Cursor {
     /// Reads the next batch of history into `pending`.
     fn read(&mut self) -> Result<(), HistoryError> {
         let (changes, scanned_to) = self.store.reader().changes_after(self.after, &self.prefix, BATCH)?;
+        self.behind = changes.len() >= BATCH;
         self.after = self.after.max(scanned_to);
         for change in changes.iter().filter(|c| self.filter.matches(&c.object)) {
             self.pending.push_back(encode_line(change));
@@ -195,13 +202,18 @@ impl Cursor {
         Ok(())
     }
 
-    /// Waits for the next changes; false when the watch must end.
+    /// Waits for the next changes; false when the watch must end. A watch that started (or
+    /// fell) behind reads on, a batch at a time, before it waits for the hub.
     async fn next(&mut self) -> bool {
-        let result = match self.hub.recv().await {
-            Ok(batch) => self.take(&batch),
-            // Fell behind the hub: the next batch starts after a gap, which `take` reads.
-            Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
-            Err(broadcast::error::RecvError::Closed) => return false,
+        let result = if self.behind {
+            self.read()
+        } else {
+            match self.hub.recv().await {
+                Ok(batch) => self.take(&batch),
+                // Fell behind the hub: the next batch starts after a gap, which `take` reads.
+                Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
+                Err(broadcast::error::RecvError::Closed) => return false,
+            }
         };
         match result {
             Ok(()) => true,
@@ -230,7 +242,7 @@ pub(super) async fn stream(
     };
     // Subscribed before the first read, so that nothing applied after it is missed.
     let hub = hub.batches.subscribe();
-    let mut cursor = Cursor { store, prefix, filter, after, pending: VecDeque::new(), hub };
+    let mut cursor = Cursor { store, prefix, filter, after, behind: false, pending: VecDeque::new(), hub };
     cursor.read().map_err(history_error)?;
     let lines = stream::unfold(cursor, |mut cursor| async move {
         loop {

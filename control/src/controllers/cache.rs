@@ -106,6 +106,19 @@ where
     }
 }
 
+/// The object a change leaves (`Some(None)` for a delete), or `None` when the stored object
+/// does not parse: then the cache keeps the copy it has rather than take it for a delete
+/// (which would collect its instances, or strand them).
+fn parsed<R: Resource>(key: &str, bytes: Option<&[u8]>) -> Option<Option<Object<R>>>
+where
+    Object<R>: DeserializeOwned,
+{
+    match bytes {
+        Some(bytes) => parse(key, bytes).map(Some),
+        None => Some(None),
+    }
+}
+
 fn prefix(kind: Kind) -> String {
     format!("{}/", kind.plural())
 }
@@ -174,16 +187,20 @@ impl Cache {
     fn apply_bytes(&mut self, key: &str, bytes: Option<&[u8]>, tasks: &mut Vec<Task>) {
         let kind = key.split('/').next().unwrap_or_default();
         if kind == Kind::Workload.plural() {
-            let new = bytes.and_then(|b| parse::<WorkloadKind>(key, b));
-            self.put_workload(key, new, tasks);
+            if let Some(new) = parsed::<WorkloadKind>(key, bytes) {
+                self.put_workload(key, new, tasks);
+            }
         } else if kind == Kind::Instance.plural() {
-            let new = bytes.and_then(|b| parse::<InstanceKind>(key, b));
-            self.put_instance(key, new, tasks);
+            if let Some(new) = parsed::<InstanceKind>(key, bytes) {
+                self.put_instance(key, new, tasks);
+            }
         } else if kind == Kind::Node.plural() {
-            let new = bytes.and_then(|b| parse::<NodeKind>(key, b));
-            self.put_node(key, new, tasks);
-        } else if kind == Kind::Service.plural() {
-            let new = bytes.and_then(|b| parse::<ServiceKind>(key, b));
+            if let Some(new) = parsed::<NodeKind>(key, bytes) {
+                self.put_node(key, new, tasks);
+            }
+        } else if kind == Kind::Service.plural()
+            && let Some(new) = parsed::<ServiceKind>(key, bytes)
+        {
             self.put_service(key, new, tasks);
         }
     }

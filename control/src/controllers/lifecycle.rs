@@ -34,15 +34,14 @@ fn ready_condition(status: &str, reason: &str, message: String) -> Condition {
 /// Reconciles node `name` at `now`, with `grace` between beats.
 pub fn reconcile(cache: &Cache, liveness: &Liveness, name: &str, grace: Duration, now: Instant) -> Action {
     let Some(node) = cache.node(name) else {
+        // A deleted node: what was bound to it runs nowhere the cluster knows of.
         liveness.forget(name);
-        return Action::none();
+        let stranded = cache.instances_on(name).filter(|i| !i.phase().is_terminal());
+        return Action::writes(stranded.map(Write::delete).collect());
     };
     // A node first seen since this member leads gets a full grace period.
-    let last = liveness.last_beat(name).unwrap_or_else(|| {
-        liveness.grant(name, now);
-        now
-    });
-    let alive = now.saturating_duration_since(last) < grace;
+    let seen = liveness.seen(name).unwrap_or_else(|| liveness.grant(name, now));
+    let alive = now.saturating_duration_since(seen.at) < grace;
     let ready = is_ready(node);
     let mut writes = Vec::new();
     let condition = match (ready, alive) {
@@ -50,13 +49,18 @@ pub fn reconcile(cache: &Cache, liveness: &Liveness, name: &str, grace: Duration
             tracing::warn!("node {name}: no heartbeat for {grace:?}; marking it NotReady");
             Some(ready_condition("Unknown", "NodeStatusUnknown", format!("no heartbeat for {grace:?}")))
         }
-        // Back, after it was marked NotReady (a node that never wrote a status has no capacity
-        // to offer yet: its agent writes the status, Ready, itself).
-        (false, true) if node.status.is_some() => {
+        // Back, after it was marked NotReady: only a beat says so, not a grace period granted
+        // (a node that never wrote a status has no capacity to offer yet: its agent writes the
+        // status, Ready, itself).
+        (false, true) if seen.beat && node.status.is_some() => {
             tracing::info!("node {name}: heartbeating again; marking it Ready");
             Some(ready_condition("True", "NodeHeartbeating", "the node agent is heartbeating".into()))
         }
         _ => None,
+    };
+    let ready_after = match &condition {
+        Some(c) => c.status == "True",
+        None => ready && alive,
     };
     if let Some(condition) = condition {
         let mut marked = node.clone();
@@ -65,12 +69,11 @@ pub fn reconcile(cache: &Cache, liveness: &Liveness, name: &str, grace: Duration
         status.conditions.push(condition);
         writes.push(Write::Update(AnyObject::Node(marked), UpdateScope::Status));
     }
-    let ready_after = alive && (ready || node.status.is_some());
     if !ready_after {
         let doomed = cache.instances_on(name).filter(|i| !i.phase().is_terminal());
         writes.extend(doomed.map(Write::delete));
     }
-    let requeue_after = alive.then(|| (last + grace).saturating_duration_since(now) + SLACK);
+    let requeue_after = alive.then(|| (seen.at + grace).saturating_duration_since(now) + SLACK);
     Action { writes, requeue_after }
 }
 
@@ -140,6 +143,30 @@ mod tests {
         let action = reconcile(&f.cache, &liveness, "a", GRACE, t0 + Duration::from_millis(100));
         assert_eq!(marked(&action).as_deref(), Some("True"));
         assert!(deleted(&action).is_empty());
+    }
+
+    #[test]
+    fn a_grace_period_granted_by_a_new_leader_does_not_make_a_not_ready_node_ready() {
+        let w = workload("web", 1);
+        let mut f = Fixture::default();
+        f.workload(w.clone()).node(with_ready(node("a", 1024, 1000, 10), "Unknown"));
+        f.instance(serving(&w, "web-a", "a"));
+        let liveness = Liveness::new(GRACE);
+        let t0 = Instant::now();
+        liveness.grant_all(["a"], t0);
+        let action = reconcile(&f.cache, &liveness, "a", GRACE, t0 + Duration::from_millis(100));
+        assert_eq!(marked(&action), None);
+        assert_eq!(deleted(&action), ["instances/default/web-a"], "nothing may stay on a NotReady node");
+    }
+
+    #[test]
+    fn a_deleted_node_leaves_nothing_bound_to_it() {
+        let w = workload("web", 1);
+        let mut f = Fixture::default();
+        f.workload(w.clone()).instance(serving(&w, "web-a", "gone"));
+        let liveness = Liveness::new(GRACE);
+        let action = reconcile(&f.cache, &liveness, "gone", GRACE, Instant::now());
+        assert_eq!(deleted(&action), ["instances/default/web-a"]);
     }
 
     #[test]

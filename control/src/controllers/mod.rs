@@ -7,6 +7,7 @@
 //! - [`triggers`]: which tasks a change concerns.
 //! - [`queue`]: the work queue (one entry per task, requeue-after, the error policy).
 //! - [`writes`]: writes as data, and how the runner makes them.
+//! - [`flight`]: which tasks have writes in flight (rounds overlap; a task never does).
 //! - The reconcilers, each a function of the cache and one key that returns an [`Action`]:
 //!   [`workload`] (replicas, rollouts, status), [`scheduler`] (binds pending instances),
 //!   [`lifecycle`] (node liveness → NotReady, instances moved), [`endpoints`] (Service →
@@ -17,8 +18,10 @@
 //! applied change it brings the cache up to date, which names the tasks the changes concern;
 //! on the leader those go into the queue, and every task that is due is reconciled against the
 //! cache. The writes of a round are made together (the proposer packs them into raft entries)
-//! and awaited before the next round, so a round always sees the previous one's effects. A task
-//! whose writes failed comes back after a back-off; one that asked to be looked at again comes
+//! while the next rounds go on; a task whose writes are still in flight (and scheduling, while
+//! binds are) waits for them and then runs against a cache that has caught up, so no task
+//! decides without its own previous writes. A task whose writes failed comes back after a
+//! back-off; one that asked to be looked at again comes
 //! back then; and every [`ControllerOptions::resync`] every task runs once (level-triggered:
 //! whatever a missed change left undone is done then). Every member keeps its cache warm, so a
 //! new leader acts at once: it grants every node a fresh grace period and reconciles all.
@@ -27,6 +30,7 @@ pub mod cache;
 pub mod endpoints;
 #[cfg(test)]
 mod fixtures;
+pub mod flight;
 pub mod gc;
 pub mod lifecycle;
 pub mod queue;
@@ -39,9 +43,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
 use self::cache::Cache;
+use self::flight::Flights;
 use self::queue::{Task, WorkQueue};
 use self::scheduler::Scheduler;
 pub use self::writes::{Action, Write};
@@ -76,10 +82,10 @@ struct Controllers {
 }
 
 impl Controllers {
-    /// Reconciles every task due at `now`; returns each task with its action.
-    fn reconcile_due(&mut self, now: Instant) -> Vec<(Task, Action)> {
+    /// Reconciles `tasks` at `now`; returns each task with its action.
+    fn reconcile(&mut self, tasks: Vec<Task>, now: Instant) -> Vec<(Task, Action)> {
         let mut done = Vec::new();
-        for (_, tasks) in queue::by_kind(self.queue.take_due(now)) {
+        for (_, tasks) in queue::by_kind(tasks) {
             if let Some(Task::Schedule(_)) = tasks.first() {
                 let keys: Vec<String> =
                     tasks.iter().map(|t| if let Task::Schedule(k) = t { k.clone() } else { unreachable!() }).collect();
@@ -103,19 +109,28 @@ impl Controllers {
     }
 }
 
+/// What one flight of writes did: per task, when to look again and whether all its writes
+/// were made.
+type Outcomes = Vec<(Task, Option<Duration>, bool)>;
+
 /// Makes the writes of one round; returns, per task, whether all its writes were made.
-async fn make_writes(store: &Store, round: Vec<(Task, Action)>) -> Vec<(Task, Option<Duration>, bool)> {
-    let mut outcomes: Vec<(Task, Option<Duration>, bool)> = Vec::with_capacity(round.len());
+async fn make_writes(store: &Store, round: Vec<(Task, Action)>) -> Outcomes {
+    let mut outcomes: Outcomes = Vec::with_capacity(round.len());
     let mut writes = Vec::new();
     for (i, (task, action)) in round.into_iter().enumerate() {
         outcomes.push((task, action.requeue_after, true));
         writes.extend(action.writes.into_iter().map(move |w| (i, w)));
     }
+    let count = writes.len();
+    let started = Instant::now();
     let mut made = futures::stream::iter(writes)
         .map(|(i, write)| async move { (i, writes::execute(store, write).await) })
         .buffer_unordered(WRITES_IN_FLIGHT);
     while let Some((i, ok)) = made.next().await {
         outcomes[i].2 &= ok;
+    }
+    if count > 0 {
+        tracing::debug!("controllers: {} tasks, {count} writes made in {:?}", outcomes.len(), started.elapsed());
     }
     outcomes
 }
@@ -129,11 +144,23 @@ pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: Controller
         liveness,
         options,
     };
+    let mut flights = Flights::default();
+    let mut landing = FuturesUnordered::new();
     let mut applied = store.reader().subscribe();
-    let mut leading = false;
+    // The term this member leads in, as far as the loop has acted on it.
+    let mut leading: Option<u64> = None;
     let mut next_resync = Instant::now() + c.options.resync;
     loop {
         applied.borrow_and_update();
+        let term = store.leader_term();
+        if term.is_some() && term != leading {
+            // Before deciding anything, apply what earlier leaders committed: binds this member
+            // has not applied yet still take room on their nodes.
+            if let Err(e) = store.linearize().await {
+                tracing::info!("controllers: not acting as leader yet: {e}");
+                continue;
+            }
+        }
         let changed = match c.cache.sync(store.reader()) {
             Ok(tasks) => tasks,
             Err(e) => {
@@ -142,18 +169,21 @@ pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: Controller
             }
         };
         let now = Instant::now();
-        let leader = store.is_leader();
-        if leader && !leading {
-            tracing::info!("controllers: leading; reconciling everything");
-            c.liveness.grant_all(c.cache.nodes.values().map(|n| n.metadata.name.as_str()), now);
+        if term != leading {
+            // A new term (or none): nothing decided before it is still ours to finish.
             c.queue.clear();
-            for task in c.cache.every_task() {
-                c.queue.add(task, now);
+            flights.clear();
+            landing = FuturesUnordered::new();
+            if term.is_some() {
+                tracing::info!("controllers: leading; reconciling everything");
+                c.liveness.grant_all(c.cache.nodes.values().map(|n| n.metadata.name.as_str()), now);
+                for task in c.cache.every_task() {
+                    c.queue.add(task, now);
+                }
             }
-        } else if !leader && leading {
-            c.queue.clear();
+            leading = term;
         }
-        leading = leader;
+        let leader = term.is_some();
         if leader {
             for task in changed {
                 c.queue.add(task, now);
@@ -167,26 +197,18 @@ pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: Controller
                 }
                 next_resync = now + c.options.resync;
             }
-            let round = c.reconcile_due(now);
-            if !round.is_empty() {
-                let (tasks, writes) = (round.len(), round.iter().map(|(_, a)| a.writes.len()).sum::<usize>());
-                let reconciled = now.elapsed();
-                let outcomes = make_writes(&store, round).await;
-                tracing::debug!(
-                    "controllers: round of {tasks} tasks, {writes} writes: reconciled in {reconciled:?}, written in {:?}",
-                    now.elapsed() - reconciled
-                );
-                for (task, requeue_after, ok) in outcomes {
-                    if ok {
-                        c.queue.succeeded(&task);
-                        if let Some(after) = requeue_after {
-                            c.queue.add(task, now + after);
-                        }
-                    } else {
-                        c.queue.failed(task, Instant::now());
-                    }
+            let due = flights.admit(c.queue.take_due(now));
+            let (round, settled): (Vec<_>, Vec<_>) =
+                c.reconcile(due, now).into_iter().partition(|(_, action)| !action.writes.is_empty());
+            for (task, action) in settled {
+                c.queue.succeeded(&task);
+                if let Some(after) = action.requeue_after {
+                    c.queue.add(task, now + after);
                 }
-                continue;
+            }
+            if !round.is_empty() {
+                flights.start(round.iter().map(|(task, _)| task));
+                landing.push(make_writes(&store, round));
             }
         }
         let wake = match c.queue.next_due().filter(|_| leader) {
@@ -196,6 +218,26 @@ pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: Controller
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = applied.changed() => if changed.is_err() { return },
+            Some(outcomes) = landing.next(), if !landing.is_empty() => {
+                let now = Instant::now();
+                let deferred = flights.finish(outcomes.iter().map(|(task, _, _)| task));
+                let mut failed = std::collections::HashSet::new();
+                for (task, requeue_after, ok) in outcomes {
+                    if ok {
+                        c.queue.succeeded(&task);
+                        if let Some(after) = requeue_after {
+                            c.queue.add(task, now + after);
+                        }
+                    } else {
+                        c.queue.failed(task.clone(), now);
+                        failed.insert(task);
+                    }
+                }
+                // Held back meanwhile: run again, except what just failed (it waits its back-off).
+                for task in deferred.into_iter().filter(|t| !failed.contains(t)) {
+                    c.queue.add(task, now);
+                }
+            }
             _ = c.liveness.revived(), if leader => {}
             _ = tokio::time::sleep_until(wake.into()) => {}
         }

@@ -1,7 +1,8 @@
 //! What reconcilers return instead of writing: each intended write as data ([`Write`]), so a
 //! reconciler is a pure function of the cache that unit tests can check without a store, and
 //! the runner ([`execute`]) makes them: the same raft commands the API server proposes, with the
-//! same stamping of what is not deterministic (uid, creation time).
+//! same stamping of what is not deterministic (uid, creation time), proposed only while this
+//! member leads (never forwarded: a deposed leader's decisions are dropped).
 
 use std::time::Duration;
 
@@ -71,7 +72,7 @@ impl Write {
     }
 
     fn command(self) -> Command {
-        let bytes = |o: &AnyObject| serde_json::to_vec(&o.to_json()).expect("objects serialize");
+        let bytes = |o: &AnyObject| serde_json::to_vec(o).expect("objects serialize");
         match self {
             Write::Create(mut object) => {
                 stamp_new(object.meta_mut());
@@ -98,9 +99,11 @@ impl Write {
 
 /// Whether a write was made. A refusal because someone else changed the object first is a
 /// failure like any other: the task comes back (after the queue's back-off) and decides anew.
-fn outcome(key: &ObjectKey, result: Result<CommandResult, StoreError>) -> bool {
+fn outcome(key: &ObjectKey, deleting: bool, result: Result<CommandResult, StoreError>) -> bool {
     match result {
         Ok(CommandResult::Ok { .. }) => true,
+        // Gone already is what a delete wanted.
+        Ok(CommandResult::NotFound) if deleting => true,
         Ok(CommandResult::Conflict { .. } | CommandResult::NotFound | CommandResult::AlreadyExists) => false,
         Ok(other) => {
             tracing::warn!("controllers: writing {} refused: {other:?}", key.0);
@@ -115,7 +118,7 @@ fn outcome(key: &ObjectKey, result: Result<CommandResult, StoreError>) -> bool {
 
 /// Makes `write`; whether it was made.
 pub async fn execute(store: &Store, write: Write) -> bool {
-    let key = write.key();
-    let result = store.write(write.command()).await;
-    outcome(&key, result)
+    let (key, deleting) = (write.key(), matches!(write, Write::Delete(..)));
+    let result = store.write_as_leader(write.command()).await;
+    outcome(&key, deleting, result)
 }

@@ -239,6 +239,25 @@ impl Store {
         }
     }
 
+    /// The term this member leads in, if it leads.
+    pub fn leader_term(&self) -> Option<u64> {
+        let m = self.raft.metrics().borrow().clone();
+        (m.current_leader == Some(self.id)).then_some(m.current_term)
+    }
+
+    /// Proposes `command` here, as the leader: never forwarded, so that what a deposed leader
+    /// decided is not applied on its successor's watch (the controllers write this way).
+    pub async fn write_as_leader(&self, command: Command) -> Result<CommandResult, StoreError> {
+        match self.proposer.propose(command).await {
+            Ok(result) => Ok(result),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(StoreError::NoLeader("this member no longer leads".into()))
+            }
+            Err(RaftError::APIError(e)) => Err(StoreError::NoLeader(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(StoreError::Stopped(e.to_string())),
+        }
+    }
+
     /// Whether this member currently leads.
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.id)

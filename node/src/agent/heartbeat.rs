@@ -49,7 +49,7 @@ fn status(capacity: &Capacity) -> NodeStatus {
     }
 }
 
-/// Writes the Node's status (capacity, `Ready=True`) once, then beats every `interval` until
+/// Beats, writes the Node's status (capacity, `Ready=True`) once, then beats every `interval` until
 /// `shutdown`. A beat is no raft write: the leader holds it in memory, and the node lifecycle
 /// controller writes the Node only when its readiness changes.
 pub async fn run(client: Client, name: Name, capacity: Capacity, interval: Duration, shutdown: CancellationToken) {
@@ -57,14 +57,16 @@ pub async fn run(client: Client, name: Name, capacity: Capacity, interval: Durat
     node.status = Some(status(&capacity));
     let mut status_written = false;
     loop {
+        // The beat first: a node back after an absence must not show itself Ready to a leader
+        // whose last beat of it is stale.
+        if let Err(e) = client.heartbeat(name.as_str()).await {
+            tracing::warn!("heartbeat failed: {e}");
+        }
         if !status_written {
             match client.put_status_of::<NodeKind>(&node).await {
                 Ok(_) => status_written = true,
                 Err(e) => tracing::warn!("writing the node's status failed: {e}"),
             }
-        }
-        if let Err(e) = client.heartbeat(name.as_str()).await {
-            tracing::warn!("heartbeat failed: {e}");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
