@@ -26,7 +26,7 @@ use common::{ControlProcess, cpu_time, spawn_announcing};
 use futures::StreamExt;
 use shoal_api::resources::instance::InstanceKind;
 use shoal_api::resources::node::NodeKind;
-use shoal_api::{AnyObject, Client, EventType, Kind};
+use shoal_api::{AnyObject, Client, ClientConfig, EventType, Kind};
 use tokio::sync::watch;
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -99,26 +99,68 @@ fn count_not_ready(admin: Client) -> Arc<AtomicUsize> {
     count
 }
 
-/// Follows where every instance is bound; publishes how many are.
-fn follow_binds(admin: Client) -> (watch::Receiver<usize>, Arc<std::sync::Mutex<HashMap<String, String>>>) {
+/// Just enough of a watch line to follow binds: parsing whole typed objects in this process
+/// would make the watch lag behind the control plane and the measurement with it.
+#[derive(serde::Deserialize)]
+struct BindLine {
+    #[serde(rename = "type")]
+    kind: String,
+    object: BindObject,
+}
+
+#[derive(serde::Deserialize)]
+struct BindObject {
+    metadata: BindMeta,
+    spec: BindSpec,
+}
+
+#[derive(serde::Deserialize)]
+struct BindMeta {
+    name: String,
+    namespace: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct BindSpec {
+    node: Option<String>,
+}
+
+/// Follows where every instance is bound (a watch of instances, read line by line); publishes
+/// how many are.
+fn follow_binds(
+    config: ClientConfig,
+    admin: Client,
+) -> (watch::Receiver<usize>, Arc<std::sync::Mutex<HashMap<String, String>>>) {
     let (tx, rx) = watch::channel(0);
     let bound = Arc::new(std::sync::Mutex::new(HashMap::new()));
     let map = bound.clone();
     tokio::spawn(async move {
-        let list = admin.list_of::<InstanceKind>(None).await.unwrap();
-        let mut changes = Box::pin(admin.watch_of::<InstanceKind>(None, list.resource_version).await.unwrap());
-        while let Some(Ok(change)) = changes.next().await {
-            let i = change.object;
-            let key = format!("{}/{}", i.metadata.namespace.as_ref().map_or("", |n| n.as_str()), i.metadata.name);
+        let from = admin.list_of::<InstanceKind>(None).await.unwrap().resource_version;
+        let http = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(config.ca.as_bytes()).unwrap()])
+            .build()
+            .unwrap();
+        let url = format!("{}/api/v1/instances?watch=true&resourceVersion={from}", config.server);
+        let response = http.get(url).bearer_auth(&config.token).send().await.unwrap();
+        let mut body = response.bytes_stream();
+        let mut buffer: Vec<u8> = Vec::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            buffer.extend_from_slice(&chunk);
             let mut map = map.lock().unwrap();
-            match (change.type_, &i.spec.node) {
-                (EventType::Deleted, _) => {
-                    map.remove(&key);
+            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                let Ok(line) = serde_json::from_slice::<BindLine>(&line) else { continue };
+                let key =
+                    format!("{}/{}", line.object.metadata.namespace.unwrap_or_default(), line.object.metadata.name);
+                match (line.kind.as_str(), line.object.spec.node) {
+                    ("DELETED", _) => {
+                        map.remove(&key);
+                    }
+                    (_, Some(node)) => {
+                        map.insert(key, node);
+                    }
+                    (_, None) => {}
                 }
-                (_, Some(node)) => {
-                    map.insert(key, node.to_string());
-                }
-                (_, None) => {}
             }
             tx.send_replace(map.len());
         }
@@ -193,7 +235,7 @@ async fn main() {
     if wants("binds") {
         let (workloads, replicas) = (env_usize("SHOAL_BIND_WORKLOADS", 200), env_usize("SHOAL_BIND_REPLICAS", 100));
         let total = workloads * replicas;
-        let (mut bound_count, bound) = follow_binds(admin.clone());
+        let (mut bound_count, bound) = follow_binds(control.client_config(), admin.clone());
         let names: Vec<String> = (0..workloads).map(|i| format!("bind{i}")).collect();
         let started = Instant::now();
         create_all(&admin, names, &digest, replicas, 64).await;

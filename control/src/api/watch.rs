@@ -28,6 +28,8 @@ use crate::store::{Change, ChangeKind, HistoryError, Store, StoreReader};
 const BATCH: usize = 512;
 /// How many changes the hub reads at once.
 const HUB_BATCH: usize = 4096;
+/// The most bytes of changes sent in one piece.
+const CHUNK: usize = 64 << 10;
 /// How many batches a watch may be behind the hub before it reads the gap from the history.
 const HUB_QUEUE: usize = 256;
 
@@ -202,6 +204,25 @@ impl Cursor {
         Ok(())
     }
 
+    /// The lines waiting to be sent, joined into one chunk of up to [`CHUNK`] bytes (a line
+    /// per HTTP/2 frame would cost a frame, and a wake-up, per change).
+    fn take_chunk(&mut self) -> Option<Bytes> {
+        let first = self.pending.pop_front()?;
+        if self.pending.is_empty() || first.len() >= CHUNK {
+            return Some(first);
+        }
+        let mut chunk = Vec::with_capacity(CHUNK.min(first.len() * (self.pending.len() + 1)));
+        chunk.extend_from_slice(&first);
+        while let Some(line) = self.pending.front() {
+            if chunk.len() + line.len() > CHUNK {
+                break;
+            }
+            chunk.extend_from_slice(line);
+            self.pending.pop_front();
+        }
+        Some(Bytes::from(chunk))
+    }
+
     /// Waits for the next changes; false when the watch must end. A watch that started (or
     /// fell) behind reads on, a batch at a time, before it waits for the hub.
     async fn next(&mut self) -> bool {
@@ -246,8 +267,8 @@ pub(super) async fn stream(
     cursor.read().map_err(history_error)?;
     let lines = stream::unfold(cursor, |mut cursor| async move {
         loop {
-            if let Some(line) = cursor.pending.pop_front() {
-                return Some((Ok::<_, std::convert::Infallible>(line), cursor));
+            if let Some(chunk) = cursor.take_chunk() {
+                return Some((Ok::<_, std::convert::Infallible>(chunk), cursor));
             }
             if !cursor.next().await {
                 return None;

@@ -3,9 +3,8 @@
 //! ever being reconciled against a cache that lacks its own previous writes.
 //!
 //! A task whose writes are in flight is held back (deferred) until they are done, and then runs
-//! again against a cache that has caught up. Scheduling is held back as a whole: a bind in
-//! flight uses room on its node that the cache does not show yet, so the next scheduling round
-//! waits for it.
+//! again against a cache that has caught up. (Binds in flight use room that the cache does not
+//! show yet: the scheduler counts them itself, as assumed.)
 
 use std::collections::HashSet;
 
@@ -15,7 +14,7 @@ use super::queue::Task;
 #[derive(Default)]
 pub struct Flights {
     in_flight: HashSet<Task>,
-    scheduling: bool,
+    /// Held back by their own writes in flight.
     deferred: HashSet<Task>,
 }
 
@@ -24,8 +23,7 @@ impl Flights {
     pub fn admit(&mut self, due: Vec<Task>) -> Vec<Task> {
         let mut admitted = Vec::with_capacity(due.len());
         for task in due {
-            let blocked = self.in_flight.contains(&task) || (self.scheduling && matches!(task, Task::Schedule(_)));
-            if blocked {
+            if self.in_flight.contains(&task) {
                 self.deferred.insert(task);
             } else {
                 admitted.push(task);
@@ -36,22 +34,20 @@ impl Flights {
 
     /// `tasks` now have writes in flight.
     pub fn start<'a>(&mut self, tasks: impl IntoIterator<Item = &'a Task>) {
-        for task in tasks {
-            self.scheduling |= matches!(task, Task::Schedule(_));
-            self.in_flight.insert(task.clone());
-        }
+        self.in_flight.extend(tasks.into_iter().cloned());
     }
 
-    /// The writes of `tasks` (one flight) are done; returns the tasks held back meanwhile, to
-    /// run again.
+    /// The writes of `tasks` (one flight) are done; returns the tasks this held back, to run
+    /// again (and only those: the others still wait).
     pub fn finish<'a>(&mut self, tasks: impl IntoIterator<Item = &'a Task>) -> Vec<Task> {
+        let mut released = Vec::new();
         for task in tasks {
-            if matches!(task, Task::Schedule(_)) {
-                self.scheduling = false;
-            }
             self.in_flight.remove(task);
+            if let Some(task) = self.deferred.take(task) {
+                released.push(task);
+            }
         }
-        self.deferred.drain().collect()
+        released
     }
 
     /// Forgets everything (on losing leadership).
@@ -68,10 +64,6 @@ mod tests {
         Task::Workload(name.into())
     }
 
-    fn s(name: &str) -> Task {
-        Task::Schedule(name.into())
-    }
-
     #[test]
     fn a_task_in_flight_waits_and_comes_back_when_its_flight_lands() {
         let mut flights = Flights::default();
@@ -80,17 +72,5 @@ mod tests {
         assert_eq!(flights.admit(vec![w("a"), w("c")]), vec![w("c")]);
         assert_eq!(flights.finish(&first), vec![w("a")]);
         assert_eq!(flights.admit(vec![w("a")]), vec![w("a")]);
-    }
-
-    #[test]
-    fn scheduling_waits_for_the_binds_in_flight_but_other_tasks_do_not() {
-        let mut flights = Flights::default();
-        let binds = flights.admit(vec![s("i1")]);
-        flights.start(&binds);
-        let mut admitted = flights.admit(vec![s("i2"), w("a")]);
-        admitted.sort();
-        assert_eq!(admitted, vec![w("a")]);
-        assert_eq!(flights.finish(&binds), vec![s("i2")]);
-        assert_eq!(flights.admit(vec![s("i2")]), vec![s("i2")]);
     }
 }

@@ -18,9 +18,9 @@
 //! applied change it brings the cache up to date, which names the tasks the changes concern;
 //! on the leader those go into the queue, and every task that is due is reconciled against the
 //! cache. The writes of a round are made together (the proposer packs them into raft entries)
-//! while the next rounds go on; a task whose writes are still in flight (and scheduling, while
-//! binds are) waits for them and then runs against a cache that has caught up, so no task
-//! decides without its own previous writes. A task whose writes failed comes back after a
+//! while the next rounds go on; a task whose writes are still in flight waits for them and then
+//! runs against a cache that has caught up, so no task decides without its own previous writes
+//! (the scheduler counts its binds in flight itself). A task whose writes failed comes back after a
 //! back-off; one that asked to be looked at again comes
 //! back then; and every [`ControllerOptions::resync`] every task runs once (level-triggered:
 //! whatever a missed change left undone is done then). Every member keeps its cache warm, so a
@@ -229,6 +229,9 @@ pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: Controller
                             c.queue.add(task, now + after);
                         }
                     } else {
+                        if let Task::Schedule(key) = &task {
+                            c.scheduler.forget(key);
+                        }
                         c.queue.failed(task.clone(), now);
                         failed.insert(task);
                     }

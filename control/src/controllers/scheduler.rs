@@ -23,7 +23,6 @@ use shoal_api::{AnyObject, Kind};
 use super::cache::{Allocated, Cache, is_ready, owner_key, requests};
 use super::writes::{Action, Write};
 use crate::stamp::now_rfc3339;
-use crate::store::UpdateScope;
 
 /// How long an instance that fits nowhere waits before it is tried again anyway.
 pub const RETRY_UNSCHEDULABLE: Duration = Duration::from_secs(10);
@@ -59,10 +58,22 @@ pub struct Reported {
     messages: HashMap<String, (String, u32)>,
 }
 
-/// The scheduler's state across passes.
+/// A bind decided but not yet seen in the cache (in flight): its room on the node is taken
+/// meanwhile, as kube-scheduler's assumed pods are, so that rounds need not wait for each other.
+#[derive(Debug, Clone)]
+struct Assumed {
+    node: String,
+    memory: u64,
+    cpu: u64,
+    owner: Option<String>,
+}
+
+/// The scheduler's state across rounds.
 #[derive(Default)]
 pub struct Scheduler {
     reported: Reported,
+    /// Binds in flight, by instance key.
+    assumed: HashMap<String, Assumed>,
 }
 
 /// One node as a round sees it: what about it does not depend on the instance (checked once
@@ -80,11 +91,13 @@ struct Candidate<'c> {
 struct Round<'c> {
     candidates: Vec<Candidate<'c>>,
     placed: HashMap<String, Vec<u32>>,
+    /// Per workload, the candidates its binds in flight go to.
+    assumed_placed: HashMap<String, Vec<usize>>,
 }
 
 impl<'c> Round<'c> {
-    fn new(cache: &'c Cache) -> Self {
-        let candidates = cache
+    fn new(cache: &'c Cache, assumed: &HashMap<String, Assumed>) -> Self {
+        let mut candidates: Vec<Candidate<'c>> = cache
             .nodes
             .values()
             .map(|node| {
@@ -103,15 +116,33 @@ impl<'c> Round<'c> {
                 Candidate { node, unavailable, allocatable, used: cache.allocated(node.metadata.name.as_str()) }
             })
             .collect();
-        Round { candidates, placed: HashMap::new() }
+        let index: HashMap<&str, usize> =
+            candidates.iter().enumerate().map(|(i, c)| (c.node.metadata.name.as_str(), i)).collect();
+        let mut assumed_placed: HashMap<String, Vec<usize>> = HashMap::new();
+        for bind in assumed.values() {
+            let Some(&i) = index.get(bind.node.as_str()) else { continue };
+            let used = &mut candidates[i].used;
+            used.memory += bind.memory;
+            used.cpu += bind.cpu;
+            used.instances += 1;
+            if let Some(owner) = &bind.owner {
+                assumed_placed.entry(owner.clone()).or_default().push(i);
+            }
+        }
+        Round { candidates, placed: HashMap::new(), assumed_placed }
     }
 
     /// How many instances of the workload at `owner` each candidate has.
     fn placed(&mut self, cache: &Cache, owner: &str) -> &mut Vec<u32> {
-        let candidates = &self.candidates;
-        self.placed
-            .entry(owner.to_owned())
-            .or_insert_with(|| candidates.iter().map(|c| cache.placed(owner, c.node.metadata.name.as_str())).collect())
+        let (candidates, assumed) = (&self.candidates, &self.assumed_placed);
+        self.placed.entry(owner.to_owned()).or_insert_with(|| {
+            let mut placed: Vec<u32> =
+                candidates.iter().map(|c| cache.placed(owner, c.node.metadata.name.as_str())).collect();
+            for i in assumed.get(owner).into_iter().flatten() {
+                placed[*i] += 1;
+            }
+            placed
+        })
     }
 }
 
@@ -120,8 +151,15 @@ impl Scheduler {
     /// each key, in order.
     pub fn schedule(&mut self, cache: &Cache, keys: &[String]) -> Vec<Action> {
         self.reported.messages.retain(|key, _| cache.pending().contains(key));
-        let mut round = Round::new(cache);
+        // A bind the cache shows (or whose instance is gone) is no longer assumed.
+        self.assumed.retain(|key, _| cache.pending().contains(key));
+        let mut round = Round::new(cache, &self.assumed);
         keys.iter().map(|key| self.schedule_one(cache, key, &mut round)).collect()
+    }
+
+    /// The bind of the instance at `key` failed: its room is free again.
+    pub fn forget(&mut self, key: &str) {
+        self.assumed.remove(key);
     }
 
     fn schedule_one(&mut self, cache: &Cache, key: &str, round: &mut Round<'_>) -> Action {
@@ -155,9 +193,10 @@ impl Scheduler {
                 if let Some(owner) = &owner {
                     round.placed(cache, owner)[i] += 1;
                 }
-                let mut bound = instance.clone();
-                bound.spec.node = Some(node);
-                Action::writes(vec![Write::Update(AnyObject::Instance(bound), UpdateScope::Spec)])
+                let assumed = Assumed { node: node.to_string(), memory, cpu, owner: owner.clone() };
+                self.assumed.insert(key.to_owned(), assumed);
+                let rv = instance.metadata.resource_version.unwrap_or(0);
+                Action::writes(vec![Write::Bind(super::writes::key_of(instance), rv, node.to_string())])
             }
             None => {
                 let reasons: Vec<String> = misfits.iter().map(|(m, n)| format!("{n} {}", m.describe())).collect();
@@ -230,7 +269,7 @@ mod tests {
 
     fn bound_to(action: &Action) -> Option<String> {
         match action.writes.first()? {
-            Write::Update(AnyObject::Instance(i), UpdateScope::Spec) => i.spec.node.as_ref().map(|n| n.to_string()),
+            Write::Bind(key, 2, node) if key.0.starts_with("instances/default/") => Some(node.clone()),
             _ => None,
         }
     }
@@ -338,6 +377,24 @@ mod tests {
         let actions = Scheduler::default().schedule(&f.cache, &pending_keys(&f));
         assert_eq!(actions.iter().filter_map(bound_to).count(), 2);
         assert!(event_message(&actions[2]).unwrap().contains("1 insufficient memory"));
+    }
+
+    #[test]
+    fn binds_in_flight_take_room_in_the_next_round_until_the_cache_shows_them() {
+        let w = workload("web", 3);
+        let mut f = Fixture::default();
+        f.workload(w.clone()).node(node("a", 128, 1000, 10)).node(node("b", 1024, 1000, 10));
+        for i in 0..3 {
+            f.instance(instance(&w, &format!("web-{i}"), None, Phase::Pending, false));
+        }
+        let mut scheduler = Scheduler::default();
+        let first = scheduler.schedule(&f.cache, &["instances/default/web-0".to_owned()]);
+        let second = scheduler.schedule(&f.cache, &["instances/default/web-1".to_owned()]);
+        assert_ne!(bound_to(&first[0]), bound_to(&second[0]), "the first bind, in flight, spreads the second");
+        // The first bind failed: its room is free again.
+        scheduler.forget("instances/default/web-0");
+        let third = scheduler.schedule(&f.cache, &["instances/default/web-2".to_owned()]);
+        assert_eq!(bound_to(&third[0]), bound_to(&first[0]));
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub enum Write {
     Upsert(AnyObject),
     /// Delete the object at this key, if it is still at this resourceVersion.
     Delete(ObjectKey, Option<u64>),
+    /// Bind the unbound instance at this key, at this resourceVersion, to this node.
+    Bind(ObjectKey, u64, String),
 }
 
 /// What one reconcile decided: its writes, and when to look at the same key again even if
@@ -67,7 +69,7 @@ impl Write {
     pub fn key(&self) -> ObjectKey {
         match self {
             Write::Create(o) | Write::Update(o, _) | Write::Upsert(o) => any_key(o),
-            Write::Delete(key, _) => key.clone(),
+            Write::Delete(key, _) | Write::Bind(key, _, _) => key.clone(),
         }
     }
 
@@ -93,6 +95,7 @@ impl Write {
                 }
             }
             Write::Delete(key, expected) => Command::Delete { key, expected },
+            Write::Bind(key, expected, node) => Command::Bind { key, node, expected },
         }
     }
 }

@@ -161,6 +161,26 @@ impl Tables<'_> {
                 set_meta(&mut old, "resourceVersion", revision.into());
                 done(self.record(revision, ChangeKind::Deleted, &key.0, &old)?)
             }
+            Command::Bind { key, node, expected } => {
+                let Some(mut old) = self.current(&key)? else {
+                    return Ok(CommandResult::NotFound);
+                };
+                if let Some(conflict) = stale(&old, Some(expected)) {
+                    return Ok(conflict);
+                }
+                let Some(spec) = old.get_mut("spec").and_then(Value::as_object_mut) else {
+                    return invalid(format!("{} has no spec to bind", key.0));
+                };
+                if spec.get("node").is_some_and(|n| !n.is_null()) {
+                    // Bound already: a bind never moves an instance.
+                    return Ok(CommandResult::Conflict { current: expected });
+                }
+                spec.insert("node".into(), Value::String(node));
+                let generation = meta_u64(&old, "generation").unwrap_or(1) + 1;
+                set_meta(&mut old, "generation", generation.into());
+                set_meta(&mut old, "resourceVersion", revision.into());
+                done(self.record(revision, ChangeKind::Modified, &key.0, &old)?)
+            }
             Command::Batch(commands) => {
                 let results = commands.into_iter().map(|c| self.apply(revision, c)).collect::<Result<_, _>>()?;
                 Ok(CommandResult::Batch(results))

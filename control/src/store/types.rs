@@ -94,6 +94,17 @@ pub enum Command {
     /// Several commands proposed as one raft entry (concurrent writes, packed by the store's
     /// proposer): applied in order, atomically, all at the entry's revision.
     Batch(Vec<Command>),
+    /// Binds an instance to a node (like Kubernetes' `pods/binding`): sets its `spec.node`, only
+    /// if it is at `expected` and bound to no node yet. The entry carries the node's name, not
+    /// the whole object, and a bound instance is never moved by it.
+    Bind {
+        /// The instance.
+        key: ObjectKey,
+        /// The node.
+        node: String,
+        /// The resourceVersion the scheduler read.
+        expected: u64,
+    },
     /// Stores a module blob under its sha256 (hex).
     PutBlob {
         /// sha256 hex of `data`, already verified.
