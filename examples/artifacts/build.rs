@@ -78,6 +78,8 @@ fn main() {
     for (name, package) in P2_GUESTS {
         let path = target_dir.join("wasm32-wasip2/release").join(format!("{package}.wasm"));
         assert!(path.exists(), "missing {}", path.display());
+        // A module deleted by hand (a `cargo clean` in examples/guests) is built again.
+        println!("cargo:rerun-if-changed={}", path.display());
         consts.push_str(&format!(
             "/// `{package}` built for wasm32-wasip2.\npub const {name}: &str = {:?};\n",
             path.display().to_string()
@@ -85,6 +87,7 @@ fn main() {
     }
     let p1 = target_dir.join("wasm32-wasip1/release/hello-p1.wasm");
     assert!(p1.exists(), "missing {}", p1.display());
+    println!("cargo:rerun-if-changed={}", p1.display());
     consts.push_str(&format!(
         "/// `hello-p1` built for wasm32-wasip1 (a core module).\npub const HELLO_P1: &str = {:?};\n",
         p1.display().to_string()

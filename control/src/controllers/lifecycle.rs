@@ -131,14 +131,18 @@ mod tests {
         assert_eq!(action.requeue_after, None, "a dead node waits for a beat, not a timer");
     }
 
-    #[test]
-    fn a_not_ready_node_that_beats_again_is_marked_ready_and_keeps_its_instances() {
+    /// Node `a`, marked NotReady, with instance `web-a` still bound to it.
+    fn not_ready_node_with_an_instance() -> (Fixture, Liveness, Instant) {
         let w = workload("web", 1);
         let mut f = Fixture::default();
         f.workload(w.clone()).node(with_ready(node("a", 1024, 1000, 10), "Unknown"));
         f.instance(serving(&w, "web-a", "a"));
-        let liveness = Liveness::new(GRACE);
-        let t0 = Instant::now();
+        (f, Liveness::new(GRACE), Instant::now())
+    }
+
+    #[test]
+    fn a_not_ready_node_that_beats_again_is_marked_ready_and_keeps_its_instances() {
+        let (f, liveness, t0) = not_ready_node_with_an_instance();
         liveness.beat("a", t0);
         let action = reconcile(&f.cache, &liveness, "a", GRACE, t0 + Duration::from_millis(100));
         assert_eq!(marked(&action).as_deref(), Some("True"));
@@ -147,12 +151,7 @@ mod tests {
 
     #[test]
     fn a_grace_period_granted_by_a_new_leader_does_not_make_a_not_ready_node_ready() {
-        let w = workload("web", 1);
-        let mut f = Fixture::default();
-        f.workload(w.clone()).node(with_ready(node("a", 1024, 1000, 10), "Unknown"));
-        f.instance(serving(&w, "web-a", "a"));
-        let liveness = Liveness::new(GRACE);
-        let t0 = Instant::now();
+        let (f, liveness, t0) = not_ready_node_with_an_instance();
         liveness.grant_all(["a"], t0);
         let action = reconcile(&f.cache, &liveness, "a", GRACE, t0 + Duration::from_millis(100));
         assert_eq!(marked(&action), None);
@@ -171,12 +170,7 @@ mod tests {
 
     #[test]
     fn a_not_ready_silent_node_loses_what_is_still_bound_to_it() {
-        let w = workload("web", 1);
-        let mut f = Fixture::default();
-        f.workload(w.clone()).node(with_ready(node("a", 1024, 1000, 10), "Unknown"));
-        f.instance(serving(&w, "web-a", "a"));
-        let liveness = Liveness::new(GRACE);
-        let t0 = Instant::now();
+        let (f, liveness, t0) = not_ready_node_with_an_instance();
         liveness.beat("a", t0);
         let action = reconcile(&f.cache, &liveness, "a", GRACE, t0 + GRACE * 2);
         assert_eq!(marked(&action), None, "already marked");
