@@ -12,8 +12,9 @@
 //! read and report the status of those Instances (the handlers check the binding), list and
 //! watch Services (it routes them), record Events, and download modules. Nothing else.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{Method, header};
@@ -88,6 +89,40 @@ impl Principal {
     }
 }
 
+/// How long a token looked up in the store is trusted without looking again: a revoked token
+/// keeps working for at most this long. Every node beats every second and reports each
+/// instance it runs, so without it every such request would read the store once more.
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// The most tokens remembered; past it the memory is dropped whole (it refills in a second).
+const TOKEN_CACHE_MAX: usize = 100_000;
+
+/// Tokens recently found in the store, by digest.
+#[derive(Default)]
+pub struct TokenCache {
+    known: Mutex<HashMap<String, (Principal, Instant)>>,
+}
+
+impl TokenCache {
+    fn get(&self, digest: &str, now: Instant) -> Option<Principal> {
+        let known = self.known.lock().expect("token cache lock");
+        known.get(digest).filter(|(_, at)| now.duration_since(*at) < TOKEN_CACHE_TTL).map(|(p, _)| p.clone())
+    }
+
+    /// Forgets every token (one was revoked).
+    pub fn forget_all(&self) {
+        self.known.lock().expect("token cache lock").clear();
+    }
+
+    fn put(&self, digest: String, principal: Principal, now: Instant) {
+        let mut known = self.known.lock().expect("token cache lock");
+        if known.len() >= TOKEN_CACHE_MAX {
+            known.clear();
+        }
+        known.insert(digest, (principal, now));
+    }
+}
+
 /// What the middleware needs.
 #[derive(Clone)]
 pub struct AuthState {
@@ -95,6 +130,8 @@ pub struct AuthState {
     pub admin: Arc<str>,
     /// Where tenant tokens are looked up.
     pub store: Arc<Store>,
+    /// Tokens found there in the last [`TOKEN_CACHE_TTL`].
+    pub cache: Arc<TokenCache>,
 }
 
 fn principal(state: &AuthState, token: &str) -> Result<Principal, ApiError> {
@@ -102,7 +139,17 @@ fn principal(state: &AuthState, token: &str) -> Result<Principal, ApiError> {
         return Ok(Principal::Admin);
     }
     let digest = shoal_api::digest::sha256_hex(token.as_bytes());
-    let stored = state.store.reader().get(&ObjectKey::new(TOKENS, None, &digest))?;
+    let now = Instant::now();
+    if let Some(principal) = state.cache.get(&digest, now) {
+        return Ok(principal);
+    }
+    let principal = stored_principal(state, &digest)?;
+    state.cache.put(digest, principal.clone(), now);
+    Ok(principal)
+}
+
+fn stored_principal(state: &AuthState, digest: &str) -> Result<Principal, ApiError> {
+    let stored = state.store.reader().get(&ObjectKey::new(TOKENS, None, digest))?;
     let info: TokenInfo = match stored.map(|bytes| serde_json::from_slice(&bytes)) {
         Some(Ok(info)) => info,
         Some(Err(e)) => return Err(ApiError::new(Reason::Internal, format!("stored token is damaged: {e}"))),

@@ -34,7 +34,8 @@ pub fn router(
     liveness: Arc<Liveness>,
     hub: Arc<watch::WatchHub>,
 ) -> anyhow::Result<Router> {
-    let auth = auth::AuthState { admin: pki.admin_token.as_str().into(), store: store.clone() };
+    let tokens = Arc::new(auth::TokenCache::default());
+    let auth = auth::AuthState { admin: pki.admin_token.as_str().into(), store: store.clone(), cache: tokens.clone() };
     let heartbeats = Router::new()
         .route("/api/v1/nodes/{name}/heartbeat", post(heartbeat::beat))
         .with_state(heartbeat::HeartbeatState { store: store.clone(), liveness });
@@ -65,6 +66,7 @@ pub fn router(
         .merge(agents)
         .merge(heartbeats)
         .layer(axum::Extension(hub))
+        .layer(axum::Extension(tokens))
         .layer(middleware::from_fn_with_state(auth, auth::require_token));
     Ok(Router::new()
         .route("/healthz", get(health::healthz))

@@ -176,9 +176,13 @@ async fn update(
     scope: UpdateScope,
 ) -> Result<Response, ApiError> {
     let mut object = parse_body(&target, body, Some(name))?;
-    require_namespace(store, &target).await?;
     let expected = object.meta().resource_version;
-    stamp_new(&mut object); // used only if the update creates the object
+    if scope == UpdateScope::Spec {
+        // Only a spec update may create the object (a status update of a missing one is a 404),
+        // so only it needs the namespace to exist and a uid of its own.
+        require_namespace(store, &target).await?;
+        stamp_new(&mut object);
+    }
     let command = Command::Update { key: target.key(name), object: to_bytes(&object), expected, scope };
     write_result(store.write(command).await?, &target, name, StatusCode::OK)
 }

@@ -88,6 +88,7 @@ pub async fn list(
 pub async fn revoke(
     State(store): State<Arc<Store>>,
     Extension(principal): Extension<Principal>,
+    Extension(cache): Extension<Arc<super::auth::TokenCache>>,
     Path(name): Path<String>,
 ) -> Result<Json<TokenInfo>, ApiError> {
     admin_only(&principal)?;
@@ -95,7 +96,10 @@ pub async fn revoke(
     let Some((key, info)) = stored(&store)?.into_iter().find(|(_, t)| t.name.as_str() == name) else {
         return Err(ApiError::new(Reason::NotFound, format!("token {name:?} not found")));
     };
-    match store.write(Command::Delete { key, expected: None }).await? {
+    let result = store.write(Command::Delete { key, expected: None }).await?;
+    // Gone here at once; other members stop trusting it within their cache's TTL.
+    cache.forget_all();
+    match result {
         CommandResult::Ok { .. } => Ok(Json(info)),
         CommandResult::NotFound => Err(ApiError::new(Reason::NotFound, format!("token {name:?} not found"))),
         other => Err(ApiError::new(Reason::Internal, format!("revoking the token failed: {other:?}"))),
