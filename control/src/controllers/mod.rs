@@ -158,7 +158,10 @@ pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: Controller
             // has not applied yet still take room on their nodes.
             if let Err(e) = store.linearize().await {
                 tracing::info!("controllers: not acting as leader yet: {e}");
-                continue;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
             }
         }
         let changed = match c.cache.sync(store.reader()) {
