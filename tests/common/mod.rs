@@ -133,7 +133,8 @@ pub fn spawn_announcing(args: &[&str], config_path: &Path, log_path: &Path, pref
 }
 
 /// Like [`spawn_announcing`], for a `shoal` command set up by the caller (its environment, its
-/// working directory).
+/// working directory). Its log level is `SHOAL_TEST_LOG` if set (e.g.
+/// `info,shoal_control::controllers=debug` for the controllers' rounds), else info.
 pub fn spawn_command_announcing(mut command: Command, log_path: &Path, prefixes: &[&str]) -> (Child, Vec<String>) {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).unwrap();
     let args: Vec<String> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();

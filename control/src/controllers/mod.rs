@@ -176,6 +176,7 @@ pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: Controller
             // A new term (or none): nothing decided before it is still ours to finish.
             c.queue.clear();
             flights.clear();
+            c.scheduler.forget_assumed();
             landing = FuturesUnordered::new();
             if term.is_some() {
                 tracing::info!("controllers: leading; reconciling everything");

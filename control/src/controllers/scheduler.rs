@@ -157,6 +157,11 @@ impl Scheduler {
         keys.iter().map(|key| self.schedule_one(cache, key, &mut round)).collect()
     }
 
+    /// Forgets every bind in flight (a new term: what the last one had in flight is dropped).
+    pub fn forget_assumed(&mut self) {
+        self.assumed.clear();
+    }
+
     /// The bind of the instance at `key` failed: its room is free again.
     pub fn forget(&mut self, key: &str) {
         self.assumed.remove(key);
