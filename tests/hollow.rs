@@ -34,6 +34,19 @@ impl Hollow {
     /// Starts `count` hollow nodes `<prefix>-0`, ... beating every `heartbeat`, with `extra`
     /// flags; waits until they are all registered.
     fn start(control: &ControlProcess, count: usize, prefix: &str, heartbeat: &str, extra: &[&str]) -> Hollow {
+        Hollow::start_via(control, &control.api_url, count, prefix, heartbeat, extra)
+    }
+
+    /// Like [`Hollow::start`], joined through the API server at `api_url` (another member of
+    /// `control`'s cluster).
+    fn start_via(
+        control: &ControlProcess,
+        api_url: &str,
+        count: usize,
+        prefix: &str,
+        heartbeat: &str,
+        extra: &[&str],
+    ) -> Hollow {
         let admin_token = control.client_config().token;
         let ca = control.data_dir.join("pki/ca.pem");
         let log_path = control.data_dir.join(format!("{prefix}.log"));
@@ -45,7 +58,7 @@ impl Hollow {
             "--hollow-prefix",
             prefix,
             "--join",
-            &control.api_url,
+            api_url,
             "--token",
             &admin_token,
             "--ca",
@@ -281,4 +294,48 @@ async fn a_dead_node_among_hundreds_is_noticed_and_its_instances_replaced_within
     assert!(others.is_empty(), "{} live nodes marked NotReady: {}", others.len(), others.join(", "));
 
     hollow.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn beats_sent_to_a_follower_reach_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let grace = "--node-grace";
+    let first = ControlProcess::start(&dir.path().join("m1"), &["--id", "1", grace, "2s"]);
+    let pki = dir.path().join("m1/pki");
+    let mut members = vec![first];
+    for id in ["2", "3"] {
+        let join = members[0].raft_addr.clone();
+        let data = dir.path().join(format!("m{id}"));
+        let extra = ["--id", id, "--join", &join, "--pki-dir", pki.to_str().unwrap(), grace, "2s"];
+        members.push(ControlProcess::start(&data, &extra));
+    }
+    let admin = members[0].client();
+    let leader = wait_for(Duration::from_secs(30), "three members and a leader", || async {
+        let status = admin.cluster_status().await.ok()?;
+        (status.members.len() == 3).then_some(status.leader?)
+    })
+    .await;
+    let follower = members.iter().find(|m| !m.data_dir.ends_with(format!("m{leader}"))).unwrap();
+    // The nodes talk only to a follower: every beat must be forwarded to the leader.
+    let mut hollow = Hollow::start_via(&members[0], &follower.api_url, 5, "far", "200ms", &[]);
+    let leader_client = members[(leader - 1) as usize].client();
+    wait_for(Duration::from_secs(10), "5 Ready nodes", || async {
+        (ready_hollow_nodes(&leader_client).await.len() == 5).then_some(())
+    })
+    .await;
+    let (not_ready, _watch) = record_not_ready(&leader_client).await;
+    // Three grace periods of forwarded beats: nobody may be marked NotReady meanwhile.
+    tokio::time::sleep(GRACE * 3).await;
+    assert!(not_ready.lock().unwrap().is_empty(), "marked NotReady while beating: {:?}", not_ready.lock().unwrap());
+    // And the leader does notice when they stop.
+    hollow.kill();
+    let killed = Instant::now();
+    wait_for(Duration::from_secs(10), "the silent nodes to be marked NotReady", || async {
+        let mut marked: Vec<String> = not_ready.lock().unwrap().iter().map(|n| n.node.clone()).collect();
+        marked.sort();
+        marked.dedup();
+        (marked.len() == 5).then_some(())
+    })
+    .await;
+    assert!(killed.elapsed() <= GRACE + Duration::from_secs(2), "noticed only after {:?}", killed.elapsed());
 }
