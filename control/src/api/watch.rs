@@ -60,8 +60,27 @@ struct SharedChange {
     key: String,
     /// For an instance: the node it is bound to.
     node: Option<String>,
-    object: Vec<u8>,
+    /// The watch line; the object is `line[object_at..line.len() - 2]` (before `}\n`).
     line: Bytes,
+    object_at: usize,
+}
+
+/// Encodes `change` once for every watch.
+fn share(change: Change) -> SharedChange {
+    let line = encode_line(&change);
+    SharedChange {
+        revision: change.revision,
+        node: if change.key.starts_with("instances/") { bound_node(&change.object) } else { None },
+        object_at: line.len() - 2 - change.object.len(),
+        line,
+        key: change.key,
+    }
+}
+
+impl SharedChange {
+    fn object(&self) -> &[u8] {
+        &self.line[self.object_at..self.line.len() - 2]
+    }
 }
 
 /// Every change after revision `after`, up to and including `upto`.
@@ -122,16 +141,7 @@ fn publish(reader: &StoreReader, batches: &broadcast::Sender<Arc<HubBatch>>, mut
         };
         let full = changes.len() >= HUB_BATCH;
         if upto > after {
-            let changes: Vec<SharedChange> = changes
-                .into_iter()
-                .map(|c| SharedChange {
-                    revision: c.revision,
-                    node: if c.key.starts_with("instances/") { bound_node(&c.object) } else { None },
-                    line: encode_line(&c),
-                    key: c.key,
-                    object: c.object,
-                })
-                .collect();
+            let changes: Vec<SharedChange> = changes.into_iter().map(share).collect();
             let mut by_node: HashMap<String, Vec<usize>> = HashMap::new();
             for (i, change) in changes.iter().enumerate() {
                 if let Some(node) = &change.node {
@@ -191,7 +201,7 @@ impl Cursor {
         let mut offer = |change: &SharedChange| {
             if change.revision > self.after
                 && change.key.starts_with(&self.prefix)
-                && self.filter.matches_bound(change.node.as_deref(), &change.object)
+                && self.filter.matches_bound(change.node.as_deref(), change.object())
             {
                 self.pending.push_back(change.line.clone());
             }
@@ -276,4 +286,23 @@ pub(super) async fn stream(
         }
     });
     Ok(ndjson(Body::from_stream(lines)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_change_is_its_watch_line_with_the_object_and_node_found_in_it() {
+        let object = br#"{"metadata":{"name":"i"},"spec":{"node":"n1"}}"#.to_vec();
+        let change = Change { revision: 7, kind: ChangeKind::Modified, key: "instances/a/i".into(), object };
+        let shared = share(change.clone());
+        assert_eq!(shared.object(), change.object.as_slice());
+        assert_eq!(shared.node.as_deref(), Some("n1"));
+        let line: serde_json::Value = serde_json::from_slice(&shared.line).unwrap();
+        assert_eq!(line["type"], "MODIFIED");
+        assert_eq!(line["revision"], 7);
+        assert_eq!(line["object"]["spec"]["node"], "n1");
+        assert!(shared.line.ends_with(b"}\n"));
+    }
 }
