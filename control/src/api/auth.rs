@@ -134,7 +134,7 @@ pub struct AuthState {
     pub cache: Arc<TokenCache>,
 }
 
-fn principal(state: &AuthState, token: &str) -> Result<Principal, ApiError> {
+async fn principal(state: &AuthState, token: &str) -> Result<Principal, ApiError> {
     if constant_time_eq(token.as_bytes(), state.admin.as_bytes()) {
         return Ok(Principal::Admin);
     }
@@ -143,25 +143,34 @@ fn principal(state: &AuthState, token: &str) -> Result<Principal, ApiError> {
     if let Some(principal) = state.cache.get(&digest, now) {
         return Ok(principal);
     }
-    let principal = stored_principal(state, &digest)?;
+    let principal = match stored_principal(state, &digest)? {
+        Some(principal) => principal,
+        None => {
+            // Perhaps issued a moment ago through another member: look again once this member
+            // has applied everything committed (a token works as soon as its issuer was told).
+            state.store.linearize().await?;
+            stored_principal(state, &digest)?
+                .ok_or_else(|| ApiError::new(Reason::Unauthorized, "invalid bearer token"))?
+        }
+    };
     state.cache.put(digest, principal.clone(), now);
     Ok(principal)
 }
 
-fn stored_principal(state: &AuthState, digest: &str) -> Result<Principal, ApiError> {
+fn stored_principal(state: &AuthState, digest: &str) -> Result<Option<Principal>, ApiError> {
     let stored = state.store.reader().get(&ObjectKey::new(TOKENS, None, digest))?;
     let info: TokenInfo = match stored.map(|bytes| serde_json::from_slice(&bytes)) {
         Some(Ok(info)) => info,
         Some(Err(e)) => return Err(ApiError::new(Reason::Internal, format!("stored token is damaged: {e}"))),
-        None => return Err(ApiError::new(Reason::Unauthorized, "invalid bearer token")),
+        None => return Ok(None),
     };
     if info.node {
-        return Ok(Principal::Node { name: info.name.as_str().into() });
+        return Ok(Some(Principal::Node { name: info.name.as_str().into() }));
     }
-    Ok(Principal::Tenant {
+    Ok(Some(Principal::Tenant {
         name: info.name.to_string(),
         namespaces: Arc::new(info.namespaces.iter().map(|n| n.to_string()).collect()),
-    })
+    }))
 }
 
 /// Whether `principal` may make this request; path segments after `/api/v1/`.
@@ -227,7 +236,7 @@ pub async fn require_token(State(state): State<AuthState>, mut request: Request,
         return ApiError::new(Reason::Unauthorized, "missing bearer token (Authorization: Bearer <token>)")
             .into_response();
     };
-    let principal = match principal(&state, token) {
+    let principal = match principal(&state, token).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
