@@ -8,9 +8,10 @@
 //! ([`super::triggers`]); [`Cache::sync`] returns them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
-use shoal_api::resources::instance::{Instance, InstanceKind};
+use shoal_api::resources::instance::{Instance, InstanceKind, InstanceSpec};
 use shoal_api::resources::node::{Node, NodeKind};
 use shoal_api::resources::service::{Service, ServiceKind};
 use shoal_api::resources::workload::{Workload, WorkloadKind};
@@ -91,6 +92,8 @@ pub struct Cache {
     allocated: HashMap<String, Allocated>,
     /// Live instances of each workload (by key) on each node (by name), for spreading.
     placed: HashMap<String, HashMap<String, u32>>,
+    /// Each workload's instance template and its hash, with the generation they were made at.
+    templates: HashMap<String, (Option<u64>, Arc<InstanceSpec>, String)>,
 }
 
 fn parse<R: Resource>(key: &str, bytes: &[u8]) -> Option<Object<R>>
@@ -208,10 +211,27 @@ impl Cache {
     /// Replaces (or, with `None`, removes) the workload at `key`; adds the tasks it concerns.
     pub fn put_workload(&mut self, key: &str, new: Option<Workload>, tasks: &mut Vec<Task>) {
         let old = match &new {
-            Some(w) => self.workloads.insert(key.to_owned(), w.clone()),
-            None => self.workloads.remove(key),
+            Some(w) => {
+                let spec_changed = self.templates.get(key).is_none_or(|(g, _, _)| *g != w.metadata.generation);
+                if spec_changed {
+                    let template = super::workload::template(w);
+                    let hash = super::workload::template_hash(&template);
+                    self.templates.insert(key.to_owned(), (w.metadata.generation, Arc::new(template), hash));
+                }
+                self.workloads.insert(key.to_owned(), w.clone())
+            }
+            None => {
+                self.templates.remove(key);
+                self.workloads.remove(key)
+            }
         };
         triggers::workload(self, key, old.as_ref(), new.as_ref(), tasks);
+    }
+
+    /// The instance spec the workload at `key` makes now, and its hash (computed once per
+    /// generation of the workload, not once per reconcile).
+    pub fn template(&self, key: &str) -> Option<(Arc<InstanceSpec>, &str)> {
+        self.templates.get(key).map(|(_, t, h)| (t.clone(), h.as_str()))
     }
 
     /// Replaces (or removes) the instance at `key`, keeping the indexes; adds its tasks.

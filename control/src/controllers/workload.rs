@@ -110,11 +110,10 @@ pub fn reconcile(cache: &Cache, key: &str) -> Action {
     let Some(workload) = cache.workloads.get(key) else { return Action::none() };
     let instances: Vec<&Instance> = cache.instances_of(key).filter(|i| owns(workload, i)).collect();
     let mut writes = Vec::new();
-    let template = template(workload);
-    let hash = template_hash(&template);
+    let Some((template, hash)) = cache.template(key) else { return Action::none() };
     let replicas = workload.spec.replicas as usize;
     let rollout = &workload.spec.rollout;
-    let is_new = |i: &&Instance| i.metadata.labels.get(TEMPLATE_LABEL) == Some(&hash);
+    let is_new = |i: &&Instance| i.metadata.labels.get(TEMPLATE_LABEL).is_some_and(|h| h == hash);
     let (mut new, old): (Vec<&Instance>, Vec<&Instance>) = instances.iter().copied().partition(is_new);
     // Old instances that have ended are gone for every purpose but the record.
     let (old_ended, mut old): (Vec<&Instance>, Vec<&Instance>) = old.into_iter().partition(|i| i.phase().is_terminal());
@@ -124,7 +123,7 @@ pub fn reconcile(cache: &Cache, key: &str) -> Action {
     let step =
         step(replicas, rollout.max_surge as usize, rollout.max_unavailable as usize, new.len(), old.len(), serving);
     for _ in 0..step.create {
-        writes.push(Write::Create(AnyObject::Instance(new_instance(workload, &template, &hash))));
+        writes.push(Write::Create(AnyObject::Instance(new_instance(workload, &template, hash))));
     }
     if step.remove_new > 0 {
         removal_order(cache, &mut new);
@@ -237,6 +236,25 @@ mod tests {
         f.remove_instance("web-2").instance(serving(&new_spec, "web-n2", "a"));
         let action = reconcile(&f.cache, &key("web"));
         assert_eq!(deleted(&action), ["instances/default/web-1"]);
+    }
+
+    #[test]
+    fn a_new_generation_of_the_spec_gets_a_new_template() {
+        let old_spec = workload("web", 1);
+        let mut new_spec = old_spec.clone();
+        new_spec.spec.args = vec!["v2".into()];
+        new_spec.metadata.generation = Some(2);
+        let mut f = Fixture::default();
+        f.workload(old_spec.clone()).node(node("a", 1024, 1000, 10));
+        f.instance(serving(&old_spec, "web-1", "a"));
+        assert_eq!(created(&reconcile(&f.cache, &key("web"))), 0, "up to date");
+        f.workload(new_spec.clone());
+        let action = reconcile(&f.cache, &key("web"));
+        let made = action.writes.iter().find_map(|w| match w {
+            Write::Create(AnyObject::Instance(i)) => Some(i.spec.args.clone()),
+            _ => None,
+        });
+        assert_eq!(made, Some(vec!["v2".to_owned()]));
     }
 
     #[test]
