@@ -125,6 +125,33 @@ async fn watch_sees_changes_in_order_and_resumes_from_a_revision() {
 }
 
 #[tokio::test]
+async fn a_watch_from_far_back_delivers_everything_without_further_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let client = control.client();
+    let start = client.list(Kind::Namespace, None, None).await.unwrap().resource_version;
+    // More changes than one read of the history returns (512), then quiet.
+    let n = 1200;
+    futures::stream::iter(0..n)
+        .for_each_concurrent(32, |i| {
+            let client = client.clone();
+            async move { client.create(&namespace(&format!("far-{i}"))).await.map(drop).unwrap() }
+        })
+        .await;
+    let mut events = Box::pin(client.watch(Kind::Namespace, None, start).await.unwrap());
+    let mut last = 0;
+    for seen in 0..n {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {seen} of {n} events arrived"))
+            .expect("stream open")
+            .unwrap();
+        assert!(event.revision >= last, "revisions never go back");
+        last = event.revision;
+    }
+}
+
+#[tokio::test]
 async fn watch_from_a_compacted_revision_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let control = ControlProcess::start(dir.path(), &["--history-revisions", "10"]);
