@@ -392,3 +392,47 @@ fn remove_from(index: &mut HashMap<String, BTreeSet<String>>, at: &str, key: &st
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{Fixture, serving, workload};
+    use super::*;
+
+    #[test]
+    fn a_stored_object_that_does_not_parse_is_not_taken_for_a_delete() {
+        let w = workload("web", 1);
+        let mut f = Fixture::default();
+        f.workload(w.clone()).instance(serving(&w, "web-1", "a"));
+        f.take_tasks();
+        let mut tasks = Vec::new();
+        f.cache.apply_bytes("workloads/default/web", Some(br#"{"spec": "from a newer version"}"#), &mut tasks);
+        assert!(f.cache.workloads.contains_key("workloads/default/web"), "the last good copy stays");
+        assert!(tasks.is_empty(), "nothing is collected: {tasks:?}");
+        f.cache.apply_bytes("workloads/default/web", None, &mut tasks);
+        assert!(tasks.contains(&Task::Collect("instances/default/web-1".into())), "a real delete is: {tasks:?}");
+    }
+
+    #[test]
+    fn indexes_follow_an_instance_through_bind_end_and_delete() {
+        let w = workload("web", 1);
+        let mut f = Fixture::default();
+        f.workload(w.clone());
+        let mut pending = serving(&w, "web-1", "a");
+        pending.spec.node = None;
+        pending.status = None;
+        f.instance(pending);
+        assert!(f.cache.pending().contains("instances/default/web-1"));
+        f.instance(serving(&w, "web-1", "a"));
+        assert!(f.cache.pending().is_empty());
+        assert_eq!(f.cache.allocated("a").instances, 1);
+        assert_eq!(f.cache.placed("workloads/default/web", "a"), 1);
+        let mut ended = serving(&w, "web-1", "a");
+        ended.status.as_mut().unwrap().phase = shoal_api::resources::instance::Phase::Succeeded;
+        f.instance(ended);
+        assert_eq!(f.cache.allocated("a"), Allocated::default(), "an ended instance takes no room");
+        assert_eq!(f.cache.instances_on("a").count(), 1, "but is still bound there");
+        f.remove_instance("web-1");
+        assert_eq!(f.cache.instances_on("a").count(), 0);
+        assert_eq!(f.cache.instances_of("workloads/default/web").count(), 0);
+    }
+}
