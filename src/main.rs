@@ -6,6 +6,7 @@
 mod commands;
 mod connect;
 mod output;
+mod period;
 
 use clap::Parser;
 

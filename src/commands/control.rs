@@ -48,10 +48,10 @@ pub struct ControlArgs {
     /// How long a node may go without a heartbeat before it is marked NotReady and its
     /// instances move elsewhere, e.g. 10s (ten of the nodes' default 1 s heartbeats: a loaded
     /// node or control plane that is late by a few beats is not declared dead).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::period::parse)]
     node_grace: std::time::Duration,
     /// How often the controllers look at every object, changed or not, e.g. 60s.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = crate::period::parse)]
     controller_resync: std::time::Duration,
     /// Do not write the client config file.
     #[arg(long)]

@@ -65,7 +65,7 @@ pub struct NodeArgs {
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// How often to heartbeat, e.g. 1s.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::period::parse)]
     heartbeat: Duration,
     /// Per-request deadline of HTTP workloads whose spec sets none, e.g. 30s.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]

@@ -17,7 +17,7 @@ use crate::store::{PeerRefusal, Store};
 /// What the heartbeat handler needs.
 #[derive(Clone)]
 pub struct HeartbeatState {
-    /// The store (to find the Node, and the leader).
+    /// The store (to know whether this member leads, and to reach the leader if not).
     pub store: Arc<Store>,
     /// The leader's record of beats.
     pub liveness: Arc<Liveness>,

@@ -20,10 +20,10 @@
 //! cache. The writes of a round are made together (the proposer packs them into raft entries)
 //! while the next rounds go on; a task whose writes are still in flight waits for them and then
 //! runs against a cache that has caught up, so no task decides without its own previous writes
-//! (the scheduler counts its binds in flight itself). A task whose writes failed comes back after a
-//! back-off; one that asked to be looked at again comes
-//! back then; and every [`ControllerOptions::resync`] every task runs once (level-triggered:
-//! whatever a missed change left undone is done then). Every member keeps its cache warm, so a
+//! (the scheduler counts its binds in flight itself). A task whose writes failed comes back
+//! after a back-off; one that asked to be looked at again comes back then; and every
+//! [`ControllerOptions::resync`] every task runs once (level-triggered: whatever a missed change
+//! left undone is done then). Every member keeps its cache warm, so a
 //! new leader acts at once: it grants every node a fresh grace period and reconciles all.
 
 pub mod cache;
@@ -82,30 +82,48 @@ struct Controllers {
 }
 
 impl Controllers {
-    /// Reconciles `tasks` at `now`; returns each task with its action.
+    /// Reconciles `tasks` at `now`; returns each task with its action. Schedule tasks are
+    /// placed together, in key order, so that their binds share one view of the room left.
     fn reconcile(&mut self, tasks: Vec<Task>, now: Instant) -> Vec<(Task, Action)> {
-        let mut done = Vec::new();
-        for (_, tasks) in queue::by_kind(tasks) {
-            if let Some(Task::Schedule(_)) = tasks.first() {
-                let keys: Vec<String> =
-                    tasks.iter().map(|t| if let Task::Schedule(k) = t { k.clone() } else { unreachable!() }).collect();
-                done.extend(tasks.into_iter().zip(self.scheduler.schedule(&self.cache, &keys)));
-                continue;
-            }
-            for task in tasks {
-                let action = match &task {
-                    Task::Workload(key) => workload::reconcile(&self.cache, key),
-                    Task::Node(name) => {
-                        lifecycle::reconcile(&self.cache, &self.liveness, name, self.options.node_grace, now)
-                    }
-                    Task::Endpoints(key) => endpoints::reconcile(&self.cache, key),
-                    Task::Collect(key) => gc::reconcile(&self.cache, key),
-                    Task::Schedule(_) => unreachable!("scheduled above"),
-                };
-                done.push((task, action));
-            }
+        let mut to_place = Vec::new();
+        let mut done = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            let action = match &task {
+                Task::Schedule(key) => {
+                    to_place.push(key.clone());
+                    continue;
+                }
+                Task::Workload(key) => workload::reconcile(&self.cache, key),
+                Task::Node(name) => {
+                    lifecycle::reconcile(&self.cache, &self.liveness, name, self.options.node_grace, now)
+                }
+                Task::Endpoints(key) => endpoints::reconcile(&self.cache, key),
+                Task::Collect(key) => gc::reconcile(&self.cache, key),
+            };
+            done.push((task, action));
         }
+        to_place.sort();
+        let placed = self.scheduler.schedule(&self.cache, &to_place);
+        done.extend(to_place.into_iter().map(Task::Schedule).zip(placed));
         done
+    }
+
+    /// Records how `task` went: a success resets its back-off and, if it asked, brings it back
+    /// after `requeue_after`; a failure brings it back after the back-off (and frees the room a
+    /// failed bind had taken). Returns whether it succeeded.
+    fn settle(&mut self, task: Task, requeue_after: Option<Duration>, ok: bool, now: Instant) -> bool {
+        if !ok {
+            if let Task::Schedule(key) = &task {
+                self.scheduler.forget(key);
+            }
+            self.queue.failed(task, now);
+            return false;
+        }
+        self.queue.succeeded(&task);
+        if let Some(after) = requeue_after {
+            self.queue.add(task, now + after);
+        }
+        true
     }
 }
 
@@ -205,10 +223,7 @@ pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: Controller
             let (round, settled): (Vec<_>, Vec<_>) =
                 c.reconcile(due, now).into_iter().partition(|(_, action)| !action.writes.is_empty());
             for (task, action) in settled {
-                c.queue.succeeded(&task);
-                if let Some(after) = action.requeue_after {
-                    c.queue.add(task, now + after);
-                }
+                c.settle(task, action.requeue_after, true, now);
             }
             if !round.is_empty() {
                 flights.start(round.iter().map(|(task, _)| task));
@@ -227,16 +242,7 @@ pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: Controller
                 let deferred = flights.finish(outcomes.iter().map(|(task, _, _)| task));
                 let mut failed = std::collections::HashSet::new();
                 for (task, requeue_after, ok) in outcomes {
-                    if ok {
-                        c.queue.succeeded(&task);
-                        if let Some(after) = requeue_after {
-                            c.queue.add(task, now + after);
-                        }
-                    } else {
-                        if let Task::Schedule(key) = &task {
-                            c.scheduler.forget(key);
-                        }
-                        c.queue.failed(task.clone(), now);
+                    if !c.settle(task.clone(), requeue_after, ok, now) {
                         failed.insert(task);
                     }
                 }

@@ -6,7 +6,7 @@
 //! It is level-triggered: a key says *what* to look at, never what changed, so merging two
 //! additions of one key loses nothing.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 /// The first delay after a failure; doubled per further failure.
@@ -110,26 +110,6 @@ impl WorkQueue {
 pub fn backoff(failures: u32) -> Duration {
     let doublings = failures.saturating_sub(1).min(16);
     (FIRST_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF)
-}
-
-/// Groups tasks by what they are for, each list in key order (for reconcilers that take a
-/// batch, such as the scheduler).
-pub fn by_kind(tasks: Vec<Task>) -> BTreeMap<&'static str, Vec<Task>> {
-    let mut groups: BTreeMap<&'static str, Vec<Task>> = BTreeMap::new();
-    for task in tasks {
-        let kind = match &task {
-            Task::Workload(_) => "workload",
-            Task::Schedule(_) => "schedule",
-            Task::Node(_) => "node",
-            Task::Endpoints(_) => "endpoints",
-            Task::Collect(_) => "collect",
-        };
-        groups.entry(kind).or_default().push(task);
-    }
-    for tasks in groups.values_mut() {
-        tasks.sort();
-    }
-    groups
 }
 
 #[cfg(test)]

@@ -132,17 +132,22 @@ impl<'c> Round<'c> {
         Round { candidates, placed: HashMap::new(), assumed_placed }
     }
 
-    /// How many instances of the workload at `owner` each candidate has.
-    fn placed(&mut self, cache: &Cache, owner: &str) -> &mut Vec<u32> {
-        let (candidates, assumed) = (&self.candidates, &self.assumed_placed);
-        self.placed.entry(owner.to_owned()).or_insert_with(|| {
+    /// How many instances of the workload at `owner` each candidate has, taken out of the
+    /// round (so that it can be read beside the candidates); give it back with
+    /// [`Round::put_placed`].
+    fn take_placed(&mut self, cache: &Cache, owner: &str) -> Vec<u32> {
+        self.placed.remove(owner).unwrap_or_else(|| {
             let mut placed: Vec<u32> =
-                candidates.iter().map(|c| cache.placed(owner, c.node.metadata.name.as_str())).collect();
-            for i in assumed.get(owner).into_iter().flatten() {
+                self.candidates.iter().map(|c| cache.placed(owner, c.node.metadata.name.as_str())).collect();
+            for i in self.assumed_placed.get(owner).into_iter().flatten() {
                 placed[*i] += 1;
             }
             placed
         })
+    }
+
+    fn put_placed(&mut self, owner: String, placed: Vec<u32>) {
+        self.placed.insert(owner, placed);
     }
 }
 
@@ -173,7 +178,7 @@ impl Scheduler {
         };
         let (memory, cpu) = requests(instance);
         let owner = owner_key(instance).filter(|_| placement_spreads(cache, instance));
-        let placed = owner.as_deref().map(|o| round.placed(cache, o).clone());
+        let mut placed = owner.as_deref().map(|o| round.take_placed(cache, o));
         let mut best: Option<(f64, usize)> = None;
         let mut misfits: BTreeMap<Misfit, u32> = BTreeMap::new();
         for (i, candidate) in round.candidates.iter().enumerate() {
@@ -195,15 +200,21 @@ impl Scheduler {
                 chosen.used.cpu += cpu;
                 chosen.used.instances += 1;
                 let node = chosen.node.metadata.name.clone();
-                if let Some(owner) = &owner {
-                    round.placed(cache, owner)[i] += 1;
+                if let Some(placed) = placed.as_mut() {
+                    placed[i] += 1;
                 }
                 let assumed = Assumed { node: node.to_string(), memory, cpu, owner: owner.clone() };
                 self.assumed.insert(key.to_owned(), assumed);
+                if let (Some(owner), Some(placed)) = (owner, placed) {
+                    round.put_placed(owner, placed);
+                }
                 let rv = instance.metadata.resource_version.unwrap_or(0);
                 Action::writes(vec![Write::Bind(super::writes::key_of(instance), rv, node.to_string())])
             }
             None => {
+                if let (Some(owner), Some(placed)) = (owner, placed) {
+                    round.put_placed(owner, placed);
+                }
                 let reasons: Vec<String> = misfits.iter().map(|(m, n)| format!("{n} {}", m.describe())).collect();
                 let message = format!("0/{} nodes available: {}", cache.nodes.len(), reasons.join(", "));
                 let writes = self.reported.note(instance, message).map(|e| Write::Upsert(AnyObject::Event(e)));

@@ -9,6 +9,7 @@ use shoal_api::resources::workload::Workload;
 use super::cache::{Cache, is_ready, owner_key};
 use super::endpoints::selects;
 use super::queue::Task;
+use super::writes::key_of;
 
 /// A workload changed: look at it, and at every instance naming it when it is gone or is
 /// another workload now (its uid changed), for garbage collection.
@@ -20,25 +21,16 @@ pub fn workload(cache: &Cache, key: &str, old: Option<&Workload>, new: Option<&W
         (None, Some(_)) => false,
     };
     if replaced {
-        tasks.extend(cache.instances_of(key).map(|i| Task::Collect(instance_key(i))));
+        tasks.extend(cache.instances_of(key).map(|i| Task::Collect(key_of(i).0)));
     }
-}
-
-fn instance_key(instance: &Instance) -> String {
-    let ns = instance.metadata.namespace.as_ref().map_or("", |n| n.as_str());
-    format!("instances/{ns}/{}", instance.metadata.name)
 }
 
 /// An instance changed: its workload counts it; an unbound one needs a node; one whose owner
 /// is missing is garbage; the Services that select it may gain or lose an endpoint; and a
 /// bound one that ended or went away freed room that pending instances may fit into.
 pub fn instance(cache: &Cache, key: &str, old: Option<&Instance>, new: Option<&Instance>, tasks: &mut Vec<Task>) {
-    for owner in [old, new].into_iter().flatten().filter_map(owner_key) {
-        let task = Task::Workload(owner);
-        if tasks.last().is_none_or(|t| *t != task) {
-            tasks.push(task);
-        }
-    }
+    // The queue keeps one entry per task, so naming the same owner twice costs nothing.
+    tasks.extend([old, new].into_iter().flatten().filter_map(owner_key).map(Task::Workload));
     if let Some(new) = new {
         if new.spec.node.is_none() && !new.phase().is_terminal() {
             tasks.push(Task::Schedule(key.to_owned()));
