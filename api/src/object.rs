@@ -128,8 +128,39 @@ impl AnyObject {
         })
     }
 
+    /// Parses JSON text of a known kind in one pass: `Err(None)` when it is not JSON at all,
+    /// `Err(Some(_))` naming the field when it is JSON but not such an object.
+    pub fn from_json_slice(kind: Kind, bytes: &[u8]) -> Result<AnyObject, Option<FieldError>> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let object = deserialize_kind(kind, &mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            inner.is_data().then(|| FieldError::new(if path == "." { String::new() } else { path }, inner.to_string()))
+        })?;
+        // Trailing text after the object is not JSON either.
+        de.end().map_err(|_| None)?;
+        Ok(object)
+    }
+
     /// Serializes to a JSON value.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("objects always serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_text_parses_in_one_pass_and_says_what_is_wrong() {
+        let ok = br#"{"apiVersion":"shoal.dev/v1","kind":"Namespace","metadata":{"name":"alpha"},"spec":{}}"#;
+        assert_eq!(AnyObject::from_json_slice(Kind::Namespace, ok).unwrap().meta().name.as_str(), "alpha");
+        assert!(AnyObject::from_json_slice(Kind::Namespace, b"{not json").unwrap_err().is_none());
+        let trailing = [ok.as_slice(), b" {}"].concat();
+        assert!(AnyObject::from_json_slice(Kind::Namespace, &trailing).unwrap_err().is_none());
+        let wrong = br#"{"apiVersion":"shoal.dev/v1","kind":"Namespace","metadata":{"name":7},"spec":{}}"#;
+        let field = AnyObject::from_json_slice(Kind::Namespace, wrong).unwrap_err().expect("a field error");
+        assert!(field.to_string().contains("metadata.name"), "{field}");
     }
 }

@@ -88,9 +88,13 @@ fn json_response(status: StatusCode, bytes: Vec<u8>) -> Response {
 /// Parses and checks a request body as an object of the target's kind, in the target's
 /// namespace.
 fn parse_body(target: &Target, body: &[u8], name: Option<&str>) -> Result<AnyObject, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(Reason::BadRequest, format!("request body is not JSON: {e}")))?;
-    let mut object = AnyObject::from_json(target.kind, &value).map_err(ApiError::invalid)?;
+    let mut object = AnyObject::from_json_slice(target.kind, body).map_err(|e| match e {
+        Some(field) => ApiError::invalid(field),
+        None => {
+            let why = serde_json::from_slice::<serde::de::IgnoredAny>(body).err().map(|e| e.to_string());
+            ApiError::new(Reason::BadRequest, format!("request body is not JSON: {}", why.unwrap_or_default()))
+        }
+    })?;
     let meta = object.meta_mut();
     if let Some(name) = name
         && meta.name.as_str() != name
@@ -154,6 +158,7 @@ fn write_result(result: CommandResult, target: &Target, name: &str, success: Sta
         )),
         CommandResult::Invalid { message } => Err(ApiError::new(Reason::Invalid, message)),
         CommandResult::Batch(_) => Err(ApiError::new(Reason::Internal, "one write was answered as a batch")),
+        CommandResult::NotBound => Err(ApiError::new(Reason::Forbidden, format!("{what} is bound elsewhere"))),
     }
 }
 
@@ -205,15 +210,26 @@ fn not_bound(principal: &Principal, target: &Target, name: &str) -> ApiError {
     )
 }
 
-/// A node reports only on instances bound to it.
-fn check_binding(store: &Store, principal: &Principal, target: &Target, name: &str) -> Result<(), ApiError> {
-    if principal.node().is_none() || target.kind != Kind::Instance {
-        return Ok(());
-    }
-    match store.reader().get(&target.key(name))? {
-        Some(bytes) if may_touch_instance(principal, &bytes) => Ok(()),
-        Some(_) => Err(not_bound(principal, target, name)),
-        None => Err(ApiError::new(Reason::NotFound, format!("{} not found", target.display(name)))),
+/// A node's status report on an instance: only its status travels to the store, which takes
+/// it only if the instance is bound to that node (checked when the write is applied, so an
+/// instance moved meanwhile is not written).
+async fn report(
+    store: &Store,
+    principal: &Principal,
+    target: Target,
+    name: &str,
+    body: &[u8],
+    node: &str,
+) -> Result<Response, ApiError> {
+    let AnyObject::Instance(instance) = parse_body(&target, body, Some(name))? else {
+        return Err(ApiError::new(Reason::Internal, "an instance body parsed as another kind"));
+    };
+    let status = serde_json::to_vec(&instance.status).expect("statuses serialize");
+    let expected = instance.metadata.resource_version;
+    let command = Command::Report { key: target.key(name), node: node.to_owned(), status, expected };
+    match store.write(command).await? {
+        CommandResult::NotBound => Err(not_bound(principal, &target, name)),
+        result => write_result(result, &target, name, StatusCode::OK),
     }
 }
 
@@ -438,8 +454,10 @@ pub async fn put_namespaced_status(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let target = Target::for_object(&plural, Some(ns))?;
-    check_binding(&store, &principal, &target, &name)?;
-    update(&store, target, &name, &body, UpdateScope::Status).await
+    match principal.node() {
+        Some(node) if target.kind == Kind::Instance => report(&store, &principal, target, &name, &body, node).await,
+        _ => update(&store, target, &name, &body, UpdateScope::Status).await,
+    }
 }
 
 /// `DELETE /api/v1/namespaces/{ns}/{plural}/{name}`.

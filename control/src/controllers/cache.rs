@@ -92,6 +92,8 @@ pub struct Cache {
     allocated: HashMap<String, Allocated>,
     /// Live instances of each workload (by key) on each node (by name), for spreading.
     placed: HashMap<String, HashMap<String, u32>>,
+    /// Keys of the instances changed since [`Cache::take_changed_instances`] last took them.
+    changed_instances: Vec<String>,
     /// Each workload's instance template and its hash, with the generation they were made at.
     templates: HashMap<String, (Option<u64>, Arc<InstanceSpec>, String)>,
 }
@@ -177,6 +179,12 @@ impl Cache {
         }
     }
 
+    /// The keys of the instances changed since the last call (for the scheduler, whose
+    /// assumed binds end when the cache shows them).
+    pub fn take_changed_instances(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.changed_instances)
+    }
+
     /// Every task there is: what a full resync looks at.
     pub fn every_task(&self) -> Vec<Task> {
         let mut tasks: Vec<Task> = self.workloads.keys().map(|k| Task::Workload(k.clone())).collect();
@@ -244,6 +252,7 @@ impl Cache {
             self.index(key, new);
         }
         triggers::instance(self, key, old.as_ref(), new.as_ref(), tasks);
+        self.changed_instances.push(key.to_owned());
         if let Some(new) = new {
             self.instances.insert(key.to_owned(), new);
         }

@@ -44,6 +44,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use shoal_api::AnyObject;
+use shoal_api::resources::instance::Instance;
 use tokio_util::sync::CancellationToken;
 
 use self::cache::Cache;
@@ -52,7 +54,7 @@ use self::queue::{Task, WorkQueue};
 use self::scheduler::Scheduler;
 pub use self::writes::{Action, Write};
 use crate::liveness::Liveness;
-use crate::store::Store;
+use crate::store::{ObjectKey, Store};
 
 /// How many writes of one round are in flight at once.
 const WRITES_IN_FLIGHT: usize = 4096;
@@ -103,7 +105,15 @@ impl Controllers {
             done.push((task, action));
         }
         to_place.sort();
-        let placed = self.scheduler.schedule(&self.cache, &to_place);
+        let mut fresh: Vec<&mut Instance> = done
+            .iter_mut()
+            .flat_map(|(_, action)| action.writes.iter_mut())
+            .filter_map(|write| match write {
+                Write::Create(AnyObject::Instance(instance)) => Some(instance),
+                _ => None,
+            })
+            .collect();
+        let placed = self.scheduler.schedule(&self.cache, &to_place, &mut fresh);
         done.extend(to_place.into_iter().map(Task::Schedule).zip(placed));
         done
     }
@@ -113,9 +123,6 @@ impl Controllers {
     /// failed bind had taken). Returns whether it succeeded.
     fn settle(&mut self, task: Task, requeue_after: Option<Duration>, ok: bool, now: Instant) -> bool {
         if !ok {
-            if let Task::Schedule(key) = &task {
-                self.scheduler.forget(key);
-            }
             self.queue.failed(task, now);
             return false;
         }
@@ -128,12 +135,16 @@ impl Controllers {
 }
 
 /// What one flight of writes did: per task, when to look again and whether all its writes
-/// were made.
-type Outcomes = Vec<(Task, Option<Duration>, bool)>;
+/// were made; and the keys of the writes that were not.
+struct Outcomes {
+    tasks: Vec<(Task, Option<Duration>, bool)>,
+    failed: Vec<ObjectKey>,
+}
 
 /// Makes the writes of one round; returns, per task, whether all its writes were made.
 async fn make_writes(store: &Store, round: Vec<(Task, Action)>) -> Outcomes {
-    let mut outcomes: Outcomes = Vec::with_capacity(round.len());
+    let mut outcomes = Vec::with_capacity(round.len());
+    let mut failed = Vec::new();
     let mut writes = Vec::new();
     for (i, (task, action)) in round.into_iter().enumerate() {
         outcomes.push((task, action.requeue_after, true));
@@ -142,15 +153,21 @@ async fn make_writes(store: &Store, round: Vec<(Task, Action)>) -> Outcomes {
     let count = writes.len();
     let started = Instant::now();
     let mut made = futures::stream::iter(writes)
-        .map(|(i, write)| async move { (i, writes::execute(store, write).await) })
+        .map(|(i, write)| async move {
+            let key = write.key();
+            (i, key, writes::execute(store, write).await)
+        })
         .buffer_unordered(WRITES_IN_FLIGHT);
-    while let Some((i, ok)) = made.next().await {
+    while let Some((i, key, ok)) = made.next().await {
         outcomes[i].2 &= ok;
+        if !ok {
+            failed.push(key);
+        }
     }
     if count > 0 {
         tracing::debug!("controllers: {} tasks, {count} writes made in {:?}", outcomes.len(), started.elapsed());
     }
-    outcomes
+    Outcomes { tasks: outcomes, failed }
 }
 
 /// Runs the controllers until `shutdown`.
@@ -189,6 +206,8 @@ pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: Controller
                 Vec::new()
             }
         };
+        let seen = c.cache.take_changed_instances();
+        c.scheduler.seen(&c.cache, &seen);
         let now = Instant::now();
         if term != leading {
             // A new term (or none): nothing decided before it is still ours to finish.
@@ -239,9 +258,13 @@ pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: Controller
             changed = applied.changed() => if changed.is_err() { return },
             Some(outcomes) = landing.next(), if !landing.is_empty() => {
                 let now = Instant::now();
-                let deferred = flights.finish(outcomes.iter().map(|(task, _, _)| task));
+                let deferred = flights.finish(outcomes.tasks.iter().map(|(task, _, _)| task));
+                // A bind or a bound create that failed took room that is free again.
+                for key in &outcomes.failed {
+                    c.scheduler.forget(&key.0);
+                }
                 let mut failed = std::collections::HashSet::new();
-                for (task, requeue_after, ok) in outcomes {
+                for (task, requeue_after, ok) in outcomes.tasks {
                     if !c.settle(task.clone(), requeue_after, ok, now) {
                         failed.insert(task);
                     }

@@ -1,5 +1,6 @@
 //! The scheduler: binds Pending instances to nodes, every instance due in one round at once
-//! (their binds travel together, batched into raft entries by the proposer).
+//! (their binds travel together, batched into raft entries by the proposer), and places the
+//! instances workloads are about to create, so that those that fit are created bound.
 //!
 //! Filter: the node is Ready and schedulable, its labels match the instance's node selector, and
 //! it has memory, CPU and an instance slot left after what is already bound to it. Score: least
@@ -18,7 +19,7 @@ use std::time::Duration;
 use shoal_api::resources::event::{Event, EventType, ObjectReference, new_event};
 use shoal_api::resources::instance::Instance;
 use shoal_api::resources::node::Node;
-use shoal_api::{AnyObject, Kind};
+use shoal_api::{AnyObject, Kind, Name};
 
 use super::cache::{Allocated, Cache, is_ready, owner_key, requests};
 use super::writes::{Action, Write};
@@ -152,14 +153,39 @@ impl<'c> Round<'c> {
 }
 
 impl Scheduler {
-    /// Places each instance of `keys` (store keys) that is still pending; returns the action for
-    /// each key, in order.
-    pub fn schedule(&mut self, cache: &Cache, keys: &[String]) -> Vec<Action> {
+    /// Places each instance of `keys` (store keys) that is still pending, and each of `fresh`
+    /// (instances a workload is about to create: one placed now is created bound, which saves
+    /// its bind, a raft write, and the watch events and cache updates that follow it). Returns
+    /// the action for each key, in order; a fresh instance that fits nowhere stays unbound and
+    /// is scheduled, and reported, once the cache shows it pending.
+    pub fn schedule(&mut self, cache: &Cache, keys: &[String], fresh: &mut [&mut Instance]) -> Vec<Action> {
+        // A round costs a look at every node and every bind in flight: none without work.
+        if keys.is_empty() && fresh.is_empty() {
+            return Vec::new();
+        }
         self.reported.messages.retain(|key, _| cache.pending().contains(key));
-        // A bind the cache shows (or whose instance is gone) is no longer assumed.
-        self.assumed.retain(|key, _| cache.pending().contains(key));
         let mut round = Round::new(cache, &self.assumed);
-        keys.iter().map(|key| self.schedule_one(cache, key, &mut round)).collect()
+        let actions = keys.iter().map(|key| self.schedule_one(cache, key, &mut round)).collect();
+        for instance in fresh.iter_mut() {
+            if let Ok(i) = self.choose(cache, instance, &mut round) {
+                let key = super::writes::key_of(&**instance).0;
+                instance.spec.node = Some(self.take_room(cache, &mut round, i, instance, key));
+            }
+        }
+        actions
+    }
+
+    /// The cache now shows the instances at `keys` as they are: an assumed bind whose instance
+    /// is no longer pending (bound, ended, gone) is counted by the cache's own indexes now.
+    pub fn seen<'k>(&mut self, cache: &Cache, keys: impl IntoIterator<Item = &'k String>) {
+        if self.assumed.is_empty() {
+            return;
+        }
+        for key in keys {
+            if !cache.pending().contains(key) {
+                self.assumed.remove(key);
+            }
+        }
     }
 
     /// Forgets every bind in flight (a new term: what the last one had in flight is dropped).
@@ -167,18 +193,16 @@ impl Scheduler {
         self.assumed.clear();
     }
 
-    /// The bind of the instance at `key` failed: its room is free again.
+    /// The bind (or bound create) of the instance at `key` failed: its room is free again.
     pub fn forget(&mut self, key: &str) {
         self.assumed.remove(key);
     }
 
-    fn schedule_one(&mut self, cache: &Cache, key: &str, round: &mut Round<'_>) -> Action {
-        let Some(instance) = cache.instances.get(key).filter(|_| cache.pending().contains(key)) else {
-            return Action::none();
-        };
+    /// The best candidate for `instance`, or why each node was passed over.
+    fn choose(&self, cache: &Cache, instance: &Instance, round: &mut Round<'_>) -> Result<usize, BTreeMap<Misfit, u32>> {
         let (memory, cpu) = requests(instance);
         let owner = owner_key(instance).filter(|_| placement_spreads(cache, instance));
-        let mut placed = owner.as_deref().map(|o| round.take_placed(cache, o));
+        let placed = owner.as_deref().map(|o| round.take_placed(cache, o));
         let mut best: Option<(f64, usize)> = None;
         let mut misfits: BTreeMap<Misfit, u32> = BTreeMap::new();
         for (i, candidate) in round.candidates.iter().enumerate() {
@@ -193,28 +217,41 @@ impl Scheduler {
                 }
             }
         }
-        match best {
-            Some((_, i)) => {
-                let chosen = &mut round.candidates[i];
-                chosen.used.memory += memory;
-                chosen.used.cpu += cpu;
-                chosen.used.instances += 1;
-                let node = chosen.node.metadata.name.clone();
-                if let Some(placed) = placed.as_mut() {
-                    placed[i] += 1;
-                }
-                let assumed = Assumed { node: node.to_string(), memory, cpu, owner: owner.clone() };
-                self.assumed.insert(key.to_owned(), assumed);
-                if let (Some(owner), Some(placed)) = (owner, placed) {
-                    round.put_placed(owner, placed);
-                }
+        if let (Some(owner), Some(placed)) = (owner, placed) {
+            round.put_placed(owner, placed);
+        }
+        best.map(|(_, i)| i).ok_or(misfits)
+    }
+
+    /// Takes room on candidate `i` for `instance` (at `key`), in this round and, assumed, in the
+    /// rounds after it until the cache shows the bind; returns the node's name.
+    fn take_room(&mut self, cache: &Cache, round: &mut Round<'_>, i: usize, instance: &Instance, key: String) -> Name {
+        let (memory, cpu) = requests(instance);
+        let chosen = &mut round.candidates[i];
+        chosen.used.memory += memory;
+        chosen.used.cpu += cpu;
+        chosen.used.instances += 1;
+        let node = chosen.node.metadata.name.clone();
+        // `choose` left this workload's placement counts in the round when it spreads.
+        let owner = owner_key(instance).filter(|_| placement_spreads(cache, instance));
+        if let Some(placed) = owner.as_ref().and_then(|o| round.placed.get_mut(o)) {
+            placed[i] += 1;
+        }
+        self.assumed.insert(key, Assumed { node: node.to_string(), memory, cpu, owner });
+        node
+    }
+
+    fn schedule_one(&mut self, cache: &Cache, key: &str, round: &mut Round<'_>) -> Action {
+        let Some(instance) = cache.instances.get(key).filter(|_| cache.pending().contains(key)) else {
+            return Action::none();
+        };
+        match self.choose(cache, instance, round) {
+            Ok(i) => {
+                let node = self.take_room(cache, round, i, instance, key.to_owned());
                 let rv = instance.metadata.resource_version.unwrap_or(0);
                 Action::writes(vec![Write::Bind(super::writes::key_of(instance), rv, node.to_string())])
             }
-            None => {
-                if let (Some(owner), Some(placed)) = (owner, placed) {
-                    round.put_placed(owner, placed);
-                }
+            Err(misfits) => {
                 let reasons: Vec<String> = misfits.iter().map(|(m, n)| format!("{n} {}", m.describe())).collect();
                 let message = format!("0/{} nodes available: {}", cache.nodes.len(), reasons.join(", "));
                 let writes = self.reported.note(instance, message).map(|e| Write::Upsert(AnyObject::Event(e)));
@@ -309,7 +346,7 @@ mod tests {
         for i in 0..4 {
             f.instance(instance(&w, &format!("web-{i}"), None, Phase::Pending, false));
         }
-        let actions = Scheduler::default().schedule(&f.cache, &pending_keys(&f));
+        let actions = Scheduler::default().schedule(&f.cache, &pending_keys(&f), &mut []);
         let mut nodes: Vec<String> = actions.iter().filter_map(bound_to).collect();
         nodes.sort();
         assert_eq!(nodes, ["a", "a", "b", "b"]);
@@ -322,7 +359,7 @@ mod tests {
         f.workload(w.clone()).node(node("a", 1024, 1000, 10)).node(node("b", 1024, 1000, 10));
         f.instance(fixtures::serving(&w, "web-0", "a")).instance(fixtures::serving(&w, "web-1", "a"));
         f.instance(instance(&w, "web-2", None, Phase::Pending, false));
-        let actions = Scheduler::default().schedule(&f.cache, &pending_keys(&f));
+        let actions = Scheduler::default().schedule(&f.cache, &pending_keys(&f), &mut []);
         assert_eq!(bound_to(&actions[0]).as_deref(), Some("b"));
     }
 
@@ -335,7 +372,7 @@ mod tests {
         f.workload(w.clone()).workload(other.clone());
         f.node(node("big", 4096, 4000, 10)).node(node("small", 1024, 1000, 10));
         f.instance(instance(&w, "batch-0", None, Phase::Pending, false));
-        let actions = Scheduler::default().schedule(&f.cache, &pending_keys(&f));
+        let actions = Scheduler::default().schedule(&f.cache, &pending_keys(&f), &mut []);
         assert_eq!(bound_to(&actions[0]).as_deref(), Some("big"));
     }
 
@@ -356,7 +393,7 @@ mod tests {
         f.node(node("elsewhere", 1024, 1000, 10));
         f.instance(labelled);
         let mut scheduler = Scheduler::default();
-        let actions = scheduler.schedule(&f.cache, &pending_keys(&f));
+        let actions = scheduler.schedule(&f.cache, &pending_keys(&f), &mut []);
         assert_eq!(bound_to(&actions[0]), None);
         // The selector is checked before room, so every node with room fails on the selector.
         assert_eq!(
@@ -364,7 +401,7 @@ mod tests {
             Some("0/6 nodes available: 1 node not ready, 1 node unschedulable, 4 node selector mismatch")
         );
         assert_eq!(actions[0].requeue_after, Some(RETRY_UNSCHEDULABLE));
-        let again = scheduler.schedule(&f.cache, &pending_keys(&f));
+        let again = scheduler.schedule(&f.cache, &pending_keys(&f), &mut []);
         assert_eq!(event_message(&again[0]), None, "the same reason is not reported twice");
     }
 
@@ -375,7 +412,7 @@ mod tests {
         f.workload(w.clone());
         f.node(node("tiny", 32, 1000, 10)).node(node("slow", 1024, 50, 10)).node(node("full", 1024, 1000, 0));
         f.instance(instance(&w, "web-0", None, Phase::Pending, false));
-        let actions = Scheduler::default().schedule(&f.cache, &pending_keys(&f));
+        let actions = Scheduler::default().schedule(&f.cache, &pending_keys(&f), &mut []);
         assert_eq!(
             event_message(&actions[0]).as_deref(),
             Some("0/3 nodes available: 1 insufficient memory, 1 insufficient cpu, 1 too many instances")
@@ -390,7 +427,7 @@ mod tests {
         for i in 0..3 {
             f.instance(instance(&w, &format!("web-{i}"), None, Phase::Pending, false));
         }
-        let actions = Scheduler::default().schedule(&f.cache, &pending_keys(&f));
+        let actions = Scheduler::default().schedule(&f.cache, &pending_keys(&f), &mut []);
         assert_eq!(actions.iter().filter_map(bound_to).count(), 2);
         assert!(event_message(&actions[2]).unwrap().contains("1 insufficient memory"));
     }
@@ -404,13 +441,48 @@ mod tests {
             f.instance(instance(&w, &format!("web-{i}"), None, Phase::Pending, false));
         }
         let mut scheduler = Scheduler::default();
-        let first = scheduler.schedule(&f.cache, &["instances/default/web-0".to_owned()]);
-        let second = scheduler.schedule(&f.cache, &["instances/default/web-1".to_owned()]);
+        let first = scheduler.schedule(&f.cache, &["instances/default/web-0".to_owned()], &mut []);
+        let second = scheduler.schedule(&f.cache, &["instances/default/web-1".to_owned()], &mut []);
         assert_ne!(bound_to(&first[0]), bound_to(&second[0]), "the first bind, in flight, spreads the second");
         // The first bind failed: its room is free again.
         scheduler.forget("instances/default/web-0");
-        let third = scheduler.schedule(&f.cache, &["instances/default/web-2".to_owned()]);
+        let third = scheduler.schedule(&f.cache, &["instances/default/web-2".to_owned()], &mut []);
         assert_eq!(bound_to(&third[0]), bound_to(&first[0]));
+    }
+
+    #[test]
+    fn new_instances_are_placed_as_they_are_created_and_hold_their_room_until_the_cache_shows_them() {
+        let w = workload("web", 3);
+        let mut f = Fixture::default();
+        f.workload(w.clone()).node(node("a", 128, 1000, 10)).node(node("b", 128, 1000, 10)); // two of 64Mi each
+        let mut fresh: Vec<Instance> =
+            (0..3).map(|i| instance(&w, &format!("web-{i}"), None, Phase::Pending, false)).collect();
+        let mut scheduler = Scheduler::default();
+        scheduler.schedule(&f.cache, &[], &mut fresh.iter_mut().collect::<Vec<_>>());
+        let nodes: Vec<String> = fresh.iter().filter_map(|i| i.spec.node.as_ref().map(|n| n.to_string())).collect();
+        assert_eq!(nodes.len(), 3, "room for four, three placed");
+        let on_a = nodes.iter().filter(|n| *n == "a").count();
+        assert!(on_a == 1 || on_a == 2, "spread two and one: {nodes:?}");
+        // In flight, not yet in the cache: a fourth fits in the one slot left, a fifth nowhere.
+        let mut more: Vec<Instance> =
+            (3..5).map(|i| instance(&w, &format!("web-{i}"), None, Phase::Pending, false)).collect();
+        scheduler.schedule(&f.cache, &[], &mut more.iter_mut().collect::<Vec<_>>());
+        assert!(more[0].spec.node.is_some());
+        assert_eq!(more[1].spec.node, None, "room taken by creates in flight is not given twice");
+        // The cache shows the first three: their room is counted once, by the cache.
+        let mut seen = Vec::new();
+        for i in &fresh {
+            f.instance(i.clone());
+            seen.push(format!("instances/default/{}", i.metadata.name));
+        }
+        scheduler.seen(&f.cache, &seen);
+        let mut last = vec![instance(&w, "web-5", None, Phase::Pending, false)];
+        scheduler.schedule(&f.cache, &[], &mut last.iter_mut().collect::<Vec<_>>());
+        assert_eq!(last[0].spec.node, None, "three bound and one in flight fill both nodes");
+        // The create in flight failed: its slot is free again.
+        scheduler.forget(&format!("instances/default/{}", more[0].metadata.name));
+        scheduler.schedule(&f.cache, &[], &mut last.iter_mut().collect::<Vec<_>>());
+        assert!(last[0].spec.node.is_some());
     }
 
     #[test]
@@ -419,7 +491,7 @@ mod tests {
         let mut f = Fixture::default();
         f.workload(w.clone()).node(node("a", 1024, 1000, 10));
         f.instance(fixtures::serving(&w, "web-0", "a"));
-        let actions = Scheduler::default().schedule(&f.cache, &["instances/default/web-0".to_owned()]);
+        let actions = Scheduler::default().schedule(&f.cache, &["instances/default/web-0".to_owned()], &mut []);
         assert!(actions[0].writes.is_empty());
     }
 }

@@ -56,7 +56,29 @@ fn user_fields(object: &Value) -> (Option<&Value>, Option<&Value>, Option<&Value
     (object.get("spec"), meta.and_then(|m| m.get("labels")), meta.and_then(|m| m.get("annotations")))
 }
 
+/// `object` with its status replaced (`None` or `null`: removed).
+fn with_status(object: &Value, status: Option<Value>) -> Value {
+    let mut next = object.clone();
+    match status.filter(|s| !s.is_null()) {
+        Some(status) => next["status"] = status,
+        None => {
+            next.as_object_mut().map(|o| o.remove("status"));
+        }
+    }
+    next
+}
+
 impl Tables<'_> {
+    /// Writes `next` over `old` at `revision`, unless it changes nothing.
+    fn modify(&mut self, revision: u64, key: &ObjectKey, old: Value, mut next: Value) -> Result<CommandResult, StorageError> {
+        if next == old {
+            return Ok(CommandResult::Ok { object: Some(serde_json::to_vec(&old).map_err(io_err)?) });
+        }
+        set_meta(&mut next, "resourceVersion", revision.into());
+        let written = self.record(revision, ChangeKind::Modified, &key.0, &next)?;
+        Ok(CommandResult::Ok { object: Some(written) })
+    }
+
     fn record(&mut self, revision: u64, kind: ChangeKind, key: &str, object: &Value) -> Result<Vec<u8>, StorageError> {
         let bytes = serde_json::to_vec(object).map_err(io_err)?;
         let change = Change { revision, kind, key: key.to_owned(), object: bytes.clone() };
@@ -116,14 +138,7 @@ impl Tables<'_> {
                     return Ok(conflict);
                 }
                 let next = match scope {
-                    UpdateScope::Status => {
-                        let mut next = old.clone();
-                        next["status"] = new.get("status").cloned().unwrap_or(Value::Null);
-                        if next["status"].is_null() {
-                            next.as_object_mut().map(|o| o.remove("status"));
-                        }
-                        next
-                    }
+                    UpdateScope::Status => with_status(&old, new.get_mut("status").map(Value::take)),
                     UpdateScope::Spec => {
                         if user_fields(&old) == user_fields(&new) {
                             return done(serde_json::to_vec(&old).map_err(io_err)?);
@@ -144,12 +159,24 @@ impl Tables<'_> {
                         new
                     }
                 };
-                if next == old {
-                    return done(serde_json::to_vec(&old).map_err(io_err)?);
+                self.modify(revision, &key, old, next)
+            }
+            Command::Report { key, node, status, expected } => {
+                let status = match serde_json::from_slice::<Value>(&status) {
+                    Ok(status) => status,
+                    Err(e) => return invalid(format!("status is not JSON: {e}")),
+                };
+                let Some(old) = self.current(&key)? else {
+                    return Ok(CommandResult::NotFound);
+                };
+                if old.get("spec").and_then(|s| s.get("node")).and_then(Value::as_str) != Some(node.as_str()) {
+                    return Ok(CommandResult::NotBound);
                 }
-                let mut next = next;
-                set_meta(&mut next, "resourceVersion", revision.into());
-                done(self.record(revision, ChangeKind::Modified, &key.0, &next)?)
+                if let Some(conflict) = stale(&old, expected) {
+                    return Ok(conflict);
+                }
+                let next = with_status(&old, Some(status));
+                self.modify(revision, &key, old, next)
             }
             Command::Delete { key, expected } => {
                 let Some(mut old) = self.current(&key)? else {

@@ -112,6 +112,19 @@ pub enum Command {
         /// The module.
         data: Vec<u8>,
     },
+    /// A node's report on an instance (its status JSON only, not the whole object): replaces
+    /// the instance's status only if it is bound to `node`, checked in the same step as the
+    /// write, so that a node never writes the status of an instance that moved away meanwhile.
+    Report {
+        /// Which instance.
+        key: ObjectKey,
+        /// The node reporting.
+        node: String,
+        /// The new status (JSON; `null` removes it).
+        status: Vec<u8>,
+        /// The resourceVersion the node read, when it sent one.
+        expected: Option<u64>,
+    },
 }
 
 /// What applying a command did.
@@ -138,4 +151,6 @@ pub enum CommandResult {
     },
     /// The results of a `Batch`, in order.
     Batch(Vec<CommandResult>),
+    /// A `Report` on an instance that is bound to another node (or to none).
+    NotBound,
 }
