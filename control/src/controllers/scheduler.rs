@@ -199,7 +199,12 @@ impl Scheduler {
     }
 
     /// The best candidate for `instance`, or why each node was passed over.
-    fn choose(&self, cache: &Cache, instance: &Instance, round: &mut Round<'_>) -> Result<usize, BTreeMap<Misfit, u32>> {
+    fn choose(
+        &self,
+        cache: &Cache,
+        instance: &Instance,
+        round: &mut Round<'_>,
+    ) -> Result<usize, BTreeMap<Misfit, u32>> {
         let (memory, cpu) = requests(instance);
         let owner = owner_key(instance).filter(|_| placement_spreads(cache, instance));
         let placed = owner.as_deref().map(|o| round.take_placed(cache, o));

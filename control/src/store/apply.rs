@@ -70,7 +70,13 @@ fn with_status(object: &Value, status: Option<Value>) -> Value {
 
 impl Tables<'_> {
     /// Writes `next` over `old` at `revision`, unless it changes nothing.
-    fn modify(&mut self, revision: u64, key: &ObjectKey, old: Value, mut next: Value) -> Result<CommandResult, StorageError> {
+    fn modify(
+        &mut self,
+        revision: u64,
+        key: &ObjectKey,
+        old: Value,
+        mut next: Value,
+    ) -> Result<CommandResult, StorageError> {
         if next == old {
             return Ok(CommandResult::Ok { object: Some(serde_json::to_vec(&old).map_err(io_err)?) });
         }
