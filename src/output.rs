@@ -33,7 +33,7 @@ pub fn age(timestamp: Option<&str>) -> String {
 
 fn header(kind: Kind, wide: bool) -> Vec<&'static str> {
     let mut h = match kind {
-        Kind::Namespace => vec!["NAME", "AGE"],
+        Kind::Namespace => vec!["NAME", "INSTANCES", "MEMORY", "CPU", "AGE"],
         Kind::Workload => vec!["NAMESPACE", "NAME", "TYPE", "READY", "UP-TO-DATE", "AGE"],
         Kind::Instance => vec!["NAMESPACE", "NAME", "WORKLOAD", "NODE", "PHASE", "READY", "RESTARTS", "AGE"],
         Kind::Service => vec!["NAMESPACE", "NAME", "SELECTOR", "PORTS", "ENDPOINTS", "AGE"],
@@ -52,7 +52,22 @@ fn row(object: &AnyObject, wide: bool) -> Vec<String> {
     let age = age(meta.creation_timestamp.as_deref());
     let name = meta.name.to_string();
     let mut r = match object {
-        AnyObject::Namespace(_) => vec![name, age],
+        AnyObject::Namespace(n) => {
+            // Usage, and the quota's bound after a slash when there is one.
+            let used = n.status.clone().unwrap_or_default().usage;
+            let quota = n.spec.quota.clone().unwrap_or_default();
+            let pair = |used: Option<String>, max: Option<String>| match max {
+                Some(max) => format!("{}/{max}", used.unwrap_or_else(|| "0".into())),
+                None => used.unwrap_or_else(|| "0".into()),
+            };
+            vec![
+                name,
+                pair(used.instances.map(|v| v.to_string()), quota.instances.map(|v| v.to_string())),
+                pair(used.memory.map(|v| v.to_string()), quota.memory.map(|v| v.to_string())),
+                pair(used.cpu.map(|v| v.to_string()), quota.cpu.map(|v| v.to_string())),
+                age,
+            ]
+        }
         AnyObject::Workload(w) => {
             let s = w.status.clone().unwrap_or_default();
             vec![

@@ -27,6 +27,7 @@ const CASES: &[(&str, &str)] = &[
         "rollout-deadlock.yaml",
         "7:3: spec.rollout: maxSurge and maxUnavailable must not both be 0, or a rollout could never progress",
     ),
+    ("replicas-bomb.yaml", "7:3: spec.replicas: 1000000 is more than the most, 10000"),
     ("second-document.yaml", "15:5: spec.env[1]: missing field `name`"),
     ("syntax-error.yaml", "5:1: did not find expected ',' or ']'"),
     (

@@ -4,10 +4,14 @@
 
 mod common;
 
-use common::ControlProcess;
-use shoal_api::resources::instance::{InstanceStatus, Phase};
+use std::time::Duration;
+
+use common::{ControlProcess, wait_for};
+use shoal_api::resources::event::EventKind;
+use shoal_api::resources::instance::{InstanceKind, InstanceStatus, Phase};
+use shoal_api::resources::workload::Resources;
 use shoal_api::token::TokenRequest;
-use shoal_api::{AnyObject, Kind, Name, Reason};
+use shoal_api::{AnyObject, Client, Kind, Name, Reason};
 
 fn instance_on(name: &str, node: &str) -> AnyObject {
     AnyObject::from_json(
@@ -45,4 +49,164 @@ async fn a_node_cannot_report_on_an_instance_bound_to_another_node() {
     i.status = Some(InstanceStatus { phase: Phase::Running, ..Default::default() });
     let AnyObject::Instance(reported) = nodes[1].put_status(&forged).await.unwrap() else { unreachable!() };
     assert_eq!(reported.status.unwrap().phase, Phase::Running);
+}
+
+/// A namespace with a quota, and a client holding a tenant token for it.
+async fn tenant_with_quota(control: &ControlProcess, ns: &str, quota: serde_json::Value) -> Client {
+    let admin = control.client();
+    let namespace = AnyObject::from_json(
+        Kind::Namespace,
+        &serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Namespace",
+            "metadata": {"name": ns}, "spec": {"quota": quota}}),
+    )
+    .unwrap();
+    admin.create(&namespace).await.unwrap();
+    let request = TokenRequest { name: Name::new(ns).unwrap(), namespaces: vec![Name::new(ns).unwrap()], node: false };
+    admin.with_token(&admin.create_token(&request).await.unwrap().token)
+}
+
+fn workload(ns: &str, name: &str, replicas: u32, memory: Option<&str>) -> AnyObject {
+    let mut spec = serde_json::json!({"module": format!("sha256:{}", "0".repeat(64)), "replicas": replicas});
+    if let Some(memory) = memory {
+        spec["resources"] = serde_json::json!({"memory": memory});
+    }
+    AnyObject::from_json(
+        Kind::Workload,
+        &serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Workload",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec}),
+    )
+    .unwrap()
+}
+
+async fn instances_in(client: &Client, ns: &str) -> usize {
+    client.list_of::<InstanceKind>(Some(ns)).await.unwrap().items.len()
+}
+
+#[tokio::test]
+async fn a_quota_stops_the_workload_controller_and_says_which_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let beta = tenant_with_quota(&control, "beta", serde_json::json!({"instances": 2, "memory": "64Mi"})).await;
+    let alpha = tenant_with_quota(&control, "alpha", serde_json::json!({"instances": 100})).await;
+    beta.create(&workload("beta", "greedy", 5, Some("32Mi"))).await.unwrap();
+    alpha.create(&workload("alpha", "neighbour", 3, None)).await.unwrap();
+
+    let condition = wait_for(Duration::from_secs(10), "the ReplicaFailure condition on beta/greedy", || async {
+        let w = beta.get(Kind::Workload, Some("beta"), "greedy").await.unwrap();
+        let AnyObject::Workload(w) = w else { unreachable!() };
+        w.status?.conditions.into_iter().find(|c| c.type_ == "ReplicaFailure")
+    })
+    .await;
+    assert_eq!(condition.reason, "FailedCreate");
+    assert_eq!(condition.message, "quota exceeded: instances 2/2");
+    let event = wait_for(Duration::from_secs(10), "a FailedCreate event", || async {
+        let events = beta.list_of::<EventKind>(Some("beta")).await.unwrap().items;
+        events.into_iter().find(|e| e.spec.reason == "FailedCreate")
+    })
+    .await;
+    assert_eq!(event.spec.message, "quota exceeded: instances 2/2");
+    assert_eq!(event.spec.involved_object.name.as_str(), "greedy");
+    // Usage is reported on the Namespace, and the namespace holds exactly its quota.
+    let usage = wait_for(Duration::from_secs(10), "beta's usage", || async {
+        let AnyObject::Namespace(n) = beta.get(Kind::Namespace, None, "beta").await.unwrap() else { unreachable!() };
+        n.status.map(|s| s.usage).filter(|u| u.instances == Some(2))
+    })
+    .await;
+    assert_eq!(usage.memory.map(|m| m.0), Some(64 << 20));
+    assert_eq!(instances_in(&beta, "beta").await, 2);
+    // The neighbour is unaffected.
+    wait_for(Duration::from_secs(10), "alpha's three instances", || async {
+        (instances_in(&alpha, "alpha").await == 3).then_some(())
+    })
+    .await;
+
+    // Deleting an instance frees room the workload takes again; never more than the quota.
+    let taken = beta.list_of::<InstanceKind>(Some("beta")).await.unwrap().items;
+    beta.delete(Kind::Instance, Some("beta"), taken[0].metadata.name.as_str()).await.unwrap();
+    wait_for(Duration::from_secs(10), "a replacement", || async {
+        let now = beta.list_of::<InstanceKind>(Some("beta")).await.unwrap().items;
+        (now.len() == 2 && now.iter().all(|i| i.metadata.name != taken[0].metadata.name)).then_some(())
+    })
+    .await;
+    assert_eq!(instances_in(&beta, "beta").await, 2);
+}
+
+#[tokio::test]
+async fn requests_left_out_get_the_namespace_defaults_or_are_refused_under_a_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let admin = control.client();
+    let bare = tenant_with_quota(&control, "bare", serde_json::json!({"memory": "128Mi"})).await;
+    bare.create(&workload("bare", "sly", 3, None)).await.unwrap();
+    let condition = wait_for(Duration::from_secs(10), "the refusal of a workload without requests", || async {
+        let AnyObject::Workload(w) = bare.get(Kind::Workload, Some("bare"), "sly").await.unwrap() else {
+            unreachable!()
+        };
+        w.status?.conditions.into_iter().find(|c| c.type_ == "ReplicaFailure")
+    })
+    .await;
+    assert!(condition.message.contains("spec.resources.memory"), "{}", condition.message);
+    assert_eq!(instances_in(&bare, "bare").await, 0);
+
+    // With defaults, the same workload gets its requests when written, and the quota counts them.
+    let AnyObject::Namespace(mut ns) = admin.get(Kind::Namespace, None, "bare").await.unwrap() else { unreachable!() };
+    ns.spec.default_requests =
+        Some(Resources { memory: Some(shoal_api::quantity::Memory(64 << 20)), cpu: None });
+    admin.put(&AnyObject::Namespace(ns)).await.unwrap();
+    let AnyObject::Workload(w) = bare.put(&workload("bare", "sly", 3, None)).await.unwrap() else { unreachable!() };
+    assert_eq!(w.spec.resources.memory.map(|m| m.0), Some(64 << 20));
+    wait_for(Duration::from_secs(10), "two instances of 64Mi in a 128Mi quota", || async {
+        (instances_in(&bare, "bare").await == 2).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tenants_cannot_make_instances_write_status_or_ask_for_a_million_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let beta = tenant_with_quota(&control, "beta", serde_json::json!({"instances": 2})).await;
+    let mut direct = instance_on("pinned", "n1");
+    direct.meta_mut().namespace = Some(Name::new("beta").unwrap());
+    let refused = beta.create(&direct).await.unwrap_err();
+    assert_eq!(refused.reason(), Some(Reason::Forbidden), "{refused}");
+
+    let AnyObject::Namespace(mut ns) = beta.get(Kind::Namespace, None, "beta").await.unwrap() else { unreachable!() };
+    ns.status = Some(Default::default());
+    let refused = beta.put_status(&AnyObject::Namespace(ns)).await.unwrap_err();
+    assert_eq!(refused.reason(), Some(Reason::Forbidden), "{refused}");
+
+    let refused = beta.create(&workload("beta", "bomb", 1_000_000, None)).await.unwrap_err();
+    assert_eq!(refused.reason(), Some(Reason::Invalid), "{refused}");
+    assert!(refused.to_string().contains("spec.replicas"), "{refused}");
+    assert_eq!(instances_in(&beta, "beta").await, 0);
+}
+
+#[tokio::test]
+async fn oversized_bodies_and_future_resource_versions_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let config = control.client_config();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(config.ca.as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let url = |path: &str| format!("{}{path}", config.server);
+    let huge = format!(
+        r#"{{"apiVersion":"shoal.dev/v1","kind":"Namespace","metadata":{{"name":"big","annotations":{{"a":"{}"}}}}}}"#,
+        "x".repeat(2 << 20)
+    );
+    let response =
+        http.post(url("/api/v1/namespaces")).bearer_auth(&config.token).body(huge).send().await.unwrap();
+    assert_eq!(response.status(), 413);
+    // A watch or list from a revision the store has not reached would skip every change until then.
+    for path in ["/api/v1/workloads?watch=true&resourceVersion=999999999", "/api/v1/workloads?resourceVersion=999999999"]
+    {
+        let response = http.get(url(path)).bearer_auth(&config.token).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{path}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains("beyond the store's current revision"), "{path}: {body}");
+    }
+    // The store took nothing from any of it, and still answers.
+    assert!(control.client().get(Kind::Namespace, None, "big").await.is_err());
 }

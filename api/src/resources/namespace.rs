@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::meta::{Kind, Object, Resource};
 use crate::quantity::{Cpu, Memory};
+use crate::resources::workload::Resources;
 
 /// Marker for the Namespace kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +17,14 @@ impl Resource for NamespaceKind {
     const KIND: Kind = Kind::Namespace;
     type Spec = NamespaceSpec;
     type Status = NamespaceStatus;
+
+    fn validate(object: &Namespace) -> Result<(), crate::meta::FieldError> {
+        let defaults = object.spec.default_requests.as_ref();
+        if defaults.and_then(|d| d.memory).is_some_and(|m| m.0 < 64 * 1024) {
+            return Err(crate::meta::FieldError::new("spec.defaultRequests.memory", "must be at least 64Ki (one wasm page)"));
+        }
+        Ok(())
+    }
 }
 
 /// What a namespace may use in all.
@@ -25,6 +34,10 @@ pub struct NamespaceSpec {
     /// Upper bounds on what the namespace's instances may request; absent means unbounded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<Quota>,
+    /// Requests given to a Workload of this namespace that sets none (like Kubernetes'
+    /// LimitRange defaults), applied when the Workload is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_requests: Option<Resources>,
 }
 
 /// Limits on the sum of requests in one namespace.

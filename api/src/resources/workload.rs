@@ -15,6 +15,9 @@ pub struct WorkloadKind;
 /// A Workload object.
 pub type Workload = Object<WorkloadKind>;
 
+/// The most replicas one Workload may ask for (quotas bound a namespace's total further).
+pub const MAX_REPLICAS: u32 = 10_000;
+
 impl Resource for WorkloadKind {
     const KIND: Kind = Kind::Workload;
     type Spec = WorkloadSpec;
@@ -22,6 +25,17 @@ impl Resource for WorkloadKind {
 
     fn validate(object: &Workload) -> Result<(), FieldError> {
         let spec = &object.spec;
+        if spec.replicas > MAX_REPLICAS {
+            return Err(FieldError::new("spec.replicas", format!("{} is more than the most, {MAX_REPLICAS}", spec.replicas)));
+        }
+        for (field, value) in [("maxSurge", spec.rollout.max_surge), ("maxUnavailable", spec.rollout.max_unavailable)] {
+            if value > MAX_REPLICAS {
+                return Err(FieldError::new(
+                    format!("spec.rollout.{field}"),
+                    format!("{value} is more than the most, {MAX_REPLICAS}"),
+                ));
+            }
+        }
         if spec.module.is_empty() {
             return Err(FieldError::new("spec.module", "missing: a path to a .wasm file, or a sha256: digest"));
         }

@@ -183,6 +183,13 @@ fn authorize(principal: &Principal, method: &Method, path: &str) -> Result<(), A
             ["modules", ..] => true,
             ["namespaces"] => reads,
             ["namespaces", ns] => reads && principal.may_use(ns),
+            // Status is what the control plane and the nodes observe; Instances are made by
+            // Workloads (a tenant creating or editing one could pick its node, or dodge the
+            // quota): a tenant reads them, and may delete one to have it replaced.
+            ["namespaces", _, "status"] | ["namespaces", _, _, _, "status"] => false,
+            ["namespaces", ns, "instances", ..] => {
+                principal.may_use(ns) && (reads || (method == Method::DELETE && segments.len() == 4))
+            }
             ["namespaces", ns, _, ..] => principal.may_use(ns),
             _ => false,
         },
@@ -269,6 +276,23 @@ mod tests {
         assert!(!ok(Method::POST, "/api/v1/tokens"));
         assert!(!ok(Method::GET, "/api/v1/cluster"));
         assert!(authorize(&Principal::Admin, &Method::DELETE, "/api/v1/nodes/n").is_ok());
+    }
+
+    #[test]
+    fn tenants_read_and_delete_instances_but_never_make_them_or_write_status() {
+        let tenant = Principal::Tenant { name: "t".into(), namespaces: Arc::new(["shop".to_owned()].into()) };
+        let ok = |m: Method, p: &str| authorize(&tenant, &m, p).is_ok();
+        assert!(ok(Method::GET, "/api/v1/namespaces/shop/instances"));
+        assert!(ok(Method::GET, "/api/v1/namespaces/shop/instances/i"));
+        assert!(ok(Method::GET, "/api/v1/namespaces/shop/instances/i/log"));
+        assert!(ok(Method::DELETE, "/api/v1/namespaces/shop/instances/i"));
+        assert!(!ok(Method::POST, "/api/v1/namespaces/shop/instances"));
+        assert!(!ok(Method::PUT, "/api/v1/namespaces/shop/instances/i"));
+        assert!(!ok(Method::PUT, "/api/v1/namespaces/shop/instances/i/status"));
+        assert!(!ok(Method::PUT, "/api/v1/namespaces/shop/workloads/w/status"));
+        assert!(!ok(Method::PUT, "/api/v1/namespaces/shop/services/s/status"));
+        assert!(!ok(Method::PUT, "/api/v1/namespaces/shop/status"), "its own Namespace's status (quota usage)");
+        assert!(!ok(Method::DELETE, "/api/v1/namespaces/other/instances/i"));
     }
 
     #[test]

@@ -27,6 +27,10 @@ use crate::store::Store;
 /// Largest module upload accepted.
 pub const MAX_MODULE_BYTES: usize = 128 << 20;
 
+/// Largest request body anywhere else: an object (Kubernetes bounds objects at 1.5 MiB too), a
+/// token request, a heartbeat.
+pub const MAX_OBJECT_BYTES: usize = 3 << 19;
+
 /// The API router.
 pub fn router(
     store: Arc<Store>,
@@ -49,7 +53,10 @@ pub fn router(
         .route("/api/v1/whoami", get(tokens::whoami))
         .route("/api/v1/tokens", get(tokens::list).post(tokens::issue))
         .route("/api/v1/tokens/{name}", axum::routing::delete(tokens::revoke))
-        .route("/api/v1/modules/{digest}", put(modules::put).get(modules::get))
+        .route(
+            "/api/v1/modules/{digest}",
+            put(modules::put).get(modules::get).layer(DefaultBodyLimit::max(MAX_MODULE_BYTES)),
+        )
         .route("/api/v1/{plural}", get(list_all).post(create_any))
         .route("/api/v1/{plural}/{name}", get(get_cluster).put(put_cluster).delete(delete_cluster))
         .route("/api/v1/{plural}/{name}/status", put(put_cluster_status))
@@ -72,7 +79,7 @@ pub fn router(
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .merge(api)
-        .layer(DefaultBodyLimit::max(MAX_MODULE_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_OBJECT_BYTES))
         .with_state(store)
         .fallback(|| async { error::ApiError::new(shoal_api::Reason::NotFound, "no such endpoint") }))
 }

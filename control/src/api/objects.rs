@@ -10,6 +10,7 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use shoal_api::resources::namespace::Namespace;
 use shoal_api::selector::LabelSelector;
 use shoal_api::{AnyObject, Kind, Reason};
 
@@ -131,6 +132,24 @@ fn stamp_new(object: &mut AnyObject) {
     crate::stamp::stamp_new(object.meta_mut());
 }
 
+/// Gives a Workload that requests no memory or CPU its namespace's `defaultRequests` (a quota
+/// cannot be dodged by leaving requests out).
+fn default_requests(store: &Store, object: &mut AnyObject) -> Result<(), ApiError> {
+    let AnyObject::Workload(workload) = object else { return Ok(()) };
+    let ns = workload.metadata.namespace.as_ref().map_or("default", |n| n.as_str());
+    let Some(bytes) = store.reader().get(&ObjectKey::new(Kind::Namespace.plural(), None, ns))? else {
+        return Ok(());
+    };
+    let namespace: Namespace = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(Reason::Internal, format!("stored namespace {ns} is damaged: {e}")))?;
+    if let Some(defaults) = namespace.spec.default_requests {
+        let resources = &mut workload.spec.resources;
+        resources.memory = resources.memory.or(defaults.memory);
+        resources.cpu = resources.cpu.or(defaults.cpu);
+    }
+    Ok(())
+}
+
 async fn require_namespace(store: &Store, target: &Target) -> Result<(), ApiError> {
     let Some(ns) = target.namespace.as_deref().filter(|_| target.kind.namespaced()) else {
         return Ok(());
@@ -166,6 +185,7 @@ async fn create(store: &Store, target: Target, body: &[u8]) -> Result<Response, 
     let mut object = parse_body(&target, body, None)?;
     let target = Target { namespace: object.namespace().map(str::to_owned), ..target };
     require_namespace(store, &target).await?;
+    default_requests(store, &mut object)?;
     stamp_new(&mut object);
     object.meta_mut().resource_version = None;
     let name = object.meta().name.to_string();
@@ -186,6 +206,7 @@ async fn update(
         // Only a spec update may create the object (a status update of a missing one is a 404),
         // so only it needs the namespace to exist and a uid of its own.
         require_namespace(store, &target).await?;
+        default_requests(store, &mut object)?;
         stamp_new(&mut object);
     }
     let command = Command::Update { key: target.key(name), object: to_bytes(&object), expected, scope };
@@ -326,6 +347,9 @@ async fn list(
         return watch::stream(store, hub, prefix, filter, query.resource_version).await;
     }
     store.linearize().await?;
+    if let Some(rev) = query.resource_version {
+        watch::refuse_future(&store, rev).await?;
+    }
     let (revision, items) = store.reader().list(&prefix)?;
     let mut body = format!("{{\"resourceVersion\":{revision},\"items\":[").into_bytes();
     let mut first = true;

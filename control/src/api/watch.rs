@@ -257,6 +257,23 @@ impl Cursor {
 }
 
 /// Starts a watch of keys under `prefix` after revision `from` (default: now).
+/// Refuses a resourceVersion this store has not reached even after applying everything
+/// committed: a watch from there would silently skip every change until then.
+pub(super) async fn refuse_future(store: &Store, rev: u64) -> Result<(), ApiError> {
+    if rev <= store.reader().revision() {
+        return Ok(());
+    }
+    store.linearize().await?;
+    let current = store.reader().revision();
+    if rev > current {
+        return Err(ApiError::new(
+            Reason::BadRequest,
+            format!("resourceVersion {rev} is beyond the store's current revision {current}"),
+        ));
+    }
+    Ok(())
+}
+
 pub(super) async fn stream(
     store: Arc<Store>,
     hub: &WatchHub,
@@ -265,7 +282,10 @@ pub(super) async fn stream(
     from: Option<u64>,
 ) -> Result<Response, ApiError> {
     let after = match from {
-        Some(rev) => rev,
+        Some(rev) => {
+            refuse_future(&store, rev).await?;
+            rev
+        }
         None => {
             store.linearize().await?;
             store.reader().revision()

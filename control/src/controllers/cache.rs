@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use shoal_api::resources::instance::{Instance, InstanceKind, InstanceSpec};
+use shoal_api::resources::namespace::{Namespace, NamespaceKind};
 use shoal_api::resources::node::{Node, NodeKind};
 use shoal_api::resources::service::{Service, ServiceKind};
 use shoal_api::resources::workload::{Workload, WorkloadKind};
@@ -39,6 +40,15 @@ pub struct Allocated {
 }
 
 impl Allocated {
+    /// This and `other` together.
+    pub fn plus(self, other: Allocated) -> Allocated {
+        Allocated {
+            memory: self.memory + other.memory,
+            cpu: self.cpu + other.cpu,
+            instances: self.instances + other.instances,
+        }
+    }
+
     /// Adds (or, with `sign` false, takes away) what `instance` requests.
     fn count(&mut self, instance: &Instance, add: bool) {
         let (memory, cpu) = requests(instance);
@@ -58,6 +68,11 @@ impl Allocated {
 pub fn requests(instance: &Instance) -> (u64, u64) {
     let r = &instance.spec.resources;
     (r.memory.map_or(0, |m| m.0), r.cpu.map_or(0, |c| c.0))
+}
+
+/// The namespace `instance` lives in.
+pub fn namespace_of(instance: &Instance) -> &str {
+    instance.metadata.namespace.as_ref().map_or("default", |n| n.as_str())
 }
 
 /// The store key of the workload that owns `instance`, if it names one.
@@ -82,6 +97,10 @@ pub struct Cache {
     pub nodes: Objects<NodeKind>,
     /// Every service.
     pub services: Objects<ServiceKind>,
+    /// Every namespace object (`default` has none unless someone made it).
+    pub namespaces: Objects<NamespaceKind>,
+    /// What the live instances of each namespace request, by namespace name (for quotas).
+    usage: HashMap<String, Allocated>,
     /// Instance keys by the key of the workload they name.
     by_owner: HashMap<String, BTreeSet<String>>,
     /// Keys of the instances bound to each node, by node name.
@@ -148,7 +167,7 @@ impl Cache {
     fn reload(&mut self, reader: &StoreReader) -> Result<(), crate::store::types::StorageError> {
         *self = Cache::default();
         let mut revision = u64::MAX;
-        for kind in [Kind::Workload, Kind::Instance, Kind::Node, Kind::Service] {
+        for kind in [Kind::Namespace, Kind::Workload, Kind::Instance, Kind::Node, Kind::Service] {
             let (rev, entries) = reader.entries(&prefix(kind))?;
             revision = revision.min(rev);
             for (key, bytes) in entries {
@@ -192,6 +211,7 @@ impl Cache {
         tasks.extend(self.nodes.values().map(|n| Task::Node(n.metadata.name.to_string())));
         tasks.extend(self.services.keys().map(|k| Task::Endpoints(k.clone())));
         tasks.extend(self.instances.keys().map(|k| Task::Collect(k.clone())));
+        tasks.extend(self.namespaces.values().map(|n| Task::Namespace(n.metadata.name.to_string())));
         tasks
     }
 
@@ -209,10 +229,14 @@ impl Cache {
             if let Some(new) = parsed::<NodeKind>(key, bytes) {
                 self.put_node(key, new, tasks);
             }
-        } else if kind == Kind::Service.plural()
-            && let Some(new) = parsed::<ServiceKind>(key, bytes)
+        } else if kind == Kind::Service.plural() {
+            if let Some(new) = parsed::<ServiceKind>(key, bytes) {
+                self.put_service(key, new, tasks);
+            }
+        } else if kind == Kind::Namespace.plural()
+            && let Some(new) = parsed::<NamespaceKind>(key, bytes)
         {
-            self.put_service(key, new, tasks);
+            self.put_namespace(key, new, tasks);
         }
     }
 
@@ -267,6 +291,26 @@ impl Cache {
         triggers::node(self, old.as_ref(), new.as_ref(), tasks);
     }
 
+    /// Replaces (or removes) the namespace at `key`; adds its tasks.
+    pub fn put_namespace(&mut self, key: &str, new: Option<Namespace>, tasks: &mut Vec<Task>) {
+        let old = match new {
+            Some(n) => self.namespaces.insert(key.to_owned(), n),
+            None => self.namespaces.remove(key),
+        };
+        let name = key.rsplit('/').next().unwrap_or_default();
+        triggers::namespace(self, name, old.as_ref(), self.namespaces.get(key), tasks);
+    }
+
+    /// The namespace object called `name`, if there is one.
+    pub fn namespace(&self, name: &str) -> Option<&Namespace> {
+        self.namespaces.get(&format!("namespaces//{name}"))
+    }
+
+    /// What the live instances of namespace `ns` request together.
+    pub fn usage(&self, ns: &str) -> Allocated {
+        self.usage.get(ns).copied().unwrap_or_default()
+    }
+
     /// Replaces (or removes) the service at `key`; adds its tasks.
     pub fn put_service(&mut self, key: &str, new: Option<Service>, tasks: &mut Vec<Task>) {
         match new {
@@ -286,6 +330,9 @@ impl Cache {
             self.by_owner.entry(owner.clone()).or_default().insert(key.to_owned());
         }
         let live = !instance.phase().is_terminal();
+        if live {
+            self.usage.entry(namespace_of(instance).to_owned()).or_default().count(instance, true);
+        }
         match &instance.spec.node {
             Some(node) => {
                 self.by_node.entry(node.to_string()).or_default().insert(key.to_owned());
@@ -309,6 +356,14 @@ impl Cache {
             remove_from(&mut self.by_owner, owner, key);
         }
         self.pending.remove(key);
+        if !instance.phase().is_terminal()
+            && let Some(usage) = self.usage.get_mut(namespace_of(instance))
+        {
+            usage.count(instance, false);
+            if usage.instances == 0 {
+                self.usage.remove(namespace_of(instance));
+            }
+        }
         let Some(node) = &instance.spec.node else { return };
         remove_from(&mut self.by_node, node.as_str(), key);
         if instance.phase().is_terminal() {
@@ -352,6 +407,13 @@ impl Cache {
     }
 
     /// The services in namespace `ns`, with their keys.
+    /// The workloads of namespace `ns`, with their keys.
+    pub fn workloads_in<'a>(&'a self, ns: &str) -> impl Iterator<Item = (&'a String, &'a Workload)> + use<'a> {
+        let from = format!("workloads/{ns}/");
+        self.workloads.range(from.clone()..).take_while(move |(k, _)| k.starts_with(&from))
+    }
+
+    /// The services of namespace `ns`, with their keys.
     pub fn services_in<'a>(&'a self, ns: &str) -> impl Iterator<Item = (&'a String, &'a Service)> + use<'a> {
         let from = format!("services/{ns}/");
         self.services.range(from.clone()..).take_while(move |(k, _)| k.starts_with(&from))

@@ -4,6 +4,7 @@
 use serde_json::json;
 use shoal_api::Name;
 use shoal_api::resources::instance::{Instance, InstanceStatus, Phase, TEMPLATE_LABEL, WORKLOAD_LABEL};
+use shoal_api::resources::namespace::Namespace;
 use shoal_api::resources::node::Node;
 use shoal_api::resources::service::Service;
 use shoal_api::resources::workload::Workload;
@@ -125,6 +126,13 @@ impl Fixture {
     pub fn service(&mut self, s: Service) -> &mut Self {
         let key = format!("services/default/{}", s.metadata.name);
         self.cache.put_service(&key, Some(s), &mut self.tasks);
+        self
+    }
+
+    /// Adds (or replaces) a namespace.
+    pub fn namespace(&mut self, n: Namespace) -> &mut Self {
+        let key = format!("namespaces//{}", n.metadata.name);
+        self.cache.put_namespace(&key, Some(n), &mut self.tasks);
         self
     }
 

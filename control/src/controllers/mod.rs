@@ -33,7 +33,9 @@ mod fixtures;
 pub mod flight;
 pub mod gc;
 pub mod lifecycle;
+pub mod namespace;
 pub mod queue;
+pub mod quota;
 pub mod scheduler;
 pub mod triggers;
 pub mod workload;
@@ -79,6 +81,8 @@ struct Controllers {
     cache: Cache,
     queue: WorkQueue,
     scheduler: Scheduler,
+    /// Creates in flight, charged to their namespaces' quotas.
+    charges: quota::Charges,
     liveness: Arc<Liveness>,
     options: ControllerOptions,
 }
@@ -95,7 +99,18 @@ impl Controllers {
                     to_place.push(key.clone());
                     continue;
                 }
-                Task::Workload(key) => workload::reconcile(&self.cache, key),
+                Task::Workload(key) => {
+                    let ns = key.split('/').nth(1).unwrap_or("default");
+                    let action = workload::reconcile(&self.cache, key, self.charges.of(ns));
+                    for write in &action.writes {
+                        if let Write::Create(AnyObject::Instance(instance)) = write {
+                            let (memory, cpu) = cache::requests(instance);
+                            self.charges.charge(writes::key_of(instance).0, ns, memory, cpu);
+                        }
+                    }
+                    action
+                }
+                Task::Namespace(name) => namespace::reconcile(&self.cache, name),
                 Task::Node(name) => {
                     lifecycle::reconcile(&self.cache, &self.liveness, name, self.options.node_grace, now)
                 }
@@ -176,6 +191,7 @@ pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: Controller
         cache: Cache::default(),
         queue: WorkQueue::default(),
         scheduler: Scheduler::default(),
+        charges: quota::Charges::default(),
         liveness,
         options,
     };
@@ -208,12 +224,16 @@ pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: Controller
         };
         let seen = c.cache.take_changed_instances();
         c.scheduler.seen(&c.cache, &seen);
+        for key in &seen {
+            c.charges.release(key);
+        }
         let now = Instant::now();
         if term != leading {
             // A new term (or none): nothing decided before it is still ours to finish.
             c.queue.clear();
             flights.clear();
             c.scheduler.forget_assumed();
+            c.charges.clear();
             landing = FuturesUnordered::new();
             if term.is_some() {
                 tracing::info!("controllers: leading; reconciling everything");
@@ -262,6 +282,7 @@ pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: Controller
                 // A bind or a bound create that failed took room that is free again.
                 for key in &outcomes.failed {
                     c.scheduler.forget(&key.0);
+                    c.charges.release(&key.0);
                 }
                 let mut failed = std::collections::HashSet::new();
                 for (task, requeue_after, ok) in outcomes.tasks {

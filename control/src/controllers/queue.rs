@@ -27,6 +27,8 @@ pub enum Task {
     Endpoints(String),
     /// An instance whose owner may be gone, by store key.
     Collect(String),
+    /// A namespace's usage, by name.
+    Namespace(String),
 }
 
 /// Keys with the time each is due.

@@ -3,10 +3,11 @@
 //! before and after the change (`None`: did not exist / was deleted) and the cache around it.
 
 use shoal_api::resources::instance::Instance;
+use shoal_api::resources::namespace::Namespace;
 use shoal_api::resources::node::Node;
 use shoal_api::resources::workload::Workload;
 
-use super::cache::{Cache, is_ready, owner_key};
+use super::cache::{Cache, is_ready, namespace_of, owner_key};
 use super::endpoints::selects;
 use super::queue::Task;
 use super::writes::key_of;
@@ -44,6 +45,18 @@ pub fn instance(cache: &Cache, key: &str, old: Option<&Instance>, new: Option<&I
         for (service_key, service) in cache.services_in(ns) {
             if selects(service, either) {
                 tasks.push(Task::Endpoints(service_key.clone()));
+            }
+        }
+    }
+    // What the namespace uses changed when an instance came, went, or ended: its usage, and
+    // the workloads that a full quota held back.
+    let live = |i: Option<&Instance>| i.is_some_and(|i| !i.phase().is_terminal());
+    if live(old) != live(new) {
+        let ns = namespace_of(new.or(old).expect("one of them is live"));
+        if let Some(namespace) = cache.namespace(ns) {
+            tasks.push(Task::Namespace(ns.to_owned()));
+            if live(old) && namespace.spec.quota.is_some() {
+                tasks.extend(cache.workloads_in(ns).map(|(k, _)| Task::Workload(k.clone())));
             }
         }
     }
@@ -95,5 +108,16 @@ pub fn node(cache: &Cache, old: Option<&Node>, new: Option<&Node>, tasks: &mut V
                 tasks.push(Task::Endpoints(service_key.clone()));
             }
         }
+    }
+}
+
+/// A namespace changed: its usage status; and when its quota or default requests changed, its
+/// workloads (a raised quota lets them create what it held back).
+pub fn namespace(cache: &Cache, name: &str, old: Option<&Namespace>, new: Option<&Namespace>, tasks: &mut Vec<Task>) {
+    if new.is_some() {
+        tasks.push(Task::Namespace(name.to_owned()));
+    }
+    if old.map(|n| &n.spec) != new.map(|n| &n.spec) {
+        tasks.extend(cache.workloads_in(name).map(|(k, _)| Task::Workload(k.clone())));
     }
 }

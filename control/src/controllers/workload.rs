@@ -13,7 +13,12 @@ use shoal_api::resources::instance::{Instance, InstanceSpec, TEMPLATE_LABEL, WOR
 use shoal_api::resources::workload::{Workload, WorkloadStatus};
 use shoal_api::{AnyObject, Kind, Name, Object};
 
-use super::cache::Cache;
+use shoal_api::resources::Condition;
+use shoal_api::resources::event::{EventType, ObjectReference, new_event};
+
+use super::cache::{Allocated, Cache};
+use super::quota;
+use crate::stamp::now_rfc3339;
 use super::triggers::owns;
 use super::writes::{Action, Write};
 use crate::store::UpdateScope;
@@ -105,8 +110,16 @@ pub fn step(replicas: usize, max_surge: usize, max_unavailable: usize, new: usiz
     }
 }
 
-/// Reconciles the workload at `key`.
-pub fn reconcile(cache: &Cache, key: &str) -> Action {
+/// The most instances one reconcile of a workload creates.
+pub const MAX_CREATES_PER_PASS: usize = 500;
+
+/// The condition a workload carries while its quota holds back instances it wants
+/// (Kubernetes' ReplicaSets say the same with this type and reason).
+pub const REPLICA_FAILURE: &str = "ReplicaFailure";
+
+/// Reconciles the workload at `key`; `in_flight` is what creates decided earlier, not yet in
+/// the cache, already take of its namespace's quota.
+pub fn reconcile(cache: &Cache, key: &str, in_flight: Allocated) -> Action {
     let Some(workload) = cache.workloads.get(key) else { return Action::none() };
     let instances: Vec<&Instance> = cache.instances_of(key).filter(|i| owns(workload, i)).collect();
     let mut writes = Vec::new();
@@ -122,7 +135,16 @@ pub fn reconcile(cache: &Cache, key: &str) -> Action {
     let serving = instances.iter().filter(|i| cache.serving(i)).count();
     let step =
         step(replicas, rollout.max_surge as usize, rollout.max_unavailable as usize, new.len(), old.len(), serving);
-    for _ in 0..step.create {
+    // Bounded per pass: the creates land, the cache shows them, and the workload is looked at
+    // again (a Workload of 10,000 replicas is not 10,000 objects in one round's memory).
+    let wanted = step.create.min(MAX_CREATES_PER_PASS);
+    let ns = workload.metadata.namespace.as_ref().map_or("default", |n| n.as_str());
+    let quota = cache.namespace(ns).and_then(|n| n.spec.quota.as_ref());
+    let admitted = match quota {
+        Some(quota) => quota::admit(quota, cache.usage(ns).plus(in_flight), &template.resources, wanted),
+        None => quota::Admitted { count: wanted, refused: None },
+    };
+    for _ in 0..admitted.count {
         writes.push(Write::Create(AnyObject::Instance(new_instance(workload, &template, hash))));
     }
     if step.remove_new > 0 {
@@ -151,6 +173,23 @@ pub fn reconcile(cache: &Cache, key: &str) -> Action {
         available_replicas: new.iter().filter(|i| cache.serving(i)).count() as u32,
         conditions: Vec::new(),
     };
+    let mut status = status;
+    if let Some(message) = admitted.refused {
+        let before = workload.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == REPLICA_FAILURE));
+        if before.is_none_or(|c| c.message != message) {
+            let involved = ObjectReference { kind: Kind::Workload, namespace: workload.metadata.namespace.clone(), name: workload.metadata.name.clone() };
+            let event = new_event(involved, "FailedCreate", message.clone(), EventType::Warning, now_rfc3339());
+            writes.push(Write::Upsert(AnyObject::Event(event)));
+        }
+        let since = before.filter(|c| c.status == "True").and_then(|c| c.last_transition_time.clone());
+        status.conditions.push(Condition {
+            type_: REPLICA_FAILURE.into(),
+            status: "True".into(),
+            reason: "FailedCreate".into(),
+            message,
+            last_transition_time: since.or_else(|| Some(now_rfc3339())),
+        });
+    }
     if workload.status.as_ref() != Some(&status) {
         let mut updated = workload.clone();
         updated.status = Some(status);
@@ -193,7 +232,7 @@ mod tests {
         let mut f = Fixture::default();
         f.workload(w.clone()).node(node("a", 1024, 1000, 10));
         f.instance(serving(&w, "web-a", "a"));
-        let action = reconcile(&f.cache, &key("web"));
+        let action = reconcile(&f.cache, &key("web"), Allocated::default());
         assert_eq!(created(&action), 2);
         let status = action.writes.iter().find_map(|w| match w {
             Write::Update(AnyObject::Workload(w), UpdateScope::Status) => w.status.clone(),
@@ -204,6 +243,22 @@ mod tests {
     }
 
     #[test]
+    fn one_pass_creates_a_bounded_number_and_the_next_pass_goes_on() {
+        let w = workload("big", 10_000);
+        let mut f = Fixture::default();
+        f.workload(w.clone());
+        let action = reconcile(&f.cache, &key("big"), Allocated::default());
+        assert_eq!(created(&action), MAX_CREATES_PER_PASS);
+        for (i, write) in action.writes.into_iter().enumerate() {
+            if let Write::Create(AnyObject::Instance(mut instance)) = write {
+                instance.metadata.name = Name::new(format!("big-{i}")).unwrap();
+                f.instance(instance);
+            }
+        }
+        assert_eq!(created(&reconcile(&f.cache, &key("big"), Allocated::default())), MAX_CREATES_PER_PASS);
+    }
+
+    #[test]
     fn a_scale_down_deletes_unbound_then_not_serving_then_youngest() {
         let w = workload("web", 1);
         let mut f = Fixture::default();
@@ -211,7 +266,7 @@ mod tests {
         f.instance(serving(&w, "web-old", "a"));
         f.instance(instance(&w, "web-starting", Some("a"), Phase::Running, false));
         f.instance(instance(&w, "web-unbound", None, Phase::Pending, false));
-        let action = reconcile(&f.cache, &key("web"));
+        let action = reconcile(&f.cache, &key("web"), Allocated::default());
         assert_eq!(deleted(&action), ["instances/default/web-starting", "instances/default/web-unbound"]);
     }
 
@@ -223,18 +278,18 @@ mod tests {
         let mut f = Fixture::default();
         f.workload(new_spec.clone()).node(node("a", 1024, 1000, 10));
         f.instance(serving(&old_spec, "web-1", "a")).instance(serving(&old_spec, "web-2", "a"));
-        let action = reconcile(&f.cache, &key("web"));
+        let action = reconcile(&f.cache, &key("web"), Allocated::default());
         assert_eq!((created(&action), deleted(&action).len()), (1, 0), "surge one, keep both old");
 
         // An old one that serves nothing goes at once; a serving one only while two others serve.
         f.instance(serving(&new_spec, "web-n1", "a"));
         f.instance(instance(&old_spec, "web-2", Some("a"), Phase::CrashLoopBackOff, false));
-        let action = reconcile(&f.cache, &key("web"));
+        let action = reconcile(&f.cache, &key("web"), Allocated::default());
         assert_eq!(deleted(&action), ["instances/default/web-2"]);
         assert_eq!(created(&action), 0, "replicas + maxSurge in all");
 
         f.remove_instance("web-2").instance(serving(&new_spec, "web-n2", "a"));
-        let action = reconcile(&f.cache, &key("web"));
+        let action = reconcile(&f.cache, &key("web"), Allocated::default());
         assert_eq!(deleted(&action), ["instances/default/web-1"]);
     }
 
@@ -247,9 +302,9 @@ mod tests {
         let mut f = Fixture::default();
         f.workload(old_spec.clone()).node(node("a", 1024, 1000, 10));
         f.instance(serving(&old_spec, "web-1", "a"));
-        assert_eq!(created(&reconcile(&f.cache, &key("web"))), 0, "up to date");
+        assert_eq!(created(&reconcile(&f.cache, &key("web"), Allocated::default())), 0, "up to date");
         f.workload(new_spec.clone());
-        let action = reconcile(&f.cache, &key("web"));
+        let action = reconcile(&f.cache, &key("web"), Allocated::default());
         let made = action.writes.iter().find_map(|w| match w {
             Write::Create(AnyObject::Instance(i)) => Some(i.spec.args.clone()),
             _ => None,
@@ -265,8 +320,8 @@ mod tests {
         let mut f = Fixture::default();
         f.workload(new_spec.clone());
         f.instance(instance(&old_spec, "job-1", Some("a"), Phase::Succeeded, false));
-        let action = reconcile(&f.cache, &key("job"));
+        let action = reconcile(&f.cache, &key("job"), Allocated::default());
         assert_eq!(deleted(&action), ["instances/default/job-1"]);
-        assert!(reconcile(&f.cache, &key("gone")).writes.is_empty());
+        assert!(reconcile(&f.cache, &key("gone"), Allocated::default()).writes.is_empty());
     }
 }

@@ -1,0 +1,63 @@
+//! The namespace controller: keeps each Namespace's `status.usage` (what its live instances
+//! request, and how many there are) current, for `shoal get` and for people sizing quotas.
+//! Quotas themselves are enforced where usage would rise (the workload controller, with
+//! [`super::quota`]), not here.
+
+use shoal_api::AnyObject;
+use shoal_api::quantity::{Cpu, Memory};
+use shoal_api::resources::namespace::{NamespaceStatus, Quota};
+
+use super::cache::Cache;
+use super::writes::{Action, Write};
+use crate::store::UpdateScope;
+
+/// Reconciles the namespace called `name`.
+pub fn reconcile(cache: &Cache, name: &str) -> Action {
+    let Some(namespace) = cache.namespace(name) else { return Action::none() };
+    let used = cache.usage(name);
+    let usage = Quota { memory: Some(Memory(used.memory)), cpu: Some(Cpu(used.cpu)), instances: Some(used.instances) };
+    let status = NamespaceStatus { usage, ..namespace.status.clone().unwrap_or_default() };
+    if namespace.status.as_ref() == Some(&status) {
+        return Action::none();
+    }
+    let mut updated = namespace.clone();
+    updated.status = Some(status);
+    Action::writes(vec![Write::Update(AnyObject::Namespace(updated), UpdateScope::Status)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{Fixture, instance, workload};
+    use super::*;
+    use shoal_api::resources::instance::Phase;
+    use shoal_api::resources::namespace::Namespace;
+    use shoal_api::resources::workload::Resources;
+
+    fn usage_written(action: &Action) -> Option<Quota> {
+        action.writes.iter().find_map(|w| match w {
+            Write::Update(AnyObject::Namespace(n), UpdateScope::Status) => n.status.as_ref().map(|s| s.usage.clone()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn usage_counts_live_instances_and_is_written_only_when_it_changes() {
+        let mut f = Fixture::default();
+        let ns = Namespace::new(shoal_api::Name::new("default").unwrap(), None, Default::default());
+        f.namespace(ns.clone());
+        let w = workload("web", 2);
+        let mut a = instance(&w, "web-a", None, Phase::Pending, false);
+        a.spec.resources = Resources { memory: Some(Memory(32 << 20)), cpu: Some(Cpu(100)) };
+        let mut ended = a.clone();
+        ended.metadata.name = shoal_api::Name::new("web-b").unwrap();
+        ended.status = Some(shoal_api::resources::instance::InstanceStatus { phase: Phase::Failed, ..Default::default() });
+        f.workload(w).instance(a).instance(ended);
+        let usage = usage_written(&reconcile(&f.cache, "default")).expect("a usage");
+        assert_eq!((usage.instances, usage.memory, usage.cpu), (Some(1), Some(Memory(32 << 20)), Some(Cpu(100))));
+        let mut current = ns;
+        current.status = Some(NamespaceStatus { usage, ..Default::default() });
+        f.namespace(current);
+        assert!(reconcile(&f.cache, "default").writes.is_empty(), "no change, no write");
+        assert!(reconcile(&f.cache, "elsewhere").writes.is_empty(), "no namespace object, nothing to write");
+    }
+}

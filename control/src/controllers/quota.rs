@@ -1,0 +1,179 @@
+//! Namespace quotas: how many of the instances a workload wants its namespace's quota admits,
+//! counting what the cache shows (every live instance of the namespace) and the creates still in
+//! flight (decided, not yet applied: rounds overlap, so two workloads of one namespace must not
+//! both spend the same room).
+//!
+//! An instance that requests no memory (or CPU) in a namespace whose quota bounds memory (or
+//! CPU) is refused rather than counted as zero: a namespace's `defaultRequests` give Workloads
+//! that set none their requests when they are written, so leaving requests out cannot dodge a
+//! quota.
+
+use std::collections::HashMap;
+
+use shoal_api::quantity::{Cpu, Memory};
+use shoal_api::resources::namespace::Quota;
+use shoal_api::resources::workload::Resources;
+
+use super::cache::Allocated;
+
+/// How many of the wanted instances may be created, and, when fewer than wanted, why not.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Admitted {
+    /// How many may be created.
+    pub count: usize,
+    /// Which limit stopped the rest, e.g. `quota exceeded: instances 2/2`.
+    pub refused: Option<String>,
+}
+
+/// How many of `wanted` instances, each requesting `requests`, fit in `quota` when `used` is
+/// spent already.
+pub fn admit(quota: &Quota, used: Allocated, requests: &Resources, wanted: usize) -> Admitted {
+    if wanted == 0 {
+        return Admitted { count: 0, refused: None };
+    }
+    let missing = |what: &str, field: &str| Admitted {
+        count: 0,
+        refused: Some(format!(
+            "quota: namespace bounds {what}, so each instance must request it (set spec.resources.{field} or the namespace's spec.defaultRequests.{field})"
+        )),
+    };
+    if quota.memory.is_some() && requests.memory.is_none() {
+        return missing("memory", "memory");
+    }
+    if quota.cpu.is_some() && requests.cpu.is_none() {
+        return missing("cpu", "cpu");
+    }
+    let memory = requests.memory.map_or(0, |m| m.0);
+    let cpu = requests.cpu.map_or(0, |c| c.0);
+    // Per limit: how many more fit, and what to say when that limit is the one that stops.
+    let mut limits: Vec<(usize, String)> = Vec::new();
+    if let Some(max) = quota.instances {
+        let left = u64::from(max).saturating_sub(u64::from(used.instances));
+        limits.push((left as usize, format!("instances {}/{max}", used.instances)));
+    }
+    if let (Some(max), true) = (quota.memory, memory > 0) {
+        let left = max.0.saturating_sub(used.memory) / memory;
+        let detail = format!("memory {}/{max}, each instance requests {}", Memory(used.memory), Memory(memory));
+        limits.push((left as usize, detail));
+    }
+    if let (Some(max), true) = (quota.cpu, cpu > 0) {
+        let left = max.0.saturating_sub(used.cpu) / cpu;
+        limits.push((left as usize, format!("cpu {}/{max}, each instance requests {}", Cpu(used.cpu), Cpu(cpu))));
+    }
+    match limits.into_iter().min_by_key(|(left, _)| *left) {
+        Some((left, detail)) if left < wanted => {
+            Admitted { count: left, refused: Some(format!("quota exceeded: {detail}")) }
+        }
+        _ => Admitted { count: wanted, refused: None },
+    }
+}
+
+/// Creates in flight, charged to their namespace until the cache shows them.
+#[derive(Default)]
+pub struct Charges {
+    by_key: HashMap<String, (String, Allocated)>,
+    by_namespace: HashMap<String, Allocated>,
+}
+
+impl Charges {
+    /// What the creates in flight in `ns` request together.
+    pub fn of(&self, ns: &str) -> Allocated {
+        self.by_namespace.get(ns).copied().unwrap_or_default()
+    }
+
+    /// Charges the create of the instance at `key` to `ns`.
+    pub fn charge(&mut self, key: String, ns: &str, memory: u64, cpu: u64) {
+        let charge = Allocated { memory, cpu, instances: 1 };
+        add(self.by_namespace.entry(ns.to_owned()).or_default(), charge, true);
+        if let Some((old_ns, old)) = self.by_key.insert(key, (ns.to_owned(), charge)) {
+            self.take_back(&old_ns, old);
+        }
+    }
+
+    /// The instance at `key` is in the cache now (or its create failed): the cache counts it,
+    /// or nothing does.
+    pub fn release(&mut self, key: &str) {
+        if let Some((ns, charge)) = self.by_key.remove(key) {
+            self.take_back(&ns, charge);
+        }
+    }
+
+    /// Forgets every charge (a new term).
+    pub fn clear(&mut self) {
+        self.by_key.clear();
+        self.by_namespace.clear();
+    }
+
+    fn take_back(&mut self, ns: &str, charge: Allocated) {
+        if let Some(total) = self.by_namespace.get_mut(ns) {
+            add(total, charge, false);
+            if total.instances == 0 {
+                self.by_namespace.remove(ns);
+            }
+        }
+    }
+}
+
+fn add(total: &mut Allocated, charge: Allocated, plus: bool) {
+    if plus {
+        total.memory += charge.memory;
+        total.cpu += charge.cpu;
+        total.instances += charge.instances;
+    } else {
+        total.memory = total.memory.saturating_sub(charge.memory);
+        total.cpu = total.cpu.saturating_sub(charge.cpu);
+        total.instances = total.instances.saturating_sub(charge.instances);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mib(n: u64) -> Memory {
+        Memory(n << 20)
+    }
+
+    fn used(instances: u32, memory_mib: u64) -> Allocated {
+        Allocated { instances, memory: memory_mib << 20, cpu: 0 }
+    }
+
+    #[test]
+    fn the_tightest_limit_decides_and_says_its_figures() {
+        let quota = Quota { instances: Some(2), memory: Some(mib(64)), cpu: None };
+        let each = Resources { memory: Some(mib(32)), cpu: None };
+        assert_eq!(admit(&quota, used(0, 0), &each, 5).count, 2);
+        let full = admit(&quota, used(2, 64), &each, 3);
+        assert_eq!(full.count, 0);
+        assert_eq!(full.refused.as_deref(), Some("quota exceeded: instances 2/2"));
+        let roomy = Quota { instances: Some(10), ..quota.clone() };
+        let by_memory = admit(&roomy, used(1, 48), &each, 3);
+        assert_eq!(by_memory.count, 0, "16Mi left, 32Mi each");
+        assert_eq!(by_memory.refused.as_deref(), Some("quota exceeded: memory 48Mi/64Mi, each instance requests 32Mi"));
+        assert_eq!(admit(&roomy, used(0, 0), &each, 2), Admitted { count: 2, refused: None });
+    }
+
+    #[test]
+    fn leaving_requests_out_under_a_quota_is_refused_not_free() {
+        let quota = Quota { memory: Some(mib(64)), ..Default::default() };
+        let refused = admit(&quota, used(0, 0), &Resources::default(), 1);
+        assert_eq!(refused.count, 0);
+        assert!(refused.refused.unwrap().contains("spec.resources.memory"));
+        let only_count = Quota { instances: Some(3), ..Default::default() };
+        assert_eq!(admit(&only_count, used(0, 0), &Resources::default(), 5).count, 3);
+    }
+
+    #[test]
+    fn creates_in_flight_count_until_released() {
+        let mut charges = Charges::default();
+        charges.charge("instances/a/x".into(), "a", 10, 5);
+        charges.charge("instances/a/y".into(), "a", 10, 5);
+        assert_eq!(charges.of("a"), Allocated { memory: 20, cpu: 10, instances: 2 });
+        assert_eq!(charges.of("b"), Allocated::default());
+        charges.release("instances/a/x");
+        charges.release("instances/a/x");
+        assert_eq!(charges.of("a"), Allocated { memory: 10, cpu: 5, instances: 1 });
+        charges.release("instances/a/y");
+        assert_eq!(charges.of("a"), Allocated::default());
+    }
+}
