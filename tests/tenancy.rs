@@ -150,8 +150,7 @@ async fn requests_left_out_get_the_namespace_defaults_or_are_refused_under_a_quo
 
     // With defaults, the same workload gets its requests when written, and the quota counts them.
     let AnyObject::Namespace(mut ns) = admin.get(Kind::Namespace, None, "bare").await.unwrap() else { unreachable!() };
-    ns.spec.default_requests =
-        Some(Resources { memory: Some(shoal_api::quantity::Memory(64 << 20)), cpu: None });
+    ns.spec.default_requests = Some(Resources { memory: Some(shoal_api::quantity::Memory(64 << 20)), cpu: None });
     admin.put(&AnyObject::Namespace(ns)).await.unwrap();
     let AnyObject::Workload(w) = bare.put(&workload("bare", "sly", 3, None)).await.unwrap() else { unreachable!() };
     assert_eq!(w.spec.resources.memory.map(|m| m.0), Some(64 << 20));
@@ -196,11 +195,11 @@ async fn oversized_bodies_and_future_resource_versions_are_refused() {
         r#"{{"apiVersion":"shoal.dev/v1","kind":"Namespace","metadata":{{"name":"big","annotations":{{"a":"{}"}}}}}}"#,
         "x".repeat(2 << 20)
     );
-    let response =
-        http.post(url("/api/v1/namespaces")).bearer_auth(&config.token).body(huge).send().await.unwrap();
+    let response = http.post(url("/api/v1/namespaces")).bearer_auth(&config.token).body(huge).send().await.unwrap();
     assert_eq!(response.status(), 413);
     // A watch or list from a revision the store has not reached would skip every change until then.
-    for path in ["/api/v1/workloads?watch=true&resourceVersion=999999999", "/api/v1/workloads?resourceVersion=999999999"]
+    for path in
+        ["/api/v1/workloads?watch=true&resourceVersion=999999999", "/api/v1/workloads?resourceVersion=999999999"]
     {
         let response = http.get(url(path)).bearer_auth(&config.token).send().await.unwrap();
         assert_eq!(response.status(), 400, "{path}");

@@ -21,7 +21,10 @@ impl Resource for NamespaceKind {
     fn validate(object: &Namespace) -> Result<(), crate::meta::FieldError> {
         let defaults = object.spec.default_requests.as_ref();
         if defaults.and_then(|d| d.memory).is_some_and(|m| m.0 < 64 * 1024) {
-            return Err(crate::meta::FieldError::new("spec.defaultRequests.memory", "must be at least 64Ki (one wasm page)"));
+            return Err(crate::meta::FieldError::new(
+                "spec.defaultRequests.memory",
+                "must be at least 64Ki (one wasm page)",
+            ));
         }
         Ok(())
     }

@@ -26,7 +26,10 @@ impl Resource for WorkloadKind {
     fn validate(object: &Workload) -> Result<(), FieldError> {
         let spec = &object.spec;
         if spec.replicas > MAX_REPLICAS {
-            return Err(FieldError::new("spec.replicas", format!("{} is more than the most, {MAX_REPLICAS}", spec.replicas)));
+            return Err(FieldError::new(
+                "spec.replicas",
+                format!("{} is more than the most, {MAX_REPLICAS}", spec.replicas),
+            ));
         }
         for (field, value) in [("maxSurge", spec.rollout.max_surge), ("maxUnavailable", spec.rollout.max_unavailable)] {
             if value > MAX_REPLICAS {

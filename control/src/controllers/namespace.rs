@@ -16,7 +16,7 @@ pub fn reconcile(cache: &Cache, name: &str) -> Action {
     let Some(namespace) = cache.namespace(name) else { return Action::none() };
     let used = cache.usage(name);
     let usage = Quota { memory: Some(Memory(used.memory)), cpu: Some(Cpu(used.cpu)), instances: Some(used.instances) };
-    let status = NamespaceStatus { usage, ..namespace.status.clone().unwrap_or_default() };
+    let status = NamespaceStatus { usage };
     if namespace.status.as_ref() == Some(&status) {
         return Action::none();
     }
@@ -50,12 +50,13 @@ mod tests {
         a.spec.resources = Resources { memory: Some(Memory(32 << 20)), cpu: Some(Cpu(100)) };
         let mut ended = a.clone();
         ended.metadata.name = shoal_api::Name::new("web-b").unwrap();
-        ended.status = Some(shoal_api::resources::instance::InstanceStatus { phase: Phase::Failed, ..Default::default() });
+        ended.status =
+            Some(shoal_api::resources::instance::InstanceStatus { phase: Phase::Failed, ..Default::default() });
         f.workload(w).instance(a).instance(ended);
         let usage = usage_written(&reconcile(&f.cache, "default")).expect("a usage");
         assert_eq!((usage.instances, usage.memory, usage.cpu), (Some(1), Some(Memory(32 << 20)), Some(Cpu(100))));
         let mut current = ns;
-        current.status = Some(NamespaceStatus { usage, ..Default::default() });
+        current.status = Some(NamespaceStatus { usage });
         f.namespace(current);
         assert!(reconcile(&f.cache, "default").writes.is_empty(), "no change, no write");
         assert!(reconcile(&f.cache, "elsewhere").writes.is_empty(), "no namespace object, nothing to write");

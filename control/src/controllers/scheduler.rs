@@ -481,7 +481,7 @@ mod tests {
             seen.push(format!("instances/default/{}", i.metadata.name));
         }
         scheduler.seen(&f.cache, &seen);
-        let mut last = vec![instance(&w, "web-5", None, Phase::Pending, false)];
+        let mut last = [instance(&w, "web-5", None, Phase::Pending, false)];
         scheduler.schedule(&f.cache, &[], &mut last.iter_mut().collect::<Vec<_>>());
         assert_eq!(last[0].spec.node, None, "three bound and one in flight fill both nodes");
         // The create in flight failed: its slot is free again.

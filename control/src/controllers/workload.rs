@@ -18,9 +18,9 @@ use shoal_api::resources::event::{EventType, ObjectReference, new_event};
 
 use super::cache::{Allocated, Cache};
 use super::quota;
-use crate::stamp::now_rfc3339;
 use super::triggers::owns;
 use super::writes::{Action, Write};
+use crate::stamp::now_rfc3339;
 use crate::store::UpdateScope;
 
 /// The instance spec a workload's current spec makes (unbound).
@@ -177,7 +177,11 @@ pub fn reconcile(cache: &Cache, key: &str, in_flight: Allocated) -> Action {
     if let Some(message) = admitted.refused {
         let before = workload.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == REPLICA_FAILURE));
         if before.is_none_or(|c| c.message != message) {
-            let involved = ObjectReference { kind: Kind::Workload, namespace: workload.metadata.namespace.clone(), name: workload.metadata.name.clone() };
+            let involved = ObjectReference {
+                kind: Kind::Workload,
+                namespace: workload.metadata.namespace.clone(),
+                name: workload.metadata.name.clone(),
+            };
             let event = new_event(involved, "FailedCreate", message.clone(), EventType::Warning, now_rfc3339());
             writes.push(Write::Upsert(AnyObject::Event(event)));
         }
