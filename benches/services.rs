@@ -86,7 +86,7 @@ async fn main() {
         )
     };
     let yaml = [
-        "apiVersion: shoal.dev/v1\nkind: Namespace\nmetadata:\n  name: shop\n".to_owned(),
+        "apiVersion: shoal.dev/v1\nkind: Namespace\nmetadata:\n  name: shop\nspec:\n  ingressHosts:\n  - 127.0.0.2\n".to_owned(),
         workload("api", "$HELLO", "  env:\n  - name: GREETING\n    value: api\n"),
         "---\napiVersion: shoal.dev/v1\nkind: Service\nmetadata:\n  name: api\n  namespace: shop\nspec:\n  selector:\n    workload: api\n  ingressHosts:\n  - 127.0.0.2\n".to_owned(),
         workload("inproc", "$FRONTEND", "  env:\n  - name: API_URL\n    value: http://api.shop.svc.cluster.local/\n"),

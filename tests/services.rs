@@ -135,6 +135,10 @@ async fn the_shop_example_is_found_by_dns_and_routed_across_nodes() {
             assert_eq!((status, body.as_str()), (200, "api from shoal (v1): GET /x\n"), "{host} via {}", node.name);
         }
     }
+    // A Service that is not `public` is not reached by its cluster-internal name from outside.
+    let (status, body) = get(&http, &nodes[0].ingress, "frontend.shop.svc.cluster.local", "/").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("is not public"), "{body}");
 
     // Node-to-node traffic needs a node certificate of this cluster: a caller that trusts the
     // CA but presents none is turned away, bearer token or not.

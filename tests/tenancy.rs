@@ -209,3 +209,47 @@ async fn oversized_bodies_and_future_resource_versions_are_refused() {
     // The store took nothing from any of it, and still answers.
     assert!(control.client().get(Kind::Namespace, None, "big").await.is_err());
 }
+
+fn service(ns: &str, name: &str, hosts: &[&str]) -> AnyObject {
+    AnyObject::from_json(
+        Kind::Service,
+        &serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"selector": {"workload": name}, "ingressHosts": hosts}}),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_claim_another_namespaces_hosts_or_cluster_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let admin = control.client();
+    let alpha = tenant_with_quota(&control, "alpha", serde_json::json!({})).await;
+    let beta = tenant_with_quota(&control, "beta", serde_json::json!({})).await;
+    // Both are granted *.example.com; alpha claims pay.example.com first.
+    for ns in ["alpha", "beta"] {
+        let AnyObject::Namespace(mut n) = admin.get(Kind::Namespace, None, ns).await.unwrap() else { unreachable!() };
+        n.spec.ingress_hosts = vec!["*.example.com".into()];
+        admin.put(&AnyObject::Namespace(n)).await.unwrap();
+    }
+    alpha.create(&service("alpha", "pay", &["pay.example.com", "www.alpha.localhost"])).await.unwrap();
+
+    let attacks = [
+        (vec!["pay.alpha.svc.cluster.local"], Reason::Invalid, "cluster-internal name"),
+        (vec!["pay.alpha.localhost"], Reason::Forbidden, "may not claim pay.alpha.localhost"),
+        (vec!["api.bank.com"], Reason::Forbidden, "may not claim api.bank.com"),
+        (vec!["ok.beta.localhost", "pay.example.com"], Reason::Conflict, "claimed by service alpha/pay"),
+    ];
+    for (hosts, reason, says) in attacks {
+        let refused = beta.create(&service("beta", "thief", &hosts)).await.unwrap_err();
+        assert_eq!(refused.reason(), Some(reason), "{hosts:?}: {refused}");
+        assert!(refused.to_string().contains(says), "{hosts:?}: {refused}");
+    }
+    // What beta owns or was granted is its own; alpha's claim is untouched.
+    beta.create(&service("beta", "shop", &["www.beta.localhost", "shop.example.com"])).await.unwrap();
+    let AnyObject::Service(pay) = alpha.get(Kind::Service, Some("alpha"), "pay").await.unwrap() else { unreachable!() };
+    assert_eq!(pay.spec.ingress_hosts, ["pay.example.com", "www.alpha.localhost"]);
+    // Updating a Service keeps its own claims.
+    alpha.put(&service("alpha", "pay", &["pay.example.com"])).await.unwrap();
+}

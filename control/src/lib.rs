@@ -68,6 +68,8 @@ pub struct ControlConfig {
     pub controllers: controllers::ControllerOptions,
     /// The cluster DNS server, if this node serves one.
     pub dns: Option<dns::DnsConfig>,
+    /// The settings admission checks writes against (ingress and cluster domains).
+    pub admission: api::admission::Admission,
 }
 
 impl ControlConfig {
@@ -85,6 +87,7 @@ impl ControlConfig {
             history_revisions: 100_000,
             controllers: controllers::ControllerOptions::default(),
             dns: None,
+            admission: api::admission::Admission::default(),
         }
     }
 }
@@ -152,7 +155,8 @@ impl ControlPlane {
         let raft_router = raft_service::router(store.clone(), liveness.clone(), &pki.cluster_token);
         tasks.spawn(shoal_api::serve::serve_tls(raft_listener, tls.clone(), raft_router, shutdown.clone()));
         let hub = api::watch::WatchHub::start(store.reader().clone(), shutdown.clone());
-        let api_router = api::router(store.clone(), pki.clone(), liveness.clone(), hub)?;
+        let api_router =
+            api::router(store.clone(), pki.clone(), liveness.clone(), hub, Arc::new(config.admission.clone()))?;
         tasks.spawn(shoal_api::serve::serve_tls(api_listener, tls, api_router, shutdown.clone()));
 
         tasks.spawn(controllers::run(store.clone(), liveness, config.controllers.clone(), shutdown.clone()));

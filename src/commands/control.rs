@@ -53,6 +53,10 @@ pub struct ControlArgs {
     /// How often the controllers look at every object, changed or not, e.g. 60s.
     #[arg(long, default_value = "60s", value_parser = crate::period::parse)]
     controller_resync: std::time::Duration,
+    /// Extra ingress domain of the cluster's nodes (besides `localhost`): a namespace owns the
+    /// ingress hosts `*.<namespace>.DOMAIN` without a grant.
+    #[arg(long, value_name = "DOMAIN")]
+    ingress_domain: Vec<String>,
     /// Do not write the client config file.
     #[arg(long)]
     no_client_config: bool,
@@ -105,6 +109,7 @@ impl ControlArgs {
                 resync: self.controller_resync,
             },
             dns: self.dns.config()?,
+            admission: self.dns.admission(&self.ingress_domain),
         };
         let control = ControlPlane::start(config).await?;
         let client_config = control.admin_client_config();
@@ -150,6 +155,14 @@ impl DnsArgs {
             self.dns_listen.parse().with_context(|| format!("--dns-listen: {:?} is not ADDR:PORT", self.dns_listen))?;
         shoal_control::dns::parse_domain(&self.cluster_domain).context("--cluster-domain")?;
         Ok(Some(shoal_control::dns::DnsConfig { listen, domain: self.cluster_domain.clone(), ttl: self.dns_ttl }))
+    }
+
+    /// Admission's settings: `localhost` and `extra` as ingress domains, this cluster domain.
+    pub fn admission(&self, extra: &[String]) -> shoal_control::api::admission::Admission {
+        shoal_control::api::admission::Admission {
+            ingress_domains: std::iter::once("localhost".to_owned()).chain(extra.iter().cloned()).collect(),
+            cluster_domain: self.cluster_domain.trim_end_matches('.').to_ascii_lowercase(),
+        }
     }
 
     /// The cluster domain nodes route `<svc>.<ns>.svc.<domain>` for.

@@ -76,6 +76,7 @@ impl DevArgs {
         let mut control_config = ControlConfig::local(data_dir.join("control"));
         control_config.api_listen = self.api_listen;
         control_config.dns = self.dns.config()?;
+        control_config.admission = self.dns.admission(&[]);
         let control = ControlPlane::start(control_config).await?;
         let admin_config = control.admin_client_config();
         let admin = Client::new(&admin_config)?;

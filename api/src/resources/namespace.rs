@@ -26,6 +26,15 @@ impl Resource for NamespaceKind {
                 "must be at least 64Ki (one wasm page)",
             ));
         }
+        for (i, pattern) in object.spec.ingress_hosts.iter().enumerate() {
+            let host = pattern.strip_prefix("*.").unwrap_or(pattern);
+            if !crate::resources::service::is_host_name(host) {
+                return Err(crate::meta::FieldError::new(
+                    format!("spec.ingressHosts[{i}]"),
+                    format!("{pattern:?} is not a host name or *.<domain>"),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -41,6 +50,23 @@ pub struct NamespaceSpec {
     /// LimitRange defaults), applied when the Workload is written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_requests: Option<Resources>,
+    /// Ingress hosts its Services may claim beyond `*.<namespace>.<ingress domain>`, which it
+    /// always owns: exact names, or `*.<domain>` for any one label before `<domain>`. Set by
+    /// the admin (tenants never write Namespaces).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress_hosts: Vec<String>,
+}
+
+/// Whether `pattern` (an exact host, or `*.<domain>` for one label before `<domain>`) matches
+/// the bare host `host`.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(domain) => host
+            .strip_suffix(domain)
+            .and_then(|rest| rest.strip_suffix('.'))
+            .is_some_and(|label| !label.is_empty() && !label.contains('.')),
+        None => pattern == host,
+    }
 }
 
 /// Limits on the sum of requests in one namespace.
@@ -65,4 +91,19 @@ pub struct NamespaceStatus {
     /// Sum of the requests of its instances.
     #[serde(default)]
     pub usage: Quota,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_matches;
+
+    #[test]
+    fn a_wildcard_grants_one_label_and_an_exact_name_itself() {
+        assert!(host_matches("*.shop.example.com", "www.shop.example.com"));
+        assert!(!host_matches("*.shop.example.com", "a.b.shop.example.com"));
+        assert!(!host_matches("*.shop.example.com", "shop.example.com"));
+        assert!(!host_matches("*.shop.example.com", "evilshop.example.com"));
+        assert!(host_matches("shop.localhost", "shop.localhost"));
+        assert!(!host_matches("shop.localhost", "www.shop.localhost"));
+    }
 }

@@ -36,8 +36,29 @@ impl Resource for ServiceKind {
                 return Err(FieldError::new(format!("spec.ports[{i}].port"), "must be 1-65535"));
             }
         }
+        for (i, host) in object.spec.ingress_hosts.iter().enumerate() {
+            if !is_host_name(host) {
+                return Err(FieldError::new(
+                    format!("spec.ingressHosts[{i}]"),
+                    format!("{host:?} is not a host name (lower-case letters, digits, '-' and '.', no port)"),
+                ));
+            }
+        }
         Ok(())
     }
+}
+
+/// Whether `host` is a bare host name as an ingress matches it: lower-case labels of letters,
+/// digits and `-`, separated by dots, at most 253 characters (an IPv4 address passes too).
+pub fn is_host_name(host: &str) -> bool {
+    host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
 }
 
 /// Which instances back the service.
@@ -86,9 +107,15 @@ pub struct ServiceSpec {
     /// Its ports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<ServicePort>,
-    /// Extra `Host` names the ingress routes to it.
+    /// Extra `Host` names the ingress routes to it: each within what its namespace owns
+    /// (`*.<namespace>.<ingress domain>`) or what its Namespace's `spec.ingressHosts` grants,
+    /// and claimed by no other Service.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ingress_hosts: Vec<String>,
+    /// Whether the ingress also routes its cluster-internal name
+    /// (`<name>.<namespace>.svc.<cluster domain>`) from outside; guests reach that name anyway.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public: bool,
     /// Other namespaces whose guests may call it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_from_namespaces: Vec<Name>,

@@ -3,6 +3,7 @@
 //! Handlers are thin: parse into typed objects, call the store, map its typed errors to
 //! statuses ([`error`]). Authentication is one middleware ([`auth`]).
 
+pub mod admission;
 pub mod agents;
 pub mod auth;
 pub mod error;
@@ -37,6 +38,7 @@ pub fn router(
     pki: Arc<Pki>,
     liveness: Arc<Liveness>,
     hub: Arc<watch::WatchHub>,
+    admission: Arc<admission::Admission>,
 ) -> anyhow::Result<Router> {
     let tokens = Arc::new(auth::TokenCache::default());
     let auth = auth::AuthState { admin: pki.admin_token.as_str().into(), store: store.clone(), cache: tokens.clone() };
@@ -73,6 +75,7 @@ pub fn router(
         .merge(agents)
         .merge(heartbeats)
         .layer(axum::Extension(hub))
+        .layer(axum::Extension(admission))
         .layer(axum::Extension(tokens))
         .layer(middleware::from_fn_with_state(auth, auth::require_token));
     Ok(Router::new()

@@ -10,10 +10,10 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use shoal_api::resources::namespace::Namespace;
 use shoal_api::selector::LabelSelector;
 use shoal_api::{AnyObject, Kind, Reason};
 
+use super::admission::Admission;
 use super::auth::{Principal, bound_node, may_touch_instance};
 use super::error::ApiError;
 use super::watch::{self, WatchHub};
@@ -132,24 +132,6 @@ fn stamp_new(object: &mut AnyObject) {
     crate::stamp::stamp_new(object.meta_mut());
 }
 
-/// Gives a Workload that requests no memory or CPU its namespace's `defaultRequests` (a quota
-/// cannot be dodged by leaving requests out).
-fn default_requests(store: &Store, object: &mut AnyObject) -> Result<(), ApiError> {
-    let AnyObject::Workload(workload) = object else { return Ok(()) };
-    let ns = workload.metadata.namespace.as_ref().map_or("default", |n| n.as_str());
-    let Some(bytes) = store.reader().get(&ObjectKey::new(Kind::Namespace.plural(), None, ns))? else {
-        return Ok(());
-    };
-    let namespace: Namespace = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new(Reason::Internal, format!("stored namespace {ns} is damaged: {e}")))?;
-    if let Some(defaults) = namespace.spec.default_requests {
-        let resources = &mut workload.spec.resources;
-        resources.memory = resources.memory.or(defaults.memory);
-        resources.cpu = resources.cpu.or(defaults.cpu);
-    }
-    Ok(())
-}
-
 async fn require_namespace(store: &Store, target: &Target) -> Result<(), ApiError> {
     let Some(ns) = target.namespace.as_deref().filter(|_| target.kind.namespaced()) else {
         return Ok(());
@@ -181,11 +163,11 @@ fn write_result(result: CommandResult, target: &Target, name: &str, success: Sta
     }
 }
 
-async fn create(store: &Store, target: Target, body: &[u8]) -> Result<Response, ApiError> {
+async fn create(store: &Store, admission: &Admission, target: Target, body: &[u8]) -> Result<Response, ApiError> {
     let mut object = parse_body(&target, body, None)?;
     let target = Target { namespace: object.namespace().map(str::to_owned), ..target };
     require_namespace(store, &target).await?;
-    default_requests(store, &mut object)?;
+    admission.admit(store, &mut object)?;
     stamp_new(&mut object);
     object.meta_mut().resource_version = None;
     let name = object.meta().name.to_string();
@@ -195,6 +177,7 @@ async fn create(store: &Store, target: Target, body: &[u8]) -> Result<Response, 
 
 async fn update(
     store: &Store,
+    admission: &Admission,
     target: Target,
     name: &str,
     body: &[u8],
@@ -206,7 +189,7 @@ async fn update(
         // Only a spec update may create the object (a status update of a missing one is a 404),
         // so only it needs the namespace to exist and a uid of its own.
         require_namespace(store, &target).await?;
-        default_requests(store, &mut object)?;
+        admission.admit(store, &mut object)?;
         stamp_new(&mut object);
     }
     let command = Command::Update { key: target.key(name), object: to_bytes(&object), expected, scope };
@@ -379,8 +362,13 @@ pub async fn list_all(
 
 /// `POST /api/v1/{plural}`: create a cluster-scoped object (or a namespaced one, in the
 /// namespace its metadata names).
-pub async fn create_any(State(store): S, Path(plural): Path<String>, body: Bytes) -> Result<Response, ApiError> {
-    create(&store, Target::new(&plural, None)?, &body).await
+pub async fn create_any(
+    State(store): S,
+    Extension(admission): Extension<Arc<Admission>>,
+    Path(plural): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    create(&store, &admission, Target::new(&plural, None)?, &body).await
 }
 
 /// `GET /api/v1/namespaces/{ns}/{plural}`.
@@ -397,23 +385,25 @@ pub async fn list_namespaced(
 /// `POST /api/v1/namespaces/{ns}/{plural}`.
 pub async fn create_namespaced(
     State(store): S,
+    Extension(admission): Extension<Arc<Admission>>,
     Path((ns, plural)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    create(&store, Target::new(&plural, Some(ns))?, &body).await
+    create(&store, &admission, Target::new(&plural, Some(ns))?, &body).await
 }
 
 /// `PUT /api/v1/namespaces/{name}/status`: a namespace's status. (The path has the shape of a
 /// namespaced collection; this is the one `PUT` on that shape.)
 pub async fn put_namespace_status(
     State(store): S,
+    Extension(admission): Extension<Arc<Admission>>,
     Path((ns, sub)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     if sub != "status" {
         return Err(ApiError::new(Reason::NotFound, format!("cannot PUT a collection: /api/v1/namespaces/{ns}/{sub}")));
     }
-    update(&store, Target::new("namespaces", None)?, &ns, &body, UpdateScope::Status).await
+    update(&store, &admission, Target::new("namespaces", None)?, &ns, &body, UpdateScope::Status).await
 }
 
 /// `GET /api/v1/{plural}/{name}`.
@@ -428,19 +418,21 @@ pub async fn get_cluster(
 /// `PUT /api/v1/{plural}/{name}`.
 pub async fn put_cluster(
     State(store): S,
+    Extension(admission): Extension<Arc<Admission>>,
     Path((plural, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    update(&store, Target::for_object(&plural, None)?, &name, &body, UpdateScope::Spec).await
+    update(&store, &admission, Target::for_object(&plural, None)?, &name, &body, UpdateScope::Spec).await
 }
 
 /// `PUT /api/v1/{plural}/{name}/status`.
 pub async fn put_cluster_status(
     State(store): S,
+    Extension(admission): Extension<Arc<Admission>>,
     Path((plural, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    update(&store, Target::for_object(&plural, None)?, &name, &body, UpdateScope::Status).await
+    update(&store, &admission, Target::for_object(&plural, None)?, &name, &body, UpdateScope::Status).await
 }
 
 /// `DELETE /api/v1/{plural}/{name}`.
@@ -464,15 +456,17 @@ pub async fn get_namespaced(
 /// `PUT /api/v1/namespaces/{ns}/{plural}/{name}`.
 pub async fn put_namespaced(
     State(store): S,
+    Extension(admission): Extension<Arc<Admission>>,
     Path((ns, plural, name)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    update(&store, Target::for_object(&plural, Some(ns))?, &name, &body, UpdateScope::Spec).await
+    update(&store, &admission, Target::for_object(&plural, Some(ns))?, &name, &body, UpdateScope::Spec).await
 }
 
 /// `PUT /api/v1/namespaces/{ns}/{plural}/{name}/status`.
 pub async fn put_namespaced_status(
     State(store): S,
+    Extension(admission): Extension<Arc<Admission>>,
     Extension(principal): Extension<Principal>,
     Path((ns, plural, name)): Path<(String, String, String)>,
     body: Bytes,
@@ -480,7 +474,7 @@ pub async fn put_namespaced_status(
     let target = Target::for_object(&plural, Some(ns))?;
     match principal.node() {
         Some(node) if target.kind == Kind::Instance => report(&store, &principal, target, &name, &body, node).await,
-        _ => update(&store, target, &name, &body, UpdateScope::Status).await,
+        _ => update(&store, &admission, target, &name, &body, UpdateScope::Status).await,
     }
 }
 

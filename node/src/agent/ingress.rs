@@ -1,6 +1,7 @@
 //! The node's ingress: an HTTP listener that routes by `Host`:
-//! - a Service's own ingress hosts, and `<svc>.<ns>.svc.<cluster domain>`, to that Service
-//!   (through [`proxy`]: here or on another node);
+//! - a Service's own ingress hosts, and, for a Service with `public: true`,
+//!   `<svc>.<ns>.svc.<cluster domain>`, to that Service (through [`proxy`]: here or on another
+//!   node);
 //! - `<name>.<ns>.<domain>` (the domain is `localhost` unless configured) to the Service of
 //!   that name, or else to a ready instance of the HTTP workload of that name on this node.
 //!
@@ -75,7 +76,16 @@ async fn handle(request: hyper::Request<Incoming>, shared: &Shared) -> hyper::Re
     }
     let (namespace, name) = match target(&host, &shared.ingress_domains, &shared.cluster_domain) {
         Some(Target::Service(ns, name)) => match shared.services.get(ns, name) {
-            Some(service) => return to_service(shared, &service, request).await,
+            Some(service) if service.public => return to_service(shared, &service, request).await,
+            // Cluster-internal names are for guests; from outside only a public Service's.
+            Some(_) => {
+                return text_response(
+                    404,
+                    format!(
+                        "service {ns}/{name} is not public: its cluster-internal name is not routed from outside\n"
+                    ),
+                );
+            }
             None => return text_response(404, format!("no service {name:?} in namespace {ns:?}\n")),
         },
         Some(Target::ServiceOrWorkload(ns, name)) => match shared.services.get(ns, name) {

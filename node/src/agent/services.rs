@@ -28,6 +28,12 @@ pub struct ServiceRoute {
     pub peers: Vec<String>,
     /// Namespaces besides its own whose guests may call it.
     pub allow_from: Vec<String>,
+    /// Whether the ingress routes its cluster-internal name from outside.
+    pub public: bool,
+    /// The extra ingress hosts it claims.
+    hosts: Vec<String>,
+    /// When it was made (RFC 3339): of two Services claiming one host, the older has it.
+    created: String,
     next: AtomicUsize,
 }
 
@@ -41,6 +47,9 @@ impl ServiceRoute {
             selector: service.spec.selector.clone(),
             peers: endpoints.iter().filter(|e| e.node.as_str() != own_node).filter_map(|e| e.peer.clone()).collect(),
             allow_from: service.spec.allow_from_namespaces.iter().map(|n| n.to_string()).collect(),
+            public: service.spec.public,
+            hosts: service.spec.ingress_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            created: service.metadata.creation_timestamp.clone().unwrap_or_default(),
             next: AtomicUsize::new(0),
         })
     }
@@ -109,12 +118,9 @@ impl Services {
     fn put(&self, service: &Service, own_node: &str) {
         let Some(route) = ServiceRoute::new(service, own_node) else { return };
         let key = (route.namespace.clone(), route.name.clone());
-        let mut hosts = self.by_host.write().expect("services lock");
-        hosts.retain(|_, k| *k != key);
-        for host in &service.spec.ingress_hosts {
-            hosts.insert(host.to_ascii_lowercase(), key.clone());
-        }
-        self.by_name.write().expect("services lock").insert(key, Arc::new(route));
+        let mut by_name = self.by_name.write().expect("services lock");
+        by_name.insert(key, Arc::new(route));
+        *self.by_host.write().expect("services lock") = claims(&by_name);
     }
 
     fn remove(&self, service: &Service) {
@@ -122,9 +128,26 @@ impl Services {
             service.metadata.namespace.as_ref().map_or("", |n| n.as_str()).to_owned(),
             service.metadata.name.to_string(),
         );
-        self.by_host.write().expect("services lock").retain(|_, k| *k != key);
-        self.by_name.write().expect("services lock").remove(&key);
+        let mut by_name = self.by_name.write().expect("services lock");
+        by_name.remove(&key);
+        *self.by_host.write().expect("services lock") = claims(&by_name);
     }
+}
+
+/// Which Service each ingress host goes to: admission refuses a host another Service claims,
+/// but two claims made at once through different control members could both pass; then the
+/// older Service keeps the host (and a later one never takes it over).
+fn claims(by_name: &HashMap<(String, String), Arc<ServiceRoute>>) -> HashMap<String, (String, String)> {
+    let mut routes: Vec<(&(String, String), &Arc<ServiceRoute>)> =
+        by_name.iter().filter(|(_, r)| !r.hosts.is_empty()).collect();
+    routes.sort_by(|a, b| (&a.1.created, a.0).cmp(&(&b.1.created, b.0)));
+    let mut hosts = HashMap::new();
+    for (key, route) in routes {
+        for host in &route.hosts {
+            hosts.entry(host.clone()).or_insert_with(|| key.clone());
+        }
+    }
+    hosts
 }
 
 /// Feeds [`Services`] from the watch.
@@ -138,12 +161,14 @@ pub struct ServiceFollower {
 impl Follower<ServiceKind> for ServiceFollower {
     fn replace(&mut self, services: Vec<Service>) {
         // Built aside and swapped in, so that routing never sees an empty table meanwhile.
-        let fresh = Services::default();
-        for service in &services {
-            fresh.put(service, &self.own_node);
-        }
-        *self.services.by_name.write().expect("services lock") = fresh.by_name.into_inner().expect("services lock");
-        *self.services.by_host.write().expect("services lock") = fresh.by_host.into_inner().expect("services lock");
+        let by_name: HashMap<(String, String), Arc<ServiceRoute>> = services
+            .iter()
+            .filter_map(|s| ServiceRoute::new(s, &self.own_node))
+            .map(|r| ((r.namespace.clone(), r.name.clone()), Arc::new(r)))
+            .collect();
+        let by_host = claims(&by_name);
+        *self.services.by_name.write().expect("services lock") = by_name;
+        *self.services.by_host.write().expect("services lock") = by_host;
     }
 
     fn change(&mut self, kind: EventType, service: Service) {

@@ -1,0 +1,134 @@
+//! Admission: what the API server checks and fills in before an object is written, beyond what
+//! parsing and validation of the object alone can tell (that needs the cluster's settings or
+//! other objects):
+//! - a Workload that requests no memory or CPU gets its Namespace's `defaultRequests` (a quota
+//!   cannot be dodged by leaving requests out);
+//! - a Service claims ingress hosts only within what its namespace owns
+//!   (`*.<namespace>.<ingress domain>`) or its Namespace's `spec.ingressHosts` grants, never a
+//!   cluster-internal name, and never one another Service claims (409 naming the owner).
+//!
+//! Two Services that claim the same host at the same moment through different members could
+//! both pass the last check; the node's ingress then routes the host to the older claim.
+
+use shoal_api::resources::namespace::{Namespace, host_matches};
+use shoal_api::resources::service::Service;
+use shoal_api::{AnyObject, Kind, Reason};
+
+use super::error::ApiError;
+use crate::store::{ObjectKey, Store};
+
+/// The cluster's settings admission needs.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// The domains nodes' ingresses route `<workload>.<namespace>.<domain>` for.
+    pub ingress_domains: Vec<String>,
+    /// The cluster-internal domain (`<svc>.<ns>.svc.<domain>`).
+    pub cluster_domain: String,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission { ingress_domains: vec!["localhost".into()], cluster_domain: "cluster.local".into() }
+    }
+}
+
+fn namespace(store: &Store, name: &str) -> Result<Option<Namespace>, ApiError> {
+    let Some(bytes) = store.reader().get(&ObjectKey::new(Kind::Namespace.plural(), None, name))? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| ApiError::new(Reason::Internal, format!("stored namespace {name} is damaged: {e}")))
+}
+
+impl Admission {
+    /// Checks and completes `object` before it is written.
+    pub fn admit(&self, store: &Store, object: &mut AnyObject) -> Result<(), ApiError> {
+        match object {
+            AnyObject::Workload(workload) => {
+                let ns = workload.metadata.namespace.as_ref().map_or("default", |n| n.as_str());
+                if let Some(defaults) = namespace(store, ns)?.and_then(|n| n.spec.default_requests) {
+                    let resources = &mut workload.spec.resources;
+                    resources.memory = resources.memory.or(defaults.memory);
+                    resources.cpu = resources.cpu.or(defaults.cpu);
+                }
+                Ok(())
+            }
+            AnyObject::Service(service) => self.fence_ingress_hosts(store, service),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether namespace `ns` owns `host` without a grant.
+    fn owns(&self, ns: &str, host: &str) -> bool {
+        self.ingress_domains.iter().any(|domain| {
+            host.strip_suffix(domain.as_str())
+                .and_then(|rest| rest.strip_suffix('.'))
+                .and_then(|rest| rest.strip_suffix(ns))
+                .and_then(|rest| rest.strip_suffix('.'))
+                .is_some_and(|label| !label.is_empty() && !label.contains('.'))
+        })
+    }
+
+    fn fence_ingress_hosts(&self, store: &Store, service: &Service) -> Result<(), ApiError> {
+        if service.spec.ingress_hosts.is_empty() {
+            return Ok(());
+        }
+        let ns = service.metadata.namespace.as_ref().map_or("default", |n| n.as_str());
+        let name = service.metadata.name.as_str();
+        let internal = format!(".svc.{}", self.cluster_domain);
+        let granted = namespace(store, ns)?.map(|n| n.spec.ingress_hosts).unwrap_or_default();
+        for host in &service.spec.ingress_hosts {
+            if host.ends_with(&internal) || *host == internal[1..] {
+                return Err(ApiError::new(
+                    Reason::Invalid,
+                    format!(
+                        "spec.ingressHosts: {host} is a cluster-internal name; set spec.public to route it from outside"
+                    ),
+                ));
+            }
+            if !self.owns(ns, host) && !granted.iter().any(|pattern| host_matches(pattern, host)) {
+                let domain = self.ingress_domains.first().map_or("localhost", String::as_str);
+                return Err(ApiError::new(
+                    Reason::Forbidden,
+                    format!(
+                        "spec.ingressHosts: namespace {ns} may not claim {host}: it owns *.{ns}.{domain} and what its Namespace's spec.ingressHosts grants"
+                    ),
+                ));
+            }
+        }
+        let (_, others) = store.reader().list(&ObjectKey::prefix(Kind::Service.plural(), None))?;
+        for bytes in others {
+            let Ok(other) = serde_json::from_slice::<Service>(&bytes) else { continue };
+            let other_ns = other.metadata.namespace.as_ref().map_or("default", |n| n.as_str());
+            if other_ns == ns && other.metadata.name.as_str() == name {
+                continue;
+            }
+            if let Some(host) = service.spec.ingress_hosts.iter().find(|h| other.spec.ingress_hosts.contains(h)) {
+                return Err(ApiError::new(
+                    Reason::Conflict,
+                    format!("spec.ingressHosts: {host} is claimed by service {other_ns}/{}", other.metadata.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_owns_one_label_under_itself_in_each_ingress_domain() {
+        let admission =
+            Admission { ingress_domains: vec!["localhost".into(), "apps.example.com".into()], ..Default::default() };
+        assert!(admission.owns("shop", "www.shop.localhost"));
+        assert!(admission.owns("shop", "www.shop.apps.example.com"));
+        assert!(!admission.owns("shop", "shop.localhost"));
+        assert!(!admission.owns("shop", "a.b.shop.localhost"));
+        assert!(!admission.owns("shop", "pay.alpha.localhost"));
+        assert!(!admission.owns("shop", "www.xshop.localhost"));
+        assert!(!admission.owns("shop", "www.shop.example.com"));
+    }
+}
