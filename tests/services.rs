@@ -141,9 +141,10 @@ async fn the_shop_example_is_found_by_dns_and_routed_across_nodes() {
     assert!(body.contains("is not public"), "{body}");
 
     // Node-to-node traffic needs a node certificate of this cluster: a caller that trusts the
-    // CA but presents none is turned away, bearer token or not.
+    // node CA but presents none is turned away, bearer token or not.
     let AnyObject::Node(n1) = client.get(Kind::Node, None, "n1").await.unwrap() else { panic!("n1 is not a Node") };
-    let ca = reqwest::Certificate::from_pem(control.client_config().ca.as_bytes()).unwrap();
+    let node_ca = std::fs::read(control.data_dir.join("pki/node-ca.pem")).unwrap();
+    let ca = reqwest::Certificate::from_pem(&node_ca).unwrap();
     let outsider = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
     let response = outsider
         .get(format!("https://{}/", n1.spec.agent_address))

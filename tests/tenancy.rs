@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{ControlProcess, wait_for};
+use shoal_api::agent::CredentialsRequest;
 use shoal_api::resources::event::EventKind;
 use shoal_api::resources::instance::{InstanceKind, InstanceStatus, Phase};
 use shoal_api::resources::workload::Resources;
@@ -252,4 +253,56 @@ async fn a_tenant_cannot_claim_another_namespaces_hosts_or_cluster_names() {
     assert_eq!(pay.spec.ingress_hosts, ["pay.example.com", "www.alpha.localhost"]);
     // Updating a Service keeps its own claims.
     alpha.put(&service("alpha", "pay", &["pay.example.com"])).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_node_token_gets_a_short_lived_certificate_for_its_own_host_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let admin = control.client();
+    let request = TokenRequest { name: Name::new("n1").unwrap(), namespaces: Vec::new(), node: true };
+    let n1 = admin.with_token(&admin.create_token(&request).await.unwrap().token);
+    let ask = |hosts: &[&str]| CredentialsRequest { hosts: hosts.iter().map(|h| h.to_string()).collect() };
+
+    let refused = n1.node_credentials("n1", &ask(&["api.example.com", "127.0.0.1"])).await.unwrap_err();
+    assert_eq!(refused.reason(), Some(Reason::Invalid), "{refused}");
+    let issued = n1.node_credentials("n1", &ask(&["127.0.0.1"])).await.unwrap();
+    let pem = x509_parser::pem::Pem::iter_from_buffer(issued.cert.as_bytes()).next().unwrap().unwrap();
+    let cert = pem.parse_x509().unwrap();
+    let validity = cert.validity();
+    let lifetime = validity.not_after.timestamp() - validity.not_before.timestamp();
+    assert!(lifetime <= 13 * 3600, "valid for {lifetime} s");
+    assert!(issued.renew_after_secs > 0 && (issued.renew_after_secs as i64) < lifetime);
+    let names: Vec<String> =
+        cert.subject_alternative_name().unwrap().unwrap().value.general_names.iter().map(|n| n.to_string()).collect();
+    assert_eq!(names, ["IPAddress(7f:00:00:01)"], "127.0.0.1 and nothing else");
+    assert!(cert.issuer().to_string().contains("shoal node CA"), "{}", cert.issuer());
+
+    // The host is fixed at the first request: another is refused, the same one renewed.
+    let refused = n1.node_credentials("n1", &ask(&["api.example.com"])).await.unwrap_err();
+    assert_eq!(refused.reason(), Some(Reason::Forbidden), "{refused}");
+    assert!(refused.to_string().contains("joined as 127.0.0.1"), "{refused}");
+    n1.node_credentials("n1", &ask(&["127.0.0.1"])).await.unwrap();
+
+    // Its Node keeps that host and, once registered, the operator's labels and cordon.
+    let node = |address: &str, labels: serde_json::Value, unschedulable: bool| {
+        AnyObject::from_json(
+            Kind::Node,
+            &serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Node",
+                "metadata": {"name": "n1", "labels": labels},
+                "spec": {"address": address, "agentAddress": address, "unschedulable": unschedulable}}),
+        )
+        .unwrap()
+    };
+    let refused = n1.put(&node("10.0.0.9:8080", serde_json::json!({}), false)).await.unwrap_err();
+    assert_eq!(refused.reason(), Some(Reason::Forbidden), "{refused}");
+    n1.put(&node("127.0.0.1:8080", serde_json::json!({"zone": "a"}), false)).await.unwrap();
+    admin.put(&node("127.0.0.1:8080", serde_json::json!({"zone": "a"}), true)).await.unwrap();
+    for (labels, unschedulable) in [(serde_json::json!({"zone": "b"}), true), (serde_json::json!({"zone": "a"}), false)]
+    {
+        let refused = n1.put(&node("127.0.0.1:9090", labels, unschedulable)).await.unwrap_err();
+        assert_eq!(refused.reason(), Some(Reason::Forbidden), "{refused}");
+    }
+    // Another port on the same host is fine (an agent restarted on a free port).
+    n1.put(&node("127.0.0.1:9090", serde_json::json!({"zone": "a"}), true)).await.unwrap();
 }

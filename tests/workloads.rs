@@ -322,9 +322,15 @@ async fn a_node_token_reaches_only_its_own_node_and_instances() {
 
     // n1's agent API answers only the control plane (which holds n1's secret).
     let shoal_api::AnyObject::Node(n1) = admin.get(shoal_api::Kind::Node, None, "n1").await.unwrap() else { panic!() };
-    let ca = reqwest::Certificate::from_pem(control.client_config().ca.as_bytes()).unwrap();
-    let direct = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
     let url = format!("https://{}/logs/default/{}", n1.spec.agent_address, pending.metadata.name);
+    // A node's certificate comes from the node CA: whoever trusts the cluster CA (the API
+    // server's and raft's) does not take it.
+    let cluster_ca = reqwest::Certificate::from_pem(control.client_config().ca.as_bytes()).unwrap();
+    let cluster_only = reqwest::Client::builder().tls_certs_only([cluster_ca]).build().unwrap();
+    assert!(cluster_only.get(&url).send().await.is_err(), "a node certificate passed for the cluster CA's");
+    let node_ca = std::fs::read(control.data_dir.join("pki/node-ca.pem")).unwrap();
+    let ca = reqwest::Certificate::from_pem(&node_ca).unwrap();
+    let direct = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
     for token in [Some(token.as_str()), None] {
         let mut request = direct.get(&url);
         if let Some(t) = token {

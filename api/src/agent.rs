@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CredentialsRequest {
-    /// Names and addresses its certificate must be valid for.
+    /// The one name or address its certificate is for: the host others reach it by. Fixed by
+    /// the node's first request; later ones must ask for the same.
     pub hosts: Vec<String>,
 }
 
@@ -24,6 +25,10 @@ pub struct NodeCredentials {
     pub key: String,
     /// The bearer secret the control plane presents to the node.
     pub secret: String,
+    /// When to ask for fresh credentials (seconds from now): well before the certificate
+    /// expires.
+    #[serde(default)]
+    pub renew_after_secs: u64,
 }
 
 impl std::fmt::Debug for NodeCredentials {

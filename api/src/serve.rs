@@ -87,6 +87,16 @@ pub fn server_config_with_clients(
     key: rustls::pki_types::PrivateKeyDer<'static>,
     client_ca: Option<rustls::pki_types::CertificateDer<'static>>,
 ) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let key = rustls::sign::CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider())?;
+    server_config_resolving(Arc::new(rustls::sign::SingleCertAndKey::from(key)), client_ca)
+}
+
+/// Like [`server_config_with_clients`], with the certificate chosen by `resolver` at each
+/// handshake (a certificate that is renewed while the listener runs).
+pub fn server_config_resolving(
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+    client_ca: Option<rustls::pki_types::CertificateDer<'static>>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder =
         rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
@@ -102,7 +112,7 @@ pub fn server_config_with_clients(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder.with_single_cert(chain, key)?;
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

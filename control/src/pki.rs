@@ -42,6 +42,11 @@ pub struct Pki {
     /// The CA certificate (PEM), trusted by clients.
     pub ca_pem: String,
     ca_key: KeyPair,
+    /// The node CA's certificate (PEM): it signs node certificates only, and only node agents
+    /// and the control plane's calls to them trust it, so a node's certificate is never taken
+    /// for the API server's or a raft peer's, even where both name the same address.
+    pub node_ca_pem: String,
+    node_ca_key: KeyPair,
     /// Bearer token of the cluster administrator.
     pub admin_token: String,
     /// Bearer token control nodes present to each other.
@@ -50,15 +55,23 @@ pub struct Pki {
 
 const CA_CERT: &str = "ca.pem";
 const CA_KEY: &str = "ca.key";
+const NODE_CA_CERT: &str = "node-ca.pem";
+const NODE_CA_KEY: &str = "node-ca.key";
+
+/// How long a node certificate is valid; the agent renews it at a third of that.
+pub const NODE_CERT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
 const ADMIN_TOKEN: &str = "admin.token";
 const CLUSTER_TOKEN: &str = "cluster.token";
 
-/// The CA's parameters. Rebuilt identically on every start, so that certificates signed later
+const CLUSTER_CA_NAME: &str = "shoal cluster CA";
+const NODE_CA_NAME: &str = "shoal node CA";
+
+/// A CA's parameters. Rebuilt identically on every start, so that certificates signed later
 /// name the same issuer as the stored CA certificate (whose key signs them).
-fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+fn ca_params(common_name: &str) -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "shoal cluster CA");
+    dn.push(DnType::CommonName, common_name);
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
@@ -91,22 +104,25 @@ impl Pki {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
         }
-        let (cert_path, key_path) = (dir.join(CA_CERT), dir.join(CA_KEY));
-        if !cert_path.exists() || !key_path.exists() {
-            let key = KeyPair::generate()?;
-            let cert = ca_params()?.self_signed(&key)?;
-            write(&key_path, &key.serialize_pem())?;
-            write(&cert_path, &cert.pem())?;
+        for (cert, key, name) in [(CA_CERT, CA_KEY, CLUSTER_CA_NAME), (NODE_CA_CERT, NODE_CA_KEY, NODE_CA_NAME)] {
+            let (cert_path, key_path) = (dir.join(cert), dir.join(key));
+            if !cert_path.exists() || !key_path.exists() {
+                let key = KeyPair::generate()?;
+                let cert = ca_params(name)?.self_signed(&key)?;
+                write(&key_path, &key.serialize_pem())?;
+                write(&cert_path, &cert.pem())?;
+            }
         }
         for token in [ADMIN_TOKEN, CLUSTER_TOKEN] {
             if !dir.join(token).exists() {
                 write(&dir.join(token), &random_token())?;
             }
         }
-        let ca_key = KeyPair::from_pem(&read(&key_path)?)?;
         Ok(Pki {
-            ca_pem: read(&cert_path)? + "\n",
-            ca_key,
+            ca_pem: read(&dir.join(CA_CERT))? + "\n",
+            ca_key: KeyPair::from_pem(&read(&dir.join(CA_KEY))?)?,
+            node_ca_pem: read(&dir.join(NODE_CA_CERT))? + "\n",
+            node_ca_key: KeyPair::from_pem(&read(&dir.join(NODE_CA_KEY))?)?,
             admin_token: read(&dir.join(ADMIN_TOKEN))?,
             cluster_token: read(&dir.join(CLUSTER_TOKEN))?,
         })
@@ -120,15 +136,27 @@ impl Pki {
         params.distinguished_name.push(DnType::CommonName, common_name);
         params.extended_key_usages =
             vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        let issuer = Issuer::new(ca_params()?, &self.ca_key);
+        let issuer = Issuer::new(ca_params(CLUSTER_CA_NAME)?, &self.ca_key);
         let cert = params.signed_by(&key, &issuer)?;
         Ok((key, cert))
     }
 
-    /// A certificate for a node's agent API: (certificate chain PEM, private key PEM).
-    pub fn issue_pem(&self, names: &[String], common_name: &str) -> Result<(String, String), PkiError> {
-        let (key, cert) = self.issue(names, common_name)?;
-        Ok((format!("{}{}", cert.pem(), self.ca_pem), key.serialize_pem()))
+    /// A certificate for node `node`'s agent API and its calls to other nodes, valid for
+    /// `host` only and for [`NODE_CERT_VALIDITY`], signed by the node CA: (certificate chain
+    /// PEM ending with the node CA, private key PEM).
+    pub fn issue_node_pem(&self, host: &str, node: &str) -> Result<(String, String), PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec![host.to_owned()])?;
+        params.distinguished_name.push(DnType::CommonName, format!("shoal node {node}"));
+        params.extended_key_usages =
+            vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let now = time::OffsetDateTime::now_utc();
+        // A little slack before now, for clocks a few minutes apart.
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + NODE_CERT_VALIDITY;
+        let issuer = Issuer::new(ca_params(NODE_CA_NAME)?, &self.node_ca_key);
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok((format!("{}{}", cert.pem(), self.node_ca_pem), key.serialize_pem()))
     }
 
     /// A rustls server configuration with a fresh certificate for `names` (DNS names and IP
@@ -158,5 +186,7 @@ mod tests {
         assert_ne!(first.admin_token, first.cluster_token);
         assert_eq!(first.admin_token.len(), 64);
         second.server_config(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+        assert_eq!(first.node_ca_pem, second.node_ca_pem);
+        assert_ne!(first.ca_pem, first.node_ca_pem, "node certificates have a CA of their own");
     }
 }

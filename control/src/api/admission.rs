@@ -3,6 +3,8 @@
 //! other objects):
 //! - a Workload that requests no memory or CPU gets its Namespace's `defaultRequests` (a quota
 //!   cannot be dodged by leaving requests out);
+//! - a node writing its own Node keeps the host it joined with, and the labels and cordon the
+//!   operator set;
 //! - a Service claims ingress hosts only within what its namespace owns
 //!   (`*.<namespace>.<ingress domain>`) or its Namespace's `spec.ingressHosts` grants, never a
 //!   cluster-internal name, and never one another Service claims (409 naming the owner).
@@ -11,9 +13,12 @@
 //! both pass the last check; the node's ingress then routes the host to the older claim.
 
 use shoal_api::resources::namespace::{Namespace, host_matches};
+use shoal_api::resources::node::Node;
 use shoal_api::resources::service::Service;
 use shoal_api::{AnyObject, Kind, Reason};
 
+use super::agents::NODE_SECRETS;
+use super::auth::Principal;
 use super::error::ApiError;
 use crate::store::{ObjectKey, Store};
 
@@ -42,9 +47,10 @@ fn namespace(store: &Store, name: &str) -> Result<Option<Namespace>, ApiError> {
 }
 
 impl Admission {
-    /// Checks and completes `object` before it is written.
-    pub fn admit(&self, store: &Store, object: &mut AnyObject) -> Result<(), ApiError> {
+    /// Checks and completes `object`, written by `principal`, before it is written.
+    pub fn admit(&self, store: &Store, principal: &Principal, object: &mut AnyObject) -> Result<(), ApiError> {
         match object {
+            AnyObject::Node(node) if principal.node().is_some() => fence_node(store, node),
             AnyObject::Workload(workload) => {
                 let ns = workload.metadata.namespace.as_ref().map_or("default", |n| n.as_str());
                 if let Some(defaults) = namespace(store, ns)?.and_then(|n| n.spec.default_requests) {
@@ -113,6 +119,40 @@ impl Admission {
         }
         Ok(())
     }
+}
+
+/// The host of `host:port` (brackets of an IPv6 address dropped).
+fn host_of(address: &str) -> &str {
+    address.rsplit_once(':').map_or(address, |(host, _)| host).trim_matches(['[', ']'])
+}
+
+/// A node writing its own Node: its addresses name the host its certificate was issued for
+/// (fixed at its first join; the ports may change), and once the Node exists its labels and
+/// cordon are the operator's (`shoal node --labels` sets them at the first registration).
+fn fence_node(store: &Store, node: &Node) -> Result<(), ApiError> {
+    let name = node.metadata.name.as_str();
+    let refuse = |what: String| Err(ApiError::new(Reason::Forbidden, format!("node {name} may not {what}")));
+    if let Some(bytes) = store.reader().get(&ObjectKey::new(NODE_SECRETS, None, name))?
+        && let Some(fixed) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("host").and_then(|h| h.as_str()).map(str::to_owned))
+    {
+        for (field, address) in [("address", &node.spec.address), ("agentAddress", &node.spec.agent_address)] {
+            if !address.is_empty() && host_of(address) != fixed {
+                return refuse(format!("set spec.{field} to {address}: it joined as {fixed}"));
+            }
+        }
+    }
+    let Some(bytes) = store.reader().get(&ObjectKey::new(Kind::Node.plural(), None, name))? else { return Ok(()) };
+    let stored: Node = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(Reason::Internal, format!("stored node {name} is damaged: {e}")))?;
+    if stored.metadata.labels != node.metadata.labels {
+        return refuse("change its labels (an admin may)".into());
+    }
+    if stored.spec.unschedulable != node.spec.unschedulable {
+        return refuse("change spec.unschedulable (an operator's cordon)".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //!
 //! A node's agent secret is kept in the replicated store under a key the object API cannot
 //! reach (`nodesecrets//<node>`); the control plane presents it to the node, and verifies the
-//! node by the certificate the cluster CA issued it.
+//! node by the certificate the node CA issued it (for the one host it joined with, fixed from
+//! then on, and for a bounded time: the agent renews it).
 
 use std::sync::Arc;
 
@@ -35,14 +36,15 @@ pub struct AgentAccess {
     pub store: Arc<Store>,
     /// The cluster CA, which issues node certificates.
     pub pki: Arc<Pki>,
-    /// A client that trusts only the cluster CA.
+    /// A client that trusts only the node CA.
     pub http: reqwest::Client,
 }
 
 impl AgentAccess {
     /// Access for `store`, with a client that trusts `pki`'s CA.
     pub fn new(store: Arc<Store>, pki: Arc<Pki>) -> anyhow::Result<Self> {
-        let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes())?;
+        // Node agents' certificates come from the node CA.
+        let ca = reqwest::Certificate::from_pem(pki.node_ca_pem.as_bytes())?;
         let http = reqwest::Client::builder()
             .tls_certs_only([ca])
             .connect_timeout(std::time::Duration::from_secs(3))
@@ -54,6 +56,9 @@ impl AgentAccess {
 #[derive(serde::Serialize, Deserialize)]
 struct StoredSecret {
     secret: String,
+    /// The host the node's certificate names, fixed at its first join.
+    #[serde(default)]
+    host: Option<String>,
 }
 
 /// `POST /api/v1/nodes/{name}/credentials`: a fresh certificate and agent secret for the node
@@ -69,16 +74,36 @@ pub async fn credentials(
     }
     let request: CredentialsRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::new(Reason::Invalid, format!("request body: {e}")))?;
-    let (cert, key) = access
-        .pki
-        .issue_pem(&request.hosts, &format!("shoal node {name}"))
-        .map_err(|e| ApiError::new(Reason::Invalid, format!("hosts: {e}")))?;
-    let secret = hex::encode(rand::rng().random::<[u8; 32]>());
-    let stored = serde_json::to_vec(&StoredSecret { secret: secret.clone() }).expect("serializes");
+    let [host] = request.hosts.as_slice() else {
+        return Err(ApiError::new(Reason::Invalid, "hosts: exactly one host, the one others reach the node by"));
+    };
+    let host = host.to_ascii_lowercase();
+    if host.parse::<std::net::IpAddr>().is_err() && !shoal_api::resources::service::is_host_name(&host) {
+        return Err(ApiError::new(Reason::Invalid, format!("hosts: {host:?} is not a host name or address")));
+    }
     let key_of = ObjectKey::new(NODE_SECRETS, None, &name);
+    access.store.linearize().await?;
+    if let Some(bytes) = access.store.reader().get(&key_of)?
+        && let Ok(StoredSecret { host: Some(fixed), .. }) = serde_json::from_slice(&bytes)
+        && fixed != host
+        && !matches!(principal, Principal::Admin)
+    {
+        return Err(ApiError::new(
+            Reason::Forbidden,
+            format!("node {name} joined as {fixed}, not {host}; an admin deletes the Node to let it join anew"),
+        ));
+    }
+    let (cert, key) =
+        access.pki.issue_node_pem(&host, &name).map_err(|e| ApiError::new(Reason::Invalid, format!("hosts: {e}")))?;
+    let secret = hex::encode(rand::rng().random::<[u8; 32]>());
+    let stored = serde_json::to_vec(&StoredSecret { secret: secret.clone(), host: Some(host) }).expect("serializes");
+    // Replaced whole (an update of an object without a spec would be a no-op).
     access.store.write(Command::Delete { key: key_of.clone(), expected: None }).await?;
     match access.store.write(Command::Create { key: key_of, object: stored }).await? {
-        CommandResult::Ok { .. } => Ok(Json(NodeCredentials { cert, key, secret })),
+        CommandResult::Ok { .. } => {
+            let renew_after_secs = crate::pki::NODE_CERT_VALIDITY.as_secs() / 3;
+            Ok(Json(NodeCredentials { cert, key, secret, renew_after_secs }))
+        }
         other => Err(ApiError::new(Reason::Internal, format!("storing the node secret failed: {other:?}"))),
     }
 }

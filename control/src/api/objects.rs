@@ -163,11 +163,17 @@ fn write_result(result: CommandResult, target: &Target, name: &str, success: Sta
     }
 }
 
-async fn create(store: &Store, admission: &Admission, target: Target, body: &[u8]) -> Result<Response, ApiError> {
+async fn create(
+    store: &Store,
+    admission: &Admission,
+    principal: &Principal,
+    target: Target,
+    body: &[u8],
+) -> Result<Response, ApiError> {
     let mut object = parse_body(&target, body, None)?;
     let target = Target { namespace: object.namespace().map(str::to_owned), ..target };
     require_namespace(store, &target).await?;
-    admission.admit(store, &mut object)?;
+    admission.admit(store, principal, &mut object)?;
     stamp_new(&mut object);
     object.meta_mut().resource_version = None;
     let name = object.meta().name.to_string();
@@ -178,6 +184,7 @@ async fn create(store: &Store, admission: &Admission, target: Target, body: &[u8
 async fn update(
     store: &Store,
     admission: &Admission,
+    principal: &Principal,
     target: Target,
     name: &str,
     body: &[u8],
@@ -189,7 +196,7 @@ async fn update(
         // Only a spec update may create the object (a status update of a missing one is a 404),
         // so only it needs the namespace to exist and a uid of its own.
         require_namespace(store, &target).await?;
-        admission.admit(store, &mut object)?;
+        admission.admit(store, principal, &mut object)?;
         stamp_new(&mut object);
     }
     let command = Command::Update { key: target.key(name), object: to_bytes(&object), expected, scope };
@@ -239,7 +246,13 @@ async fn report(
 
 async fn delete(store: &Store, target: Target, name: &str, query: DeleteQuery) -> Result<Response, ApiError> {
     let command = Command::Delete { key: target.key(name), expected: query.resource_version };
-    write_result(store.write(command).await?, &target, name, StatusCode::OK)
+    let result = store.write(command).await?;
+    if target.kind == Kind::Node && matches!(result, CommandResult::Ok { .. }) {
+        // The host it joined with goes too: a node of that name may join anew, from anywhere.
+        let secret = ObjectKey::new(super::agents::NODE_SECRETS, None, name);
+        store.write(Command::Delete { key: secret, expected: None }).await?;
+    }
+    write_result(result, &target, name, StatusCode::OK)
 }
 
 /// Which objects of a list or watch the caller gets: those matching the label selector and, for
@@ -365,10 +378,11 @@ pub async fn list_all(
 pub async fn create_any(
     State(store): S,
     Extension(admission): Extension<Arc<Admission>>,
+    Extension(principal): Extension<Principal>,
     Path(plural): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    create(&store, &admission, Target::new(&plural, None)?, &body).await
+    create(&store, &admission, &principal, Target::new(&plural, None)?, &body).await
 }
 
 /// `GET /api/v1/namespaces/{ns}/{plural}`.
@@ -386,10 +400,11 @@ pub async fn list_namespaced(
 pub async fn create_namespaced(
     State(store): S,
     Extension(admission): Extension<Arc<Admission>>,
+    Extension(principal): Extension<Principal>,
     Path((ns, plural)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    create(&store, &admission, Target::new(&plural, Some(ns))?, &body).await
+    create(&store, &admission, &principal, Target::new(&plural, Some(ns))?, &body).await
 }
 
 /// `PUT /api/v1/namespaces/{name}/status`: a namespace's status. (The path has the shape of a
@@ -397,13 +412,14 @@ pub async fn create_namespaced(
 pub async fn put_namespace_status(
     State(store): S,
     Extension(admission): Extension<Arc<Admission>>,
+    Extension(principal): Extension<Principal>,
     Path((ns, sub)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     if sub != "status" {
         return Err(ApiError::new(Reason::NotFound, format!("cannot PUT a collection: /api/v1/namespaces/{ns}/{sub}")));
     }
-    update(&store, &admission, Target::new("namespaces", None)?, &ns, &body, UpdateScope::Status).await
+    update(&store, &admission, &principal, Target::new("namespaces", None)?, &ns, &body, UpdateScope::Status).await
 }
 
 /// `GET /api/v1/{plural}/{name}`.
@@ -419,20 +435,22 @@ pub async fn get_cluster(
 pub async fn put_cluster(
     State(store): S,
     Extension(admission): Extension<Arc<Admission>>,
+    Extension(principal): Extension<Principal>,
     Path((plural, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    update(&store, &admission, Target::for_object(&plural, None)?, &name, &body, UpdateScope::Spec).await
+    update(&store, &admission, &principal, Target::for_object(&plural, None)?, &name, &body, UpdateScope::Spec).await
 }
 
 /// `PUT /api/v1/{plural}/{name}/status`.
 pub async fn put_cluster_status(
     State(store): S,
     Extension(admission): Extension<Arc<Admission>>,
+    Extension(principal): Extension<Principal>,
     Path((plural, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    update(&store, &admission, Target::for_object(&plural, None)?, &name, &body, UpdateScope::Status).await
+    update(&store, &admission, &principal, Target::for_object(&plural, None)?, &name, &body, UpdateScope::Status).await
 }
 
 /// `DELETE /api/v1/{plural}/{name}`.
@@ -457,10 +475,12 @@ pub async fn get_namespaced(
 pub async fn put_namespaced(
     State(store): S,
     Extension(admission): Extension<Arc<Admission>>,
+    Extension(principal): Extension<Principal>,
     Path((ns, plural, name)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    update(&store, &admission, Target::for_object(&plural, Some(ns))?, &name, &body, UpdateScope::Spec).await
+    update(&store, &admission, &principal, Target::for_object(&plural, Some(ns))?, &name, &body, UpdateScope::Spec)
+        .await
 }
 
 /// `PUT /api/v1/namespaces/{ns}/{plural}/{name}/status`.
@@ -474,7 +494,7 @@ pub async fn put_namespaced_status(
     let target = Target::for_object(&plural, Some(ns))?;
     match principal.node() {
         Some(node) if target.kind == Kind::Instance => report(&store, &principal, target, &name, &body, node).await,
-        _ => update(&store, &admission, target, &name, &body, UpdateScope::Status).await,
+        _ => update(&store, &admission, &principal, target, &name, &body, UpdateScope::Status).await,
     }
 }
 

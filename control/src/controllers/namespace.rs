@@ -15,6 +15,11 @@ use crate::store::UpdateScope;
 pub fn reconcile(cache: &Cache, name: &str) -> Action {
     let Some(namespace) = cache.namespace(name) else { return Action::none() };
     let used = cache.usage(name);
+    // A namespace that never held an instance keeps no status: nothing to say, and no write
+    // that would bump the resourceVersion a user just read.
+    if namespace.status.is_none() && used == Default::default() {
+        return Action::none();
+    }
     let usage = Quota { memory: Some(Memory(used.memory)), cpu: Some(Cpu(used.cpu)), instances: Some(used.instances) };
     let status = NamespaceStatus { usage };
     if namespace.status.as_ref() == Some(&status) {
@@ -60,5 +65,8 @@ mod tests {
         f.namespace(current);
         assert!(reconcile(&f.cache, "default").writes.is_empty(), "no change, no write");
         assert!(reconcile(&f.cache, "elsewhere").writes.is_empty(), "no namespace object, nothing to write");
+        let mut f = Fixture::default();
+        f.namespace(Namespace::new(shoal_api::Name::new("default").unwrap(), None, Default::default()));
+        assert!(reconcile(&f.cache, "default").writes.is_empty(), "a namespace that never held an instance");
     }
 }

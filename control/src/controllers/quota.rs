@@ -45,27 +45,34 @@ pub fn admit(quota: &Quota, used: Allocated, requests: &Resources, wanted: usize
     }
     let memory = requests.memory.map_or(0, |m| m.0);
     let cpu = requests.cpu.map_or(0, |c| c.0);
-    // Per limit: how many more fit, and what to say when that limit is the one that stops.
-    let mut limits: Vec<(usize, String)> = Vec::new();
-    if let Some(max) = quota.instances {
-        let left = u64::from(max).saturating_sub(u64::from(used.instances));
-        limits.push((left as usize, format!("instances {}/{max}", used.instances)));
-    }
-    if let (Some(max), true) = (quota.memory, memory > 0) {
-        let left = max.0.saturating_sub(used.memory) / memory;
-        let detail = format!("memory {}/{max}, each instance requests {}", Memory(used.memory), Memory(memory));
-        limits.push((left as usize, detail));
-    }
-    if let (Some(max), true) = (quota.cpu, cpu > 0) {
-        let left = max.0.saturating_sub(used.cpu) / cpu;
-        limits.push((left as usize, format!("cpu {}/{max}, each instance requests {}", Cpu(used.cpu), Cpu(cpu))));
-    }
-    match limits.into_iter().min_by_key(|(left, _)| *left) {
-        Some((left, detail)) if left < wanted => {
-            Admitted { count: left, refused: Some(format!("quota exceeded: {detail}")) }
-        }
-        _ => Admitted { count: wanted, refused: None },
-    }
+    // Per limit: how many more fit; the one that stops first is named with the figures it has
+    // once those are made.
+    let instances_left = quota.instances.map(|max| u64::from(max).saturating_sub(u64::from(used.instances)));
+    let memory_left = quota.memory.filter(|_| memory > 0).map(|max| max.0.saturating_sub(used.memory) / memory);
+    let cpu_left = quota.cpu.filter(|_| cpu > 0).map(|max| max.0.saturating_sub(used.cpu) / cpu);
+    let tightest = [(0, instances_left), (1, memory_left), (2, cpu_left)]
+        .into_iter()
+        .filter_map(|(which, left)| left.map(|l| (which, l)))
+        .min_by_key(|(_, left)| *left);
+    let Some((which, left)) = tightest.filter(|(_, left)| *left < wanted as u64) else {
+        return Admitted { count: wanted, refused: None };
+    };
+    let detail = match which {
+        0 => format!("instances {}/{}", u64::from(used.instances) + left, quota.instances.unwrap_or_default()),
+        1 => format!(
+            "memory {}/{}, each instance requests {}",
+            Memory(used.memory + left * memory),
+            quota.memory.unwrap_or_default(),
+            Memory(memory)
+        ),
+        _ => format!(
+            "cpu {}/{}, each instance requests {}",
+            Cpu(used.cpu + left * cpu),
+            quota.cpu.unwrap_or_default(),
+            Cpu(cpu)
+        ),
+    };
+    Admitted { count: left as usize, refused: Some(format!("quota exceeded: {detail}")) }
 }
 
 /// Creates in flight, charged to their namespace until the cache shows them.
@@ -142,7 +149,13 @@ mod tests {
     fn the_tightest_limit_decides_and_says_its_figures() {
         let quota = Quota { instances: Some(2), memory: Some(mib(64)), cpu: None };
         let each = Resources { memory: Some(mib(32)), cpu: None };
-        assert_eq!(admit(&quota, used(0, 0), &each, 5).count, 2);
+        let first = admit(&quota, used(0, 0), &each, 5);
+        assert_eq!(first.count, 2);
+        assert_eq!(
+            first.refused.as_deref(),
+            Some("quota exceeded: instances 2/2"),
+            "the figures once the two are made"
+        );
         let full = admit(&quota, used(2, 64), &each, 3);
         assert_eq!(full.count, 0);
         assert_eq!(full.refused.as_deref(), Some("quota exceeded: instances 2/2"));

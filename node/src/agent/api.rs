@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use shoal_api::serve::TlsPeer;
-use shoal_api::token::constant_time_eq;
 
 use super::peers::SERVICE_HEADER;
 use super::{Shared, proxy};
@@ -39,7 +38,7 @@ async fn logs(
 ) -> Response {
     let presented =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), shared.agent_secret.as_bytes())) {
+    if !presented.is_some_and(|p| shared.credentials.is_control_plane(p)) {
         return text(StatusCode::UNAUTHORIZED, "this API is for the control plane only\n".into());
     }
     let key = format!("{namespace}/{name}");

@@ -16,6 +16,7 @@
 //! - [`api`]: the agent's HTTPS API for the control plane (instance logs).
 
 pub mod api;
+pub mod credentials;
 pub mod follow;
 pub mod heartbeat;
 pub mod ingress;
@@ -36,15 +37,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use shoal_api::agent::{CredentialsRequest, NodeCredentials};
+use shoal_api::agent::CredentialsRequest;
 use shoal_api::resources::node::Capacity;
 use shoal_api::{Client, Name};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use self::credentials::Credentials;
 use self::modules::ModuleCache;
-use self::peers::PeerClient;
 use self::routes::Routes;
 use self::services::{PeerHealth, Services};
 use crate::runtime::log::LogBuffer;
@@ -95,28 +96,16 @@ pub struct Shared {
     pub logs: Mutex<HashMap<String, LogBuffer>>,
     /// Default per-request deadline.
     pub request_timeout: Duration,
-    /// What the control plane presents to the agent API.
-    pub agent_secret: String,
+    /// This node's certificate and agent secret, renewed as they age.
+    pub credentials: Arc<Credentials>,
     /// Every Service, as this node routes it.
     pub services: Arc<Services>,
-    /// Other nodes' agent APIs, for Service traffic.
-    pub peers: PeerClient,
     /// Which peers failed lately.
     pub peer_health: PeerHealth,
     /// Domains the ingress routes `<name>.<namespace>.<domain>` for.
     pub ingress_domains: Vec<String>,
     /// The cluster domain, lower case, without a trailing dot.
     pub cluster_domain: String,
-}
-
-/// The agent API's TLS configuration, from the credentials issued at join.
-fn tls_config(credentials: &NodeCredentials) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain = CertificateDer::pem_slice_iter(credentials.cert.as_bytes()).collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_slice(credentials.key.as_bytes())?;
-    let ca = peers::cluster_ca(credentials)?;
-    Ok(shoal_api::serve::server_config_with_clients(chain, key, Some(ca))?)
 }
 
 /// A running node agent.
@@ -160,8 +149,8 @@ impl Agent {
             .context("creating the module cache")?;
         let joining = || format!("joining as node {} via {}", config.name, config.client.server());
         let request = CredentialsRequest { hosts: vec![host.trim_matches(['[', ']']).to_owned()] };
-        let credentials = config.client.node_credentials(config.name.as_str(), &request).await.with_context(joining)?;
-        let tls = tls_config(&credentials).context("the node certificate")?;
+        let issued = config.client.node_credentials(config.name.as_str(), &request).await.with_context(joining)?;
+        let credentials = Arc::new(Credentials::new(&issued).context("the node certificate")?);
         let agent_address = format!("{host}:{}", agent_addr.port());
         heartbeat::register(&config.client, &config.name, &address, &agent_address, &config.labels)
             .await
@@ -175,8 +164,7 @@ impl Agent {
             routes: Arc::new(Routes::default()),
             logs: Mutex::new(HashMap::new()),
             request_timeout: config.request_timeout,
-            peers: PeerClient::new(&credentials).context("the node certificate")?,
-            agent_secret: credentials.secret,
+            credentials: credentials.clone(),
             services: Arc::new(Services::default()),
             peer_health: PeerHealth::default(),
             ingress_domains: config.ingress_domains.clone(),
@@ -194,6 +182,15 @@ impl Agent {
             shutdown.clone(),
         ));
         tasks.spawn(supervisor::run(shared.clone(), shutdown.clone()));
+        tasks.spawn(credentials::renew(
+            config.client.clone(),
+            config.name.to_string(),
+            request.hosts[0].clone(),
+            credentials.clone(),
+            Duration::from_secs(issued.renew_after_secs.max(1)),
+            shutdown.clone(),
+        ));
+        let tls = credentials.server_config();
         tasks.spawn(shoal_api::serve::serve_tls(agent_listener, tls, api::router(shared.clone()), shutdown.clone()));
         Ok(Agent { ingress_addr, agent_addr, shared, shutdown, tasks })
     }

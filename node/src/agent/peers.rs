@@ -1,6 +1,7 @@
 //! Node-to-node traffic: a request for a Service with no ready instance here goes to the agent
-//! API of a node that has one, over TLS where both sides present the certificate the cluster CA
-//! issued them at join. The receiving node serves it from its own instances only, so a request
+//! API of a node that has one, over TLS where both sides present the certificate the node CA
+//! issued them (the cluster CA's certificates, the API server's and raft's, are not accepted
+//! there, nor node certificates by the API server's clients). The receiving node serves it from its own instances only, so a request
 //! crosses at most one hop.
 
 use std::time::Duration;
@@ -24,8 +25,8 @@ pub struct PeerClient {
     http: reqwest::Client,
 }
 
-/// The cluster CA: the last certificate of the chain issued at join.
-pub fn cluster_ca(credentials: &NodeCredentials) -> anyhow::Result<rustls::pki_types::CertificateDer<'static>> {
+/// The node CA: the last certificate of the chain issued at join.
+pub fn node_ca(credentials: &NodeCredentials) -> anyhow::Result<rustls::pki_types::CertificateDer<'static>> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let chain = CertificateDer::pem_slice_iter(credentials.cert.as_bytes()).collect::<Result<Vec<_>, _>>()?;
@@ -33,10 +34,10 @@ pub fn cluster_ca(credentials: &NodeCredentials) -> anyhow::Result<rustls::pki_t
 }
 
 impl PeerClient {
-    /// A client that presents `credentials` and trusts only the cluster CA.
+    /// A client that presents `credentials` and trusts only the node CA.
     pub fn new(credentials: &NodeCredentials) -> anyhow::Result<PeerClient> {
         shoal_api::client::install_crypto_provider();
-        let ca = reqwest::Certificate::from_der(cluster_ca(credentials)?.as_ref())?;
+        let ca = reqwest::Certificate::from_der(node_ca(credentials)?.as_ref())?;
         let identity = reqwest::Identity::from_pem(format!("{}{}", credentials.key, credentials.cert).as_bytes())?;
         let http = reqwest::Client::builder()
             .tls_certs_only([ca])

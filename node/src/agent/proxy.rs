@@ -99,7 +99,7 @@ where
     let retry = idempotent(&head.method);
     let mut last = String::new();
     for peer in peers {
-        match shared.peers.send(peer, (&service.namespace, &service.name), &head, body.clone()).await {
+        match shared.credentials.peers().send(peer, (&service.namespace, &service.name), &head, body.clone()).await {
             Ok(response) => {
                 shared.peer_health.answered(peer);
                 return Ok(response);

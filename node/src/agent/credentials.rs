@@ -1,0 +1,116 @@
+//! The node's credentials: a certificate from the node CA for the one host it joined with, and
+//! the secret the control plane presents to its agent API. Issued at join for a bounded time
+//! and renewed by [`renew`] well before they expire, while the agent API keeps serving (the
+//! listener picks the current certificate at each handshake) and calls to other nodes use the
+//! current one.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use shoal_api::Client;
+use shoal_api::agent::{CredentialsRequest, NodeCredentials};
+use tokio_util::sync::CancellationToken;
+
+use super::peers::{PeerClient, node_ca};
+
+/// How long to wait before asking again when a renewal failed.
+const RETRY: Duration = Duration::from_secs(30);
+
+/// The certificate the agent API presents now.
+#[derive(Debug)]
+struct Current(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for Current {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().expect("certificate lock").clone())
+    }
+}
+
+fn certified(credentials: &NodeCredentials) -> anyhow::Result<CertifiedKey> {
+    let chain = CertificateDer::pem_slice_iter(credentials.cert.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(credentials.key.as_bytes())?;
+    Ok(CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider())?)
+}
+
+/// What the agent holds of its credentials, swapped whole at each renewal.
+pub struct Credentials {
+    current: Arc<Current>,
+    peers: RwLock<PeerClient>,
+    secret: RwLock<String>,
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl Credentials {
+    /// From the credentials issued at join.
+    pub fn new(issued: &NodeCredentials) -> anyhow::Result<Credentials> {
+        let current = Arc::new(Current(RwLock::new(Arc::new(certified(issued)?))));
+        // Other nodes present certificates of the node CA too; the control plane, none.
+        let server = shoal_api::serve::server_config_resolving(current.clone(), Some(node_ca(issued)?))?;
+        Ok(Credentials {
+            current,
+            peers: RwLock::new(PeerClient::new(issued)?),
+            secret: RwLock::new(issued.secret.clone()),
+            server,
+        })
+    }
+
+    /// The agent API's TLS configuration (it follows renewals).
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.server.clone()
+    }
+
+    /// A client of other nodes' agent APIs with the current certificate.
+    pub fn peers(&self) -> PeerClient {
+        self.peers.read().expect("peer client lock").clone()
+    }
+
+    /// Whether `presented` is the secret the control plane was given for this node.
+    pub fn is_control_plane(&self, presented: &str) -> bool {
+        shoal_api::token::constant_time_eq(presented.as_bytes(), self.secret.read().expect("secret lock").as_bytes())
+    }
+
+    fn install(&self, issued: &NodeCredentials) -> anyhow::Result<()> {
+        let key = Arc::new(certified(issued)?);
+        let peers = PeerClient::new(issued)?;
+        *self.current.0.write().expect("certificate lock") = key;
+        *self.peers.write().expect("peer client lock") = peers;
+        *self.secret.write().expect("secret lock") = issued.secret.clone();
+        Ok(())
+    }
+}
+
+/// Asks for fresh credentials for node `name` at `host` every time the last ones say to, until
+/// `shutdown`; a failed request is retried after [`RETRY`], while the current ones still hold.
+pub async fn renew(
+    client: Client,
+    name: String,
+    host: String,
+    credentials: Arc<Credentials>,
+    mut renew_after: Duration,
+    shutdown: CancellationToken,
+) {
+    let request = CredentialsRequest { hosts: vec![host] };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(renew_after) => {}
+        }
+        match client.node_credentials(&name, &request).await.map_err(anyhow::Error::from).and_then(|issued| {
+            credentials.install(&issued)?;
+            Ok(issued.renew_after_secs)
+        }) {
+            Ok(after) => {
+                tracing::info!("node {name}: credentials renewed");
+                renew_after = Duration::from_secs(after.max(1));
+            }
+            Err(e) => {
+                tracing::warn!("node {name}: renewing credentials failed, trying again in {RETRY:?}: {e:#}");
+                renew_after = RETRY;
+            }
+        }
+    }
+}
