@@ -135,11 +135,6 @@ async fn cold_start() {
     println!("anchors: Kubernetes pod startup SLO p99 <= 5000 ms; containerd-shim-spin ~1100 ms end to end");
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap()
-}
-
 async fn density() {
     let n: usize = std::env::var("SHOAL_DENSITY").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
     let dir = tempfile::tempdir().unwrap();
@@ -151,7 +146,7 @@ async fn density() {
     while !answers(&http, &dev.ingress, "baseline").await {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let before = rss_kib(dev.child.id());
+    let before = common::rss_kib(dev.child.id());
     let started = Instant::now();
     let admin = Arc::new(dev.admin.clone());
     futures::stream::iter(0..n)
@@ -184,7 +179,7 @@ async fn density() {
         .await;
     // Let the request burst's transient allocations settle before reading the idle footprint.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = rss_kib(dev.child.id());
+    let after = common::rss_kib(dev.child.id());
     let ok = ok.load(Ordering::Relaxed);
     println!(
         "density: {ok}/{n} distinct HTTP workloads answered on one node; created in {:.1} s, all ready after {:.1} s",

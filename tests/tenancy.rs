@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ControlProcess, wait_for};
+use common::{ControlProcess, NodeProcess, wait_for};
 use shoal_api::agent::CredentialsRequest;
 use shoal_api::resources::event::EventKind;
 use shoal_api::resources::instance::{InstanceKind, InstanceStatus, Phase};
@@ -305,4 +305,41 @@ async fn a_node_token_gets_a_short_lived_certificate_for_its_own_host_only() {
     }
     // Another port on the same host is fine (an agent restarted on a free port).
     n1.put(&node("127.0.0.1:9090", serde_json::json!({"zone": "a"}), true)).await.unwrap();
+}
+
+#[tokio::test]
+async fn idle_connections_cannot_exhaust_the_ingress() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let node = NodeProcess::start(&control, "n1", &["--ingress-max-connections", "20", "--ingress-idle-timeout", "1s"]);
+    // A hostile client takes every slot and more, and sends nothing (or half a request).
+    let mut hogs = Vec::new();
+    for i in 0..40 {
+        let mut stream = tokio::net::TcpStream::connect(&node.ingress).await.unwrap();
+        if i % 2 == 0 {
+            use tokio::io::AsyncWriteExt;
+            stream.write_all(b"GET / HTTP/1.1\r\nHost: x.default.localhost\r\n").await.unwrap();
+        }
+        hogs.push(stream);
+    }
+    // A real request still gets its answer once the hogs' idle time is up, and the node stays
+    // Ready throughout (its heartbeats are not the ingress's to starve).
+    let started = std::time::Instant::now();
+    let (status, body) =
+        common::workloads::get(&common::workloads::http(), &node.ingress, "nothing.default.localhost", "/").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered after {:?}", started.elapsed());
+    let AnyObject::Node(n1) = control.client().get(Kind::Node, None, "n1").await.unwrap() else { unreachable!() };
+    assert_eq!(n1.status.and_then(|s| s.ready().map(|c| c.status.clone())).as_deref(), Some("True"));
+    // The hogs were closed by the ingress.
+    use tokio::io::AsyncReadExt;
+    let mut closed = 0;
+    for hog in &mut hogs {
+        let mut buf = [0u8; 256];
+        // Ended by the ingress: the read finishes (end of stream, a reset, or a last response).
+        if tokio::time::timeout(Duration::from_secs(3), hog.read(&mut buf)).await.is_ok() {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, hogs.len(), "every idle connection was ended");
 }

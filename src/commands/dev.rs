@@ -95,6 +95,7 @@ impl DevArgs {
             cluster_domain: self.dns.cluster_domain().to_owned(),
             heartbeat: Duration::from_secs(1),
             request_timeout: self.request_timeout,
+            ingress_limits: Default::default(),
         })
         .await?;
 

@@ -70,6 +70,13 @@ pub struct NodeArgs {
     /// Per-request deadline of HTTP workloads whose spec sets none, e.g. 30s.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     request_timeout: Duration,
+    /// Most connections the ingress holds open at once (past it, new ones wait).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    ingress_max_connections: u32,
+    /// An ingress connection idle this long (nothing read or written, headers included) is
+    /// closed, e.g. 60s; keep it above --request-timeout.
+    #[arg(long, default_value = "60s", value_parser = crate::period::parse)]
+    ingress_idle_timeout: Duration,
     /// Run N hollow nodes instead: simulated nodes without a runtime that register, heartbeat
     /// and report the instances bound to them Running, for scale tests. Labels, capacity and
     /// --heartbeat apply to each; the ingress, agent and data directory flags are unused.
@@ -167,6 +174,10 @@ impl NodeArgs {
             cluster_domain: self.cluster_domain.clone(),
             heartbeat: self.heartbeat,
             request_timeout: self.request_timeout,
+            ingress_limits: shoal_node::serve::ConnectionLimits {
+                max_connections: self.ingress_max_connections as usize,
+                idle_timeout: self.ingress_idle_timeout,
+            },
         };
         let agent = Agent::start(config).await?;
         println!("node {name} joined {}", self.join);

@@ -133,12 +133,17 @@ async fn to_service(
 }
 
 /// Serves the ingress on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    limits: crate::serve::ConnectionLimits,
+    shutdown: CancellationToken,
+) {
     let handler = move |request| {
         let shared = shared.clone();
         async move { handle(request, &shared).await }
     };
-    crate::serve::serve_http(listener, handler, shutdown).await;
+    crate::serve::serve_http(listener, handler, limits, shutdown).await;
 }
 
 #[cfg(test)]

@@ -78,6 +78,8 @@ pub struct AgentConfig {
     pub heartbeat: Duration,
     /// Per-request deadline of HTTP instances whose spec sets none.
     pub request_timeout: Duration,
+    /// What the ingress lets its clients hold open.
+    pub ingress_limits: crate::serve::ConnectionLimits,
 }
 
 /// What the agent's tasks share.
@@ -172,7 +174,7 @@ impl Agent {
         });
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        tasks.spawn(ingress::serve(listener, shared.clone(), shutdown.clone()));
+        tasks.spawn(ingress::serve(listener, shared.clone(), config.ingress_limits, shutdown.clone()));
         tasks.spawn(services::run(shared.clone(), shutdown.clone()));
         tasks.spawn(heartbeat::run(
             config.client.clone(),
