@@ -54,6 +54,11 @@ async fn a_node_cannot_report_on_an_instance_bound_to_another_node() {
 
 /// A namespace with a quota, and a client holding a tenant token for it.
 async fn tenant_with_quota(control: &ControlProcess, ns: &str, quota: serde_json::Value) -> Client {
+    tenant_and_token(control, ns, quota).await.0
+}
+
+/// Like [`tenant_with_quota`], with the tenant's bearer token too.
+async fn tenant_and_token(control: &ControlProcess, ns: &str, quota: serde_json::Value) -> (Client, String) {
     let admin = control.client();
     let namespace = AnyObject::from_json(
         Kind::Namespace,
@@ -63,7 +68,8 @@ async fn tenant_with_quota(control: &ControlProcess, ns: &str, quota: serde_json
     .unwrap();
     admin.create(&namespace).await.unwrap();
     let request = TokenRequest { name: Name::new(ns).unwrap(), namespaces: vec![Name::new(ns).unwrap()], node: false };
-    admin.with_token(&admin.create_token(&request).await.unwrap().token)
+    let token = admin.create_token(&request).await.unwrap().token;
+    (admin.with_token(&token), token)
 }
 
 fn workload(ns: &str, name: &str, replicas: u32, memory: Option<&str>) -> AnyObject {
@@ -342,4 +348,45 @@ async fn idle_connections_cannot_exhaust_the_ingress() {
         }
     }
     assert_eq!(closed, hogs.len(), "every idle connection was ended");
+}
+
+#[tokio::test]
+async fn a_tenant_holds_a_bounded_number_of_watches() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &["--max-watches-per-principal", "2"]);
+    let (beta, token) = tenant_and_token(&control, "beta", serde_json::json!({})).await;
+    let config = control.client_config();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(config.ca.as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let watch = || {
+        http.get(format!("{}/api/v1/namespaces/beta/workloads?watch=true", config.server)).bearer_auth(&token).send()
+    };
+    let first = watch().await.unwrap();
+    let second = watch().await.unwrap();
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    let third = watch().await.unwrap();
+    assert_eq!(third.status().as_u16(), 429);
+    let body = third.text().await.unwrap();
+    assert!(body.contains("2 watches open"), "{body}");
+    // Other requests still work, and a closed watch frees its slot.
+    beta.list_of::<InstanceKind>(Some("beta")).await.unwrap();
+    drop(first);
+    wait_for(Duration::from_secs(5), "a freed watch slot", || async {
+        let again = watch().await.unwrap();
+        (again.status().as_u16() == 200).then_some(())
+    })
+    .await;
+    // The admin is not counted.
+    for _ in 0..3 {
+        let admin = http
+            .get(format!("{}/api/v1/workloads?watch=true", config.server))
+            .bearer_auth(&config.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(admin.status().as_u16(), 200);
+        std::mem::forget(admin);
+    }
 }

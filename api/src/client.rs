@@ -375,6 +375,7 @@ fn reason_of(code: StatusCode) -> Reason {
         409 => Reason::Conflict,
         410 => Reason::Gone,
         422 => Reason::Invalid,
+        429 => Reason::TooManyRequests,
         503 => Reason::Unavailable,
         _ => Reason::Internal,
     }

@@ -19,6 +19,8 @@ pub enum Reason {
     Gone,
     /// 422: the object is well-formed but invalid.
     Invalid,
+    /// 429: the caller holds as many of something (watches) as it may; close one first.
+    TooManyRequests,
     /// 503: no leader right now, or shutting down; try again.
     Unavailable,
     /// 500: a bug or a broken disk.
@@ -36,6 +38,7 @@ impl Reason {
             Reason::Conflict => 409,
             Reason::Gone => 410,
             Reason::Invalid => 422,
+            Reason::TooManyRequests => 429,
             Reason::Unavailable => 503,
             Reason::Internal => 500,
         }

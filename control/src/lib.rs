@@ -70,6 +70,8 @@ pub struct ControlConfig {
     pub dns: Option<dns::DnsConfig>,
     /// The settings admission checks writes against (ingress and cluster domains).
     pub admission: api::admission::Admission,
+    /// How many watches one tenant or node may hold open at once.
+    pub max_watches_per_principal: usize,
 }
 
 impl ControlConfig {
@@ -88,6 +90,7 @@ impl ControlConfig {
             controllers: controllers::ControllerOptions::default(),
             dns: None,
             admission: api::admission::Admission::default(),
+            max_watches_per_principal: 64,
         }
     }
 }
@@ -154,7 +157,8 @@ impl ControlPlane {
         let liveness = Arc::new(liveness::Liveness::new(config.controllers.node_grace));
         let raft_router = raft_service::router(store.clone(), liveness.clone(), &pki.cluster_token);
         tasks.spawn(shoal_api::serve::serve_tls(raft_listener, tls.clone(), raft_router, shutdown.clone()));
-        let hub = api::watch::WatchHub::start(store.reader().clone(), shutdown.clone());
+        let hub =
+            api::watch::WatchHub::start(store.reader().clone(), config.max_watches_per_principal, shutdown.clone());
         let api_router =
             api::router(store.clone(), pki.clone(), liveness.clone(), hub, Arc::new(config.admission.clone()))?;
         tasks.spawn(shoal_api::serve::serve_tls(api_listener, tls, api_router, shutdown.clone()));

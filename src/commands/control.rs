@@ -57,6 +57,9 @@ pub struct ControlArgs {
     /// ingress hosts `*.<namespace>.DOMAIN` without a grant.
     #[arg(long, value_name = "DOMAIN")]
     ingress_domain: Vec<String>,
+    /// How many watches one tenant or node token may hold open at once (a node holds two).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    max_watches_per_principal: u32,
     /// Do not write the client config file.
     #[arg(long)]
     no_client_config: bool,
@@ -110,6 +113,7 @@ impl ControlArgs {
             },
             dns: self.dns.config()?,
             admission: self.dns.admission(&self.ingress_domain),
+            max_watches_per_principal: self.max_watches_per_principal as usize,
         };
         let control = ControlPlane::start(config).await?;
         let client_config = control.admin_client_config();

@@ -340,7 +340,7 @@ async fn list(
     let filter = Filter::new(&query, target.kind, principal)?;
     let prefix = ObjectKey::prefix(target.kind.plural(), target.namespace.as_deref());
     if query.watch {
-        return watch::stream(store, hub, prefix, filter, query.resource_version).await;
+        return watch::stream(store, hub, principal, prefix, filter, query.resource_version).await;
     }
     store.linearize().await?;
     if let Some(rev) = query.resource_version {

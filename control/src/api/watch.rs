@@ -10,7 +10,7 @@
 //! only a shortcut: every watch still gets each (key, revision) once, in order, with no gap.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::response::Response;
@@ -19,7 +19,7 @@ use shoal_api::Reason;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use super::auth::bound_node;
+use super::auth::{Principal, bound_node};
 use super::error::ApiError;
 use super::objects::{Filter, ndjson};
 use crate::store::{Change, ChangeKind, HistoryError, Store, StoreReader};
@@ -96,13 +96,36 @@ struct HubBatch {
 /// Reads the change history once for all watches of this API server.
 pub struct WatchHub {
     batches: broadcast::Sender<Arc<HubBatch>>,
+    /// Watches open per principal (tenants and nodes; the admin is not counted).
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    max_per_principal: usize,
+}
+
+/// One open watch, counted against its principal until the stream is dropped.
+struct Slot {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    who: Option<String>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let Some(who) = &self.who else { return };
+        let mut open = self.open.lock().expect("watch count lock");
+        if let Some(n) = open.get_mut(who) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(who);
+            }
+        }
+    }
 }
 
 impl WatchHub {
-    /// Starts the hub's reader on `reader` until `shutdown`.
-    pub fn start(reader: StoreReader, shutdown: CancellationToken) -> Arc<WatchHub> {
+    /// Starts the hub's reader on `reader` until `shutdown`; a tenant or node may hold
+    /// `max_per_principal` watches at once.
+    pub fn start(reader: StoreReader, max_per_principal: usize, shutdown: CancellationToken) -> Arc<WatchHub> {
         let (batches, _) = broadcast::channel(HUB_QUEUE);
-        let hub = Arc::new(WatchHub { batches: batches.clone() });
+        let hub = Arc::new(WatchHub { batches: batches.clone(), open: Arc::default(), max_per_principal });
         tokio::spawn(async move {
             let mut applied = reader.subscribe();
             let mut after = reader.revision();
@@ -274,13 +297,38 @@ pub(super) async fn refuse_future(store: &Store, rev: u64) -> Result<(), ApiErro
     Ok(())
 }
 
+impl WatchHub {
+    /// Counts a watch for `principal`, or refuses it past the limit.
+    fn take_slot(&self, principal: &Principal) -> Result<Slot, ApiError> {
+        let who = match principal {
+            Principal::Admin => None,
+            Principal::Tenant { name, .. } => Some(format!("tenant {name}")),
+            Principal::Node { name } => Some(format!("node {name}")),
+        };
+        if let Some(who) = &who {
+            let mut open = self.open.lock().expect("watch count lock");
+            let n = open.entry(who.clone()).or_default();
+            if *n >= self.max_per_principal {
+                return Err(ApiError::new(
+                    Reason::TooManyRequests,
+                    format!("{who} has {n} watches open, the most it may; close one first"),
+                ));
+            }
+            *n += 1;
+        }
+        Ok(Slot { open: self.open.clone(), who })
+    }
+}
+
 pub(super) async fn stream(
     store: Arc<Store>,
     hub: &WatchHub,
+    principal: &Principal,
     prefix: String,
     filter: Filter,
     from: Option<u64>,
 ) -> Result<Response, ApiError> {
+    let slot = hub.take_slot(principal)?;
     let after = match from {
         Some(rev) => {
             refuse_future(&store, rev).await?;
@@ -295,10 +343,11 @@ pub(super) async fn stream(
     let hub = hub.batches.subscribe();
     let mut cursor = Cursor { store, prefix, filter, after, behind: false, pending: VecDeque::new(), hub };
     cursor.read().map_err(history_error)?;
-    let lines = stream::unfold(cursor, |mut cursor| async move {
+    // The slot lives as long as the stream: a client that goes away frees it.
+    let lines = stream::unfold((cursor, slot), |(mut cursor, slot)| async move {
         loop {
             if let Some(chunk) = cursor.take_chunk() {
-                return Some((Ok::<_, std::convert::Infallible>(chunk), cursor));
+                return Some((Ok::<_, std::convert::Infallible>(chunk), (cursor, slot)));
             }
             if !cursor.next().await {
                 return None;
