@@ -390,3 +390,25 @@ async fn a_tenant_holds_a_bounded_number_of_watches() {
         std::mem::forget(admin);
     }
 }
+
+#[tokio::test]
+async fn a_node_renews_its_certificate_and_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &["--node-cert-validity", "3s"]);
+    let node = NodeProcess::start(&control, "n1", &[]);
+    let client = control.client();
+    common::workloads::apply(&control, "hello", &common::workloads::workload_yaml("hello", "$HELLO", ""));
+    let running = common::workloads::wait_running(&client, "hello", 1, None, Duration::from_secs(30)).await;
+    // Renewed every second: four renewals put the first certificate past its 3 s.
+    wait_for(Duration::from_secs(20), "four renewals in the node's log", || async {
+        (node.log().matches("credentials renewed").count() >= 4).then_some(())
+    })
+    .await;
+    // Past the first certificate's 3 s: the control plane still reaches the agent API (logs go
+    // through it), so the agent serves the renewed certificate and knows the renewed secret.
+    let logs = client.logs("default", running[0].metadata.name.as_str(), false).await.unwrap();
+    drop(logs);
+    let (status, body) =
+        common::workloads::get(&common::workloads::http(), &node.ingress, "hello.default.localhost", "/").await;
+    assert_eq!(status, 200, "{body}");
+}

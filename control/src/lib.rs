@@ -72,6 +72,8 @@ pub struct ControlConfig {
     pub admission: api::admission::Admission,
     /// How many watches one tenant or node may hold open at once.
     pub max_watches_per_principal: usize,
+    /// How long a node certificate is valid (nodes renew at a third of it).
+    pub node_cert_validity: std::time::Duration,
 }
 
 impl ControlConfig {
@@ -91,6 +93,7 @@ impl ControlConfig {
             dns: None,
             admission: api::admission::Admission::default(),
             max_watches_per_principal: 64,
+            node_cert_validity: pki::NODE_CERT_VALIDITY,
         }
     }
 }
@@ -159,8 +162,14 @@ impl ControlPlane {
         tasks.spawn(shoal_api::serve::serve_tls(raft_listener, tls.clone(), raft_router, shutdown.clone()));
         let hub =
             api::watch::WatchHub::start(store.reader().clone(), config.max_watches_per_principal, shutdown.clone());
-        let api_router =
-            api::router(store.clone(), pki.clone(), liveness.clone(), hub, Arc::new(config.admission.clone()))?;
+        let api_router = api::router(
+            store.clone(),
+            pki.clone(),
+            liveness.clone(),
+            hub,
+            Arc::new(config.admission.clone()),
+            config.node_cert_validity,
+        )?;
         tasks.spawn(shoal_api::serve::serve_tls(api_listener, tls, api_router, shutdown.clone()));
 
         tasks.spawn(controllers::run(store.clone(), liveness, config.controllers.clone(), shutdown.clone()));

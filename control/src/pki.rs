@@ -58,7 +58,8 @@ const CA_KEY: &str = "ca.key";
 const NODE_CA_CERT: &str = "node-ca.pem";
 const NODE_CA_KEY: &str = "node-ca.key";
 
-/// How long a node certificate is valid; the agent renews it at a third of that.
+/// How long a node certificate is valid unless configured otherwise; the agent renews it at a
+/// third of that.
 pub const NODE_CERT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
 const ADMIN_TOKEN: &str = "admin.token";
 const CLUSTER_TOKEN: &str = "cluster.token";
@@ -142,9 +143,14 @@ impl Pki {
     }
 
     /// A certificate for node `node`'s agent API and its calls to other nodes, valid for
-    /// `host` only and for [`NODE_CERT_VALIDITY`], signed by the node CA: (certificate chain
-    /// PEM ending with the node CA, private key PEM).
-    pub fn issue_node_pem(&self, host: &str, node: &str) -> Result<(String, String), PkiError> {
+    /// `host` only and for `validity`, signed by the node CA: (certificate chain PEM ending
+    /// with the node CA, private key PEM).
+    pub fn issue_node_pem(
+        &self,
+        host: &str,
+        node: &str,
+        validity: std::time::Duration,
+    ) -> Result<(String, String), PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(vec![host.to_owned()])?;
         params.distinguished_name.push(DnType::CommonName, format!("shoal node {node}"));
@@ -153,7 +159,7 @@ impl Pki {
         let now = time::OffsetDateTime::now_utc();
         // A little slack before now, for clocks a few minutes apart.
         params.not_before = now - time::Duration::minutes(5);
-        params.not_after = now + NODE_CERT_VALIDITY;
+        params.not_after = now + validity;
         let issuer = Issuer::new(ca_params(NODE_CA_NAME)?, &self.node_ca_key);
         let cert = params.signed_by(&key, &issuer)?;
         Ok((format!("{}{}", cert.pem(), self.node_ca_pem), key.serialize_pem()))

@@ -60,6 +60,9 @@ pub struct ControlArgs {
     /// How many watches one tenant or node token may hold open at once (a node holds two).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     max_watches_per_principal: u32,
+    /// How long a node certificate is valid, e.g. 12h; nodes renew theirs at a third of it.
+    #[arg(long, default_value = "12h", value_parser = crate::period::parse)]
+    node_cert_validity: std::time::Duration,
     /// Do not write the client config file.
     #[arg(long)]
     no_client_config: bool,
@@ -89,6 +92,9 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
 
 impl ControlArgs {
     pub async fn execute(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
+        if self.node_cert_validity < std::time::Duration::from_secs(3) {
+            bail!("--node-cert-validity: at least 3s (nodes renew at a third of it, every second at most)");
+        }
         let peers = self.peers.as_deref().map(parse_peers).transpose()?.unwrap_or_default();
         if !peers.is_empty() && !peers.contains_key(&self.id) {
             bail!("--peers must include this node's own id {}", self.id);
@@ -114,6 +120,7 @@ impl ControlArgs {
             dns: self.dns.config()?,
             admission: self.dns.admission(&self.ingress_domain),
             max_watches_per_principal: self.max_watches_per_principal as usize,
+            node_cert_validity: self.node_cert_validity,
         };
         let control = ControlPlane::start(config).await?;
         let client_config = control.admin_client_config();

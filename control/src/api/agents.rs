@@ -38,18 +38,20 @@ pub struct AgentAccess {
     pub pki: Arc<Pki>,
     /// A client that trusts only the node CA.
     pub http: reqwest::Client,
+    /// How long a node certificate is valid.
+    pub node_cert_validity: std::time::Duration,
 }
 
 impl AgentAccess {
     /// Access for `store`, with a client that trusts `pki`'s CA.
-    pub fn new(store: Arc<Store>, pki: Arc<Pki>) -> anyhow::Result<Self> {
+    pub fn new(store: Arc<Store>, pki: Arc<Pki>, node_cert_validity: std::time::Duration) -> anyhow::Result<Self> {
         // Node agents' certificates come from the node CA.
         let ca = reqwest::Certificate::from_pem(pki.node_ca_pem.as_bytes())?;
         let http = reqwest::Client::builder()
             .tls_certs_only([ca])
             .connect_timeout(std::time::Duration::from_secs(3))
             .build()?;
-        Ok(AgentAccess { store, pki, http })
+        Ok(AgentAccess { store, pki, http, node_cert_validity })
     }
 }
 
@@ -93,15 +95,17 @@ pub async fn credentials(
             format!("node {name} joined as {fixed}, not {host}; an admin deletes the Node to let it join anew"),
         ));
     }
-    let (cert, key) =
-        access.pki.issue_node_pem(&host, &name).map_err(|e| ApiError::new(Reason::Invalid, format!("hosts: {e}")))?;
+    let (cert, key) = access
+        .pki
+        .issue_node_pem(&host, &name, access.node_cert_validity)
+        .map_err(|e| ApiError::new(Reason::Invalid, format!("hosts: {e}")))?;
     let secret = hex::encode(rand::rng().random::<[u8; 32]>());
     let stored = serde_json::to_vec(&StoredSecret { secret: secret.clone(), host: Some(host) }).expect("serializes");
     // Replaced whole (an update of an object without a spec would be a no-op).
     access.store.write(Command::Delete { key: key_of.clone(), expected: None }).await?;
     match access.store.write(Command::Create { key: key_of, object: stored }).await? {
         CommandResult::Ok { .. } => {
-            let renew_after_secs = crate::pki::NODE_CERT_VALIDITY.as_secs() / 3;
+            let renew_after_secs = (access.node_cert_validity.as_secs() / 3).max(1);
             Ok(Json(NodeCredentials { cert, key, secret, renew_after_secs }))
         }
         other => Err(ApiError::new(Reason::Internal, format!("storing the node secret failed: {other:?}"))),

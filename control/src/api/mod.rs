@@ -39,6 +39,7 @@ pub fn router(
     liveness: Arc<Liveness>,
     hub: Arc<watch::WatchHub>,
     admission: Arc<admission::Admission>,
+    node_cert_validity: std::time::Duration,
 ) -> anyhow::Result<Router> {
     let tokens = Arc::new(auth::TokenCache::default());
     let auth = auth::AuthState { admin: pki.admin_token.as_str().into(), store: store.clone(), cache: tokens.clone() };
@@ -48,7 +49,7 @@ pub fn router(
     let agents = Router::new()
         .route("/api/v1/nodes/{name}/credentials", post(agents::credentials))
         .route("/api/v1/namespaces/{ns}/instances/{name}/log", get(agents::logs))
-        .with_state(agents::AgentAccess::new(store.clone(), pki)?);
+        .with_state(agents::AgentAccess::new(store.clone(), pki, node_cert_validity)?);
     use objects::*;
     let api = Router::new()
         .route("/api/v1/cluster", get(health::cluster))
