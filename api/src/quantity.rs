@@ -38,6 +38,11 @@ const MEMORY_SUFFIXES: &[(&str, u64)] = &[
     ("T", 1_000_000_000_000),
 ];
 
+/// The most memory a quantity may say (1 PiB): sums of many stay far from overflowing.
+pub const MAX_MEMORY: u64 = 1 << 50;
+/// The most CPU a quantity may say, in millicores (a million cores).
+pub const MAX_CPU_MILLI: u64 = 1_000_000_000;
+
 impl FromStr for Memory {
     type Err = QuantityError;
 
@@ -51,7 +56,11 @@ impl FromStr for Memory {
             return Err(err("expected a whole number with an optional suffix Ki, Mi, Gi, Ti, k, M, G or T"));
         }
         let value: u64 = digits.parse().map_err(|_| err("number too large"))?;
-        value.checked_mul(multiplier).map(Memory).ok_or_else(|| err("number too large"))
+        value
+            .checked_mul(multiplier)
+            .filter(|bytes| *bytes <= MAX_MEMORY)
+            .map(Memory)
+            .ok_or_else(|| err("more than the most, 1Pi"))
     }
 }
 
@@ -77,7 +86,10 @@ impl FromStr for Cpu {
             if milli.is_empty() || !milli.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(err(SHAPE));
             }
-            return milli.parse().map(Cpu).map_err(|_| err("number too large"));
+            let milli: u64 = milli.parse().map_err(|_| err("number too large"))?;
+            return (milli <= MAX_CPU_MILLI)
+                .then_some(Cpu(milli))
+                .ok_or_else(|| err("more than the most, 1000000 cores"));
         }
         let (whole, frac) = input.split_once('.').unwrap_or((input, ""));
         let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
@@ -89,7 +101,12 @@ impl FromStr for Cpu {
         }
         let whole: u64 = whole.parse().map_err(|_| err("number too large"))?;
         let frac_milli: u64 = format!("{frac:0<3}").parse().unwrap_or(0);
-        whole.checked_mul(1000).and_then(|m| m.checked_add(frac_milli)).map(Cpu).ok_or_else(|| err("number too large"))
+        whole
+            .checked_mul(1000)
+            .and_then(|m| m.checked_add(frac_milli))
+            .filter(|milli| *milli <= MAX_CPU_MILLI)
+            .map(Cpu)
+            .ok_or_else(|| err("more than the most, 1000000 cores"))
     }
 }
 
@@ -136,8 +153,11 @@ macro_rules! quantity_serde {
     };
 }
 
-quantity_serde!(Memory, "a memory quantity such as 64Mi or 1Gi", |v| Some(Memory(v)));
-quantity_serde!(Cpu, "a cpu quantity such as 250m or 1", |v| v.checked_mul(1000).map(Cpu));
+quantity_serde!(Memory, "a memory quantity such as 64Mi or 1Gi", |v| (v <= MAX_MEMORY).then_some(Memory(v)));
+quantity_serde!(Cpu, "a cpu quantity such as 250m or 1", |v| v
+    .checked_mul(1000)
+    .filter(|m| *m <= MAX_CPU_MILLI)
+    .map(Cpu));
 
 #[cfg(test)]
 mod tests {
@@ -160,6 +180,8 @@ mod tests {
         assert!("".parse::<Memory>().is_err());
         assert!("-1Mi".parse::<Memory>().is_err());
         assert!("99999999999999Ti".parse::<Memory>().is_err());
+        assert!("1025Ti".parse::<Memory>().unwrap_err().to_string().contains("the most, 1Pi"));
+        assert_eq!("1024Ti".parse::<Memory>().unwrap(), Memory(MAX_MEMORY));
     }
 
     #[test]
@@ -173,6 +195,8 @@ mod tests {
         assert!("0.0001".parse::<Cpu>().is_err());
         assert!("m".parse::<Cpu>().is_err());
         assert!("abc".parse::<Cpu>().is_err());
+        assert!("1000001".parse::<Cpu>().is_err());
+        assert!("1000000001m".parse::<Cpu>().is_err());
     }
 
     #[test]

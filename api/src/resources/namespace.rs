@@ -26,6 +26,13 @@ impl Resource for NamespaceKind {
                 "must be at least 64Ki (one wasm page)",
             ));
         }
+        let listed = object.spec.ingress_hosts.len();
+        if listed > crate::resources::service::MAX_LISTED {
+            return Err(crate::meta::FieldError::new(
+                "spec.ingressHosts",
+                format!("{listed} entries; the most is {}", crate::resources::service::MAX_LISTED),
+            ));
+        }
         for (i, pattern) in object.spec.ingress_hosts.iter().enumerate() {
             let host = pattern.strip_prefix("*.").unwrap_or(pattern);
             if !crate::resources::service::is_host_name(host) {

@@ -36,6 +36,17 @@ impl Resource for ServiceKind {
                 return Err(FieldError::new(format!("spec.ports[{i}].port"), "must be 1-65535"));
             }
         }
+        for (field, count) in [
+            ("ingressHosts", object.spec.ingress_hosts.len()),
+            ("allowFromNamespaces", object.spec.allow_from_namespaces.len()),
+        ] {
+            if count > MAX_LISTED {
+                return Err(FieldError::new(
+                    format!("spec.{field}"),
+                    format!("{count} entries; the most is {MAX_LISTED}"),
+                ));
+            }
+        }
         for (i, host) in object.spec.ingress_hosts.iter().enumerate() {
             if !is_host_name(host) {
                 return Err(FieldError::new(
@@ -47,6 +58,10 @@ impl Resource for ServiceKind {
         Ok(())
     }
 }
+
+/// The most entries in a Service's `ingressHosts` or `allowFromNamespaces` (and a Namespace's
+/// `ingressHosts`): admission compares them with every other Service's.
+pub const MAX_LISTED: usize = 100;
 
 /// Whether `host` is a bare host name as an ingress matches it: lower-case labels of letters,
 /// digits and `-`, separated by dots, at most 253 characters (an IPv4 address passes too).

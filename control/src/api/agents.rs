@@ -101,9 +101,17 @@ pub async fn credentials(
         .map_err(|e| ApiError::new(Reason::Invalid, format!("hosts: {e}")))?;
     let secret = hex::encode(rand::rng().random::<[u8; 32]>());
     let stored = serde_json::to_vec(&StoredSecret { secret: secret.clone(), host: Some(host) }).expect("serializes");
-    // Replaced whole (an update of an object without a spec would be a no-op).
-    access.store.write(Command::Delete { key: key_of.clone(), expected: None }).await?;
-    match access.store.write(Command::Create { key: key_of, object: stored }).await? {
+    // Replaced whole (an update of an object without a spec would be a no-op), in one entry:
+    // no reader ever sees the record gone, which would let a request for another host through.
+    let replace = Command::Batch(vec![
+        Command::Delete { key: key_of.clone(), expected: None },
+        Command::Create { key: key_of, object: stored },
+    ]);
+    let result = match access.store.write(replace).await? {
+        CommandResult::Batch(mut results) if results.len() == 2 => results.pop().expect("two results"),
+        other => other,
+    };
+    match result {
         CommandResult::Ok { .. } => {
             let renew_after_secs = (access.node_cert_validity.as_secs() / 3).max(1);
             Ok(Json(NodeCredentials { cert, key, secret, renew_after_secs }))

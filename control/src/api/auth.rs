@@ -175,6 +175,12 @@ fn stored_principal(state: &AuthState, digest: &str) -> Result<Option<Principal>
 
 /// Whether `principal` may make this request; path segments after `/api/v1/`.
 fn authorize(principal: &Principal, method: &Method, path: &str) -> Result<(), ApiError> {
+    // The router decodes percent-escapes in path parameters, these rules look at the raw path:
+    // `%69nstances` would pass here as something else and reach the handler as `instances`.
+    // No name, kind or digest needs an escape, so none is accepted.
+    if path.contains('%') {
+        return Err(ApiError::new(Reason::BadRequest, format!("percent-escapes are not accepted in paths: {path}")));
+    }
     let segments: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').filter(|s| !s.is_empty()).collect();
     let reads = method == Method::GET || method == Method::HEAD;
     let allowed = match (principal, segments.as_slice()) {
@@ -293,6 +299,10 @@ mod tests {
         assert!(!ok(Method::PUT, "/api/v1/namespaces/shop/services/s/status"));
         assert!(!ok(Method::PUT, "/api/v1/namespaces/shop/status"), "its own Namespace's status (quota usage)");
         assert!(!ok(Method::DELETE, "/api/v1/namespaces/other/instances/i"));
+        // An escaped kind is not a way around the rules.
+        assert!(!ok(Method::POST, "/api/v1/namespaces/shop/%69nstances"));
+        assert!(!ok(Method::PUT, "/api/v1/namespaces/shop/%73tatus"));
+        assert!(authorize(&Principal::Admin, &Method::GET, "/api/v1/namespaces/shop/%69nstances").is_err());
     }
 
     #[test]

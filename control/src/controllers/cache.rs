@@ -43,9 +43,9 @@ impl Allocated {
     /// This and `other` together.
     pub fn plus(self, other: Allocated) -> Allocated {
         Allocated {
-            memory: self.memory + other.memory,
-            cpu: self.cpu + other.cpu,
-            instances: self.instances + other.instances,
+            memory: self.memory.saturating_add(other.memory),
+            cpu: self.cpu.saturating_add(other.cpu),
+            instances: self.instances.saturating_add(other.instances),
         }
     }
 
@@ -53,9 +53,9 @@ impl Allocated {
     fn count(&mut self, instance: &Instance, add: bool) {
         let (memory, cpu) = requests(instance);
         if add {
-            self.memory += memory;
-            self.cpu += cpu;
-            self.instances += 1;
+            self.memory = self.memory.saturating_add(memory);
+            self.cpu = self.cpu.saturating_add(cpu);
+            self.instances = self.instances.saturating_add(1);
         } else {
             self.memory = self.memory.saturating_sub(memory);
             self.cpu = self.cpu.saturating_sub(cpu);

@@ -20,7 +20,12 @@ pub fn reconcile(cache: &Cache, name: &str) -> Action {
     if namespace.status.is_none() && used == Default::default() {
         return Action::none();
     }
-    let usage = Quota { memory: Some(Memory(used.memory)), cpu: Some(Cpu(used.cpu)), instances: Some(used.instances) };
+    // Kept within what a quantity may say, so that the status always parses back.
+    let usage = Quota {
+        memory: Some(Memory(used.memory.min(shoal_api::quantity::MAX_MEMORY))),
+        cpu: Some(Cpu(used.cpu.min(shoal_api::quantity::MAX_CPU_MILLI))),
+        instances: Some(used.instances),
+    };
     let status = NamespaceStatus { usage };
     if namespace.status.as_ref() == Some(&status) {
         return Action::none();

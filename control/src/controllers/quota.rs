@@ -40,7 +40,8 @@ pub fn admit(quota: &Quota, used: Allocated, requests: &Resources, wanted: usize
     if quota.memory.is_some() && requests.memory.is_none() {
         return missing("memory", "memory");
     }
-    if quota.cpu.is_some() && requests.cpu.is_none() {
+    // A request of 0 would be free under the quota: it counts as none.
+    if quota.cpu.is_some() && requests.cpu.is_none_or(|c| c.0 == 0) {
         return missing("cpu", "cpu");
     }
     let memory = requests.memory.map_or(0, |m| m.0);
@@ -61,13 +62,13 @@ pub fn admit(quota: &Quota, used: Allocated, requests: &Resources, wanted: usize
         0 => format!("instances {}/{}", u64::from(used.instances) + left, quota.instances.unwrap_or_default()),
         1 => format!(
             "memory {}/{}, each instance requests {}",
-            Memory(used.memory + left * memory),
+            Memory(used.memory.saturating_add(left.saturating_mul(memory))),
             quota.memory.unwrap_or_default(),
             Memory(memory)
         ),
         _ => format!(
             "cpu {}/{}, each instance requests {}",
-            Cpu(used.cpu + left * cpu),
+            Cpu(used.cpu.saturating_add(left.saturating_mul(cpu))),
             quota.cpu.unwrap_or_default(),
             Cpu(cpu)
         ),
@@ -123,9 +124,7 @@ impl Charges {
 
 fn add(total: &mut Allocated, charge: Allocated, plus: bool) {
     if plus {
-        total.memory += charge.memory;
-        total.cpu += charge.cpu;
-        total.instances += charge.instances;
+        *total = total.plus(charge);
     } else {
         total.memory = total.memory.saturating_sub(charge.memory);
         total.cpu = total.cpu.saturating_sub(charge.cpu);
@@ -172,6 +171,9 @@ mod tests {
         let refused = admit(&quota, used(0, 0), &Resources::default(), 1);
         assert_eq!(refused.count, 0);
         assert!(refused.refused.unwrap().contains("spec.resources.memory"));
+        let cpu_quota = Quota { cpu: Some(Cpu(1000)), ..Default::default() };
+        let zero = Resources { memory: None, cpu: Some(Cpu(0)) };
+        assert_eq!(admit(&cpu_quota, used(0, 0), &zero, 1).count, 0, "cpu: 0m is not free under a cpu quota");
         let only_count = Quota { instances: Some(3), ..Default::default() };
         assert_eq!(admit(&only_count, used(0, 0), &Resources::default(), 5).count, 3);
     }

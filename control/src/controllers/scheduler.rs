@@ -123,8 +123,8 @@ impl<'c> Round<'c> {
         for bind in assumed.values() {
             let Some(&i) = index.get(bind.node.as_str()) else { continue };
             let used = &mut candidates[i].used;
-            used.memory += bind.memory;
-            used.cpu += bind.cpu;
+            used.memory = used.memory.saturating_add(bind.memory);
+            used.cpu = used.cpu.saturating_add(bind.cpu);
             used.instances += 1;
             if let Some(owner) = &bind.owner {
                 assumed_placed.entry(owner.clone()).or_default().push(i);
@@ -233,8 +233,8 @@ impl Scheduler {
     fn take_room(&mut self, cache: &Cache, round: &mut Round<'_>, i: usize, instance: &Instance, key: String) -> Name {
         let (memory, cpu) = requests(instance);
         let chosen = &mut round.candidates[i];
-        chosen.used.memory += memory;
-        chosen.used.cpu += cpu;
+        chosen.used.memory = chosen.used.memory.saturating_add(memory);
+        chosen.used.cpu = chosen.used.cpu.saturating_add(cpu);
         chosen.used.instances += 1;
         let node = chosen.node.metadata.name.clone();
         // `choose` left this workload's placement counts in the round when it spreads.
@@ -280,19 +280,20 @@ fn fit(candidate: &Candidate<'_>, instance: &Instance, memory: u64, cpu: u64) ->
         return Err(Misfit::SelectorMismatch);
     }
     let (used, alloc) = (&candidate.used, &candidate.allocatable);
-    if used.memory + memory > alloc.memory {
+    let (memory_after, cpu_after) = (used.memory.saturating_add(memory), used.cpu.saturating_add(cpu));
+    if memory_after > alloc.memory {
         return Err(Misfit::InsufficientMemory);
     }
-    if used.cpu + cpu > alloc.cpu {
+    if cpu_after > alloc.cpu {
         return Err(Misfit::InsufficientCpu);
     }
-    if used.instances + 1 > alloc.instances {
+    if used.instances.saturating_add(1) > alloc.instances {
         return Err(Misfit::TooManyInstances);
     }
     let left = |used: u64, total: u64| if total == 0 { 0.0 } else { 1.0 - used as f64 / total as f64 };
-    let free = (left(used.memory + memory, alloc.memory)
-        + left(used.cpu + cpu, alloc.cpu)
-        + left(u64::from(used.instances + 1), u64::from(alloc.instances)))
+    let free = (left(memory_after, alloc.memory)
+        + left(cpu_after, alloc.cpu)
+        + left(u64::from(used.instances) + 1, u64::from(alloc.instances)))
         / 3.0;
     Ok(free)
 }

@@ -10,6 +10,7 @@ use shoal_api::resources::workload::Workload;
 use super::cache::{Cache, is_ready, namespace_of, owner_key};
 use super::endpoints::selects;
 use super::queue::Task;
+use super::workload::REPLICA_FAILURE;
 use super::writes::key_of;
 
 /// A workload changed: look at it, and at every instance naming it when it is gone or is
@@ -56,7 +57,13 @@ pub fn instance(cache: &Cache, key: &str, old: Option<&Instance>, new: Option<&I
         if let Some(namespace) = cache.namespace(ns) {
             tasks.push(Task::Namespace(ns.to_owned()));
             if live(old) && namespace.spec.quota.is_some() {
-                tasks.extend(cache.workloads_in(ns).map(|(k, _)| Task::Workload(k.clone())));
+                // Only those the quota held back: the rest have what they want.
+                let held_back = |w: &Workload| {
+                    w.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == REPLICA_FAILURE))
+                };
+                tasks.extend(
+                    cache.workloads_in(ns).filter(|(_, w)| held_back(w)).map(|(k, _)| Task::Workload(k.clone())),
+                );
             }
         }
     }
