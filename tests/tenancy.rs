@@ -412,3 +412,35 @@ async fn a_node_renews_its_certificate_and_keeps_serving() {
         common::workloads::get(&common::workloads::http(), &node.ingress, "hello.default.localhost", "/").await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn an_escaped_path_is_no_way_around_the_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let (beta, token) = tenant_and_token(&control, "beta", serde_json::json!({"instances": 1})).await;
+    let config = control.client_config();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(config.ca.as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let mut pinned = instance_on("pinned", "n1");
+    pinned.meta_mut().namespace = Some(Name::new("beta").unwrap());
+    // `%69nstances` is `instances` once the router decodes it.
+    let response = http
+        .post(format!("{}/api/v1/namespaces/beta/%69nstances", config.server))
+        .bearer_auth(&token)
+        .json(&pinned)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400, "{}", response.text().await.unwrap());
+    let response = http
+        .put(format!("{}/api/v1/namespaces/beta/%73tatus", config.server))
+        .bearer_auth(&token)
+        .body(r#"{"apiVersion":"shoal.dev/v1","kind":"Namespace","metadata":{"name":"beta"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(instances_in(&beta, "beta").await, 0, "no instance was made");
+}
