@@ -49,18 +49,25 @@ impl Allocated {
         }
     }
 
-    /// Adds (or, with `sign` false, takes away) what `instance` requests.
+    /// This less `other` (never below zero).
+    pub fn minus(self, other: Allocated) -> Allocated {
+        Allocated {
+            memory: self.memory.saturating_sub(other.memory),
+            cpu: self.cpu.saturating_sub(other.cpu),
+            instances: self.instances.saturating_sub(other.instances),
+        }
+    }
+
+    /// What one instance requesting `memory` and `cpu` takes.
+    pub fn one(memory: u64, cpu: u64) -> Allocated {
+        Allocated { memory, cpu, instances: 1 }
+    }
+
+    /// Adds (or, with `add` false, takes away) what `instance` requests.
     fn count(&mut self, instance: &Instance, add: bool) {
         let (memory, cpu) = requests(instance);
-        if add {
-            self.memory = self.memory.saturating_add(memory);
-            self.cpu = self.cpu.saturating_add(cpu);
-            self.instances = self.instances.saturating_add(1);
-        } else {
-            self.memory = self.memory.saturating_sub(memory);
-            self.cpu = self.cpu.saturating_sub(cpu);
-            self.instances = self.instances.saturating_sub(1);
-        }
+        let one = Allocated::one(memory, cpu);
+        *self = if add { self.plus(one) } else { self.minus(one) };
     }
 }
 

@@ -91,8 +91,9 @@ impl Charges {
 
     /// Charges the create of the instance at `key` to `ns`.
     pub fn charge(&mut self, key: String, ns: &str, memory: u64, cpu: u64) {
-        let charge = Allocated { memory, cpu, instances: 1 };
-        add(self.by_namespace.entry(ns.to_owned()).or_default(), charge, true);
+        let charge = Allocated::one(memory, cpu);
+        let total = self.by_namespace.entry(ns.to_owned()).or_default();
+        *total = total.plus(charge);
         if let Some((old_ns, old)) = self.by_key.insert(key, (ns.to_owned(), charge)) {
             self.take_back(&old_ns, old);
         }
@@ -114,21 +115,11 @@ impl Charges {
 
     fn take_back(&mut self, ns: &str, charge: Allocated) {
         if let Some(total) = self.by_namespace.get_mut(ns) {
-            add(total, charge, false);
+            *total = total.minus(charge);
             if total.instances == 0 {
                 self.by_namespace.remove(ns);
             }
         }
-    }
-}
-
-fn add(total: &mut Allocated, charge: Allocated, plus: bool) {
-    if plus {
-        *total = total.plus(charge);
-    } else {
-        total.memory = total.memory.saturating_sub(charge.memory);
-        total.cpu = total.cpu.saturating_sub(charge.cpu);
-        total.instances = total.instances.saturating_sub(charge.instances);
     }
 }
 
