@@ -200,7 +200,7 @@ async fn main() {
     let control = ControlProcess::start(dir.path(), &["--node-grace", "10s"]);
     println!("control plane data and logs in {} (kept with SHOAL_BENCH_KEEP=1)", dir.path().display());
     let admin = control.client();
-    let digest = admin.put_module(std::fs::read(shoal_guest_artifacts::HELLO).unwrap()).await.unwrap();
+    let digest = admin.put_module("default", std::fs::read(shoal_guest_artifacts::HELLO).unwrap()).await.unwrap();
     let started = Instant::now();
     let _hollow = start_hollow(&control, nodes);
     println!("{nodes} hollow nodes registered in {:.1} s", started.elapsed().as_secs_f64());

@@ -13,7 +13,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ControlProcess, rss_kib};
+use common::{ControlProcess, EMPTY_MODULE, rss_kib};
 use shoal_api::resources::instance::InstanceKind;
 use shoal_api::token::TokenRequest;
 use shoal_api::{AnyObject, Kind, Name};
@@ -41,6 +41,7 @@ async fn main() {
     let request =
         TokenRequest { name: Name::new("beta").unwrap(), namespaces: vec![Name::new("beta").unwrap()], node: false };
     let beta = admin.with_token(&admin.create_token(&request).await.unwrap().token);
+    let module = beta.put_module("beta", EMPTY_MODULE.to_vec()).await.unwrap();
     let pid = control.pid().unwrap();
     // Settle first: the allocator's first growth is not the bomb's.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -49,7 +50,7 @@ async fn main() {
         Kind::Workload,
         serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Workload",
             "metadata": {"name": "bomb", "namespace": "beta"},
-            "spec": {"module": format!("sha256:{}", "0".repeat(64)), "replicas": 10000,
+            "spec": {"module": module, "replicas": 10000,
                      "resources": {"memory": "32Mi"}}}),
     ))
     .await

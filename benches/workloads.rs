@@ -113,7 +113,7 @@ async fn cold_start() {
     for (i, bytes) in modules.into_iter().enumerate() {
         let name = format!("cs{i}");
         let started = Instant::now();
-        let digest = dev.admin.put_module(bytes).await.unwrap();
+        let digest = dev.admin.put_module("default", bytes).await.unwrap();
         dev.admin.create(&workload(&name, &digest)).await.unwrap();
         while !answers(&http, &dev.ingress, &name).await {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -140,7 +140,7 @@ async fn density() {
     let dir = tempfile::tempdir().unwrap();
     let dev = start_dev(dir.path());
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    let digest = dev.admin.put_module(std::fs::read(shoal_guest_artifacts::HELLO).unwrap()).await.unwrap();
+    let digest = dev.admin.put_module("default", std::fs::read(shoal_guest_artifacts::HELLO).unwrap()).await.unwrap();
     // A first workload, so that the baseline includes the compiled module and warm caches.
     dev.admin.create(&workload("baseline", &digest)).await.unwrap();
     while !answers(&http, &dev.ingress, "baseline").await {

@@ -235,22 +235,41 @@ async fn invalid_objects_and_modules_are_refused_with_the_field() {
     let err = client.create(&service("nowhere")).await.unwrap_err();
     assert_eq!(err.reason(), Some(Reason::NotFound), "{err}");
 
-    // Module blobs: wasm only, and the digest must match.
-    let digest = client.put_module(EMPTY_MODULE.to_vec()).await.unwrap();
+    // Modules: wasm only, the digest must match, and a Workload runs only one uploaded to its
+    // own namespace.
+    let digest = client.put_module("default", EMPTY_MODULE.to_vec()).await.unwrap();
     let hex = digest.strip_prefix("sha256:").unwrap();
-    assert!(client.has_module(hex).await.unwrap());
-    assert_eq!(&client.get_module(hex).await.unwrap()[..], EMPTY_MODULE);
-    let err = client.put_module(b"#!/bin/sh\necho hi\n".to_vec()).await.unwrap_err();
+    assert!(client.has_module("default", hex).await.unwrap());
+    assert_eq!(&client.get_module(Some("default"), hex).await.unwrap()[..], EMPTY_MODULE);
+    assert_eq!(&client.get_module(None, hex).await.unwrap()[..], EMPTY_MODULE);
+    let listed = client.list_modules("default").await.unwrap();
+    assert_eq!((listed.len(), listed[0].digest.as_str(), listed[0].size), (1, hex, EMPTY_MODULE.len() as u64));
+    let err = client.put_module("default", b"#!/bin/sh\necho hi\n".to_vec()).await.unwrap_err();
     assert_eq!(err.reason(), Some(Reason::Invalid), "{err}");
     let mismatched = http
-        .put(format!("{}/api/v1/modules/{}", config.server, shoal_api::digest::sha256_hex(b"other")))
+        .put(format!("{}/api/v1/namespaces/default/modules/{}", config.server, shoal_api::digest::sha256_hex(b"other")))
         .bearer_auth(&config.token)
         .body(EMPTY_MODULE.to_vec())
         .send()
         .await
         .unwrap();
     assert_eq!(mismatched.status().as_u16(), 422);
-    assert!(!client.has_module(&shoal_api::digest::sha256_hex(b"absent")).await.unwrap());
+    assert!(!client.has_module("default", &shoal_api::digest::sha256_hex(b"absent")).await.unwrap());
+    let absent = format!("sha256:{}", shoal_api::digest::sha256_hex(b"absent"));
+    let body = serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Workload",
+        "metadata": {"name": "w"}, "spec": {"module": absent}});
+    let err = client.create(&shoal_api::AnyObject::from_json(Kind::Workload, &body).unwrap()).await.unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::Invalid), "{err}");
+    assert!(err.to_string().contains("is not uploaded to namespace default"), "{err}");
+    let body = serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Workload",
+        "metadata": {"name": "w"}, "spec": {"module": digest}});
+    client.create(&shoal_api::AnyObject::from_json(Kind::Workload, &body).unwrap()).await.unwrap();
+    let err = client.delete_module("default", hex).await.unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::Conflict), "{err}");
+    assert!(err.to_string().contains("used by workload default/w"), "{err}");
+    client.delete(Kind::Workload, Some("default"), "w").await.unwrap();
+    assert_eq!(client.delete_module("default", hex).await.unwrap().digest, hex);
+    assert!(!client.has_module("default", hex).await.unwrap());
 }
 
 #[tokio::test]

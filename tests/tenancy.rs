@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ControlProcess, NodeProcess, wait_for};
+use common::{ControlProcess, EMPTY_MODULE, NodeProcess, wait_for};
 use shoal_api::agent::CredentialsRequest;
 use shoal_api::resources::event::EventKind;
 use shoal_api::resources::instance::{InstanceKind, InstanceStatus, Phase};
@@ -69,11 +69,14 @@ async fn tenant_and_token(control: &ControlProcess, ns: &str, quota: serde_json:
     admin.create(&namespace).await.unwrap();
     let request = TokenRequest { name: Name::new(ns).unwrap(), namespaces: vec![Name::new(ns).unwrap()], node: false };
     let token = admin.create_token(&request).await.unwrap().token;
-    (admin.with_token(&token), token)
+    let tenant = admin.with_token(&token);
+    tenant.put_module(ns, EMPTY_MODULE.to_vec()).await.unwrap();
+    (tenant, token)
 }
 
 fn workload(ns: &str, name: &str, replicas: u32, memory: Option<&str>) -> AnyObject {
-    let mut spec = serde_json::json!({"module": format!("sha256:{}", "0".repeat(64)), "replicas": replicas});
+    let module = format!("sha256:{}", shoal_api::digest::sha256_hex(EMPTY_MODULE));
+    let mut spec = serde_json::json!({"module": module, "replicas": replicas});
     if let Some(memory) = memory {
         spec["resources"] = serde_json::json!({"memory": memory});
     }

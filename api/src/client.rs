@@ -335,27 +335,44 @@ impl Client {
         self.json(Method::DELETE, &format!("/api/v1/tokens/{name}"), None).await
     }
 
-    /// Uploads a module blob; returns its `sha256:<hex>` reference. Uploading the same bytes
-    /// twice is harmless.
-    pub async fn put_module(&self, bytes: Vec<u8>) -> Result<String, ClientError> {
+    /// Uploads a module to namespace `ns` (which its size is charged to); returns its
+    /// `sha256:<hex>` reference. Uploading the same bytes to one namespace twice is harmless
+    /// and charged once.
+    pub async fn put_module(&self, ns: &str, bytes: Vec<u8>) -> Result<String, ClientError> {
         let hex = crate::digest::sha256_hex(&bytes);
-        self.send(Method::PUT, &format!("/api/v1/modules/{hex}"), Some(bytes.into()), Some(Duration::from_secs(300)))
-            .await?;
+        let path = format!("/api/v1/namespaces/{ns}/modules/{hex}");
+        self.send(Method::PUT, &path, Some(bytes.into()), Some(Duration::from_secs(300))).await?;
         Ok(format!("sha256:{hex}"))
     }
 
-    /// Whether the server has the module with this hex digest.
-    pub async fn has_module(&self, hex: &str) -> Result<bool, ClientError> {
-        match self.send(Method::HEAD, &format!("/api/v1/modules/{hex}"), None, Some(Duration::from_secs(30))).await {
+    /// Whether namespace `ns` holds the module with this hex digest.
+    pub async fn has_module(&self, ns: &str, hex: &str) -> Result<bool, ClientError> {
+        let path = format!("/api/v1/namespaces/{ns}/modules/{hex}");
+        match self.send(Method::HEAD, &path, None, Some(Duration::from_secs(30))).await {
             Ok(_) => Ok(true),
             Err(ClientError::Api(s)) if s.reason == Reason::NotFound => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    /// Downloads the module with this hex digest and checks that it hashes to it.
-    pub async fn get_module(&self, hex: &str) -> Result<Bytes, ClientError> {
-        let path = format!("/api/v1/modules/{hex}");
+    /// The modules uploaded to namespace `ns`.
+    pub async fn list_modules(&self, ns: &str) -> Result<Vec<crate::module::ModuleRecord>, ClientError> {
+        self.json(Method::GET, &format!("/api/v1/namespaces/{ns}/modules"), None).await
+    }
+
+    /// Removes the module with this hex digest from namespace `ns` (refused while one of its
+    /// Workloads uses it); the bytes go once no namespace holds them.
+    pub async fn delete_module(&self, ns: &str, hex: &str) -> Result<crate::module::ModuleRecord, ClientError> {
+        self.json(Method::DELETE, &format!("/api/v1/namespaces/{ns}/modules/{hex}"), None).await
+    }
+
+    /// Downloads the module with this hex digest and checks that it hashes to it: from
+    /// namespace `ns`, or with `None` from the whole cluster's store (node and admin tokens).
+    pub async fn get_module(&self, ns: Option<&str>, hex: &str) -> Result<Bytes, ClientError> {
+        let path = match ns {
+            Some(ns) => format!("/api/v1/namespaces/{ns}/modules/{hex}"),
+            None => format!("/api/v1/modules/{hex}"),
+        };
         let url = format!("{}{path}", self.base);
         let resp = self.send(Method::GET, &path, None, Some(Duration::from_secs(300))).await?;
         let bytes = resp.bytes().await.map_err(|source| ClientError::Transport { url: url.clone(), source })?;

@@ -24,6 +24,7 @@ pub mod config;
 pub mod digest;
 pub mod manifest;
 pub mod meta;
+pub mod module;
 pub mod name;
 pub mod object;
 pub mod quantity;

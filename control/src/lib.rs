@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`store`]: openraft over redb; the only place state lives.
+//! - [`blobs`]: module bytes, beside raft: durable on a quorum before their record is written.
 //! - [`api`]: the REST API server (axum) over HTTPS.
 //! - [`raft_service`]: the raft listener, where control nodes talk to each other.
 //! - [`pki`]: the cluster CA, certificates and tokens.
@@ -18,6 +19,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod blobs;
 pub mod controllers;
 pub mod dns;
 pub mod liveness;
@@ -152,13 +154,18 @@ impl ControlPlane {
 
         let peers = PeerClient::new(&pki.ca_pem, &pki.cluster_token)?;
         let options = StoreOptions { id: config.id, history_revisions: config.history_revisions };
-        let store =
-            Store::open(&config.data_dir.join("shoal.redb"), &options, peers).await.context("opening the store")?;
+        let store = Store::open(&config.data_dir.join("shoal.redb"), &options, peers.clone())
+            .await
+            .context("opening the store")?;
+        let module_dir = config.data_dir.join("modules");
+        let files =
+            blobs::files::BlobDir::open(&module_dir).with_context(|| format!("opening {}", module_dir.display()))?;
+        let blobs = blobs::Blobs::new(files, store.clone(), peers);
 
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let liveness = Arc::new(liveness::Liveness::new(config.controllers.node_grace));
-        let raft_router = raft_service::router(store.clone(), liveness.clone(), &pki.cluster_token);
+        let raft_router = raft_service::router(store.clone(), blobs.clone(), liveness.clone(), &pki.cluster_token);
         tasks.spawn(shoal_api::serve::serve_tls(raft_listener, tls.clone(), raft_router, shutdown.clone()));
         let hub =
             api::watch::WatchHub::start(store.reader().clone(), config.max_watches_per_principal, shutdown.clone());
@@ -167,11 +174,13 @@ impl ControlPlane {
             pki.clone(),
             liveness.clone(),
             hub,
+            blobs.clone(),
             Arc::new(config.admission.clone()),
             config.node_cert_validity,
         )?;
         tasks.spawn(shoal_api::serve::serve_tls(api_listener, tls, api_router, shutdown.clone()));
 
+        tasks.spawn(blobs.run(config.controllers.module_grace, shutdown.clone()));
         tasks.spawn(controllers::run(store.clone(), liveness, config.controllers.clone(), shutdown.clone()));
         let dns_addr = match &config.dns {
             Some(dns) => Some(dns::start(dns, store.reader().clone(), &mut tasks, shutdown.clone()).await?),

@@ -5,14 +5,16 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::Method;
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::blobs::{Blobs, hashes_to, paths as blob_paths};
 use crate::liveness::Liveness;
 use crate::pki::constant_time_eq;
 use crate::store::network::paths;
@@ -21,13 +23,14 @@ use crate::store::{JoinRequest, Store};
 #[derive(Clone)]
 struct RaftState {
     store: Arc<Store>,
+    blobs: Arc<Blobs>,
     liveness: Arc<Liveness>,
     token: Arc<str>,
 }
 
 /// The router of the raft listener.
-pub fn router(store: Arc<Store>, liveness: Arc<Liveness>, cluster_token: &str) -> Router {
-    let state = RaftState { store, liveness, token: cluster_token.into() };
+pub fn router(store: Arc<Store>, blobs: Arc<Blobs>, liveness: Arc<Liveness>, cluster_token: &str) -> Router {
+    let state = RaftState { store, blobs, liveness, token: cluster_token.into() };
     Router::new()
         .route(paths::APPEND, post(append))
         .route(paths::VOTE, post(vote))
@@ -36,6 +39,8 @@ pub fn router(store: Arc<Store>, liveness: Arc<Liveness>, cluster_token: &str) -
         .route(paths::READ_INDEX, post(read_index))
         .route(paths::JOIN, post(join))
         .route(paths::HEARTBEAT, post(heartbeat))
+        .route(blob_paths::MODULE, get(module_get).put(module_put))
+        .route(blob_paths::PRESENT, get(module_present))
         .layer(middleware::from_fn_with_state(state.clone(), require_cluster_token))
         .layer(DefaultBodyLimit::max(256 << 20))
         .with_state(state)
@@ -109,5 +114,47 @@ async fn heartbeat(State(s): State<RaftState>, body: Bytes) -> Response {
     match decode::<String>(&body) {
         Ok(node) => encode(&crate::api::heartbeat::forwarded(&s.store, &s.liveness, &node)),
         Err(r) => r,
+    }
+}
+
+/// `GET /raft/modules/{digest}`: this member's copy of a module's bytes, for a member that
+/// lacks them.
+async fn module_get(State(s): State<RaftState>, Path(digest): Path<String>) -> Response {
+    if !shoal_api::digest::is_sha256_hex(&digest) {
+        return (StatusCode::BAD_REQUEST, "not a sha256 digest").into_response();
+    }
+    match crate::api::modules::file_response(&s.blobs, &digest, &Method::GET).await {
+        Ok(Some(response)) => response,
+        Ok(None) => (StatusCode::NOT_FOUND, "not here").into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// `GET /raft/modules/{digest}/present`: 200 if this member holds the bytes, else 404.
+async fn module_present(State(s): State<RaftState>, Path(digest): Path<String>) -> StatusCode {
+    if shoal_api::digest::is_sha256_hex(&digest) && s.blobs.files().has(&digest) {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    }
+}
+
+/// `PUT /raft/modules/{digest}`: a module's bytes pushed by the member that took the upload;
+/// answered once they are durable here.
+async fn module_put(State(s): State<RaftState>, Path(digest): Path<String>, request: Request) -> Response {
+    if !shoal_api::digest::is_sha256_hex(&digest) {
+        return (StatusCode::BAD_REQUEST, "not a sha256 digest").into_response();
+    }
+    let _memory = s.blobs.memory().await;
+    let bytes = match axum::body::to_bytes(request.into_body(), crate::api::MAX_MODULE_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    if !hashes_to(&bytes, &digest).await {
+        return (StatusCode::UNPROCESSABLE_ENTITY, "bytes do not hash to the digest").into_response();
+    }
+    match s.blobs.files().write(&digest, bytes).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

@@ -100,14 +100,15 @@ pub async fn apply_paths(client: Option<&Client>, paths: &[PathBuf]) -> anyhow::
     let mut failed = false;
     for (m, module) in manifests.iter_mut().zip(modules) {
         if let (Some(module), AnyObject::Workload(w)) = (module, &mut m.object) {
-            if !uploaded.contains(&module.digest) {
-                if !client.has_module(&module.digest).await? {
+            let ns = w.metadata.namespace.as_ref().map_or("default", |n| n.as_str()).to_owned();
+            if !uploaded.contains(&(ns.clone(), module.digest.clone())) {
+                if !client.has_module(&ns, &module.digest).await? {
                     client
-                        .put_module(module.bytes)
+                        .put_module(&ns, module.bytes)
                         .await
                         .map_err(|e| anyhow!("{}: uploading {}: {e}", m.file.display(), w.spec.module))?;
                 }
-                uploaded.insert(module.digest.clone());
+                uploaded.insert((ns, module.digest.clone()));
             }
             w.spec.module = format!("sha256:{}", module.digest);
         }

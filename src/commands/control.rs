@@ -53,6 +53,10 @@ pub struct ControlArgs {
     /// How often the controllers look at every object, changed or not, e.g. 60s.
     #[arg(long, default_value = "60s", value_parser = crate::period::parse)]
     controller_resync: std::time::Duration,
+    /// How long a module that no Workload or Instance uses is kept before its record goes
+    /// (freeing its namespace's module storage) and then its bytes, e.g. 10m.
+    #[arg(long, default_value = "10m", value_parser = crate::period::parse)]
+    module_grace: std::time::Duration,
     /// Extra ingress domain of the cluster's nodes (besides `localhost`): a namespace owns the
     /// ingress hosts `*.<namespace>.DOMAIN` without a grant.
     #[arg(long, value_name = "DOMAIN")]
@@ -116,6 +120,7 @@ impl ControlArgs {
             controllers: shoal_control::controllers::ControllerOptions {
                 node_grace: self.node_grace,
                 resync: self.controller_resync,
+                module_grace: self.module_grace,
             },
             dns: self.dns.config()?,
             admission: self.dns.admission(&self.ingress_domain),

@@ -76,7 +76,7 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
-/// Limits on the sum of requests in one namespace.
+/// Limits on the sum of requests in one namespace, and on its module storage.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Quota {
@@ -89,6 +89,9 @@ pub struct Quota {
     /// Number of instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instances: Option<u32>,
+    /// Total size of the modules uploaded to the namespace (each counted once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_bytes: Option<Memory>,
 }
 
 /// What the namespace uses now.

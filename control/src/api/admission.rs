@@ -2,7 +2,8 @@
 //! parsing and validation of the object alone can tell (that needs the cluster's settings or
 //! other objects):
 //! - a Workload that requests no memory or CPU gets its Namespace's `defaultRequests` (a quota
-//!   cannot be dodged by leaving requests out);
+//!   cannot be dodged by leaving requests out), and runs only a module uploaded to its own
+//!   namespace (which is charged for it: no namespace runs on another's storage);
 //! - a node writing its own Node keeps the host it joined with, and the labels and cordon the
 //!   operator set;
 //! - a Service claims ingress hosts only within what its namespace owns
@@ -46,13 +47,36 @@ fn namespace(store: &Store, name: &str) -> Result<Option<Namespace>, ApiError> {
         .map_err(|e| ApiError::new(Reason::Internal, format!("stored namespace {name} is damaged: {e}")))
 }
 
+/// Refuses a Workload of `ns` whose module is not a digest recorded in `ns`.
+async fn require_module(store: &Store, ns: &str, module: &str) -> Result<(), ApiError> {
+    let missing = |message: String| ApiError::invalid(shoal_api::meta::FieldError::new("spec.module", message));
+    let Some(hex) = module.strip_prefix("sha256:") else {
+        return Err(missing(format!(
+            "{module:?}: the API takes sha256:<digest> of a module uploaded to namespace {ns} (shoal apply uploads local files)"
+        )));
+    };
+    let key = ObjectKey::new(shoal_api::module::MODULES, Some(ns), hex);
+    if store.reader().get(&key)?.is_some() {
+        return Ok(());
+    }
+    // Perhaps uploaded a moment ago through another member.
+    store.linearize().await?;
+    if store.reader().get(&key)?.is_some() {
+        return Ok(());
+    }
+    Err(missing(format!(
+        "module {module} is not uploaded to namespace {ns} (PUT /api/v1/namespaces/{ns}/modules/{hex}; shoal apply does)"
+    )))
+}
+
 impl Admission {
     /// Checks and completes `object`, written by `principal`, before it is written.
-    pub fn admit(&self, store: &Store, principal: &Principal, object: &mut AnyObject) -> Result<(), ApiError> {
+    pub async fn admit(&self, store: &Store, principal: &Principal, object: &mut AnyObject) -> Result<(), ApiError> {
         match object {
             AnyObject::Node(node) if principal.node().is_some() => fence_node(store, node),
             AnyObject::Workload(workload) => {
                 let ns = workload.metadata.namespace.as_ref().map_or("default", |n| n.as_str());
+                require_module(store, ns, &workload.spec.module).await?;
                 if let Some(defaults) = namespace(store, ns)?.and_then(|n| n.spec.default_requests) {
                     let resources = &mut workload.spec.resources;
                     resources.memory = resources.memory.or(defaults.memory);

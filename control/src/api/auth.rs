@@ -4,7 +4,6 @@
 //!
 //! - anything under `/api/v1/namespaces/{ns}/...` for its namespaces;
 //! - `GET /api/v1/namespaces` (filtered to its namespaces) and `GET /api/v1/namespaces/{ns}`;
-//! - module blobs (`/api/v1/modules/...`), which are content-addressed;
 //! - nothing else: 403.
 //!
 //! A node token (issued with `node: true`) acts as one Node: it may read and write that Node
@@ -186,7 +185,6 @@ fn authorize(principal: &Principal, method: &Method, path: &str) -> Result<(), A
     let allowed = match (principal, segments.as_slice()) {
         (Principal::Admin, _) | (_, ["whoami"]) => true,
         (Principal::Tenant { .. }, segments) => match segments {
-            ["modules", ..] => true,
             ["namespaces"] => reads,
             ["namespaces", ns] => reads && principal.may_use(ns),
             // Status is what the control plane and the nodes observe; Instances are made by
@@ -273,7 +271,9 @@ mod tests {
         assert!(ok(Method::DELETE, "/api/v1/namespaces/shop/workloads/w"));
         assert!(ok(Method::GET, "/api/v1/namespaces"));
         assert!(ok(Method::GET, "/api/v1/namespaces/shop"));
-        assert!(ok(Method::PUT, "/api/v1/modules/abc"));
+        assert!(ok(Method::PUT, "/api/v1/namespaces/shop/modules/abc"));
+        assert!(!ok(Method::PUT, "/api/v1/namespaces/other/modules/abc"));
+        assert!(!ok(Method::GET, "/api/v1/modules/abc"), "by digest alone, across namespaces: nodes only");
         assert!(!ok(Method::GET, "/api/v1/namespaces/other/workloads"));
         assert!(!ok(Method::DELETE, "/api/v1/namespaces/shop"));
         assert!(!ok(Method::GET, "/api/v1/namespaces/other"));
@@ -329,6 +329,7 @@ mod tests {
         assert!(!ok(Method::GET, "/api/v1/workloads"));
         assert!(!ok(Method::GET, "/api/v1/namespaces/a/workloads"));
         assert!(!ok(Method::PUT, "/api/v1/modules/abc"));
+        assert!(!ok(Method::PUT, "/api/v1/namespaces/a/modules/abc"));
         assert!(!ok(Method::POST, "/api/v1/tokens"));
         let bound = br#"{"spec":{"node":"n1"}}"#;
         assert!(may_touch_instance(&node, bound));

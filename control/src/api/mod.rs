@@ -38,6 +38,7 @@ pub fn router(
     pki: Arc<Pki>,
     liveness: Arc<Liveness>,
     hub: Arc<watch::WatchHub>,
+    blobs: Arc<crate::blobs::Blobs>,
     admission: Arc<admission::Admission>,
     node_cert_validity: std::time::Duration,
 ) -> anyhow::Result<Router> {
@@ -46,6 +47,11 @@ pub fn router(
     let heartbeats = Router::new()
         .route("/api/v1/nodes/{name}/heartbeat", post(heartbeat::beat))
         .with_state(heartbeat::HeartbeatState { store: store.clone(), liveness });
+    let modules = Router::new()
+        .route("/api/v1/modules/{digest}", get(modules::get_any))
+        .route("/api/v1/namespaces/{ns}/modules", get(modules::list))
+        .route("/api/v1/namespaces/{ns}/modules/{digest}", put(modules::put).get(modules::get).delete(modules::delete))
+        .with_state(modules::ModuleState { store: store.clone(), blobs });
     let agents = Router::new()
         .route("/api/v1/nodes/{name}/credentials", post(agents::credentials))
         .route("/api/v1/namespaces/{ns}/instances/{name}/log", get(agents::logs))
@@ -56,10 +62,6 @@ pub fn router(
         .route("/api/v1/whoami", get(tokens::whoami))
         .route("/api/v1/tokens", get(tokens::list).post(tokens::issue))
         .route("/api/v1/tokens/{name}", axum::routing::delete(tokens::revoke))
-        .route(
-            "/api/v1/modules/{digest}",
-            put(modules::put).get(modules::get).layer(DefaultBodyLimit::max(MAX_MODULE_BYTES)),
-        )
         .route("/api/v1/{plural}", get(list_all).post(create_any))
         .route("/api/v1/{plural}/{name}", get(get_cluster).put(put_cluster).delete(delete_cluster))
         .route("/api/v1/{plural}/{name}/status", put(put_cluster_status))
@@ -75,6 +77,7 @@ pub fn router(
         .with_state(store.clone())
         .merge(agents)
         .merge(heartbeats)
+        .merge(modules)
         .layer(axum::Extension(hub))
         .layer(axum::Extension(admission))
         .layer(axum::Extension(tokens))

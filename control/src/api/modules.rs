@@ -1,17 +1,36 @@
-//! Module blobs, content-addressed by sha256: upload (verified, and refused unless it is a
-//! wasm module or component) and download.
+//! Module endpoints. A module is uploaded to a namespace, which its size is charged to:
+//! `PUT /api/v1/namespaces/{ns}/modules/{sha256}` (verified, refused unless it is a valid wasm
+//! module or component, refused with 403 past `spec.quota.moduleBytes`, and charged once however
+//! often it is uploaded); `GET`/`HEAD` on the same path reads it back, `DELETE` removes it from
+//! the namespace (refused while a Workload there uses it), and `GET .../modules` lists them. Nodes
+//! (and the admin) download by digest alone: `GET /api/v1/modules/{sha256}`. The bytes are stored
+//! beside raft, not in it ([`crate::blobs`]).
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use shoal_api::Reason;
-use shoal_api::digest::{is_sha256_hex, sha256_hex, wasm_kind};
+use shoal_api::digest::{is_sha256_hex, wasm_kind};
+use shoal_api::module::{MODULES, ModuleRecord};
+use shoal_api::quantity::Memory;
 
+use super::MAX_MODULE_BYTES;
 use super::error::ApiError;
-use crate::store::{Command, CommandResult, Store};
+use crate::blobs::{BlobError, Blobs, hashes_to};
+use crate::store::{Command, CommandResult, ObjectKey, Store};
+
+/// What the module endpoints need.
+#[derive(Clone)]
+pub struct ModuleState {
+    /// The store (records).
+    pub store: Arc<Store>,
+    /// The bytes.
+    pub blobs: Arc<Blobs>,
+}
 
 fn check_digest(digest: &str) -> Result<(), ApiError> {
     if is_sha256_hex(digest) {
@@ -21,44 +40,195 @@ fn check_digest(digest: &str) -> Result<(), ApiError> {
     }
 }
 
-/// `PUT /api/v1/modules/{sha256}`.
+impl From<BlobError> for ApiError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::NoQuorum { .. } => ApiError::new(Reason::Unavailable, e.to_string()),
+            BlobError::Io(_) => {
+                tracing::error!("{e}");
+                ApiError::new(Reason::Internal, e.to_string())
+            }
+        }
+    }
+}
+
+/// The module storage quota of namespace `ns`, if it has one.
+fn storage_quota(store: &Store, ns: &str) -> Result<Option<u64>, ApiError> {
+    let key = ObjectKey::new(shoal_api::Kind::Namespace.plural(), None, ns);
+    let Some(bytes) = store.reader().get(&key)? else { return Ok(None) };
+    let namespace: shoal_api::resources::namespace::Namespace = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(Reason::Internal, format!("stored namespace {ns} is damaged: {e}")))?;
+    Ok(namespace.spec.quota.and_then(|q| q.module_bytes).map(|m| m.0))
+}
+
+/// What the modules of namespace `ns` take together.
+fn storage_used(store: &Store, ns: &str) -> Result<u64, ApiError> {
+    let (_, entries) = store.reader().entries(&ObjectKey::prefix(MODULES, Some(ns)))?;
+    Ok(entries
+        .iter()
+        .filter_map(|(_, bytes)| serde_json::from_slice::<ModuleRecord>(bytes).ok())
+        .fold(0u64, |sum, r| sum.saturating_add(r.size)))
+}
+
+fn quota_exceeded(used: u64, size: u64, limit: u64) -> ApiError {
+    ApiError::new(
+        Reason::Forbidden,
+        format!(
+            "quota exceeded: module storage {} used + {} > {} (spec.quota.moduleBytes)",
+            Memory(used),
+            Memory(size),
+            Memory(limit)
+        ),
+    )
+}
+
+/// `PUT /api/v1/namespaces/{ns}/modules/{sha256}`.
 pub async fn put(
-    State(store): State<Arc<Store>>,
-    Path(digest): Path<String>,
-    body: Bytes,
+    State(s): State<ModuleState>,
+    Path((ns, digest)): Path<(String, String)>,
+    request: Request,
 ) -> Result<Response, ApiError> {
     check_digest(&digest)?;
-    let actual = sha256_hex(&body);
-    if actual != digest {
-        return Err(ApiError::new(Reason::Invalid, format!("body has sha256 {actual}, not {digest}")));
+    shoal_api::Name::new(&ns).map_err(|e| ApiError::new(Reason::BadRequest, format!("namespace {ns:?}: {e}")))?;
+    if s.blobs.recorded(&ns, &digest)?.is_some() {
+        return Ok(StatusCode::OK.into_response());
+    }
+    let declared =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    // Refused before the bytes are read when the declared size cannot fit (the record's write
+    // checks again, in the same step as it charges).
+    if let (Some(size), Some(limit)) = (declared, storage_quota(&s.store, &ns)?) {
+        let used = storage_used(&s.store, &ns)?;
+        if used.saturating_add(size) > limit {
+            return Err(quota_exceeded(used, size, limit));
+        }
+    }
+    let _memory = s.blobs.memory().await;
+    let body = axum::body::to_bytes(request.into_body(), MAX_MODULE_BYTES).await.map_err(|e| {
+        ApiError::new(
+            Reason::BadRequest,
+            format!("reading the module (at most {}): {e}", Memory(MAX_MODULE_BYTES as u64)),
+        )
+    })?;
+    if !hashes_to(&body, &digest).await {
+        return Err(ApiError::new(Reason::Invalid, format!("body does not hash to sha256:{digest}")));
     }
     if wasm_kind(&body).is_none() {
         return Err(ApiError::new(Reason::Invalid, "body is not a wasm module or component (bad preamble)"));
     }
-    let mut validator = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all());
-    if let Err(e) = validator.validate_all(&body) {
+    let checked = body.clone();
+    let valid = tokio::task::spawn_blocking(move || {
+        let mut validator = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all());
+        validator.validate_all(&checked).map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| ApiError::new(Reason::Internal, e.to_string()))?;
+    if let Err(e) = valid {
         return Err(ApiError::new(Reason::Invalid, format!("body is not a valid wasm module or component: {e}")));
     }
-    if store.reader().blob(&digest)?.is_some() {
-        return Ok(StatusCode::OK.into_response());
-    }
-    match store.write(Command::PutBlob { digest, data: body.to_vec() }).await? {
+    let size = body.len() as u64;
+    s.blobs.replicate(&digest, body).await?;
+    let command = Command::PutModule { namespace: ns, digest, size, uploaded: crate::stamp::now_rfc3339() };
+    match s.store.write(command).await? {
         CommandResult::Ok { .. } => Ok(StatusCode::CREATED.into_response()),
-        other => Err(ApiError::new(Reason::Internal, format!("unexpected result storing a blob: {other:?}"))),
+        CommandResult::QuotaExceeded { used, limit } => Err(quota_exceeded(used, size, limit)),
+        other => Err(ApiError::new(Reason::Internal, format!("unexpected result storing a module: {other:?}"))),
     }
 }
 
-/// `GET` (and `HEAD`) `/api/v1/modules/{sha256}`.
-pub async fn get(State(store): State<Arc<Store>>, Path(digest): Path<String>) -> Result<Response, ApiError> {
-    check_digest(&digest)?;
-    let mut blob = store.reader().blob(&digest)?;
-    if blob.is_none() {
-        // It may have been committed but not yet applied here.
-        store.linearize().await?;
-        blob = store.reader().blob(&digest)?;
+/// Streams the bytes of `hex`, fetching them from another member first if this one lacks them.
+async fn bytes_response(blobs: &Blobs, hex: &str, method: &Method) -> Result<Response, ApiError> {
+    if !blobs.files().has(hex) && !blobs.fetch(hex).await? {
+        return Err(ApiError::new(Reason::Unavailable, format!("no member holds the bytes of sha256:{hex} yet")));
     }
-    match blob {
-        Some(bytes) => Ok(([(header::CONTENT_TYPE, "application/wasm")], bytes).into_response()),
-        None => Err(ApiError::new(Reason::NotFound, format!("module sha256:{digest} not found"))),
+    file_response(blobs, hex, method)
+        .await
+        .map_err(BlobError::Io)?
+        .ok_or_else(|| ApiError::new(Reason::NotFound, format!("module sha256:{hex} not found")))
+}
+
+/// The bytes of `hex` from this member's disk, streamed, or `None` if they are not here.
+pub async fn file_response(blobs: &Blobs, hex: &str, method: &Method) -> std::io::Result<Option<Response>> {
+    let file = match tokio::fs::File::open(blobs.files().path(hex)).await {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let length = file.metadata().await?.len();
+    let body =
+        if method == Method::HEAD { Body::empty() } else { Body::from_stream(tokio_util::io::ReaderStream::new(file)) };
+    let headers = [(header::CONTENT_TYPE, "application/wasm".to_owned()), (header::CONTENT_LENGTH, length.to_string())];
+    Ok(Some((headers, body).into_response()))
+}
+
+/// The record of `hex` in `ns`, reading again once this member has applied everything
+/// committed when it is not here yet (it may have been written through another member).
+async fn record(s: &ModuleState, ns: &str, hex: &str) -> Result<ModuleRecord, ApiError> {
+    if let Some(record) = s.blobs.recorded(ns, hex)? {
+        return Ok(record);
+    }
+    s.store.linearize().await?;
+    s.blobs
+        .recorded(ns, hex)?
+        .ok_or_else(|| ApiError::new(Reason::NotFound, format!("module sha256:{hex} not found in namespace {ns}")))
+}
+
+/// `GET` (and `HEAD`) `/api/v1/namespaces/{ns}/modules/{sha256}`.
+pub async fn get(
+    State(s): State<ModuleState>,
+    Path((ns, digest)): Path<(String, String)>,
+    method: Method,
+) -> Result<Response, ApiError> {
+    check_digest(&digest)?;
+    record(&s, &ns, &digest).await?;
+    bytes_response(&s.blobs, &digest, &method).await
+}
+
+/// `GET` (and `HEAD`) `/api/v1/modules/{sha256}`: for nodes and the admin, whichever
+/// namespace holds it.
+pub async fn get_any(
+    State(s): State<ModuleState>,
+    Path(digest): Path<String>,
+    method: Method,
+) -> Result<Response, ApiError> {
+    check_digest(&digest)?;
+    bytes_response(&s.blobs, &digest, &method).await
+}
+
+/// `GET /api/v1/namespaces/{ns}/modules`.
+pub async fn list(State(s): State<ModuleState>, Path(ns): Path<String>) -> Result<Json<Vec<ModuleRecord>>, ApiError> {
+    s.store.linearize().await?;
+    let (_, entries) = s.store.reader().entries(&ObjectKey::prefix(MODULES, Some(&ns)))?;
+    Ok(Json(entries.iter().filter_map(|(_, bytes)| serde_json::from_slice(bytes).ok()).collect()))
+}
+
+/// `DELETE /api/v1/namespaces/{ns}/modules/{sha256}`: refused while a Workload of `ns` uses it.
+pub async fn delete(
+    State(s): State<ModuleState>,
+    Path((ns, digest)): Path<(String, String)>,
+) -> Result<Json<ModuleRecord>, ApiError> {
+    check_digest(&digest)?;
+    let found = record(&s, &ns, &digest).await?;
+    let reference = format!("sha256:{digest}");
+    let (_, workloads) = s.store.reader().entries(&ObjectKey::prefix(shoal_api::Kind::Workload.plural(), Some(&ns)))?;
+    for (key, bytes) in workloads {
+        let uses = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .is_some_and(|w| w.pointer("/spec/module").and_then(|m| m.as_str()) == Some(reference.as_str()));
+        if uses {
+            let name = key.rsplit('/').next().unwrap_or_default();
+            return Err(ApiError::new(
+                Reason::Conflict,
+                format!("module sha256:{digest} is used by workload {ns}/{name}"),
+            ));
+        }
+    }
+    let key = ObjectKey::new(MODULES, Some(&ns), &digest);
+    match s.store.write(Command::Delete { key, expected: None }).await? {
+        CommandResult::Ok { .. } => Ok(Json(found)),
+        CommandResult::NotFound => {
+            Err(ApiError::new(Reason::NotFound, format!("module sha256:{digest} not found in namespace {ns}")))
+        }
+        other => Err(ApiError::new(Reason::Internal, format!("unexpected result deleting a module: {other:?}"))),
     }
 }

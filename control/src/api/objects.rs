@@ -160,6 +160,9 @@ fn write_result(result: CommandResult, target: &Target, name: &str, success: Sta
         CommandResult::Invalid { message } => Err(ApiError::new(Reason::Invalid, message)),
         CommandResult::Batch(_) => Err(ApiError::new(Reason::Internal, "one write was answered as a batch")),
         CommandResult::NotBound => Err(ApiError::new(Reason::Forbidden, format!("{what} is bound elsewhere"))),
+        CommandResult::QuotaExceeded { used, limit } => {
+            Err(ApiError::new(Reason::Forbidden, format!("{what}: quota exceeded: {used}/{limit}")))
+        }
     }
 }
 
@@ -173,7 +176,7 @@ async fn create(
     let mut object = parse_body(&target, body, None)?;
     let target = Target { namespace: object.namespace().map(str::to_owned), ..target };
     require_namespace(store, &target).await?;
-    admission.admit(store, principal, &mut object)?;
+    admission.admit(store, principal, &mut object).await?;
     stamp_new(&mut object);
     object.meta_mut().resource_version = None;
     let name = object.meta().name.to_string();
@@ -196,7 +199,7 @@ async fn update(
         // Only a spec update may create the object (a status update of a missing one is a 404),
         // so only it needs the namespace to exist and a uid of its own.
         require_namespace(store, &target).await?;
-        admission.admit(store, principal, &mut object)?;
+        admission.admit(store, principal, &mut object).await?;
         stamp_new(&mut object);
     }
     let command = Command::Update { key: target.key(name), object: to_bytes(&object), expected, scope };

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
+use shoal_api::module::{MODULES, ModuleRecord};
 use shoal_api::resources::instance::{Instance, InstanceKind, InstanceSpec};
 use shoal_api::resources::namespace::{Namespace, NamespaceKind};
 use shoal_api::resources::node::{Node, NodeKind};
@@ -122,6 +123,20 @@ pub struct Cache {
     changed_instances: Vec<String>,
     /// Each workload's instance template and its hash, with the generation they were made at.
     templates: HashMap<String, (Option<u64>, Arc<InstanceSpec>, String)>,
+    /// Module records: their size, by key (`modules/<namespace>/<sha256>`).
+    pub modules: BTreeMap<String, u64>,
+    /// What the module records of each namespace take together, by namespace name.
+    module_bytes: HashMap<String, u64>,
+    /// How many workloads and instances use each module record key (a count for every key
+    /// used, whether or not it is recorded).
+    module_users: HashMap<String, u32>,
+}
+
+/// The key of the module record a workload or instance in `ns` using `module` (`sha256:<hex>`)
+/// needs.
+pub fn module_key(ns: &str, module: &str) -> Option<String> {
+    let hex = module.strip_prefix("sha256:")?;
+    Some(format!("{MODULES}/{ns}/{hex}"))
 }
 
 fn parse<R: Resource>(key: &str, bytes: &[u8]) -> Option<Object<R>>
@@ -181,6 +196,11 @@ impl Cache {
                 self.apply_bytes(&key, Some(&bytes), &mut Vec::new());
             }
         }
+        let (rev, entries) = reader.entries(&format!("{MODULES}/"))?;
+        revision = revision.min(rev);
+        for (key, bytes) in entries {
+            self.apply_bytes(&key, Some(&bytes), &mut Vec::new());
+        }
         // The reads may have seen different revisions; replaying from the oldest is harmless
         // (every change carries the whole object) and misses nothing.
         self.revision = revision;
@@ -219,6 +239,7 @@ impl Cache {
         tasks.extend(self.services.keys().map(|k| Task::Endpoints(k.clone())));
         tasks.extend(self.instances.keys().map(|k| Task::Collect(k.clone())));
         tasks.extend(self.namespaces.values().map(|n| Task::Namespace(n.metadata.name.to_string())));
+        tasks.extend(self.modules.keys().map(|k| Task::Module(k.clone())));
         tasks
     }
 
@@ -240,10 +261,64 @@ impl Cache {
             if let Some(new) = parsed::<ServiceKind>(key, bytes) {
                 self.put_service(key, new, tasks);
             }
-        } else if kind == Kind::Namespace.plural()
-            && let Some(new) = parsed::<NamespaceKind>(key, bytes)
-        {
-            self.put_namespace(key, new, tasks);
+        } else if kind == Kind::Namespace.plural() {
+            if let Some(new) = parsed::<NamespaceKind>(key, bytes) {
+                self.put_namespace(key, new, tasks);
+            }
+        } else if kind == MODULES {
+            let size = match bytes.map(serde_json::from_slice::<ModuleRecord>) {
+                Some(Ok(record)) => Some(record.size),
+                Some(Err(e)) => {
+                    tracing::warn!("controllers: skipping {key}: stored module record does not parse: {e}");
+                    return;
+                }
+                None => None,
+            };
+            self.put_module(key, size, tasks);
+        }
+    }
+
+    /// Records (with a size) or forgets the module record at `key`; adds its tasks.
+    pub fn put_module(&mut self, key: &str, size: Option<u64>, tasks: &mut Vec<Task>) {
+        let ns = key.split('/').nth(1).unwrap_or_default().to_owned();
+        let old = match size {
+            Some(size) => self.modules.insert(key.to_owned(), size),
+            None => self.modules.remove(key),
+        };
+        let total = self.module_bytes.entry(ns.clone()).or_default();
+        *total = total.saturating_sub(old.unwrap_or(0)).saturating_add(size.unwrap_or(0));
+        if *total == 0 {
+            self.module_bytes.remove(&ns);
+        }
+        if old != size {
+            tasks.push(Task::Module(key.to_owned()));
+            if self.namespace(&ns).is_some() {
+                tasks.push(Task::Namespace(ns));
+            }
+        }
+    }
+
+    /// What the module records of namespace `ns` take together.
+    pub fn module_bytes(&self, ns: &str) -> u64 {
+        self.module_bytes.get(ns).copied().unwrap_or(0)
+    }
+
+    /// How many workloads and instances use the module record at `key`.
+    pub fn module_users(&self, key: &str) -> u32 {
+        self.module_users.get(key).copied().unwrap_or(0)
+    }
+
+    /// Counts one more (or, with `add` false, one fewer) user of `module` in `ns`; a module
+    /// left without users is a task for its collection.
+    fn use_module(&mut self, ns: &str, module: &str, add: bool, tasks: &mut Vec<Task>) {
+        let Some(key) = module_key(ns, module) else { return };
+        let users = self.module_users.entry(key.clone()).or_default();
+        *users = if add { users.saturating_add(1) } else { users.saturating_sub(1) };
+        if *users == 0 {
+            self.module_users.remove(&key);
+            if self.modules.contains_key(&key) {
+                tasks.push(Task::Module(key));
+            }
         }
     }
 
@@ -264,6 +339,13 @@ impl Cache {
                 self.workloads.remove(key)
             }
         };
+        let ns = key.split('/').nth(1).unwrap_or_default();
+        if let Some(new) = &new {
+            self.use_module(ns, &new.spec.module, true, tasks);
+        }
+        if let Some(old) = &old {
+            self.use_module(ns, &old.spec.module, false, tasks);
+        }
         triggers::workload(self, key, old.as_ref(), new.as_ref(), tasks);
     }
 
@@ -276,7 +358,11 @@ impl Cache {
     /// Replaces (or removes) the instance at `key`, keeping the indexes; adds its tasks.
     pub fn put_instance(&mut self, key: &str, new: Option<Instance>, tasks: &mut Vec<Task>) {
         let old = self.instances.remove(key);
+        if let Some(new) = &new {
+            self.use_module(namespace_of(new), &new.spec.module, true, tasks);
+        }
         if let Some(old) = &old {
+            self.use_module(namespace_of(old), &old.spec.module, false, tasks);
             self.unindex(key, old);
         }
         if let Some(new) = &new {

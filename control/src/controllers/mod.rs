@@ -11,7 +11,8 @@
 //! - The reconcilers, each a function of the cache and one key that returns an [`Action`]:
 //!   [`workload`] (replicas, rollouts, status), [`scheduler`] (binds pending instances),
 //!   [`lifecycle`] (node liveness → NotReady, instances moved), [`endpoints`] (Service →
-//!   serving nodes), [`gc`] (instances whose owner is gone).
+//!   serving nodes), [`gc`] (instances whose owner is gone), [`namespace`] (usage),
+//!   [`modules`] (module records nothing uses).
 //!
 //! # The loop
 //! One task per control node ([`run`]), shaped like kube-rs' controller runtime: after every
@@ -33,6 +34,7 @@ mod fixtures;
 pub mod flight;
 pub mod gc;
 pub mod lifecycle;
+pub mod modules;
 pub mod namespace;
 pub mod queue;
 pub mod quota;
@@ -68,11 +70,18 @@ pub struct ControllerOptions {
     pub node_grace: Duration,
     /// How often every task runs, changed or not.
     pub resync: Duration,
+    /// How long a module no Workload or Instance uses is kept (its record, and then its
+    /// bytes on every member).
+    pub module_grace: Duration,
 }
 
 impl Default for ControllerOptions {
     fn default() -> Self {
-        ControllerOptions { node_grace: Duration::from_secs(10), resync: Duration::from_secs(60) }
+        ControllerOptions {
+            node_grace: Duration::from_secs(10),
+            resync: Duration::from_secs(60),
+            module_grace: Duration::from_secs(600),
+        }
     }
 }
 
@@ -83,6 +92,8 @@ struct Controllers {
     scheduler: Scheduler,
     /// Creates in flight, charged to their namespaces' quotas.
     charges: quota::Charges,
+    /// Since when unused module records have been unused.
+    unused_modules: modules::Unused,
     liveness: Arc<Liveness>,
     options: ControllerOptions,
 }
@@ -116,6 +127,9 @@ impl Controllers {
                 }
                 Task::Endpoints(key) => endpoints::reconcile(&self.cache, key),
                 Task::Collect(key) => gc::reconcile(&self.cache, key),
+                Task::Module(key) => {
+                    modules::reconcile(&self.cache, &mut self.unused_modules, key, self.options.module_grace, now)
+                }
             };
             done.push((task, action));
         }
@@ -192,6 +206,7 @@ pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: Controller
         queue: WorkQueue::default(),
         scheduler: Scheduler::default(),
         charges: quota::Charges::default(),
+        unused_modules: modules::Unused::default(),
         liveness,
         options,
     };
@@ -234,6 +249,7 @@ pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: Controller
             flights.clear();
             c.scheduler.forget_assumed();
             c.charges.clear();
+            c.unused_modules.clear();
             landing = FuturesUnordered::new();
             if term.is_some() {
                 tracing::info!("controllers: leading; reconciling everything");

@@ -1,5 +1,5 @@
 //! The namespace controller: keeps each Namespace's `status.usage` (what its live instances
-//! request, and how many there are) current, for `shoal get` and for people sizing quotas.
+//! request, how many there are, and what its modules take) current, for `shoal get` and for people sizing quotas.
 //! Quotas themselves are enforced where usage would rise (the workload controller, with
 //! [`super::quota`]), not here.
 
@@ -15,9 +15,10 @@ use crate::store::UpdateScope;
 pub fn reconcile(cache: &Cache, name: &str) -> Action {
     let Some(namespace) = cache.namespace(name) else { return Action::none() };
     let used = cache.usage(name);
-    // A namespace that never held an instance keeps no status: nothing to say, and no write
-    // that would bump the resourceVersion a user just read.
-    if namespace.status.is_none() && used == Default::default() {
+    let module_bytes = cache.module_bytes(name);
+    // A namespace that never held an instance or a module keeps no status: nothing to say,
+    // and no write that would bump the resourceVersion a user just read.
+    if namespace.status.is_none() && used == Default::default() && module_bytes == 0 {
         return Action::none();
     }
     // Kept within what a quantity may say, so that the status always parses back.
@@ -25,6 +26,7 @@ pub fn reconcile(cache: &Cache, name: &str) -> Action {
         memory: Some(Memory(used.memory.min(shoal_api::quantity::MAX_MEMORY))),
         cpu: Some(Cpu(used.cpu.min(shoal_api::quantity::MAX_CPU_MILLI))),
         instances: Some(used.instances),
+        module_bytes: Some(Memory(module_bytes)),
     };
     let status = NamespaceStatus { usage };
     if namespace.status.as_ref() == Some(&status) {

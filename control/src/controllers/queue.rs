@@ -29,6 +29,8 @@ pub enum Task {
     Collect(String),
     /// A namespace's usage, by name.
     Namespace(String),
+    /// A module record that may be unused, by store key (`modules/<namespace>/<sha256>`).
+    Module(String),
 }
 
 /// Keys with the time each is due.

@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn the_tightest_limit_decides_and_says_its_figures() {
-        let quota = Quota { instances: Some(2), memory: Some(mib(64)), cpu: None };
+        let quota = Quota { instances: Some(2), memory: Some(mib(64)), ..Default::default() };
         let each = Resources { memory: Some(mib(32)), cpu: None };
         let first = admit(&quota, used(0, 0), &each, 5);
         assert_eq!(first.count, 2);

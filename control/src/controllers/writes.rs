@@ -46,6 +46,11 @@ impl Action {
     pub fn writes(writes: Vec<Write>) -> Self {
         Action { writes, requeue_after: None }
     }
+
+    /// Nothing to write now; look again after `after`.
+    pub fn requeue(after: std::time::Duration) -> Self {
+        Action { writes: Vec::new(), requeue_after: Some(after) }
+    }
 }
 
 /// The store key of a typed object.

@@ -14,7 +14,10 @@ use openraft::EntryPayload;
 use redb::{Database, ReadOnlyTable, ReadableDatabase};
 use serde_json::Value;
 
-use super::db::{BLOBS, OBJECTS, io_err};
+use shoal_api::module::{MODULES, ModuleRecord};
+use shoal_api::quantity::Memory;
+
+use super::db::{OBJECTS, io_err};
 use super::history::{Change, ChangeKind, history_key};
 use super::types::{Command, CommandResult, Entry, ObjectKey, StorageError, StoredMembership, UpdateScope};
 use super::unflushed::Unflushed;
@@ -23,7 +26,6 @@ use super::unflushed::Unflushed;
 struct Tables<'t> {
     unflushed: &'t mut Unflushed,
     objects: ReadOnlyTable<&'static str, &'static [u8]>,
-    blobs: ReadOnlyTable<&'static str, &'static [u8]>,
     /// Changes recorded so far at the current revision (a batch entry records several).
     seq: u64,
 }
@@ -218,16 +220,57 @@ impl Tables<'_> {
                 let results = commands.into_iter().map(|c| self.apply(revision, c)).collect::<Result<_, _>>()?;
                 Ok(CommandResult::Batch(results))
             }
-            Command::PutBlob { digest, data } => {
-                if !self.unflushed.blobs.contains_key(&digest)
-                    && self.blobs.get(digest.as_str()).map_err(io_err)?.is_none()
-                {
-                    self.unflushed.blobs.insert(digest, data);
+            Command::PutModule { namespace, digest, size, uploaded } => {
+                let key = ObjectKey::new(MODULES, Some(&namespace), &digest);
+                if let Some(existing) = self.current(&key)? {
+                    return done(serde_json::to_vec(&existing).map_err(io_err)?);
                 }
-                Ok(CommandResult::Ok { object: None })
+                if let Some(limit) = self.module_quota(&namespace)? {
+                    let used = self.module_bytes(&namespace)?;
+                    if used.saturating_add(size) > limit {
+                        return Ok(CommandResult::QuotaExceeded { used, limit });
+                    }
+                }
+                let record = ModuleRecord { digest, size, uploaded, resource_version: Some(revision) };
+                let record = serde_json::to_value(&record).map_err(io_err)?;
+                done(self.record(revision, ChangeKind::Added, &key.0, &record)?)
             }
         }
     }
+
+    /// The namespace's `spec.quota.moduleBytes`, if it sets one.
+    fn module_quota(&self, namespace: &str) -> Result<Option<u64>, StorageError> {
+        let Some(object) = self.current(&ObjectKey::new("namespaces", None, namespace))? else { return Ok(None) };
+        let Some(limit) = object.pointer("/spec/quota/moduleBytes") else { return Ok(None) };
+        // Validated when the Namespace was written; one that does not parse limits nothing
+        // rather than stop the state machine.
+        Ok(serde_json::from_value::<Memory>(limit.clone()).ok().map(|m| m.0))
+    }
+
+    /// What the modules recorded in `namespace` take together.
+    fn module_bytes(&self, namespace: &str) -> Result<u64, StorageError> {
+        let prefix = ObjectKey::prefix(MODULES, Some(namespace));
+        let mut sizes = std::collections::BTreeMap::new();
+        for item in self.objects.range(prefix.as_str()..).map_err(io_err)? {
+            let (k, v) = item.map_err(io_err)?;
+            if !k.value().starts_with(&prefix) {
+                break;
+            }
+            sizes.insert(k.value().to_owned(), record_size(v.value()));
+        }
+        for (k, v) in self.unflushed.objects_with_prefix(&prefix) {
+            match v {
+                Some(bytes) => sizes.insert(k.clone(), record_size(bytes)),
+                None => sizes.remove(k),
+            };
+        }
+        Ok(sizes.values().fold(0u64, |sum, size| sum.saturating_add(*size)))
+    }
+}
+
+/// The size a stored module record names (0 for one that does not parse: it charges nothing).
+fn record_size(bytes: &[u8]) -> u64 {
+    serde_json::from_slice::<ModuleRecord>(bytes).map_or(0, |r| r.size)
 }
 
 /// What applying a batch of entries did: a result per entry, and the last index applied (0 for
@@ -253,12 +296,7 @@ pub(super) fn apply_to_overlay(
     let mut unflushed = unflushed.write().expect("overlay lock");
     let mut results = Vec::with_capacity(entries.len());
     let mut last = None;
-    let mut tables = Tables {
-        unflushed: &mut unflushed,
-        objects: file.open_table(OBJECTS).map_err(io_err)?,
-        blobs: file.open_table(BLOBS).map_err(io_err)?,
-        seq: 0,
-    };
+    let mut tables = Tables { unflushed: &mut unflushed, objects: file.open_table(OBJECTS).map_err(io_err)?, seq: 0 };
     for entry in entries {
         last = Some(entry.log_id);
         let result = match entry.payload {

@@ -17,8 +17,6 @@ pub(crate) const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("s
 pub(crate) const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 /// Change history by revision (postcard-encoded `Change`), for watches.
 pub(crate) const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
-/// Module blobs by sha256 hex.
-pub(crate) const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 /// The current snapshot: `meta` and `data`.
 pub(crate) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 
@@ -32,7 +30,6 @@ pub fn open(path: &Path) -> Result<Arc<Database>, redb::Error> {
     tx.open_table(SM_META)?;
     tx.open_table(OBJECTS)?;
     tx.open_table(HISTORY)?;
-    tx.open_table(BLOBS)?;
     tx.open_table(SNAPSHOT)?;
     tx.commit()?;
     Ok(Arc::new(db))

@@ -6,7 +6,7 @@
 //! - [`types`]: the raft type configuration, commands and results.
 //! - [`db`]: the redb file and its tables.
 //! - [`log_store`]: raft's log and vote.
-//! - [`state_machine`]: the state machine openraft drives (objects, history and blobs).
+//! - [`state_machine`]: the state machine openraft drives (objects and history).
 //! - [`apply`]: applying commands to objects (resourceVersion, generation, conflicts).
 //! - [`history`]: the change history watches read, and its compaction.
 //! - [`snapshot`]: building and installing snapshots.
@@ -237,6 +237,14 @@ impl Store {
             revision: self.reader.revision(),
             members,
         }
+    }
+
+    /// Every member raft knows of (voters and learners), id → (raft address, whether it votes).
+    pub fn members(&self) -> BTreeMap<MemberId, (String, bool)> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<MemberId> = membership.voter_ids().collect();
+        membership.nodes().map(|(id, n)| (*id, (n.addr.clone(), voters.contains(id)))).collect()
     }
 
     /// The term this member leads in, if it leads.

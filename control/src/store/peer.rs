@@ -71,21 +71,37 @@ impl PeerClient {
         let url = format!("https://{addr}{path}");
         let body = postcard::to_allocvec(request)
             .map_err(|e| PeerError::Failed { url: url.clone(), message: e.to_string() })?;
+        let (status, bytes) = self.send(reqwest::Method::POST, &url, Some(body.into()), timeout).await?;
         let failed = |message: String| PeerError::Failed { url: url.clone(), message };
-        let resp = self.http.post(&url).bearer_auth(&self.token).timeout(timeout).body(body).send().await.map_err(
-            |source| {
-                if source.is_connect() {
-                    PeerError::Unreachable { url: url.clone(), source }
-                } else {
-                    failed(source.to_string())
-                }
-            },
-        )?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| failed(e.to_string()))?;
         if !status.is_success() {
             return Err(failed(format!("{status}: {}", String::from_utf8_lossy(&bytes))));
         }
         postcard::from_bytes(&bytes).map_err(|e| failed(format!("undecodable answer: {e}")))
+    }
+
+    /// Sends raw bytes (`PUT`, with a body) or asks for them (`GET`) at `https://{addr}{path}`:
+    /// module bytes travel this way, outside raft. Returns the status and the body.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<reqwest::Body>,
+        timeout: Duration,
+    ) -> Result<(reqwest::StatusCode, bytes::Bytes), PeerError> {
+        let failed = |message: String| PeerError::Failed { url: url.to_owned(), message };
+        let mut request = self.http.request(method, url).bearer_auth(&self.token).timeout(timeout);
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let resp = request.send().await.map_err(|source| {
+            if source.is_connect() {
+                PeerError::Unreachable { url: url.to_owned(), source }
+            } else {
+                failed(source.to_string())
+            }
+        })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| failed(e.to_string()))?;
+        Ok((status, bytes))
     }
 }

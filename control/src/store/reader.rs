@@ -1,5 +1,5 @@
-//! Reads of the applied state, for the API server: objects, lists, history (for watches) and
-//! blobs, each the overlay over the file, and the applied revision to follow.
+//! Reads of the applied state, for the API server: objects, lists and history (for watches),
+//! each the overlay over the file, and the applied revision to follow.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use redb::{Database, ReadTransaction, ReadableDatabase};
 use tokio::sync::watch;
 
-use super::db::{BLOBS, HISTORY, OBJECTS, SM_META, decode, io_err};
+use super::db::{HISTORY, OBJECTS, SM_META, decode, io_err};
 use super::history::{Change, HistoryError, HistoryScan, history_after};
 use super::sm_meta::{applied_in, read_meta};
 use super::types::{ObjectKey, StorageError};
@@ -133,15 +133,5 @@ impl StoreReader {
             }
         }
         Ok((scan.changes, scan.scanned_to.unwrap_or(applied)))
-    }
-
-    /// A module blob, if stored.
-    pub fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let (unflushed, tx) = self.read(|u| u.blobs.get(digest).cloned())?;
-        if unflushed.is_some() {
-            return Ok(unflushed);
-        }
-        let table = tx.open_table(BLOBS).map_err(io_err)?;
-        Ok(table.get(digest).map_err(io_err)?.map(|v| v.value().to_vec()))
     }
 }

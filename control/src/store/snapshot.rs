@@ -1,7 +1,7 @@
 //! Snapshots: building one from a consistent read of the file (after the overlay is written
 //! out), and installing one received from the leader.
 //!
-//! A snapshot carries the objects and the blobs, not the history: installing one resets history,
+//! A snapshot carries the objects (module records among them, not module bytes), not the history: installing one resets history,
 //! so that watches from before it get 410 Gone and re-list.
 
 use std::io::Cursor;
@@ -12,7 +12,7 @@ use openraft::{RaftSnapshotBuilder, SnapshotMeta};
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::db::{BLOBS, HISTORY, OBJECTS, SM_META, SNAPSHOT, blocking, decode, encode, io_err};
+use super::db::{HISTORY, OBJECTS, SM_META, SNAPSHOT, blocking, decode, encode, io_err};
 use super::sm_meta::{put_meta, read_meta};
 use super::types::{LogId, MemberId, StorageError, StoredMembership, TypeConfig};
 use super::writer::{Job, Writer};
@@ -20,7 +20,6 @@ use super::writer::{Job, Writer};
 #[derive(Serialize, Deserialize)]
 struct SnapshotPayload {
     objects: Vec<(String, Vec<u8>)>,
-    blobs: Vec<(String, Vec<u8>)>,
 }
 
 /// Builds snapshots from a consistent read of the state machine's file, after writing the
@@ -50,7 +49,6 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 };
                 let payload = SnapshotPayload {
                     objects: collect(tx.open_table(OBJECTS).map_err(io_err)?)?,
-                    blobs: collect(tx.open_table(BLOBS).map_err(io_err)?)?,
                 };
                 let snapshot_id = match last_applied {
                     Some(l) => format!("{}-{}-{}", l.leader_id, l.index, std::process::id()),
@@ -90,10 +88,6 @@ pub(super) fn install_in(
         objects.retain(|_, _| false).map_err(io_err)?;
         for (k, v) in &payload.objects {
             objects.insert(k.as_str(), v.as_slice()).map_err(io_err)?;
-        }
-        let mut blobs = tx.open_table(BLOBS).map_err(io_err)?;
-        for (k, v) in &payload.blobs {
-            blobs.insert(k.as_str(), v.as_slice()).map_err(io_err)?;
         }
         tx.open_table(HISTORY).map_err(io_err)?.retain(|_, _| false).map_err(io_err)?;
         let mut snap = tx.open_table(SNAPSHOT).map_err(io_err)?;

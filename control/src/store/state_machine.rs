@@ -1,7 +1,7 @@
 //! The replicated state machine as openraft sees it: [`StateMachine`] and its
 //! [`RaftStateMachine`] impl, which hands each job to the part of the store that does it.
 //!
-//! The state machine is objects, their change history (for watches), and module blobs, in redb
+//! The state machine is objects and their change history (for watches), in redb
 //! tables beside the raft log. Entries are applied into an in-memory overlay ([`Unflushed`]) that
 //! the writer thread writes to redb once in a while, without an fsync of its own: what a client
 //! is told is applied is already durable in a quorum's raft log, and a restart re-applies from

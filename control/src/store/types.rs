@@ -105,12 +105,19 @@ pub enum Command {
         /// The resourceVersion the scheduler read.
         expected: u64,
     },
-    /// Stores a module blob under its sha256 (hex).
-    PutBlob {
-        /// sha256 hex of `data`, already verified.
+    /// Records that `namespace` holds the module `digest`, charging `size` bytes to its
+    /// `spec.quota.moduleBytes` (checked here, in the same step as the write, so that two
+    /// uploads at once never both fit in the last room). The bytes themselves never travel in
+    /// the log: they are durable on a quorum of members before this is proposed.
+    PutModule {
+        /// The namespace charged.
+        namespace: String,
+        /// sha256 hex of the bytes, already verified.
         digest: String,
-        /// The module.
-        data: Vec<u8>,
+        /// Length of the bytes.
+        size: u64,
+        /// When (RFC 3339), decided by the API server.
+        uploaded: String,
     },
     /// A node's report on an instance (its status JSON only, not the whole object): replaces
     /// the instance's status only if it is bound to `node`, checked in the same step as the
@@ -153,4 +160,11 @@ pub enum CommandResult {
     Batch(Vec<CommandResult>),
     /// A `Report` on an instance that is bound to another node (or to none).
     NotBound,
+    /// A `PutModule` past the namespace's module storage quota.
+    QuotaExceeded {
+        /// Bytes the namespace's modules take already.
+        used: u64,
+        /// Its `spec.quota.moduleBytes`.
+        limit: u64,
+    },
 }

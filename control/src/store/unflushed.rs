@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use redb::WriteTransaction;
 
-use super::db::{BLOBS, HISTORY, OBJECTS, encode, io_err};
+use super::db::{HISTORY, OBJECTS, encode, io_err};
 use super::history::{Change, compact_history};
 use super::sm_meta::put_meta;
 use super::types::{LogId, StorageError, StoredMembership};
@@ -37,8 +37,6 @@ pub struct Unflushed {
     pub objects: BTreeMap<String, Option<Vec<u8>>>,
     /// History by history key (all newer than the file's).
     pub history: BTreeMap<u64, Change>,
-    /// Module blobs by digest.
-    pub blobs: BTreeMap<String, Vec<u8>>,
     /// The last applied log id, once anything was applied since the last flush.
     pub last_applied: Option<LogId>,
     /// The membership, if an entry changed it since the last flush.
@@ -104,10 +102,6 @@ pub(super) fn flush_in(tx: &WriteTransaction, unflushed: &Unflushed) -> Result<(
         let mut history = tx.open_table(HISTORY).map_err(io_err)?;
         for (key, change) in &unflushed.history {
             history.insert(key, encode(change).as_slice()).map_err(io_err)?;
-        }
-        let mut blobs = tx.open_table(BLOBS).map_err(io_err)?;
-        for (digest, data) in &unflushed.blobs {
-            blobs.insert(digest.as_str(), data.as_slice()).map_err(io_err)?;
         }
     }
     if let Some(membership) = &unflushed.membership {

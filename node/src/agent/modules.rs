@@ -174,7 +174,7 @@ impl ModuleCache {
             Some(bytes) => bytes,
             None => {
                 let fetch = |message: String| ModuleError::Fetch { digest: hex.to_owned(), message };
-                let bytes = self.client.get_module(hex).await.map_err(|e| fetch(e.to_string()))?.to_vec();
+                let bytes = self.client.get_module(None, hex).await.map_err(|e| fetch(e.to_string()))?.to_vec();
                 let partial = self.dir.join(format!("{hex}.wasm.partial"));
                 tokio::fs::write(&partial, &bytes).await.map_err(|e| fetch(format!("{}: {e}", partial.display())))?;
                 tokio::fs::rename(&partial, &path).await.map_err(|e| fetch(format!("{}: {e}", path.display())))?;
