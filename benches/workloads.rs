@@ -62,24 +62,7 @@ fn start_dev(dir: &Path) -> Dev {
 
 /// `hello.wasm` with a custom section that makes it a module of its own.
 fn unique_module(base: &[u8], i: usize) -> Vec<u8> {
-    let name = b"shoal-bench";
-    let payload = format!("cold-start {i} {}", std::process::id());
-    let mut body = vec![name.len() as u8];
-    body.extend_from_slice(name);
-    body.extend_from_slice(payload.as_bytes());
-    let mut module = base.to_vec();
-    module.push(0); // custom section
-    let mut size = body.len();
-    loop {
-        let byte = (size & 0x7f) as u8;
-        size >>= 7;
-        module.push(if size == 0 { byte } else { byte | 0x80 });
-        if size == 0 {
-            break;
-        }
-    }
-    module.extend_from_slice(&body);
-    module
+    common::with_custom_section(base, "shoal-bench", format!("cold-start {i} {}", std::process::id()).as_bytes())
 }
 
 fn workload(name: &str, module: &str) -> AnyObject {

@@ -155,3 +155,112 @@ async fn three_members_founded_with_peers_form_one_cluster() {
         }
     }
 }
+
+/// Three members joined to the first; returns them once all vote and agree on a leader, and
+/// the leader's id.
+async fn three_members(dir: &std::path::Path) -> (Vec<ControlProcess>, u64) {
+    let pki = dir.join("m1/pki");
+    let mut members = vec![ControlProcess::start(&dir.join("m1"), &["--id", "1"])];
+    for id in ["2", "3"] {
+        let join = members[0].raft_addr.clone();
+        members.push(ControlProcess::start(
+            &dir.join(format!("m{id}")),
+            &["--id", id, "--join", &join, "--pki-dir", pki.to_str().unwrap()],
+        ));
+    }
+    let clients: Vec<Client> = members.iter().map(|m| m.client()).collect();
+    let leader = wait_for(Duration::from_secs(30), "three voting members agreeing on a leader", || async {
+        let mut leaders = BTreeSet::new();
+        for c in &clients {
+            let status = c.cluster_status().await.ok()?;
+            if status.members.len() != 3 {
+                return None;
+            }
+            leaders.insert(status.leader?);
+        }
+        (leaders.len() == 1).then(|| *leaders.first().unwrap())
+    })
+    .await;
+    (members, leader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_module_reaches_every_member_outside_the_log_and_comes_back_after_a_loss() {
+    use common::workloads::{get, http, wait_running};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut members, leader) = three_members(dir.path()).await;
+    let clients: Vec<Client> = members.iter().map(|m| m.client()).collect();
+    let follower = (0..3).find(|i| *i as u64 + 1 != leader).unwrap();
+    let other = (0..3).find(|i| *i != follower).unwrap();
+
+    // 16 MiB of noise in a custom section of the hello component: it runs as hello does.
+    let hello = std::fs::read(shoal_guest_artifacts::HELLO).unwrap();
+    let module = common::with_custom_section(&hello, "padding", &common::noise(16 << 20, 7));
+    let hex = shoal_api::digest::sha256_hex(&module);
+
+    // Uploaded through a follower while small writes go on through another member.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (client, stop) = (clients[other].clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let started = std::time::Instant::now();
+                client.create(&namespace(&format!("small-{i}"))).await.expect("a small write during the upload");
+                slowest = slowest.max(started.elapsed());
+                i += 1;
+            }
+            (i, slowest)
+        })
+    };
+    let digest = clients[follower].put_module("default", module.clone()).await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let (writes, slowest) = writer.await.unwrap();
+    assert!(writes > 0, "no small write finished during the upload");
+    assert!(slowest < Duration::from_secs(2), "a small write took {slowest:?} during the upload");
+    assert_eq!(digest, format!("sha256:{hex}"));
+
+    // On every member's disk, and in no member's raft log or state machine.
+    for m in &members {
+        let path = m.data_dir.join("modules").join(&hex);
+        wait_for(Duration::from_secs(30), &format!("{} on {}", hex, m.data_dir.display()), || async {
+            (std::fs::metadata(&path).ok()?.len() == module.len() as u64).then_some(())
+        })
+        .await;
+        let store = std::fs::metadata(m.data_dir.join("shoal.redb")).unwrap().len();
+        assert!(store < module.len() as u64 / 2, "{}: the store file is {store} bytes", m.data_dir.display());
+    }
+
+    // A member that lost its copy (killed, its file gone) fetches it again from a peer.
+    let lost = (0..3).find(|i| *i as u64 + 1 != leader && *i != follower).unwrap_or(other);
+    let (data_dir, raft_addr) = (members[lost].data_dir.clone(), members[lost].raft_addr.clone());
+    members[lost].kill();
+    std::fs::remove_file(data_dir.join("modules").join(&hex)).unwrap();
+    let id = (lost + 1).to_string();
+    let pki = dir.path().join("m1/pki");
+    let mut args = vec!["--id", id.as_str(), "--raft-listen", raft_addr.as_str()];
+    if lost != 0 {
+        args.extend(["--pki-dir", pki.to_str().unwrap()]);
+    }
+    members[lost] = ControlProcess::start(&data_dir, &args);
+    let path = data_dir.join("modules").join(&hex);
+    wait_for(Duration::from_secs(30), "the restarted member to fetch the module again", || async {
+        (std::fs::metadata(&path).ok()?.len() == module.len() as u64).then_some(())
+    })
+    .await;
+
+    // A node joined to that member runs it.
+    let node = common::NodeProcess::start(&members[lost], "n1", &[]);
+    let client = members[lost].client();
+    let workload = shoal_api::AnyObject::from_json(
+        Kind::Workload,
+        &serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Workload",
+            "metadata": {"name": "big", "namespace": "default"}, "spec": {"module": digest}}),
+    )
+    .unwrap();
+    client.create(&workload).await.unwrap();
+    wait_running(&client, "big", 1, Some("n1"), Duration::from_secs(60)).await;
+    let (status, body) = get(&http(), &node.ingress, "big.default.localhost", "/hi").await;
+    assert_eq!((status, body.as_str()), (200, "hello from shoal (v1): GET /hi\n"));
+}

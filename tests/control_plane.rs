@@ -332,3 +332,27 @@ async fn a_tenant_token_reaches_only_its_namespaces() {
     let err = tenant.get(Kind::Service, Some("team-a"), "s").await.unwrap_err();
     assert_eq!(err.reason(), Some(Reason::Unauthorized), "{err}");
 }
+
+#[tokio::test]
+async fn a_module_nothing_uses_is_collected_after_the_grace_and_a_used_one_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &["--module-grace", "1s"]);
+    let client = control.client();
+    let used = client.put_module("default", EMPTY_MODULE.to_vec()).await.unwrap();
+    let unused = common::with_custom_section(EMPTY_MODULE, "pad", b"unused");
+    let unused_hex = shoal_api::digest::sha256_hex(&unused);
+    client.put_module("default", unused).await.unwrap();
+    let body = serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Workload",
+        "metadata": {"name": "w"}, "spec": {"module": used, "replicas": 0}});
+    client.create(&AnyObject::from_json(Kind::Workload, &body).unwrap()).await.unwrap();
+    let file = control.data_dir.join("modules").join(&unused_hex);
+    assert!(file.exists());
+    common::wait_for(Duration::from_secs(20), "the unused module's record and bytes to go", || async {
+        let gone = !client.has_module("default", &unused_hex).await.unwrap() && !file.exists();
+        gone.then_some(())
+    })
+    .await;
+    let used_hex = used.strip_prefix("sha256:").unwrap();
+    assert!(client.has_module("default", used_hex).await.unwrap(), "a module a Workload uses is kept");
+    assert!(control.data_dir.join("modules").join(used_hex).exists());
+}

@@ -447,3 +447,55 @@ async fn an_escaped_path_is_no_way_around_the_rules() {
     assert_eq!(response.status().as_u16(), 400);
     assert_eq!(instances_in(&beta, "beta").await, 0, "no instance was made");
 }
+
+#[tokio::test]
+async fn module_storage_is_charged_to_its_namespace_and_fenced_from_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let beta = tenant_with_quota(&control, "beta", serde_json::json!({"moduleBytes": "1Mi"})).await;
+    let alpha = tenant_with_quota(&control, "alpha", serde_json::json!({})).await;
+    let first = common::with_custom_section(EMPTY_MODULE, "pad", &common::noise(600 << 10, 1));
+    let second = common::with_custom_section(EMPTY_MODULE, "pad", &common::noise(600 << 10, 2));
+    let charged = |client: Client, ns: &'static str| async move {
+        let AnyObject::Namespace(n) = client.get(Kind::Namespace, None, ns).await.unwrap() else { unreachable!() };
+        n.status.and_then(|s| s.usage.module_bytes).map(|m| m.0)
+    };
+    let empty = EMPTY_MODULE.len() as u64;
+
+    // Within the quota, and charged once however often it is uploaded.
+    let reference = beta.put_module("beta", first.clone()).await.unwrap();
+    beta.put_module("beta", first.clone()).await.unwrap();
+    let expected = empty + first.len() as u64;
+    wait_for(Duration::from_secs(10), "beta charged for its modules", || async {
+        (charged(beta.clone(), "beta").await == Some(expected)).then_some(())
+    })
+    .await;
+    // Past it: a 403 with the figures, and nothing stored.
+    let refused = beta.put_module("beta", second.clone()).await.unwrap_err();
+    assert_eq!(refused.reason(), Some(Reason::Forbidden), "{refused}");
+    assert!(refused.to_string().contains("quota exceeded: module storage"), "{refused}");
+    assert!(refused.to_string().contains("> 1Mi"), "{refused}");
+    let hex = |bytes: &[u8]| shoal_api::digest::sha256_hex(bytes);
+    assert!(!beta.has_module("beta", &hex(&second)).await.unwrap());
+
+    // Another namespace pays for its own copy, and neither reads the other's.
+    alpha.put_module("alpha", second.clone()).await.unwrap();
+    let theirs = beta.get_module(Some("alpha"), &hex(&second)).await.unwrap_err();
+    assert_eq!(theirs.reason(), Some(Reason::Forbidden), "{theirs}");
+    let by_digest = beta.get_module(None, &hex(&second)).await.unwrap_err();
+    assert_eq!(by_digest.reason(), Some(Reason::Forbidden), "{by_digest}");
+    let not_here = beta.get_module(Some("beta"), &hex(&second)).await.unwrap_err();
+    assert_eq!(not_here.reason(), Some(Reason::NotFound), "{not_here}");
+    // Nor runs it: a Workload runs only what its namespace uploaded.
+    let mut borrowed = workload("beta", "borrowed", 1, None);
+    let AnyObject::Workload(w) = &mut borrowed else { unreachable!() };
+    w.spec.module = format!("sha256:{}", hex(&second));
+    let refused = beta.create(&borrowed).await.unwrap_err();
+    assert_eq!(refused.reason(), Some(Reason::Invalid), "{refused}");
+    assert!(refused.to_string().contains("not uploaded to namespace beta"), "{refused}");
+
+    // Removing one frees its room.
+    beta.delete_module("beta", reference.strip_prefix("sha256:").unwrap()).await.unwrap();
+    beta.put_module("beta", second).await.unwrap();
+    assert_eq!(alpha.list_modules("alpha").await.unwrap().len(), 2, "alpha's modules are untouched");
+}

@@ -34,6 +34,8 @@ pub struct ControlProcess {
     log_path: PathBuf,
     /// Where its DNS server answers (UDP and TCP).
     pub dns_addr: std::net::SocketAddr,
+    /// Its PKI directory (`--pki-dir`, or `<data dir>/pki`).
+    pub pki_dir: PathBuf,
 }
 
 impl ControlProcess {
@@ -61,8 +63,13 @@ impl ControlProcess {
         );
         let [api_url, raft_addr, dns] = <[String; 3]>::try_from(announced).unwrap();
         let dns_addr = dns.split_whitespace().next().and_then(|a| a.parse().ok()).expect("dns address announced");
+        let pki_dir = extra
+            .iter()
+            .position(|a| *a == "--pki-dir")
+            .map_or_else(|| data_dir.join("pki"), |i| PathBuf::from(extra[i + 1]));
         ControlProcess {
             child: Some(child),
+            pki_dir,
             data_dir: data_dir.to_owned(),
             api_url,
             raft_addr,
@@ -192,7 +199,7 @@ impl NodeProcess {
         let data_dir = control.data_dir.join(format!("node-{name}"));
         std::fs::create_dir_all(&data_dir).unwrap();
         let log_path = data_dir.join("stderr.log");
-        let ca = control.data_dir.join("pki/ca.pem");
+        let ca = control.pki_dir.join("ca.pem");
         let mut args = vec!["node", "--join", &control.api_url, "--token", &token, "--ca", ca.to_str().unwrap()];
         args.extend(["--data-dir", data_dir.to_str().unwrap()]);
         if !extra.contains(&"--ingress-listen") {
@@ -273,6 +280,47 @@ pub fn ok_stdout(output: &Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `base` (a wasm module or component) with a custom section `name` holding `payload` appended:
+/// different bytes (and as large as wanted) that run exactly as `base` does.
+pub fn with_custom_section(base: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
+    let leb128 = |mut n: usize, out: &mut Vec<u8>| loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        out.push(if n == 0 { byte } else { byte | 0x80 });
+        if n == 0 {
+            break;
+        }
+    };
+    let mut body = Vec::with_capacity(payload.len() + name.len() + 5);
+    leb128(name.len(), &mut body);
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(payload);
+    let mut module = base.to_vec();
+    module.push(0); // a custom section
+    leb128(body.len(), &mut module);
+    module.extend_from_slice(&body);
+    module
+}
+
+/// `len` bytes that do not repeat or compress (xorshift from `seed`).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The `p` quantile (0..=1) of `sorted`, which must not be empty.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 /// The smallest valid wasm module: the preamble alone.
