@@ -33,7 +33,7 @@ pub fn age(timestamp: Option<&str>) -> String {
 
 fn header(kind: Kind, wide: bool) -> Vec<&'static str> {
     let mut h = match kind {
-        Kind::Namespace => vec!["NAME", "INSTANCES", "MEMORY", "CPU", "AGE"],
+        Kind::Namespace => vec!["NAME", "INSTANCES", "MEMORY", "CPU", "MODULES", "AGE"],
         Kind::Workload => vec!["NAMESPACE", "NAME", "TYPE", "READY", "UP-TO-DATE", "AGE"],
         Kind::Instance => vec!["NAMESPACE", "NAME", "WORKLOAD", "NODE", "PHASE", "READY", "RESTARTS", "AGE"],
         Kind::Service => vec!["NAMESPACE", "NAME", "SELECTOR", "PORTS", "ENDPOINTS", "AGE"],
@@ -44,6 +44,21 @@ fn header(kind: Kind, wide: bool) -> Vec<&'static str> {
         h.push("RESOURCE-VERSION");
     }
     h
+}
+
+/// Bytes in the largest binary unit they fill, to one decimal (`100.1Mi`).
+fn rounded_bytes(bytes: u64) -> String {
+    for (suffix, unit) in [("Gi", 1u64 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+        if bytes >= unit {
+            let value = bytes as f64 / unit as f64;
+            return if bytes.is_multiple_of(unit) {
+                format!("{}{suffix}", bytes / unit)
+            } else {
+                format!("{value:.1}{suffix}")
+            };
+        }
+    }
+    bytes.to_string()
 }
 
 fn row(object: &AnyObject, wide: bool) -> Vec<String> {
@@ -65,6 +80,7 @@ fn row(object: &AnyObject, wide: bool) -> Vec<String> {
                 pair(used.instances.map(|v| v.to_string()), quota.instances.map(|v| v.to_string())),
                 pair(used.memory.map(|v| v.to_string()), quota.memory.map(|v| v.to_string())),
                 pair(used.cpu.map(|v| v.to_string()), quota.cpu.map(|v| v.to_string())),
+                pair(used.module_bytes.map(|v| rounded_bytes(v.0)), quota.module_bytes.map(|v| v.to_string())),
                 age,
             ]
         }
