@@ -156,17 +156,17 @@ async fn three_members_founded_with_peers_form_one_cluster() {
     }
 }
 
-/// Three members joined to the first; returns them once all vote and agree on a leader, and
-/// the leader's id.
-async fn three_members(dir: &std::path::Path) -> (Vec<ControlProcess>, u64) {
+/// Three members joined to the first, each started with `extra` flags too; returns them once
+/// all vote and agree on a leader, and the leader's id.
+async fn three_members(dir: &std::path::Path, extra: &[&str]) -> (Vec<ControlProcess>, u64) {
     let pki = dir.join("m1/pki");
-    let mut members = vec![ControlProcess::start(&dir.join("m1"), &["--id", "1"])];
+    let first: Vec<&str> = ["--id", "1"].into_iter().chain(extra.iter().copied()).collect();
+    let mut members = vec![ControlProcess::start(&dir.join("m1"), &first)];
     for id in ["2", "3"] {
         let join = members[0].raft_addr.clone();
-        members.push(ControlProcess::start(
-            &dir.join(format!("m{id}")),
-            &["--id", id, "--join", &join, "--pki-dir", pki.to_str().unwrap()],
-        ));
+        let mut flags = vec!["--id", id, "--join", &join, "--pki-dir", pki.to_str().unwrap()];
+        flags.extend(extra);
+        members.push(ControlProcess::start(&dir.join(format!("m{id}")), &flags));
     }
     let clients: Vec<Client> = members.iter().map(|m| m.client()).collect();
     let leader = wait_for(Duration::from_secs(30), "three voting members agreeing on a leader", || async {
@@ -188,7 +188,7 @@ async fn three_members(dir: &std::path::Path) -> (Vec<ControlProcess>, u64) {
 async fn a_large_module_reaches_every_member_outside_the_log_and_comes_back_after_a_loss() {
     use common::workloads::{get, http, wait_running};
     let dir = tempfile::tempdir().unwrap();
-    let (mut members, leader) = three_members(dir.path()).await;
+    let (mut members, leader) = three_members(dir.path(), &[]).await;
     let clients: Vec<Client> = members.iter().map(|m| m.client()).collect();
     let follower = (0..3).find(|i| *i as u64 + 1 != leader).unwrap();
     let other = (0..3).find(|i| *i != follower).unwrap();
@@ -234,16 +234,10 @@ async fn a_large_module_reaches_every_member_outside_the_log_and_comes_back_afte
 
     // A member that lost its copy (killed, its file gone) fetches it again from a peer.
     let lost = (0..3).find(|i| *i as u64 + 1 != leader && *i != follower).unwrap_or(other);
-    let (data_dir, raft_addr) = (members[lost].data_dir.clone(), members[lost].raft_addr.clone());
+    let data_dir = members[lost].data_dir.clone();
     members[lost].kill();
     std::fs::remove_file(data_dir.join("modules").join(&hex)).unwrap();
-    let id = (lost + 1).to_string();
-    let pki = dir.path().join("m1/pki");
-    let mut args = vec!["--id", id.as_str(), "--raft-listen", raft_addr.as_str()];
-    if lost != 0 {
-        args.extend(["--pki-dir", pki.to_str().unwrap()]);
-    }
-    members[lost] = ControlProcess::start(&data_dir, &args);
+    members[lost] = restart(dir.path(), &members[lost], lost, &[]);
     let path = data_dir.join("modules").join(&hex);
     wait_for(Duration::from_secs(30), "the restarted member to fetch the module again", || async {
         (std::fs::metadata(&path).ok()?.len() == module.len() as u64).then_some(())
@@ -263,4 +257,61 @@ async fn a_large_module_reaches_every_member_outside_the_log_and_comes_back_afte
     wait_running(&client, "big", 1, Some("n1"), Duration::from_secs(60)).await;
     let (status, body) = get(&http(), &node.ingress, "big.default.localhost", "/hi").await;
     assert_eq!((status, body.as_str()), (200, "hello from shoal (v1): GET /hi\n"));
+}
+
+/// Starts member `index` (killed) again on its data directory and raft address.
+fn restart(dir: &std::path::Path, old: &ControlProcess, index: usize, extra: &[&str]) -> ControlProcess {
+    let id = (index + 1).to_string();
+    let pki = dir.join("m1/pki");
+    let mut args = vec!["--id", id.as_str(), "--raft-listen", old.raft_addr.as_str()];
+    if index != 0 {
+        args.extend(["--pki-dir", pki.to_str().unwrap()]);
+    }
+    args.extend(extra);
+    ControlProcess::start(&old.data_dir, &args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_behind_the_last_snapshot_installs_it_and_fetches_the_module_bytes_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--snapshot-every", "100"];
+    let (mut members, leader) = three_members(dir.path(), &flags).await;
+    let lost = (0..3).find(|i| *i as u64 + 1 != leader).unwrap();
+    let up = (0..3).find(|i| *i != lost).unwrap();
+    members[lost].kill();
+    let client = members[up].client();
+
+    // Written while it is down: a module (on the two members left, a quorum) and enough
+    // objects that the log it would need is gone, replaced by snapshots.
+    let module = common::with_custom_section(common::EMPTY_MODULE, "pad", &common::noise(4 << 20, 3));
+    let hex = shoal_api::digest::sha256_hex(&module);
+    client.put_module("default", module.clone()).await.unwrap();
+    for i in 0..300 {
+        client.create(&namespace(&format!("behind-{i}"))).await.unwrap();
+    }
+
+    let back = restart(dir.path(), &members[lost], lost, &flags);
+    let back_client = back.client();
+    wait_for(Duration::from_secs(30), "the restarted member to hold all 300 namespaces", || async {
+        let list = back_client.list(Kind::Namespace, None, None).await.ok()?;
+        (list.items.iter().filter(|n| n.meta().name.as_str().starts_with("behind-")).count() == 300).then_some(())
+    })
+    .await;
+    assert!(back.log().contains("store: installing snapshot"), "it caught up from the log, not a snapshot");
+    let path = back.data_dir.join("modules").join(&hex);
+    wait_for(Duration::from_secs(30), "the module bytes the snapshot's record names", || async {
+        (std::fs::metadata(&path).ok()?.len() == module.len() as u64).then_some(())
+    })
+    .await;
+    // One snapshot file is kept, whatever was built or installed before.
+    for m in [&back, &members[up]] {
+        let files: Vec<_> = std::fs::read_dir(m.data_dir.join("snapshots")).unwrap().flatten().collect();
+        assert_eq!(
+            files.len(),
+            1,
+            "{}: {:?}",
+            m.data_dir.display(),
+            files.iter().map(|f| f.file_name()).collect::<Vec<_>>()
+        );
+    }
 }

@@ -66,6 +66,8 @@ pub struct ControlConfig {
     pub join: Option<String>,
     /// How many revisions of history watches can resume from.
     pub history_revisions: u64,
+    /// How many log entries since the last snapshot make the next one.
+    pub snapshot_every: u64,
     /// Tunables of the scheduler and controllers.
     pub controllers: controllers::ControllerOptions,
     /// The cluster DNS server, if this node serves one.
@@ -91,6 +93,7 @@ impl ControlConfig {
             peers: BTreeMap::new(),
             join: None,
             history_revisions: 100_000,
+            snapshot_every: 5000,
             controllers: controllers::ControllerOptions::default(),
             dns: None,
             admission: api::admission::Admission::default(),
@@ -153,7 +156,11 @@ impl ControlPlane {
         let tls = pki.server_config(&names)?;
 
         let peers = PeerClient::new(&pki.ca_pem, &pki.cluster_token)?;
-        let options = StoreOptions { id: config.id, history_revisions: config.history_revisions };
+        let options = StoreOptions {
+            id: config.id,
+            history_revisions: config.history_revisions,
+            snapshot_every: config.snapshot_every,
+        };
         let store = Store::open(&config.data_dir.join("shoal.redb"), &options, peers.clone())
             .await
             .context("opening the store")?;

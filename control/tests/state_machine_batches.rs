@@ -23,7 +23,8 @@ fn entry(index: u64, command: Command) -> Entry {
 async fn a_batch_applies_in_order_at_one_revision_and_is_never_split() {
     let dir = tempfile::tempdir().unwrap();
     let db = db::open(&dir.path().join("store.redb")).unwrap();
-    let (mut sm, reader) = StateMachine::new(db.clone(), Writer::start(db), 1000).unwrap();
+    let (mut sm, reader) =
+        StateMachine::new(db.clone(), Writer::start(db), 1000, &dir.path().join("snapshots")).unwrap();
     let batch = Command::Batch(vec![create("a"), create("b"), create("a"), create("c")]);
     let results = sm.apply([entry(1, batch), entry(2, create("d"))]).await.unwrap();
 
@@ -58,13 +59,15 @@ fn delete(name: &str) -> Command {
 async fn reads_see_applied_changes_before_and_after_they_reach_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let db = db::open(&dir.path().join("store.redb")).unwrap();
-    let (mut sm, reader) = StateMachine::new(db.clone(), Writer::start(db.clone()), 1000).unwrap();
+    let (mut sm, reader) =
+        StateMachine::new(db.clone(), Writer::start(db.clone()), 1000, &dir.path().join("snapshots")).unwrap();
     sm.apply([entry(1, create("a")), entry(2, create("b")), entry(3, create("c"))]).await.unwrap();
 
     // The file alone (a state machine with nothing in memory) gets there without further writes.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let (mut file_only, _) = StateMachine::new(db.clone(), Writer::start(db.clone()), 1000).unwrap();
+        let (mut file_only, _) =
+            StateMachine::new(db.clone(), Writer::start(db.clone()), 1000, &dir.path().join("snapshots")).unwrap();
         if file_only.applied_state().await.unwrap().0.map(|l| l.index) == Some(3) {
             break;
         }

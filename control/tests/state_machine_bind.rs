@@ -20,7 +20,8 @@ fn bind(node: &str, expected: u64) -> Command {
 async fn a_bind_sets_the_node_once_at_the_version_read() {
     let dir = tempfile::tempdir().unwrap();
     let db = db::open(&dir.path().join("store.redb")).unwrap();
-    let (mut sm, reader) = StateMachine::new(db.clone(), Writer::start(db), 1000).unwrap();
+    let (mut sm, reader) =
+        StateMachine::new(db.clone(), Writer::start(db), 1000, &dir.path().join("snapshots")).unwrap();
     let key = ObjectKey::new("instances", Some("default"), "i");
     let object = serde_json::json!({"metadata": {"name": "i", "namespace": "default"}, "spec": {"module": "m"}});
     let create = Command::Create { key: key.clone(), object: serde_json::to_vec(&object).unwrap() };

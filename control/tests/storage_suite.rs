@@ -14,7 +14,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Red
         let dir = tempfile::tempdir().expect("temp dir");
         let db = db::open(&dir.path().join("store.redb")).expect("open redb");
         let writer = Writer::start(db.clone());
-        let (sm, _reader) = StateMachine::new(db.clone(), writer.clone(), 1000)?;
+        let (sm, _reader) = StateMachine::new(db.clone(), writer.clone(), 1000, &dir.path().join("snapshots"))?;
         Ok((dir, LogStore::new(db, writer), sm))
     }
 }

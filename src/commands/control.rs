@@ -45,6 +45,9 @@ pub struct ControlArgs {
     /// How many revisions of change history watches can resume from.
     #[arg(long, default_value_t = 100_000)]
     history_revisions: u64,
+    /// How many raft log entries since the last snapshot make the next one.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..))]
+    snapshot_every: u64,
     /// How long a node may go without a heartbeat before it is marked NotReady and its
     /// instances move elsewhere, e.g. 10s (ten of the nodes' default 1 s heartbeats: a loaded
     /// node or control plane that is late by a few beats is not declared dead).
@@ -117,6 +120,7 @@ impl ControlArgs {
             peers,
             join: self.join.clone(),
             history_revisions: self.history_revisions,
+            snapshot_every: self.snapshot_every,
             controllers: shoal_control::controllers::ControllerOptions {
                 node_grace: self.node_grace,
                 resync: self.controller_resync,

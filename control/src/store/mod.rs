@@ -9,7 +9,7 @@
 //! - [`state_machine`]: the state machine openraft drives (objects and history).
 //! - [`apply`]: applying commands to objects (resourceVersion, generation, conflicts).
 //! - [`history`]: the change history watches read, and its compaction.
-//! - [`snapshot`]: building and installing snapshots.
+//! - [`snapshot`]: building and installing snapshots; [`snapshot_file`]: their file format.
 //! - [`reader`]: [`StoreReader`], reads of the applied state.
 //! - [`unflushed`]: applied changes not yet in the file, and writing them out.
 //! - [`sm_meta`]: the state machine's bookkeeping values.
@@ -27,6 +27,7 @@ pub mod proposer;
 pub mod reader;
 pub mod sm_meta;
 pub mod snapshot;
+pub mod snapshot_file;
 pub mod state_machine;
 pub mod types;
 pub mod unflushed;
@@ -135,6 +136,9 @@ pub struct StoreOptions {
     pub id: MemberId,
     /// How many revisions of history watches can resume from.
     pub history_revisions: u64,
+    /// How many log entries since the last snapshot make the next one (a fifth of them, at
+    /// most 1000, stay in the log after it, for followers a little behind).
+    pub snapshot_every: u64,
 }
 
 /// One member's store.
@@ -152,14 +156,15 @@ impl Store {
         let db = db::open(path)?;
         let writer = writer::Writer::start(db.clone());
         let log = log_store::LogStore::new(db.clone(), writer.clone());
-        let (sm, reader) = state_machine::StateMachine::new(db, writer, options.history_revisions)?;
+        let snapshots = path.parent().unwrap_or(Path::new(".")).join("snapshots");
+        let (sm, reader) = state_machine::StateMachine::new(db, writer, options.history_revisions, &snapshots)?;
         let config = openraft::Config {
             cluster_name: "shoal".into(),
             heartbeat_interval: 50,
             election_timeout_min: 150,
             election_timeout_max: 300,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
-            max_in_snapshot_log_to_keep: 1000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_every.max(1)),
+            max_in_snapshot_log_to_keep: (options.snapshot_every / 5).min(1000),
             max_payload_entries: 512,
             ..Default::default()
         };

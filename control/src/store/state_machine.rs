@@ -13,7 +13,7 @@
 //!
 //! [`Unflushed`]: super::unflushed::Unflushed
 
-use std::io::Cursor;
+use std::path::Path;
 use std::sync::Arc;
 
 use openraft::SnapshotMeta;
@@ -21,12 +21,14 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use redb::{Database, ReadableDatabase};
 use tokio::sync::watch;
 
-use super::db::{SM_META, SNAPSHOT, decode, io_err};
+use super::db::{SM_META, io_err};
 use super::reader::StoreReader;
 use super::sm_meta::{applied_in, read_meta};
-use super::snapshot::SnapshotBuilder;
+use super::snapshot::{SnapshotBuilder, SnapshotDir};
+use super::snapshot_file::SnapshotFile;
 use super::types::{CommandResult, Entry, LogId, StorageError, StoredMembership, TypeConfig};
 use super::writer::{Job, Writer};
+use tokio::io::AsyncWriteExt;
 
 /// The state machine: written by raft, read by the API server through [`StoreReader`].
 pub struct StateMachine {
@@ -36,6 +38,8 @@ pub struct StateMachine {
     applied: watch::Sender<u64>,
     /// How many revisions of history to keep.
     history_revisions: u64,
+    /// Where snapshots are kept.
+    snapshots: SnapshotDir,
 }
 
 fn last_applied_index(db: &Database) -> Result<u64, StorageError> {
@@ -43,11 +47,18 @@ fn last_applied_index(db: &Database) -> Result<u64, StorageError> {
 }
 
 impl StateMachine {
-    /// The state machine over the shared database (written through `writer`), and a reader of it.
-    pub fn new(db: Arc<Database>, writer: Writer, history_revisions: u64) -> Result<(Self, StoreReader), StorageError> {
+    /// The state machine over the shared database (written through `writer`), with its
+    /// snapshots in `snapshot_dir`, and a reader of it.
+    pub fn new(
+        db: Arc<Database>,
+        writer: Writer,
+        history_revisions: u64,
+        snapshot_dir: &Path,
+    ) -> Result<(Self, StoreReader), StorageError> {
         let (applied, rx) = watch::channel(last_applied_index(&db)?);
         let reader = StoreReader { db: db.clone(), unflushed: writer.unflushed().clone(), applied: rx };
-        Ok((StateMachine { db, writer, applied, history_revisions: history_revisions.max(1) }, reader))
+        let snapshots = SnapshotDir::open(snapshot_dir, &db)?;
+        Ok((StateMachine { db, writer, applied, history_revisions: history_revisions.max(1), snapshots }, reader))
     }
 }
 
@@ -84,32 +95,31 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { db: self.db.clone(), writer: self.writer.clone() }
+        SnapshotBuilder { db: self.db.clone(), writer: self.writer.clone(), dir: self.snapshots.clone() }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
+        Ok(Box::new(self.snapshots.receiving().await?))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        mut snapshot: Box<SnapshotFile>,
     ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
+        snapshot.flush().await.map_err(io_err)?;
+        let file = snapshot.path().to_owned();
+        drop(snapshot);
         let meta = meta.clone();
         let applied = meta.last_log_id.map_or(0, |l| l.index);
-        self.writer.run(|done| Job::Install { meta, data, done }).await?;
+        tracing::info!("store: installing snapshot {} (up to {:?})", meta.snapshot_id, meta.last_log_id);
+        let dir = self.snapshots.dir().to_owned();
+        self.writer.run(|done| Job::Install { meta, file, dir, done }).await?;
         self.applied.send_replace(applied);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let tx = self.db.begin_read().map_err(io_err)?;
-        let table = tx.open_table(SNAPSHOT).map_err(io_err)?;
-        let (Some(meta), Some(data)) = (table.get("meta").map_err(io_err)?, table.get("data").map_err(io_err)?) else {
-            return Ok(None);
-        };
-        Ok(Some(Snapshot { meta: decode(meta.value())?, snapshot: Box::new(Cursor::new(data.value().to_vec())) }))
+        self.snapshots.current(&self.db)
     }
 }

@@ -57,10 +57,12 @@ pub(crate) enum Job {
     Apply { entries: Vec<Entry>, history_revisions: u64, done: oneshot::Sender<Result<Applied, String>> },
     /// Write the overlay out now (before a snapshot is built from the file).
     Flush { done: oneshot::Sender<Result<(), String>> },
-    /// Replace the state machine with a snapshot (`data` as built by the snapshot builder).
+    /// Replace the state machine with the snapshot received into `file`.
     Install {
         meta: SnapshotMeta<MemberId, openraft::BasicNode>,
-        data: Vec<u8>,
+        file: std::path::PathBuf,
+        /// The snapshot directory it is kept in.
+        dir: std::path::PathBuf,
         done: oneshot::Sender<Result<(), String>>,
     },
 }
@@ -246,6 +248,7 @@ impl WriterThread {
             }
         }
         let mut installs = false;
+        let mut stale_snapshots = Vec::new();
         for job in group.iter_mut() {
             match job {
                 Job::Append { entries, .. } => {
@@ -267,8 +270,8 @@ impl WriterThread {
                         .map_err(io_err)?;
                     tx.open_table(LOG).map_err(io_err)?.retain_in(..=upto.index, |_, _| false).map_err(io_err)?;
                 }
-                Job::Install { meta, data, .. } => {
-                    snapshot::install_in(&tx, meta, data)?;
+                Job::Install { meta, file, dir, .. } => {
+                    stale_snapshots.extend(snapshot::install_in(&tx, meta, file, dir)?);
                     installs = true;
                 }
                 Job::Flush { .. } | Job::Apply { .. } => {}
@@ -280,6 +283,9 @@ impl WriterThread {
             let mut unflushed = self.unflushed.write().expect("overlay lock");
             tx.commit().map_err(io_err)?;
             unflushed.clear();
+            for stale in stale_snapshots {
+                let _ = std::fs::remove_file(stale);
+            }
             return Ok(());
         }
         if flush {

@@ -1,0 +1,173 @@
+//! Snapshot data as a file, never as one value in memory or in redb (which refuses values over
+//! 3 GiB, and a failed snapshot build stops raft): the builder streams the objects into a file
+//! record by record, openraft sends and receives it in chunks, and the install reads it back
+//! record by record.
+//!
+//! The format: the line `shoal-snapshot-1`, then per object a little-endian `u32` key length,
+//! the key, a `u32` value length, the value.
+
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
+
+const MAGIC: &[u8] = b"shoal-snapshot-1\n";
+
+/// The largest key or value a snapshot may hold: far above any object the API admits, far
+/// below what a damaged length could make the install allocate.
+const MAX_RECORD: usize = 64 << 20;
+
+/// openraft's snapshot data: a file, and where it is.
+#[derive(Debug)]
+pub struct SnapshotFile {
+    file: tokio::fs::File,
+    path: PathBuf,
+}
+
+impl SnapshotFile {
+    /// A new, empty file at `path` to receive a snapshot into.
+    pub async fn create(path: PathBuf) -> std::io::Result<SnapshotFile> {
+        let file = tokio::fs::File::options().read(true).write(true).create(true).truncate(true).open(&path).await?;
+        Ok(SnapshotFile { file, path })
+    }
+
+    /// The snapshot at `path`, to read.
+    pub fn open(path: PathBuf) -> std::io::Result<SnapshotFile> {
+        let file = tokio::fs::File::from_std(std::fs::File::open(&path)?);
+        Ok(SnapshotFile { file, path })
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsyncRead for SnapshotFile {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.file).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SnapshotFile {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.file).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.file).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.file).poll_shutdown(cx)
+    }
+}
+
+impl AsyncSeek for SnapshotFile {
+    fn start_seek(mut self: Pin<&mut Self>, position: std::io::SeekFrom) -> std::io::Result<()> {
+        Pin::new(&mut self.file).start_seek(position)
+    }
+
+    fn poll_complete(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<u64>> {
+        Pin::new(&mut self.file).poll_complete(cx)
+    }
+}
+
+/// Writes the records `(key, value)` to a new file at `path`, and makes it durable.
+pub fn write_records<E>(
+    path: &Path,
+    records: impl Iterator<Item = Result<(String, Vec<u8>), E>>,
+) -> Result<(), WriteError<E>> {
+    let file = std::fs::File::create(path).map_err(WriteError::Io)?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    out.write_all(MAGIC).map_err(WriteError::Io)?;
+    for record in records {
+        let (key, value) = record.map_err(WriteError::Source)?;
+        for part in [key.as_bytes(), value.as_slice()] {
+            let len =
+                u32::try_from(part.len()).map_err(|_| WriteError::Io(std::io::Error::other("record too large")))?;
+            out.write_all(&len.to_le_bytes()).map_err(WriteError::Io)?;
+            out.write_all(part).map_err(WriteError::Io)?;
+        }
+    }
+    let file = out.into_inner().map_err(|e| WriteError::Io(e.into_error()))?;
+    file.sync_all().map_err(WriteError::Io)
+}
+
+/// Why writing a snapshot failed: the file, or where its records came from.
+#[derive(Debug)]
+pub enum WriteError<E> {
+    /// The file.
+    Io(std::io::Error),
+    /// The records' source.
+    Source(E),
+}
+
+/// The records of the snapshot file at `path`, one at a time.
+pub fn read_records(path: &Path) -> std::io::Result<impl Iterator<Item = std::io::Result<(String, Vec<u8>)>>> {
+    let mut input = BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+    let mut magic = [0u8; MAGIC.len()];
+    input.read_exact(&mut magic)?;
+    if magic != MAGIC {
+        return Err(std::io::Error::other(format!("{} is not a Shoal snapshot", path.display())));
+    }
+    Ok(std::iter::from_fn(move || read_record(&mut input).transpose()))
+}
+
+fn read_part(input: &mut impl Read, first: bool) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    if first {
+        // A clean end is only possible before a record's first byte.
+        let mut got = 0;
+        while got < 4 {
+            match input.read(&mut len[got..])? {
+                0 if got == 0 => return Ok(None),
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                n => got += n,
+            }
+        }
+    } else {
+        input.read_exact(&mut len)?;
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_RECORD {
+        return Err(std::io::Error::other(format!("a snapshot record of {len} bytes")));
+    }
+    let mut part = vec![0u8; len];
+    input.read_exact(&mut part)?;
+    Ok(Some(part))
+}
+
+fn read_record(input: &mut impl Read) -> std::io::Result<Option<(String, Vec<u8>)>> {
+    let Some(key) = read_part(input, true)? else { return Ok(None) };
+    let key = String::from_utf8(key).map_err(std::io::Error::other)?;
+    let value = read_part(input, false)?.expect("read_exact fails rather than end");
+    Ok(Some((key, value)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_come_back_as_written_and_damage_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.snap");
+        let records = vec![("objects/a".to_owned(), b"{}".to_vec()), ("b".to_owned(), Vec::new())];
+        write_records::<()>(&path, records.clone().into_iter().map(Ok)).unwrap();
+        let back: Vec<_> = read_records(&path).unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(back, records);
+
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(read_records(&path).unwrap().any(|r| r.is_err()), "a cut-off record");
+        let mut huge = MAGIC.to_vec();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(&path, huge).unwrap();
+        assert!(read_records(&path).unwrap().any(|r| r.is_err()), "a length past the bound");
+        std::fs::write(&path, b"not a snapshot at all").unwrap();
+        assert!(read_records(&path).is_err());
+    }
+}
