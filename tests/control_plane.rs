@@ -102,8 +102,9 @@ async fn watch_sees_changes_in_order_and_resumes_from_a_revision() {
     client.put(&changed).await.unwrap();
     client.delete(Kind::Namespace, None, "watched").await.unwrap();
 
+    // A deleted namespace is Terminating first (a change), then gone once emptied.
     let mut seen = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let event = tokio::time::timeout(Duration::from_secs(10), events.next())
             .await
             .expect("watch event within 10 s")
@@ -113,10 +114,10 @@ async fn watch_sees_changes_in_order_and_resumes_from_a_revision() {
         seen.push((event.type_, event.revision));
     }
     let types: Vec<_> = seen.iter().map(|(t, _)| *t).collect();
-    assert_eq!(types, [EventType::Added, EventType::Modified, EventType::Deleted]);
+    assert_eq!(types, [EventType::Added, EventType::Modified, EventType::Modified, EventType::Deleted]);
     assert!(seen.windows(2).all(|w| w[0].1 < w[1].1), "revisions increase: {seen:?}");
 
-    // Resume from the first event's revision: the later two come again, in order.
+    // Resume from the first event's revision: the later ones come again, in order.
     let mut resumed = Box::pin(client.watch(Kind::Namespace, None, seen[0].1).await.unwrap());
     for want in &seen[1..] {
         let event = tokio::time::timeout(Duration::from_secs(10), resumed.next()).await.unwrap().unwrap().unwrap();
@@ -355,4 +356,26 @@ async fn a_module_nothing_uses_is_collected_after_the_grace_and_a_used_one_is_ke
     let used_hex = used.strip_prefix("sha256:").unwrap();
     assert!(client.has_module("default", used_hex).await.unwrap(), "a module a Workload uses is kept");
     assert!(control.data_dir.join("modules").join(used_hex).exists());
+}
+
+#[tokio::test]
+async fn data_directories_and_the_store_file_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(&dir.path().join("control"), &[]);
+    control.client().put_module("default", EMPTY_MODULE.to_vec()).await.unwrap();
+    let node = common::NodeProcess::start(&control, "n1", &[]);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let data = &control.data_dir;
+    for private_dir in [data.clone(), data.join("pki"), data.join("modules"), data.join("snapshots")] {
+        assert_eq!(mode(&private_dir), 0o700, "{}", private_dir.display());
+    }
+    assert_eq!(mode(&data.join("shoal.redb")), 0o600);
+    let hex = shoal_api::digest::sha256_hex(EMPTY_MODULE);
+    assert_eq!(mode(&data.join("modules").join(hex)), 0o600);
+    let node_dir = data.join(format!("node-{}", node.name));
+    common::wait_for(Duration::from_secs(10), "the node's data directory to be private", || async {
+        (mode(&node_dir) == 0o700).then_some(())
+    })
+    .await;
 }

@@ -499,3 +499,60 @@ async fn module_storage_is_charged_to_its_namespace_and_fenced_from_the_others()
     beta.put_module("beta", second).await.unwrap();
     assert_eq!(alpha.list_modules("alpha").await.unwrap().len(), 2, "alpha's modules are untouched");
 }
+
+#[tokio::test]
+async fn deleting_a_namespace_deletes_what_it_holds_and_nothing_of_its_neighbours() {
+    use common::workloads::{apply, get, http};
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let node = NodeProcess::start(&control, "n1", &[]);
+    let admin = control.client();
+    let yaml = |ns: &str, replicas: u32| {
+        format!(
+            "apiVersion: shoal.dev/v1\nkind: Namespace\nmetadata:\n  name: {ns}\n---\n\
+             apiVersion: shoal.dev/v1\nkind: Workload\nmetadata:\n  name: web\n  namespace: {ns}\n\
+             spec:\n  module: $HELLO\n  replicas: {replicas}\n---\n\
+             apiVersion: shoal.dev/v1\nkind: Service\nmetadata:\n  name: web\n  namespace: {ns}\n\
+             spec:\n  selector:\n    workload: web\n"
+        )
+    };
+    apply(&control, "doomed", &yaml("doomed", 2));
+    apply(&control, "kept", &yaml("kept", 1));
+    let running = |ns: &'static str, n: usize| {
+        let admin = admin.clone();
+        async move {
+            let items = admin.list_of::<InstanceKind>(Some(ns)).await.unwrap().items;
+            (items.len() == n && items.iter().all(|i| i.is_ready())).then_some(())
+        }
+    };
+    wait_for(Duration::from_secs(30), "doomed's two instances", || running("doomed", 2)).await;
+    wait_for(Duration::from_secs(30), "kept's instance", || running("kept", 1)).await;
+
+    let refused = admin.delete(Kind::Namespace, None, "default").await.unwrap_err();
+    assert_eq!(refused.reason(), Some(Reason::Forbidden), "{refused}");
+    let AnyObject::Namespace(terminating) = admin.delete(Kind::Namespace, None, "doomed").await.unwrap() else {
+        unreachable!()
+    };
+    assert!(shoal_api::resources::namespace::NamespaceKind::is_terminating(&terminating));
+    // Nothing new while it empties.
+    match admin.create(&workload("doomed", "late", 1, None)).await {
+        Err(e) => assert!(
+            e.reason() == Some(Reason::Forbidden) && e.to_string().contains("being deleted")
+                || e.reason() == Some(Reason::NotFound),
+            "{e}"
+        ),
+        Ok(_) => panic!("a workload was created in a Terminating namespace"),
+    }
+    wait_for(Duration::from_secs(30), "the namespace to go", || async {
+        admin.get(Kind::Namespace, None, "doomed").await.err().filter(|e| e.reason() == Some(Reason::NotFound))
+    })
+    .await;
+    for kind in [Kind::Workload, Kind::Instance, Kind::Service, Kind::Event] {
+        assert!(admin.list(kind, Some("doomed"), None).await.unwrap().items.is_empty(), "{kind:?} left in doomed");
+    }
+    assert!(admin.list_modules("doomed").await.unwrap().is_empty(), "module records left in doomed");
+    // The neighbour is untouched and still serves.
+    wait_for(Duration::from_secs(5), "kept's instance", || running("kept", 1)).await;
+    let (status, _) = get(&http(), &node.ingress, "web.kept.localhost", "/hi").await;
+    assert_eq!(status, 200);
+}

@@ -99,6 +99,29 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Makes `dir` (and its parents) if needed, and makes it usable by its owner only (0700): data
+/// directories hold the store, keys, tenants' modules.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    restrict(dir, 0o700)
+}
+
+/// Makes the file at `path` readable and writable by its owner only (0600).
+pub fn private_file(path: &Path) -> std::io::Result<()> {
+    restrict(path, 0o600)
+}
+
+fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -132,7 +132,8 @@ impl ControlPlane {
     /// listeners, and joins or founds the cluster.
     pub async fn start(config: ControlConfig) -> anyhow::Result<ControlPlane> {
         shoal_api::client::install_crypto_provider();
-        std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+        shoal_api::config::private_dir(&config.data_dir)
+            .with_context(|| format!("creating {}", config.data_dir.display()))?;
         let pki_dir = config.pki_dir.clone().unwrap_or_else(|| config.data_dir.join("pki"));
         let pki = Arc::new(Pki::load_or_create(&pki_dir).context("loading the cluster PKI")?);
 

@@ -99,12 +99,7 @@ impl Pki {
     /// Loads the PKI from `dir`, making whatever is missing.
     pub fn load_or_create(dir: &Path) -> Result<Pki, PkiError> {
         let io = |source| PkiError::Io { path: dir.to_owned(), source };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
-        }
+        shoal_api::config::private_dir(dir).map_err(io)?;
         for (cert, key, name) in [(CA_CERT, CA_KEY, CLUSTER_CA_NAME), (NODE_CA_CERT, NODE_CA_KEY, NODE_CA_NAME)] {
             let (cert_path, key_path) = (dir.join(cert), dir.join(key));
             if !cert_path.exists() || !key_path.exists() {

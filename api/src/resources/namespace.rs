@@ -94,13 +94,30 @@ pub struct Quota {
     pub module_bytes: Option<Memory>,
 }
 
-/// What the namespace uses now.
+/// What the namespace uses now, and whether it is going.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NamespaceStatus {
     /// Sum of the requests of its instances.
     #[serde(default)]
     pub usage: Quota,
+    /// `Terminating` once it was deleted, until everything in it is gone; absent while active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<NamespacePhase>,
+}
+
+/// A namespace's phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NamespacePhase {
+    /// Deleted: what is in it is being deleted, and nothing new may be made in it.
+    Terminating,
+}
+
+impl NamespaceKind {
+    /// Whether `namespace` was deleted and is emptying.
+    pub fn is_terminating(namespace: &Namespace) -> bool {
+        namespace.status.as_ref().and_then(|s| s.phase) == Some(NamespacePhase::Terminating)
+    }
 }
 
 #[cfg(test)]

@@ -90,6 +90,7 @@ pub async fn put(
 ) -> Result<Response, ApiError> {
     check_digest(&digest)?;
     shoal_api::Name::new(&ns).map_err(|e| ApiError::new(Reason::BadRequest, format!("namespace {ns:?}: {e}")))?;
+    super::objects::require_open_namespace(&s.store, &ns)?;
     if s.blobs.recorded(&ns, &digest)?.is_some() {
         return Ok(StatusCode::OK.into_response());
     }

@@ -10,6 +10,7 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use shoal_api::resources::namespace::{Namespace, NamespaceKind, NamespacePhase};
 use shoal_api::selector::LabelSelector;
 use shoal_api::{AnyObject, Kind, Reason};
 
@@ -133,13 +134,67 @@ fn stamp_new(object: &mut AnyObject) {
 }
 
 async fn require_namespace(store: &Store, target: &Target) -> Result<(), ApiError> {
-    let Some(ns) = target.namespace.as_deref().filter(|_| target.kind.namespaced()) else {
-        return Ok(());
-    };
-    if ns == "default" || store.reader().get(&ObjectKey::new(Kind::Namespace.plural(), None, ns))?.is_some() {
-        return Ok(());
+    match target.namespace.as_deref().filter(|_| target.kind.namespaced()) {
+        Some(ns) => require_open_namespace(store, ns),
+        None => Ok(()),
     }
-    Err(ApiError::new(Reason::NotFound, format!("namespace {ns:?} not found: create it first")))
+}
+
+/// Refuses new content for namespace `ns` unless it exists (`default` always does) and is not
+/// being deleted.
+pub(super) fn require_open_namespace(store: &Store, ns: &str) -> Result<(), ApiError> {
+    let stored = store.reader().get(&ObjectKey::new(Kind::Namespace.plural(), None, ns))?;
+    let Some(bytes) = stored else {
+        if ns == "default" {
+            return Ok(());
+        }
+        return Err(ApiError::new(Reason::NotFound, format!("namespace {ns:?} not found: create it first")));
+    };
+    let namespace: Namespace = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(Reason::Internal, format!("stored namespace {ns} is damaged: {e}")))?;
+    if NamespaceKind::is_terminating(&namespace) {
+        return Err(ApiError::new(
+            Reason::Forbidden,
+            format!("namespace {ns:?} is being deleted (Terminating): nothing new may be made in it"),
+        ));
+    }
+    Ok(())
+}
+
+/// A Namespace is not deleted at once: it is marked Terminating, and the namespace controller
+/// deletes what it holds, then it. `default` may not be deleted.
+async fn terminate_namespace(store: &Store, name: &str, expected: Option<u64>) -> Result<Response, ApiError> {
+    let target = Target { kind: Kind::Namespace, namespace: None };
+    if name == "default" {
+        return Err(ApiError::new(Reason::Forbidden, "namespace \"default\" may not be deleted"));
+    }
+    store.linearize().await?;
+    // The namespace controller may write the status meanwhile: read again and retry then.
+    for _ in 0..5 {
+        let Some(bytes) = store.reader().get(&target.key(name))? else {
+            return Err(ApiError::new(Reason::NotFound, format!("{} not found", target.display(name))));
+        };
+        let mut namespace: Namespace = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::new(Reason::Internal, format!("stored namespace {name} is damaged: {e}")))?;
+        let current = namespace.metadata.resource_version;
+        if let Some(expected) = expected.filter(|e| Some(*e) != current) {
+            return Err(ApiError::new(
+                Reason::Conflict,
+                format!("{} is at resourceVersion {current:?}, not {expected}", target.display(name)),
+            ));
+        }
+        if NamespaceKind::is_terminating(&namespace) {
+            return Ok(json_response(StatusCode::OK, bytes));
+        }
+        namespace.status.get_or_insert_default().phase = Some(NamespacePhase::Terminating);
+        let object = to_bytes(&AnyObject::Namespace(namespace));
+        let command = Command::Update { key: target.key(name), object, expected: current, scope: UpdateScope::Status };
+        match store.write(command).await? {
+            CommandResult::Conflict { .. } if expected.is_none() => continue,
+            result => return write_result(result, &target, name, StatusCode::OK),
+        }
+    }
+    Err(ApiError::new(Reason::Conflict, format!("{} keeps changing; try again", target.display(name))))
 }
 
 fn to_bytes(object: &AnyObject) -> Vec<u8> {
@@ -248,6 +303,9 @@ async fn report(
 }
 
 async fn delete(store: &Store, target: Target, name: &str, query: DeleteQuery) -> Result<Response, ApiError> {
+    if target.kind == Kind::Namespace {
+        return terminate_namespace(store, name, query.resource_version).await;
+    }
     let command = Command::Delete { key: target.key(name), expected: query.resource_version };
     let result = store.write(command).await?;
     if target.kind == Kind::Node && matches!(result, CommandResult::Ok { .. }) {

@@ -22,8 +22,7 @@ impl BlobDir {
     /// Opens (or makes, private to this user) the directory, and removes what an interrupted
     /// write left behind.
     pub fn open(dir: &Path) -> std::io::Result<BlobDir> {
-        std::fs::create_dir_all(dir)?;
-        restrict(dir, 0o700)?;
+        shoal_api::config::private_dir(dir)?;
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "partial") {
@@ -55,7 +54,7 @@ impl BlobDir {
             }
             let written = (|| {
                 let mut file = std::fs::File::create(&partial)?;
-                restrict(&partial, 0o600)?;
+                shoal_api::config::private_file(&partial)?;
                 file.write_all(&bytes)?;
                 file.sync_all()?;
                 std::fs::rename(&partial, &path)?;
@@ -98,12 +97,6 @@ impl BlobDir {
             _ => Ok(()),
         }
     }
-}
-
-/// Makes `path` readable by its owner only.
-pub fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 #[cfg(test)]

@@ -130,6 +130,8 @@ pub struct Cache {
     /// How many workloads and instances use each module record key (a count for every key
     /// used, whether or not it is recorded).
     module_users: HashMap<String, u32>,
+    /// Keys of the Events (only their keys: nothing reconciles them but a namespace's deletion).
+    events: BTreeSet<String>,
 }
 
 /// The key of the module record a workload or instance in `ns` using `module` (`sha256:<hex>`)
@@ -196,10 +198,12 @@ impl Cache {
                 self.apply_bytes(&key, Some(&bytes), &mut Vec::new());
             }
         }
-        let (rev, entries) = reader.entries(&format!("{MODULES}/"))?;
-        revision = revision.min(rev);
-        for (key, bytes) in entries {
-            self.apply_bytes(&key, Some(&bytes), &mut Vec::new());
+        for prefix in [format!("{MODULES}/"), prefix(Kind::Event)] {
+            let (rev, entries) = reader.entries(&prefix)?;
+            revision = revision.min(rev);
+            for (key, bytes) in entries {
+                self.apply_bytes(&key, Some(&bytes), &mut Vec::new());
+            }
         }
         // The reads may have seen different revisions; replaying from the oldest is harmless
         // (every change carries the whole object) and misses nothing.
@@ -265,6 +269,11 @@ impl Cache {
             if let Some(new) = parsed::<NamespaceKind>(key, bytes) {
                 self.put_namespace(key, new, tasks);
             }
+        } else if kind == Kind::Event.plural() {
+            match bytes {
+                Some(_) => self.events.insert(key.to_owned()),
+                None => self.events.remove(key),
+            };
         } else if kind == MODULES {
             let size = match bytes.map(serde_json::from_slice::<ModuleRecord>) {
                 Some(Ok(record)) => Some(record.size),
@@ -510,6 +519,21 @@ impl Cache {
     pub fn services_in<'a>(&'a self, ns: &str) -> impl Iterator<Item = (&'a String, &'a Service)> + use<'a> {
         let from = format!("services/{ns}/");
         self.services.range(from.clone()..).take_while(move |(k, _)| k.starts_with(&from))
+    }
+
+    /// The keys of everything namespace `ns` holds: workloads, services, instances, events and
+    /// module records.
+    pub fn keys_in(&self, ns: &str) -> Vec<String> {
+        fn range<'a, V>(map: &'a BTreeMap<String, V>, from: String) -> impl Iterator<Item = String> + 'a {
+            map.range(from.clone()..).take_while(move |(k, _)| k.starts_with(&from)).map(|(k, _)| k.clone())
+        }
+        let mut keys: Vec<String> = range(&self.workloads, format!("workloads/{ns}/")).collect();
+        keys.extend(range(&self.services, format!("services/{ns}/")));
+        keys.extend(range(&self.instances, format!("instances/{ns}/")));
+        keys.extend(range(&self.modules, format!("{MODULES}/{ns}/")));
+        let events = format!("events/{ns}/");
+        keys.extend(self.events.range(events.clone()..).take_while(|k| k.starts_with(&events)).cloned());
+        keys
     }
 
     /// Keys of the unbound instances that have not ended.

@@ -10,6 +10,7 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 use shoal_api::meta::OwnerReference;
 use shoal_api::resources::instance::{Instance, InstanceSpec, TEMPLATE_LABEL, WORKLOAD_LABEL};
+use shoal_api::resources::namespace::NamespaceKind;
 use shoal_api::resources::workload::{Workload, WorkloadStatus};
 use shoal_api::{AnyObject, Kind, Name, Object};
 
@@ -141,6 +142,10 @@ pub fn reconcile(cache: &Cache, key: &str, in_flight: Allocated) -> Action {
     let ns = workload.metadata.namespace.as_ref().map_or("default", |n| n.as_str());
     let quota = cache.namespace(ns).and_then(|n| n.spec.quota.as_ref());
     let admitted = match quota {
+        // A namespace being deleted gets nothing new; its workloads are about to go.
+        _ if cache.namespace(ns).is_some_and(NamespaceKind::is_terminating) => {
+            quota::Admitted { count: 0, refused: None }
+        }
         Some(quota) => quota::admit(quota, cache.usage(ns).plus(in_flight), &template.resources, wanted),
         None => quota::Admitted { count: wanted, refused: None },
     };

@@ -35,7 +35,7 @@ pub struct SnapshotDir {
 impl SnapshotDir {
     /// Opens (or makes) `dir`, and removes every file in it but the current snapshot's.
     pub fn open(dir: &Path, db: &Database) -> Result<SnapshotDir, StorageError> {
-        std::fs::create_dir_all(dir).map_err(io_err)?;
+        shoal_api::config::private_dir(dir).map_err(io_err)?;
         let current = current_file(db)?;
         for entry in std::fs::read_dir(dir).map_err(io_err)? {
             let entry = entry.map_err(io_err)?;

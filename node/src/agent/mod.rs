@@ -140,6 +140,9 @@ impl Agent {
             .with_context(|| format!("binding the agent API listener {agent_listen}"))?;
         let agent_addr = agent_listener.local_addr()?;
 
+        // Tenants' modules and their compiled code are its owner's only.
+        shoal_api::config::private_dir(&config.data_dir)
+            .with_context(|| format!("creating {}", config.data_dir.display()))?;
         let runtime_config = RuntimeConfig {
             cache_dir: Some(config.data_dir.join("compiled")),
             max_instances: config.capacity.instances.saturating_add(256),
