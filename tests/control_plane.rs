@@ -379,3 +379,39 @@ async fn data_directories_and_the_store_file_are_private_to_their_owner() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_quiet_watch_gets_bookmarks_and_a_client_sees_through_them() {
+    let dir = tempfile::tempdir().unwrap();
+    shoal_api::client::install_crypto_provider();
+    let control = ControlProcess::start(dir.path(), &["--watch-bookmark-interval", "100ms"]);
+    let config = control.client_config();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(config.ca.as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let response = http
+        .get(format!("{}/api/v1/namespaces?watch=true", config.server))
+        .bearer_auth(&config.token)
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let line = tokio::time::timeout(Duration::from_secs(5), body.next()).await.expect("a line within 5 s");
+    let line: serde_json::Value = serde_json::from_slice(&line.unwrap().unwrap()).unwrap();
+    assert_eq!(line["type"], "BOOKMARK", "{line}");
+    assert!(line["revision"].as_u64().is_some(), "{line}");
+
+    // The client skips them, and is not taken in by them: a change still comes through.
+    let client = control.client().with_watch_silence(Duration::from_secs(1));
+    let start = client.list(Kind::Namespace, None, None).await.unwrap().resource_version;
+    let mut events = Box::pin(client.watch(Kind::Namespace, None, start).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client.create(&namespace("after-quiet")).await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(
+        event.object.meta().name.as_str(),
+        "after-quiet",
+        "the bookmarks kept the watch alive past its silence limit"
+    );
+}

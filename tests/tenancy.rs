@@ -354,6 +354,45 @@ async fn idle_connections_cannot_exhaust_the_ingress() {
 }
 
 #[tokio::test]
+async fn idle_connections_cannot_exhaust_the_api_server_and_a_quiet_watch_outlives_them() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--api-max-connections", "20", "--api-idle-timeout", "1s", "--watch-bookmark-interval", "300ms"];
+    let control = ControlProcess::start(dir.path(), &flags);
+    let watcher = control.client();
+    let start = watcher.list(Kind::Namespace, None, None).await.unwrap().resource_version;
+    let mut events = Box::pin(watcher.watch(Kind::Namespace, None, start).await.unwrap());
+    let addr = control.api_url.trim_start_matches("https://").to_owned();
+    let mut hogs = Vec::new();
+    for i in 0..40 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        if i % 2 == 0 {
+            use tokio::io::AsyncWriteExt;
+            // The start of a TLS record, never finished.
+            stream.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap();
+        }
+        hogs.push(stream);
+    }
+    // A new client is served once the hogs' idle time is up.
+    let started = std::time::Instant::now();
+    let fresh = Client::new(&control.client_config()).unwrap();
+    fresh.create(&common::namespace("served")).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "served after {:?}", started.elapsed());
+    // The watch opened before them was quiet for longer than the idle timeout, and lives.
+    let event = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(event.object.meta().name.as_str(), "served");
+    use tokio::io::AsyncReadExt;
+    let mut closed = 0;
+    for hog in &mut hogs {
+        let mut buf = [0u8; 256];
+        if tokio::time::timeout(Duration::from_secs(3), hog.read(&mut buf)).await.is_ok() {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, hogs.len(), "every idle connection was ended");
+}
+
+#[tokio::test]
 async fn a_tenant_holds_a_bounded_number_of_watches() {
     let dir = tempfile::tempdir().unwrap();
     let control = ControlProcess::start(dir.path(), &["--max-watches-per-principal", "2"]);

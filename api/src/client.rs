@@ -37,6 +37,15 @@ pub enum ClientError {
     /// The CA in the config is not a PEM certificate, or the TLS stack could not start.
     #[error("bad TLS configuration: {0}")]
     Tls(#[source] reqwest::Error),
+    /// A watch sent nothing, not even a bookmark, for longer than the server's bookmark
+    /// interval allows: the connection is taken for dead (the watch is resumed elsewhere).
+    #[error("watch of {url} silent for {silent:?}")]
+    Silent {
+        /// What was watched.
+        url: String,
+        /// How long it was silent.
+        silent: Duration,
+    },
 }
 
 impl ClientError {
@@ -61,6 +70,7 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
+    watch_silence: Duration,
 }
 
 /// The path of a collection: one namespace's, every namespace's (`namespace: None`), or a
@@ -92,19 +102,36 @@ impl Client {
             .tls_certs_only([ca])
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
+            // A connection whose peer went away without a word (a half-open connection) is
+            // found by HTTP/2 pings going unanswered, and closed with every stream on it.
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .http2_keep_alive_timeout(Duration::from_secs(10))
+            .http2_keep_alive_while_idle(true)
+            .tcp_keepalive(Duration::from_secs(30))
             .build()
             .map_err(ClientError::Tls)?;
-        Ok(Client { http, base: config.server.trim_end_matches('/').to_owned(), token: config.token.clone() })
+        Ok(Client {
+            http,
+            base: config.server.trim_end_matches('/').to_owned(),
+            token: config.token.clone(),
+            watch_silence: WATCH_SILENCE,
+        })
+    }
+
+    /// The same client, taking a watch that sends nothing for `silence` for dead (the server
+    /// sends a bookmark line at least every third of [`WATCH_SILENCE`] by default).
+    pub fn with_watch_silence(&self, silence: Duration) -> Client {
+        Client { watch_silence: silence, ..self.clone() }
     }
 
     /// The same client, talking to another server of the same cluster.
     pub fn with_server(&self, server: &str) -> Client {
-        Client { http: self.http.clone(), base: server.trim_end_matches('/').to_owned(), token: self.token.clone() }
+        Client { base: server.trim_end_matches('/').to_owned(), ..self.clone() }
     }
 
     /// The same client, with another token.
     pub fn with_token(&self, token: &str) -> Client {
-        Client { http: self.http.clone(), base: self.base.clone(), token: token.to_owned() }
+        Client { token: token.to_owned(), ..self.clone() }
     }
 
     /// The server's base URL.
@@ -228,9 +255,9 @@ impl Client {
         let path = format!("{}?watch=true&resourceVersion={from}", collection_path(kind, namespace));
         let resp = self.send(Method::GET, &path, None, None).await?;
         let url = format!("{}{path}", self.base);
-        let lines = ndjson_lines(resp.bytes_stream());
+        let lines = watch_lines(resp.bytes_stream(), url.clone(), self.watch_silence);
         Ok(lines.map(move |line| {
-            let line = line.map_err(|source| ClientError::Transport { url: url.clone(), source })?;
+            let line = line?;
             let decode = |message: String| ClientError::Decode { url: url.clone(), message };
             let event: WatchEvent<serde_json::Value> =
                 serde_json::from_slice(&line).map_err(|e| decode(e.to_string()))?;
@@ -253,10 +280,9 @@ impl Client {
         let path = format!("{}?watch=true&resourceVersion={from}", collection_path(R::KIND, namespace));
         let resp = self.send(Method::GET, &path, None, None).await?;
         let url = format!("{}{path}", self.base);
-        let lines = ndjson_lines(resp.bytes_stream());
+        let lines = watch_lines(resp.bytes_stream(), url.clone(), self.watch_silence);
         Ok(lines.map(move |line| {
-            let line = line.map_err(|source| ClientError::Transport { url: url.clone(), source })?;
-            serde_json::from_slice(&line).map_err(|e| ClientError::Decode { url: url.clone(), message: e.to_string() })
+            serde_json::from_slice(&line?).map_err(|e| ClientError::Decode { url: url.clone(), message: e.to_string() })
         }))
     }
 
@@ -410,32 +436,90 @@ fn encode_query(s: &str) -> String {
     out
 }
 
-/// Splits a byte stream into lines (without the newline), skipping empty ones.
-fn ndjson_lines<S>(stream: S) -> impl Stream<Item = Result<Vec<u8>, reqwest::Error>>
+/// How long a watch may send nothing before the client takes it for dead: three of the
+/// server's default bookmark intervals.
+pub const WATCH_SILENCE: Duration = Duration::from_secs(30);
+
+/// The longest watch line taken: an object is at most 1.5 MiB, so a longer line is a server
+/// gone wrong, not one to buffer without end.
+pub const MAX_WATCH_LINE: usize = 4 << 20;
+
+/// Splits a watch stream into its event lines (without the newline), skipping empty lines and
+/// bookmarks (which only say the watch is alive); fails on a line over [`MAX_WATCH_LINE`] and
+/// when nothing at all arrives for `silence`.
+fn watch_lines<S>(stream: S, url: String, silence: Duration) -> impl Stream<Item = Result<Vec<u8>, ClientError>>
 where
     S: Stream<Item = Result<Bytes, reqwest::Error>> + Unpin,
 {
-    futures::stream::unfold((stream, Vec::<u8>::new(), false), |(mut stream, mut buf, mut done)| async move {
+    let state = (stream, Vec::<u8>::new(), false, url);
+    futures::stream::unfold(state, move |(mut stream, mut buf, mut done, url)| async move {
         loop {
             if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=pos).take(pos).collect();
-                if line.iter().all(u8::is_ascii_whitespace) {
+                if line.iter().all(u8::is_ascii_whitespace) || is_bookmark(&line) {
                     continue;
                 }
-                return Some((Ok(line), (stream, buf, done)));
+                return Some((Ok(line), (stream, buf, done, url)));
             }
             if done {
                 return None;
             }
-            match stream.next().await {
-                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-                Some(Err(e)) => {
-                    done = true;
-                    buf.clear();
-                    return Some((Err(e), (stream, buf, done)));
+            let error = if buf.len() > MAX_WATCH_LINE {
+                let message = format!("a watch line longer than {MAX_WATCH_LINE} bytes");
+                ClientError::Decode { url: url.clone(), message }
+            } else {
+                match tokio::time::timeout(silence, stream.next()).await {
+                    Ok(Some(Ok(chunk))) => {
+                        buf.extend_from_slice(&chunk);
+                        continue;
+                    }
+                    Ok(None) => {
+                        done = true;
+                        continue;
+                    }
+                    Ok(Some(Err(source))) => ClientError::Transport { url: url.clone(), source },
+                    Err(_) => ClientError::Silent { url: url.clone(), silent: silence },
                 }
-                None => done = true,
-            }
+            };
+            return Some((Err(error), (stream, Vec::new(), true, url)));
         }
     })
+}
+
+/// Whether `line` is a bookmark: `{"type":"BOOKMARK",...}`.
+fn is_bookmark(line: &[u8]) -> bool {
+    line.starts_with(br#"{"type":"BOOKMARK""#)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, reqwest::Error>> + Unpin + use<> {
+        let parts: Vec<Result<Bytes, reqwest::Error>> = parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        futures::stream::iter(parts).chain(futures::stream::pending())
+    }
+
+    #[tokio::test]
+    async fn watch_lines_skip_bookmarks_and_fail_on_silence_and_on_a_line_past_the_bound() {
+        let silence = Duration::from_millis(50);
+        let parts: &[&[u8]] =
+            &[b"{\"type\":\"ADDED\",\"rev", b"ision\":1}\n\n{\"type\":\"BOOKMARK\",\"revision\":1}\n"];
+        let mut lines = Box::pin(watch_lines(chunks(parts), "u".into(), silence));
+        assert_eq!(lines.next().await.unwrap().unwrap(), br#"{"type":"ADDED","revision":1}"#);
+        let started = std::time::Instant::now();
+        match lines.next().await {
+            Some(Err(ClientError::Silent { silent, .. })) => assert_eq!(silent, silence),
+            other => panic!("expected a silent watch, got {other:?}"),
+        }
+        assert!(started.elapsed() >= silence);
+        assert!(lines.next().await.is_none(), "a failed watch ends");
+
+        let long: &'static [u8] = Box::leak(vec![b'x'; MAX_WATCH_LINE + 1].into_boxed_slice());
+        let mut lines = Box::pin(watch_lines(chunks(&[long]), "u".into(), silence));
+        match lines.next().await {
+            Some(Err(ClientError::Decode { message, .. })) => assert!(message.contains("longer than"), "{message}"),
+            other => panic!("expected a refused line, got {other:?}"),
+        }
+    }
 }

@@ -1,13 +1,20 @@
-//! Serving an axum router over TLS (the control plane's API and raft listeners, a node agent's
-//! API) on an already-bound listener, until a shutdown signal;
-//! every connection task is tracked so that shutdown ends them all.
+//! Serving on an already-bound listener until a shutdown signal: the one accept loop behind
+//! every listener (the control plane's API and raft listeners, a node agent's API over TLS, a
+//! node's ingress in plain HTTP), with a connection limit, an idle timeout, HTTP/2 pings and
+//! back-off on failed accepts; every connection task is tracked so that shutdown ends them all.
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -18,43 +25,110 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct TlsPeer(pub Option<rustls::pki_types::CertificateDer<'static>>);
 
-/// Serves `router` on `listener` with TLS `config` until `shutdown` is cancelled; then stops
-/// accepting, gives open connections a moment to finish, and ends the rest (watch streams never
-/// finish on their own).
+/// What one listener lets its clients hold: a client that opens connections and sends nothing
+/// (or trickles its headers) costs a slot for at most the idle timeout, and never more slots
+/// than the limit, so it cannot starve other clients or the process for long.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Connections open at once; past it, new ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// A connection on which nothing was read or written for this long is closed; it also
+    /// bounds the TLS handshake and reading a request's headers.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits { max_connections: 10_000, idle_timeout: Duration::from_secs(60) }
+    }
+}
+
+/// How often an HTTP/2 connection is pinged, and how long an answer may take before the
+/// connection is taken for dead (a peer gone without a word holds nothing for long).
+const HTTP2_KEEPALIVE: Duration = Duration::from_secs(20);
+
+/// Back-off after a failed accept (file descriptors running out must not spin a core).
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
+/// Accepts connections on `listener`, at most `limits.max_connections` at once, each wrapped in
+/// the idle timeout and handed to `serve` with its peer address, until `shutdown`; then gives
+/// open connections a moment to finish and ends the rest (watch streams never finish on their
+/// own).
+pub async fn accept_loop<F, Fut>(listener: TcpListener, limits: ConnectionLimits, shutdown: CancellationToken, serve: F)
+where
+    F: Fn(Idle<TcpStream>, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut connections = JoinSet::new();
+    let mut backoff = ACCEPT_BACKOFF.0;
+    loop {
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => {
+                    backoff = ACCEPT_BACKOFF.0;
+                    accepted
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed, trying again in {backoff:?}: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = serve(Idle::new(stream, limits.idle_timeout), peer);
+        connections.spawn(async move {
+            let _slot = slot;
+            connection.await;
+        });
+    }
+    let _ =
+        tokio::time::timeout(Duration::from_millis(500), async { while connections.join_next().await.is_some() {} })
+            .await;
+    connections.shutdown().await;
+}
+
+/// A hyper connection builder with the timeouts every listener uses: headers read within the
+/// idle timeout, HTTP/2 connections pinged.
+pub fn connection_builder(limits: ConnectionLimits) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.idle_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(HTTP2_KEEPALIVE))
+        .keep_alive_timeout(HTTP2_KEEPALIVE);
+    builder
+}
+
+/// Serves `router` on `listener` with TLS `config`, within `limits`, until `shutdown` is
+/// cancelled.
 pub async fn serve_tls(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     router: axum::Router,
+    limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) {
     let acceptor = TlsAcceptor::from(config);
-    let mut connections = JoinSet::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-        };
-        let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        let shutdown = shutdown.clone();
-        connections.spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => return tracing::debug!("TLS handshake with {peer} failed: {e}"),
-                Err(_) => return tracing::debug!("TLS handshake with {peer} timed out"),
+    let serve = |stream: Idle<TcpStream>, peer: SocketAddr| {
+        let (acceptor, router, shutdown) = (acceptor.clone(), router.clone(), shutdown.clone());
+        async move {
+            let tls = match acceptor.accept(stream).await {
+                Ok(tls) => tls,
+                Err(e) => return tracing::debug!("TLS handshake with {peer} failed: {e}"),
             };
             let peer_cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned());
             let service = TowerToHyperService::new(router.layer(axum::Extension(TlsPeer(peer_cert))));
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let builder = connection_builder(limits);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             tokio::select! {
                 result = connection => if let Err(e) = result {
@@ -62,12 +136,69 @@ pub async fn serve_tls(
                 },
                 _ = shutdown.cancelled() => {}
             }
-        });
+        }
+    };
+    accept_loop(listener, limits, shutdown.clone(), serve).await;
+}
+
+/// A stream that fails with `TimedOut` once nothing was read or written on it for `timeout`
+/// while it is being read (hyper reads whenever it waits for a client).
+pub struct Idle<S> {
+    inner: S,
+    timeout: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<S> Idle<S> {
+    /// `inner`, closed after `timeout` without traffic.
+    pub fn new(inner: S, timeout: Duration) -> Self {
+        Idle { inner, timeout, deadline: Box::pin(tokio::time::sleep(timeout)) }
     }
-    let _ =
-        tokio::time::timeout(Duration::from_millis(500), async { while connections.join_next().await.is_some() {} })
-            .await;
-    connections.shutdown().await;
+
+    fn active(&mut self) {
+        self.deadline.as_mut().reset(tokio::time::Instant::now() + self.timeout);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Idle<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    this.active();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("idle for {:?}", this.timeout),
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Idle<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, data);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            this.active();
+        }
+        result
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 /// A rustls server configuration for `chain` and `key` (ring, safe defaults, HTTP/2 and

@@ -76,6 +76,10 @@ pub struct ControlConfig {
     pub admission: api::admission::Admission,
     /// How many watches one tenant or node may hold open at once.
     pub max_watches_per_principal: usize,
+    /// How long a watch may go without a line before it is sent a bookmark.
+    pub watch_bookmark_interval: std::time::Duration,
+    /// Connections the API listener holds at once, and how long one may sit idle.
+    pub api_limits: shoal_api::serve::ConnectionLimits,
     /// How long a node certificate is valid (nodes renew at a third of it).
     pub node_cert_validity: std::time::Duration,
 }
@@ -98,6 +102,8 @@ impl ControlConfig {
             dns: None,
             admission: api::admission::Admission::default(),
             max_watches_per_principal: 64,
+            watch_bookmark_interval: std::time::Duration::from_secs(10),
+            api_limits: shoal_api::serve::ConnectionLimits { max_connections: 20_000, ..Default::default() },
             node_cert_validity: pki::NODE_CERT_VALIDITY,
         }
     }
@@ -174,9 +180,19 @@ impl ControlPlane {
         let mut tasks = JoinSet::new();
         let liveness = Arc::new(liveness::Liveness::new(config.controllers.node_grace));
         let raft_router = raft_service::router(store.clone(), blobs.clone(), liveness.clone(), &pki.cluster_token);
-        tasks.spawn(shoal_api::serve::serve_tls(raft_listener, tls.clone(), raft_router, shutdown.clone()));
-        let hub =
-            api::watch::WatchHub::start(store.reader().clone(), config.max_watches_per_principal, shutdown.clone());
+        tasks.spawn(shoal_api::serve::serve_tls(
+            raft_listener,
+            tls.clone(),
+            raft_router,
+            shoal_api::serve::ConnectionLimits::default(),
+            shutdown.clone(),
+        ));
+        let hub = api::watch::WatchHub::start(
+            store.reader().clone(),
+            config.max_watches_per_principal,
+            config.watch_bookmark_interval,
+            shutdown.clone(),
+        );
         let api_router = api::router(
             store.clone(),
             pki.clone(),
@@ -186,7 +202,7 @@ impl ControlPlane {
             Arc::new(config.admission.clone()),
             config.node_cert_validity,
         )?;
-        tasks.spawn(shoal_api::serve::serve_tls(api_listener, tls, api_router, shutdown.clone()));
+        tasks.spawn(shoal_api::serve::serve_tls(api_listener, tls, api_router, config.api_limits, shutdown.clone()));
 
         tasks.spawn(blobs.run(config.controllers.module_grace, shutdown.clone()));
         tasks.spawn(controllers::run(store.clone(), liveness, config.controllers.clone(), shutdown.clone()));

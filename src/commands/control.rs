@@ -67,6 +67,18 @@ pub struct ControlArgs {
     /// How many watches one tenant or node token may hold open at once (a node holds two).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     max_watches_per_principal: u32,
+    /// How long a watch may go without a line before it is sent a bookmark line, e.g. 10s
+    /// (clients take a watch silent for 30 s for dead).
+    #[arg(long, default_value = "10s", value_parser = crate::period::parse)]
+    watch_bookmark_interval: std::time::Duration,
+    /// Connections the API server holds open at once (every node holds one; past the limit
+    /// new ones wait in the kernel's backlog).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
+    api_max_connections: u32,
+    /// How long an API connection may carry nothing before it is closed, e.g. 60s (watches
+    /// send bookmarks and HTTP/2 connections are pinged well within it).
+    #[arg(long, default_value = "60s", value_parser = crate::period::parse)]
+    api_idle_timeout: std::time::Duration,
     /// How long a node certificate is valid, e.g. 12h; nodes renew theirs at a third of it.
     #[arg(long, default_value = "12h", value_parser = crate::period::parse)]
     node_cert_validity: std::time::Duration,
@@ -102,6 +114,13 @@ impl ControlArgs {
         if self.node_cert_validity < std::time::Duration::from_secs(3) {
             bail!("--node-cert-validity: at least 3s (nodes renew at a third of it, every second at most)");
         }
+        if self.api_idle_timeout <= self.watch_bookmark_interval {
+            bail!(
+                "--api-idle-timeout ({:?}) must be longer than --watch-bookmark-interval ({:?}), or quiet watches are cut",
+                self.api_idle_timeout,
+                self.watch_bookmark_interval
+            );
+        }
         let peers = self.peers.as_deref().map(parse_peers).transpose()?.unwrap_or_default();
         if !peers.is_empty() && !peers.contains_key(&self.id) {
             bail!("--peers must include this node's own id {}", self.id);
@@ -129,6 +148,11 @@ impl ControlArgs {
             dns: self.dns.config()?,
             admission: self.dns.admission(&self.ingress_domain),
             max_watches_per_principal: self.max_watches_per_principal as usize,
+            watch_bookmark_interval: self.watch_bookmark_interval,
+            api_limits: shoal_api::serve::ConnectionLimits {
+                max_connections: self.api_max_connections as usize,
+                idle_timeout: self.api_idle_timeout,
+            },
             node_cert_validity: self.node_cert_validity,
         };
         let control = ControlPlane::start(config).await?;

@@ -8,6 +8,10 @@
 //! instances would otherwise read and parse every change a thousand times. A watch that falls
 //! behind the hub (or starts behind it) reads the gap from the history itself, so the hub is
 //! only a shortcut: every watch still gets each (key, revision) once, in order, with no gap.
+//!
+//! A watch with nothing to send for the bookmark interval sends `{"type":"BOOKMARK",
+//! "revision":N}`: idle timeouts never cut a healthy watch, and a client that hears nothing
+//! for a few intervals knows its connection is dead and resumes elsewhere.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -52,6 +56,11 @@ fn encode_line(change: &Change) -> Bytes {
     line.extend_from_slice(&change.object);
     line.extend_from_slice(b"}\n");
     Bytes::from(line)
+}
+
+/// A line that says only that the watch is alive and has read up to `revision`.
+fn bookmark_line(revision: u64) -> Bytes {
+    Bytes::from(format!("{{\"type\":\"BOOKMARK\",\"revision\":{revision}}}\n"))
 }
 
 /// One change as the hub hands it out: read, encoded and looked at once.
@@ -99,6 +108,8 @@ pub struct WatchHub {
     /// Watches open per principal (tenants and nodes; the admin is not counted).
     open: Arc<Mutex<HashMap<String, usize>>>,
     max_per_principal: usize,
+    /// How long a watch may go without a line before it gets a bookmark.
+    bookmark_every: std::time::Duration,
 }
 
 /// One open watch, counted against its principal until the stream is dropped.
@@ -122,10 +133,17 @@ impl Drop for Slot {
 
 impl WatchHub {
     /// Starts the hub's reader on `reader` until `shutdown`; a tenant or node may hold
-    /// `max_per_principal` watches at once.
-    pub fn start(reader: StoreReader, max_per_principal: usize, shutdown: CancellationToken) -> Arc<WatchHub> {
+    /// `max_per_principal` watches at once, and a watch with nothing to say for
+    /// `bookmark_every` gets a bookmark line.
+    pub fn start(
+        reader: StoreReader,
+        max_per_principal: usize,
+        bookmark_every: std::time::Duration,
+        shutdown: CancellationToken,
+    ) -> Arc<WatchHub> {
         let (batches, _) = broadcast::channel(HUB_QUEUE);
-        let hub = Arc::new(WatchHub { batches: batches.clone(), open: Arc::default(), max_per_principal });
+        let hub =
+            Arc::new(WatchHub { batches: batches.clone(), open: Arc::default(), max_per_principal, bookmark_every });
         tokio::spawn(async move {
             let mut applied = reader.subscribe();
             let mut after = reader.revision();
@@ -340,17 +358,23 @@ pub(super) async fn stream(
         }
     };
     // Subscribed before the first read, so that nothing applied after it is missed.
+    let hub_bookmarks = hub.bookmark_every;
     let hub = hub.batches.subscribe();
     let mut cursor = Cursor { store, prefix, filter, after, behind: false, pending: VecDeque::new(), hub };
     cursor.read().map_err(history_error)?;
     // The slot lives as long as the stream: a client that goes away frees it.
-    let lines = stream::unfold((cursor, slot), |(mut cursor, slot)| async move {
+    let bookmark_every = hub_bookmarks;
+    let lines = stream::unfold((cursor, slot), move |(mut cursor, slot)| async move {
         loop {
             if let Some(chunk) = cursor.take_chunk() {
                 return Some((Ok::<_, std::convert::Infallible>(chunk), (cursor, slot)));
             }
-            if !cursor.next().await {
-                return None;
+            // A quiet watch still says it is alive (and how far it has read), so that idle
+            // timeouts never cut it and its client can tell it from a dead connection.
+            match tokio::time::timeout(bookmark_every, cursor.next()).await {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(_) => return Some((Ok(bookmark_line(cursor.after)), (cursor, slot))),
             }
         }
     });

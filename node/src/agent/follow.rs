@@ -1,6 +1,7 @@
 //! List + watch of one kind, kept up for as long as the agent runs (a small informer): list,
 //! hand the whole set over, then hand over each change; when the watch breaks (the control
-//! plane went away, or the history the watch needs was compacted), list again once it is back.
+//! plane went away, or the connection went silent) watch again from the last revision seen,
+//! and when the history the watch needs was compacted, list again.
 //! Whoever follows keeps what it has meanwhile: an unreachable control plane is no reason to
 //! stop serving.
 
@@ -22,15 +23,24 @@ pub trait Follower<R: Resource> {
     }
 }
 
-/// Lists, replaces, and follows the watch until it breaks or `shutdown`.
+/// Lists and replaces (unless there is a revision to `resume` from), then follows the watch
+/// until it breaks or `shutdown`, keeping `resume` at the last revision seen.
 async fn once<R: Resource, F: Follower<R>>(
     client: &Client,
     follower: &mut F,
+    resume: &mut Option<u64>,
     shutdown: &CancellationToken,
 ) -> Result<(), ClientError> {
-    let list = client.list_of::<R>(None).await?;
-    follower.replace(list.items);
-    let mut changes = Box::pin(client.watch_of::<R>(None, list.resource_version).await?);
+    let from = match *resume {
+        Some(revision) => revision,
+        None => {
+            let list = client.list_of::<R>(None).await?;
+            follower.replace(list.items);
+            list.resource_version
+        }
+    };
+    *resume = Some(from);
+    let mut changes = Box::pin(client.watch_of::<R>(None, from).await?);
     loop {
         let change = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -38,17 +48,21 @@ async fn once<R: Resource, F: Follower<R>>(
         };
         let Some(change) = change else { return Ok(()) };
         let change = change?;
+        *resume = Some(change.revision);
         follower.change(change.type_, change.object);
     }
 }
 
-/// Follows kind `R` (every namespace the client may see) into `follower` until `shutdown`.
+/// Follows kind `R` (every namespace the client may see) into `follower` until `shutdown`. A
+/// watch that breaks (or goes silent: a half-open connection) is resumed from the last revision
+/// seen; only when the history no longer reaches back that far (410) is everything listed again.
 pub async fn follow<R: Resource, F: Follower<R>>(client: &Client, follower: &mut F, shutdown: &CancellationToken) {
     let mut delay = Duration::from_millis(200);
+    let mut resume = None;
     while !shutdown.is_cancelled() {
-        match once(client, follower, shutdown).await {
+        match once(client, follower, &mut resume, shutdown).await {
             Ok(()) => delay = Duration::from_millis(200),
-            Err(e) if e.reason() == Some(Reason::Gone) => {}
+            Err(e) if e.reason() == Some(Reason::Gone) => resume = None,
             Err(e) => {
                 follower.lost(&e);
                 delay = (delay * 2).min(Duration::from_secs(5));

@@ -196,7 +196,13 @@ impl Agent {
             shutdown.clone(),
         ));
         let tls = credentials.server_config();
-        tasks.spawn(shoal_api::serve::serve_tls(agent_listener, tls, api::router(shared.clone()), shutdown.clone()));
+        tasks.spawn(shoal_api::serve::serve_tls(
+            agent_listener,
+            tls,
+            api::router(shared.clone()),
+            shoal_api::serve::ConnectionLimits::default(),
+            shutdown.clone(),
+        ));
         Ok(Agent { ingress_addr, agent_addr, shared, shutdown, tasks })
     }
 
