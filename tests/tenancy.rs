@@ -595,3 +595,82 @@ async fn deleting_a_namespace_deletes_what_it_holds_and_nothing_of_its_neighbour
     let (status, _) = get(&http(), &node.ingress, "web.kept.localhost", "/hi").await;
     assert_eq!(status, 200);
 }
+
+/// A local HTTP server that answers `ok` and counts the connections it got.
+async fn counting_server(
+    ip: std::net::IpAddr,
+) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+            });
+        }
+    });
+    (addr, count)
+}
+
+/// This machine's address on its default route, if it has one.
+fn outside_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.200:9").ok()?;
+    Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+}
+
+#[tokio::test]
+async fn a_guest_reaches_no_loopback_or_metadata_address_even_by_an_allowed_name() {
+    use common::workloads::{apply, get, http};
+    let (loopback, hits) = counting_server("127.0.0.1".parse().unwrap()).await;
+    let outside = outside_address();
+    let public = outside.filter(|ip| shoal_node::runtime::egress::forbidden(*ip).is_none());
+    let reachable = match public {
+        Some(ip) => Some(counting_server(ip).await.0),
+        None => None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let node = NodeProcess::start(&control, "n1", &[]);
+    let mut allowed = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "169.254.169.254".to_owned()];
+    allowed.extend(public.map(|ip| ip.to_string()));
+    let yaml = format!(
+        "apiVersion: shoal.dev/v1\nkind: Namespace\nmetadata:\n  name: egress\n---\n\
+         apiVersion: shoal.dev/v1\nkind: Workload\nmetadata:\n  name: frontend\n  namespace: egress\n\
+         spec:\n  module: $FRONTEND\n  allowedOutboundHosts: [{}]\n",
+        allowed.iter().map(|h| format!("\"{h}\"")).collect::<Vec<_>>().join(", ")
+    );
+    apply(&control, "egress", &yaml);
+    let client = control.client();
+    wait_for(Duration::from_secs(30), "the frontend to run", || async {
+        let items = client.list_of::<InstanceKind>(Some("egress")).await.unwrap().items;
+        items.iter().any(|i| i.is_ready()).then_some(())
+    })
+    .await;
+    let http = http();
+    let port = loopback.port();
+    for target in [format!("localhost:{port}"), format!("127.0.0.1:{port}"), "169.254.169.254".to_owned()] {
+        let (status, body) = get(&http, &node.ingress, "frontend.egress.localhost", &format!("/fetch/{target}/")).await;
+        assert_eq!(status, 502, "{target}: {body}");
+        assert!(body.contains("denied"), "{target}: {body}");
+    }
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "the loopback server was reached");
+    wait_for(Duration::from_secs(10), "an OutboundDenied event naming the loopback address", || async {
+        let events = client.list_of::<EventKind>(Some("egress")).await.unwrap().items;
+        events.into_iter().find(|e| e.spec.reason == "OutboundDenied" && e.spec.message.contains("a loopback address"))
+    })
+    .await;
+    // What is outside stays reachable.
+    if let Some(addr) = reachable {
+        let (status, body) = get(&http, &node.ingress, "frontend.egress.localhost", &format!("/fetch/{addr}/")).await;
+        assert_eq!((status, body.as_str()), (200, "frontend got: ok"), "{addr}");
+    } else {
+        eprintln!("no public address on this machine ({outside:?}): the reachable case is not checked");
+    }
+}

@@ -60,6 +60,11 @@ pub struct InstanceSpec {
     /// Hosts outside the cluster it may call.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_outbound_hosts: Vec<String>,
+    /// Whether those hosts may resolve to private addresses: copied from its Namespace's
+    /// admin-set `spec.allowPrivateEgress` when the instance is made (tenants make no
+    /// Instances).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_private_egress: bool,
     /// For `http`: the per-request deadline, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_timeout_ms: Option<u64>,

@@ -62,6 +62,11 @@ pub struct NamespaceSpec {
     /// the admin (tenants never write Namespaces).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ingress_hosts: Vec<String>,
+    /// Whether its guests' `allowedOutboundHosts` may resolve to private addresses (10/8,
+    /// 172.16/12, 192.168/16, 100.64/10, fc00::/7); loopback and link-local (the cloud
+    /// metadata address) stay out of every guest's reach. Set by the admin.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_private_egress: bool,
 }
 
 /// Whether `pattern` (an exact host, or `*.<domain>` for one label before `<domain>`) matches

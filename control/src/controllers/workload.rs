@@ -38,6 +38,8 @@ pub fn template(workload: &Workload) -> InstanceSpec {
         probes: spec.probes.clone(),
         restart_policy: spec.restart_policy,
         allowed_outbound_hosts: spec.allowed_outbound_hosts.clone(),
+        // Its namespace's, set when an instance is made (not part of the template's hash).
+        allow_private_egress: false,
         request_timeout_ms: spec.request_timeout_ms,
         node_selector: spec.placement.as_ref().map(|p| p.node_selector.clone()).unwrap_or_default(),
     }
@@ -149,8 +151,11 @@ pub fn reconcile(cache: &Cache, key: &str, in_flight: Allocated) -> Action {
         Some(quota) => quota::admit(quota, cache.usage(ns).plus(in_flight), &template.resources, wanted),
         None => quota::Admitted { count: wanted, refused: None },
     };
+    let allow_private_egress = cache.namespace(ns).is_some_and(|n| n.spec.allow_private_egress);
     for _ in 0..admitted.count {
-        writes.push(Write::Create(AnyObject::Instance(new_instance(workload, &template, hash))));
+        let mut instance = new_instance(workload, &template, hash);
+        instance.spec.allow_private_egress = allow_private_egress;
+        writes.push(Write::Create(AnyObject::Instance(instance)));
     }
     if step.remove_new > 0 {
         removal_order(cache, &mut new);

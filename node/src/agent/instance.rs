@@ -77,6 +77,7 @@ impl Run {
         sandbox.stdout = Output::Buffer(self.logs.clone());
         sandbox.stderr = Output::Buffer(self.logs.clone());
         sandbox.allowed_hosts = spec.allowed_outbound_hosts.clone();
+        sandbox.allow_private_egress = spec.allow_private_egress;
         sandbox.cluster = Some(super::outbound::InstanceCluster::new(&self.shared, &self.instance));
         sandbox.limits = Limits {
             memory: spec.resources.memory.map(|m| m.0),

@@ -64,11 +64,9 @@ impl Cluster for InstanceCluster {
         ClusterCall::Routed(future)
     }
 
-    fn refused(&self, host: &str) {
+    fn refused(&self, host: &str, why: &str) {
         if let Some(shared) = self.shared.upgrade() {
-            let message =
-                format!("outbound request to {host:?} refused: not a cluster service and not in allowedOutboundHosts");
-            self.refuse(&shared, message);
+            self.refuse(&shared, format!("outbound request to {host:?} refused: {why}"));
         }
     }
 }

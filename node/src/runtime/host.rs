@@ -53,6 +53,8 @@ pub struct Sandbox {
     pub stderr: Output,
     /// Hosts the guest may call over `wasi:http` (none by default).
     pub allowed_hosts: Vec<String>,
+    /// Whether those hosts may be at private addresses (never loopback or link-local).
+    pub allow_private_egress: bool,
     /// The cluster's Services, for calls to them (none outside a node).
     pub cluster: Option<Arc<dyn Cluster>>,
     /// Resource limits.
@@ -69,6 +71,7 @@ impl Sandbox {
             stdout: Output::Discard,
             stderr: Output::Discard,
             allowed_hosts: Vec::new(),
+            allow_private_egress: false,
             cluster: None,
             limits: Limits::default(),
         }
@@ -120,8 +123,8 @@ pub enum ClusterCall {
 pub trait Cluster: Send + Sync {
     /// Routes a request for `host` if it names a cluster Service.
     fn call(&self, host: &str, request: http::Request<WasiBody>) -> ClusterCall;
-    /// A request to `host`, not a cluster name, was refused by the allowed-hosts policy.
-    fn refused(&self, host: &str);
+    /// A request to `host`, not a cluster name, was refused, for `why`.
+    fn refused(&self, host: &str, why: &str);
 }
 
 /// The outbound HTTP policy: requests for cluster Services go through the cluster; requests to
@@ -129,6 +132,7 @@ pub trait Cluster: Send + Sync {
 /// the guest sees as that error code.
 pub struct Outbound {
     allowed_hosts: Vec<String>,
+    allow_private_egress: bool,
     cluster: Option<Arc<dyn Cluster>>,
 }
 
@@ -162,17 +166,24 @@ impl WasiHttpHooks for Outbound {
             },
         };
         let allowed = self.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(&host));
-        if !allowed && let Some(cluster) = &self.cluster {
-            cluster.refused(&host);
+        let (cluster, allow_private) = (self.cluster.clone(), self.allow_private_egress);
+        let refuse = move |why: &str| {
+            tracing::info!("denied an outbound request to {host:?}: {why}");
+            if let Some(cluster) = &cluster {
+                cluster.refused(&host, why);
+            }
+            Err(wasmtime_wasi_http::Error::HttpRequestDenied)
+        };
+        if !allowed {
+            let denied = refuse("not a cluster service and not in allowedOutboundHosts");
+            return Box::new(async move { denied });
         }
         Box::new(async move {
-            if !allowed {
-                tracing::info!("denied an outbound request to {host:?}: not in allowedOutboundHosts");
-                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            match super::egress::send(request, options, allow_private).await {
+                Ok(sent) => Ok(sent),
+                Err(Ok(refusal)) => refuse(&refusal.0),
+                Err(Err(e)) => Err(e),
             }
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            let io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> = Box::new(io);
-            Ok((response.map(http_body_util::BodyExt::boxed_unsync), io))
         })
     }
 }
@@ -193,7 +204,11 @@ impl Host {
             wasi: sandbox.wasi()?.build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            outbound: Outbound { allowed_hosts: sandbox.allowed_hosts.clone(), cluster: sandbox.cluster.clone() },
+            outbound: Outbound {
+                allowed_hosts: sandbox.allowed_hosts.clone(),
+                allow_private_egress: sandbox.allow_private_egress,
+                cluster: sandbox.cluster.clone(),
+            },
             guard: MemoryGuard::new(&sandbox.limits),
         })
     }

@@ -10,8 +10,10 @@
 //! - [`host`]: the per-instance host state (WASI, wasi-http) and how a guest's sandbox is built.
 //! - [`command`]: running `wasi:cli/run` components and preview-1 command modules.
 //! - [`http`]: serving requests with `wasi:http/proxy` components, a fresh store per request.
+//! - [`egress`]: a guest's requests to the world, fenced after name resolution.
 
 pub mod command;
+pub mod egress;
 pub mod host;
 pub mod http;
 pub mod limits;
