@@ -674,3 +674,52 @@ async fn a_guest_reaches_no_loopback_or_metadata_address_even_by_an_allowed_name
         eprintln!("no public address on this machine ({outside:?}): the reachable case is not checked");
     }
 }
+
+#[tokio::test]
+async fn a_flood_of_refusals_is_one_event_written_at_a_pace_and_events_expire() {
+    use common::workloads::{apply, get, http};
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &["--event-ttl", "3s"]);
+    let node = NodeProcess::start(&control, "n1", &["--event-interval", "500ms"]);
+    let yaml = "apiVersion: shoal.dev/v1\nkind: Workload\nmetadata:\n  name: frontend\n  namespace: default\n\
+                spec:\n  module: $FRONTEND\n";
+    apply(&control, "frontend", yaml);
+    let client = control.client();
+    wait_for(Duration::from_secs(30), "the frontend to run", || async {
+        let items = client.list_of::<InstanceKind>(Some("default")).await.unwrap().items;
+        items.iter().any(|i| i.is_ready()).then_some(())
+    })
+    .await;
+    let start = client.list(Kind::Event, Some("default"), None).await.unwrap().resource_version;
+    let mut writes = Box::pin(client.watch(Kind::Event, Some("default"), start).await.unwrap());
+    let http = http();
+    let started = std::time::Instant::now();
+    let floods = 200;
+    for _ in 0..floods {
+        let (status, _) = get(&http, &node.ingress, "frontend.default.localhost", "/fetch/not-allowed.example/").await;
+        assert_eq!(status, 502);
+    }
+    let event = wait_for(Duration::from_secs(10), "one event counting every refusal", || async {
+        let events = client.list_of::<EventKind>(Some("default")).await.unwrap().items;
+        let denied: Vec<_> = events.into_iter().filter(|e| e.spec.reason == "OutboundDenied").collect();
+        assert!(denied.len() <= 1, "one event per instance and reason: {denied:?}");
+        denied.into_iter().next().filter(|e| e.spec.count == floods)
+    })
+    .await;
+    let elapsed = started.elapsed();
+    let mut written = 0;
+    while let Ok(Some(change)) = tokio::time::timeout(Duration::from_millis(200), writes.next()).await {
+        if change.unwrap().object.meta().name == event.metadata.name {
+            written += 1;
+        }
+    }
+    let most = (elapsed.as_millis() / 500) as usize + 2;
+    assert!(written <= most, "{written} writes for {floods} refusals in {elapsed:?} (at most {most})");
+    // And it goes a TTL after it last happened.
+    wait_for(Duration::from_secs(15), "the event to expire", || async {
+        let events = client.list_of::<EventKind>(Some("default")).await.unwrap().items;
+        (!events.iter().any(|e| e.metadata.name == event.metadata.name)).then_some(())
+    })
+    .await;
+}

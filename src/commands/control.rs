@@ -60,6 +60,9 @@ pub struct ControlArgs {
     /// (freeing its namespace's module storage) and then its bytes, e.g. 10m.
     #[arg(long, default_value = "10m", value_parser = crate::period::parse)]
     module_grace: std::time::Duration,
+    /// How long an Event is kept after it last happened, e.g. 1h.
+    #[arg(long, default_value = "1h", value_parser = crate::period::parse)]
+    event_ttl: std::time::Duration,
     /// Extra ingress domain of the cluster's nodes (besides `localhost`): a namespace owns the
     /// ingress hosts `*.<namespace>.DOMAIN` without a grant.
     #[arg(long, value_name = "DOMAIN")]
@@ -144,6 +147,7 @@ impl ControlArgs {
                 node_grace: self.node_grace,
                 resync: self.controller_resync,
                 module_grace: self.module_grace,
+                event_ttl: self.event_ttl,
             },
             dns: self.dns.config()?,
             admission: self.dns.admission(&self.ingress_domain),

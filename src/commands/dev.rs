@@ -96,6 +96,7 @@ impl DevArgs {
             heartbeat: Duration::from_secs(1),
             request_timeout: self.request_timeout,
             ingress_limits: Default::default(),
+            event_pacing: Default::default(),
         })
         .await?;
 

@@ -77,6 +77,10 @@ pub struct NodeArgs {
     /// closed, e.g. 60s; keep it above --request-timeout.
     #[arg(long, default_value = "60s", value_parser = crate::period::parse)]
     ingress_idle_timeout: Duration,
+    /// One Event write per instance and reason at most this often (repeats meanwhile go into
+    /// its count), e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = crate::period::parse)]
+    event_interval: Duration,
     /// Run N hollow nodes instead: simulated nodes without a runtime that register, heartbeat
     /// and report the instances bound to them Running, for scale tests. Labels, capacity and
     /// --heartbeat apply to each; the ingress, agent and data directory flags are unused.
@@ -178,6 +182,7 @@ impl NodeArgs {
                 max_connections: self.ingress_max_connections as usize,
                 idle_timeout: self.ingress_idle_timeout,
             },
+            event_pacing: shoal_node::agent::events::EventPacing { per_key: self.event_interval, ..Default::default() },
         };
         let agent = Agent::start(config).await?;
         println!("node {name} joined {}", self.join);

@@ -130,8 +130,9 @@ pub struct Cache {
     /// How many workloads and instances use each module record key (a count for every key
     /// used, whether or not it is recorded).
     module_users: HashMap<String, u32>,
-    /// Keys of the Events (only their keys: nothing reconciles them but a namespace's deletion).
-    events: BTreeSet<String>,
+    /// When each Event (by key) last happened: all that expiry and a namespace's deletion need
+    /// of them.
+    events: BTreeMap<String, std::time::SystemTime>,
 }
 
 /// The key of the module record a workload or instance in `ns` using `module` (`sha256:<hex>`)
@@ -244,10 +245,11 @@ impl Cache {
         tasks.extend(self.instances.keys().map(|k| Task::Collect(k.clone())));
         tasks.extend(self.namespaces.values().map(|n| Task::Namespace(n.metadata.name.to_string())));
         tasks.extend(self.modules.keys().map(|k| Task::Module(k.clone())));
+        tasks.extend(self.events.keys().map(|k| Task::Event(k.clone())));
         tasks
     }
 
-    fn apply_bytes(&mut self, key: &str, bytes: Option<&[u8]>, tasks: &mut Vec<Task>) {
+    pub(super) fn apply_bytes(&mut self, key: &str, bytes: Option<&[u8]>, tasks: &mut Vec<Task>) {
         let kind = key.split('/').next().unwrap_or_default();
         if kind == Kind::Workload.plural() {
             if let Some(new) = parsed::<WorkloadKind>(key, bytes) {
@@ -270,10 +272,15 @@ impl Cache {
                 self.put_namespace(key, new, tasks);
             }
         } else if kind == Kind::Event.plural() {
-            match bytes {
-                Some(_) => self.events.insert(key.to_owned()),
-                None => self.events.remove(key),
-            };
+            match bytes.map(event_time) {
+                Some(at) => {
+                    self.events.insert(key.to_owned(), at);
+                    tasks.push(Task::Event(key.to_owned()));
+                }
+                None => {
+                    self.events.remove(key);
+                }
+            }
         } else if kind == MODULES {
             let size = match bytes.map(serde_json::from_slice::<ModuleRecord>) {
                 Some(Ok(record)) => Some(record.size),
@@ -305,6 +312,11 @@ impl Cache {
                 tasks.push(Task::Namespace(ns));
             }
         }
+    }
+
+    /// When the Event at `key` last happened, if it exists.
+    pub fn event_time(&self, key: &str) -> Option<std::time::SystemTime> {
+        self.events.get(key).copied()
     }
 
     /// What the module records of namespace `ns` take together.
@@ -531,8 +543,7 @@ impl Cache {
         keys.extend(range(&self.services, format!("services/{ns}/")));
         keys.extend(range(&self.instances, format!("instances/{ns}/")));
         keys.extend(range(&self.modules, format!("{MODULES}/{ns}/")));
-        let events = format!("events/{ns}/");
-        keys.extend(self.events.range(events.clone()..).take_while(|k| k.starts_with(&events)).cloned());
+        keys.extend(range(&self.events, format!("events/{ns}/")));
         keys
     }
 
@@ -565,6 +576,36 @@ impl Cache {
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.get(&format!("nodes//{name}"))
     }
+}
+
+/// When a stored Event (JSON) last happened: its `lastTimestamp`, else its creation; now for
+/// one that says neither (it expires a TTL from when it was seen).
+fn event_time(bytes: &[u8]) -> std::time::SystemTime {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(rename_all = "camelCase")]
+    struct Times {
+        #[serde(default)]
+        metadata: Meta,
+        #[serde(default)]
+        spec: Spec,
+    }
+    #[derive(serde::Deserialize, Default)]
+    #[serde(rename_all = "camelCase")]
+    struct Meta {
+        creation_timestamp: Option<String>,
+    }
+    #[derive(serde::Deserialize, Default)]
+    #[serde(rename_all = "camelCase")]
+    struct Spec {
+        last_timestamp: Option<String>,
+    }
+    let times: Times = serde_json::from_slice(bytes).unwrap_or_default();
+    times
+        .spec
+        .last_timestamp
+        .or(times.metadata.creation_timestamp)
+        .and_then(|t| humantime::parse_rfc3339_weak(&t).ok())
+        .unwrap_or_else(std::time::SystemTime::now)
 }
 
 /// Whether a node's Ready condition is True.

@@ -12,7 +12,7 @@
 //!   [`workload`] (replicas, rollouts, status), [`scheduler`] (binds pending instances),
 //!   [`lifecycle`] (node liveness → NotReady, instances moved), [`endpoints`] (Service →
 //!   serving nodes), [`gc`] (instances whose owner is gone), [`namespace`] (usage),
-//!   [`modules`] (module records nothing uses).
+//!   [`modules`] (module records nothing uses), [`events`] (expired Events).
 //!
 //! # The loop
 //! One task per control node ([`run`]), shaped like kube-rs' controller runtime: after every
@@ -29,6 +29,7 @@
 
 pub mod cache;
 pub mod endpoints;
+pub mod events;
 #[cfg(test)]
 mod fixtures;
 pub mod flight;
@@ -73,6 +74,8 @@ pub struct ControllerOptions {
     /// How long a module no Workload or Instance uses is kept (its record, and then its
     /// bytes on every member).
     pub module_grace: Duration,
+    /// How long an Event is kept after it last happened.
+    pub event_ttl: Duration,
 }
 
 impl Default for ControllerOptions {
@@ -81,6 +84,7 @@ impl Default for ControllerOptions {
             node_grace: Duration::from_secs(10),
             resync: Duration::from_secs(60),
             module_grace: Duration::from_secs(600),
+            event_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -127,6 +131,9 @@ impl Controllers {
                 }
                 Task::Endpoints(key) => endpoints::reconcile(&self.cache, key),
                 Task::Collect(key) => gc::reconcile(&self.cache, key),
+                Task::Event(key) => {
+                    events::reconcile(&self.cache, key, self.options.event_ttl, std::time::SystemTime::now())
+                }
                 Task::Module(key) => {
                     modules::reconcile(&self.cache, &mut self.unused_modules, key, self.options.module_grace, now)
                 }

@@ -31,6 +31,8 @@ pub enum Task {
     Namespace(String),
     /// A module record that may be unused, by store key (`modules/<namespace>/<sha256>`).
     Module(String),
+    /// An Event that may have expired, by store key.
+    Event(String),
 }
 
 /// Keys with the time each is due.

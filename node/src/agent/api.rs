@@ -16,7 +16,7 @@ use axum::routing::get;
 use serde::Deserialize;
 use shoal_api::serve::TlsPeer;
 
-use super::peers::SERVICE_HEADER;
+use super::peers::{CALLER_HEADER, Caller, SERVICE_HEADER};
 use super::{Shared, proxy};
 
 /// Query of a logs request.
@@ -90,6 +90,20 @@ async fn forwarded(
     let Some(service) = named.and_then(|(ns, name)| shared.services.get(ns, name)) else {
         return text(StatusCode::NOT_FOUND, format!("no such service on node {}\n", shared.name));
     };
+    // The calling node checked too; this node holds the Service's fence as well.
+    let caller = request.headers().get(CALLER_HEADER).and_then(|v| v.to_str().ok()).and_then(Caller::parse);
+    let Some(caller) = caller else {
+        return text(StatusCode::BAD_REQUEST, format!("forwarded service traffic needs {CALLER_HEADER}\n"));
+    };
+    if !service.admits_caller(&caller) {
+        let message = format!(
+            "service {}/{} does not admit {} (see its allowFromNamespaces, ingressHosts, public)\n",
+            service.namespace,
+            service.name,
+            caller.header()
+        );
+        return text(StatusCode::FORBIDDEN, message);
+    }
     let request = request.map(proxy::axum_body);
     match proxy::serve_here(&shared, &service, request).await {
         Ok(Ok(response)) => response.map(Body::new),

@@ -123,7 +123,7 @@ async fn to_service(
     service: &ServiceRoute,
     request: hyper::Request<Incoming>,
 ) -> hyper::Response<Body> {
-    match proxy::serve(shared, service, request).await {
+    match proxy::serve(shared, service, &super::peers::Caller::Outside, request).await {
         Ok(response) => response,
         Err(e) => {
             tracing::info!("{}/{}: {e}", service.namespace, service.name);

@@ -58,7 +58,7 @@ impl Run {
     }
 
     fn event(&self, reason: &'static str, message: String, type_: EventType) {
-        report::event(&self.shared.client, &self.instance, reason, message, type_);
+        self.shared.events.record(&self.instance, reason, message, type_);
     }
 
     /// Waits `delay`, or returns false if stopped meanwhile.

@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod credentials;
+pub mod events;
 pub mod follow;
 pub mod heartbeat;
 pub mod ingress;
@@ -80,6 +81,8 @@ pub struct AgentConfig {
     pub request_timeout: Duration,
     /// What the ingress lets its clients hold open.
     pub ingress_limits: crate::serve::ConnectionLimits,
+    /// How often Events about its instances may be written.
+    pub event_pacing: events::EventPacing,
 }
 
 /// What the agent's tasks share.
@@ -108,6 +111,8 @@ pub struct Shared {
     pub ingress_domains: Vec<String>,
     /// The cluster domain, lower case, without a trailing dot.
     pub cluster_domain: String,
+    /// Events about its instances, folded and paced.
+    pub events: Arc<events::Events>,
 }
 
 /// A running node agent.
@@ -174,6 +179,7 @@ impl Agent {
             peer_health: PeerHealth::default(),
             ingress_domains: config.ingress_domains.clone(),
             cluster_domain: config.cluster_domain.trim_end_matches('.').to_ascii_lowercase(),
+            events: events::Events::new(config.event_pacing),
         });
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -187,6 +193,7 @@ impl Agent {
             shutdown.clone(),
         ));
         tasks.spawn(supervisor::run(shared.clone(), shutdown.clone()));
+        tasks.spawn(shared.events.clone().run(config.client.clone(), shutdown.clone()));
         tasks.spawn(credentials::renew(
             config.client.clone(),
             config.name.to_string(),

@@ -32,7 +32,7 @@ impl InstanceCluster {
 
     fn refuse(&self, shared: &Shared, message: String) -> ClusterCall {
         tracing::info!("{}/{}: {message}", self.namespace, self.instance.metadata.name);
-        super::report::event(&shared.client, &self.instance, "OutboundDenied", message, EventType::Warning);
+        shared.events.record(&self.instance, "OutboundDenied", message, EventType::Warning);
         ClusterCall::Refused
     }
 }
@@ -55,8 +55,9 @@ impl Cluster for InstanceCluster {
             );
             return self.refuse(&shared, message);
         }
+        let caller = super::peers::Caller::Namespace(self.namespace.clone());
         let future: BoxFuture<'static, Result<http::Response<WasiBody>, Error>> = Box::pin(async move {
-            proxy::serve(&shared, &service, request).await.map_err(|e| match e {
+            proxy::serve(&shared, &service, &caller, request).await.map_err(|e| match e {
                 proxy::ProxyError::NoneReady(_) | proxy::ProxyError::Peers { .. } => Error::DestinationUnavailable,
                 other => Error::InternalError(Some(other.to_string())),
             })

@@ -15,9 +15,52 @@ use crate::runtime::http::Body;
 /// Names the Service (`<namespace>/<name>`) a forwarded request is for.
 pub const SERVICE_HEADER: &str = "x-shoal-service";
 
+/// Says who a forwarded request comes from: `namespace/<ns>` for a guest of that namespace,
+/// `outside` for the ingress. The receiving node checks the Service admits it.
+pub const CALLER_HEADER: &str = "x-shoal-caller";
+
+/// Headers of ours: never taken from a caller (a guest setting `x-shoal-service` must not pick
+/// the Service the next node serves it).
+const OWN_PREFIX: &str = "x-shoal-";
+
+/// Who calls a Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A guest of this namespace.
+    Namespace(String),
+    /// A client of a node's ingress.
+    Outside,
+}
+
+impl Caller {
+    /// As the caller header says it.
+    pub fn header(&self) -> String {
+        match self {
+            Caller::Namespace(ns) => format!("namespace/{ns}"),
+            Caller::Outside => "outside".into(),
+        }
+    }
+
+    /// From the caller header.
+    pub fn parse(value: &str) -> Option<Caller> {
+        match value {
+            "outside" => Some(Caller::Outside),
+            other => {
+                other.strip_prefix("namespace/").filter(|ns| !ns.is_empty()).map(|ns| Caller::Namespace(ns.into()))
+            }
+        }
+    }
+}
+
 /// Headers that belong to one connection and are not forwarded (RFC 9110 section 7.6.1).
 const HOP_BY_HOP: [&str; 8] =
     ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "content-length"];
+
+/// Whether a caller's header goes on to the next node: not one of a single connection's, and
+/// not one of ours.
+fn forwarded(name: &str) -> bool {
+    !HOP_BY_HOP.contains(&name) && !name.starts_with(OWN_PREFIX)
+}
 
 /// A client of other nodes' agent APIs, authenticated with this node's certificate.
 #[derive(Clone)]
@@ -49,26 +92,48 @@ impl PeerClient {
         Ok(PeerClient { http })
     }
 
-    /// Sends a request for Service `namespace/name` to the node whose agent API is at `peer`.
+    /// Sends a request of `caller` for Service `namespace/name` to the node whose agent API is
+    /// at `peer`.
     pub async fn send(
         &self,
         peer: &str,
         service: (&str, &str),
+        caller: &Caller,
         head: &http::request::Parts,
         body: Bytes,
     ) -> Result<hyper::Response<Body>, reqwest::Error> {
         let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut request = self.http.request(head.method.clone(), format!("https://{peer}{path}"));
-        for (name, value) in &head.headers {
-            if !HOP_BY_HOP.contains(&name.as_str()) {
-                request = request.header(name, value);
-            }
+        for (name, value) in head.headers.iter().filter(|(name, _)| forwarded(name.as_str())) {
+            request = request.header(name, value);
         }
-        let response = request.header(SERVICE_HEADER, format!("{}/{}", service.0, service.1)).body(body).send().await?;
+        let response = request
+            .header(SERVICE_HEADER, format!("{}/{}", service.0, service.1))
+            .header(CALLER_HEADER, caller.header())
+            .body(body)
+            .send()
+            .await?;
         let response: http::Response<reqwest::Body> = response.into();
         Ok(response.map(|body| {
             body.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(format!("peer response body: {e}"))))
                 .boxed_unsync()
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caller_cannot_name_the_service_or_itself_to_the_next_node() {
+        assert!(!forwarded("x-shoal-service"));
+        assert!(!forwarded("x-shoal-caller"));
+        assert!(!forwarded("connection"));
+        assert!(forwarded("accept"));
+        assert_eq!(Caller::parse(&Caller::Namespace("shop".into()).header()), Some(Caller::Namespace("shop".into())));
+        assert_eq!(Caller::parse("outside"), Some(Caller::Outside));
+        assert_eq!(Caller::parse("namespace/"), None);
+        assert_eq!(Caller::parse("anything"), None);
     }
 }

@@ -75,6 +75,7 @@ where
 pub async fn serve<B>(
     shared: &Shared,
     service: &ServiceRoute,
+    caller: &super::peers::Caller,
     request: hyper::Request<B>,
 ) -> Result<hyper::Response<Body>, ProxyError>
 where
@@ -99,7 +100,12 @@ where
     let retry = idempotent(&head.method);
     let mut last = String::new();
     for peer in peers {
-        match shared.credentials.peers().send(peer, (&service.namespace, &service.name), &head, body.clone()).await {
+        match shared
+            .credentials
+            .peers()
+            .send(peer, (&service.namespace, &service.name), caller, &head, body.clone())
+            .await
+        {
             Ok(response) => {
                 shared.peer_health.answered(peer);
                 return Ok(response);

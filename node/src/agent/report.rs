@@ -1,12 +1,11 @@
 //! Reporting to the control plane: instance status (the node is its only writer, so the latest
-//! status simply replaces the stored one, retried until the control plane takes it) and Events
-//! (one per object and reason; repeats raise its count).
+//! status simply replaces the stored one, retried until the control plane takes it). Events go
+//! through [`super::events`].
 
 use std::time::Duration;
 
-use shoal_api::resources::event::{EventType, ObjectReference, new_event};
 use shoal_api::resources::instance::{Instance, InstanceStatus};
-use shoal_api::{AnyObject, Client, Kind, Reason};
+use shoal_api::{Client, Reason};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -48,34 +47,4 @@ pub async fn push_status(
             }
         }
     }
-}
-
-/// Records an Event about `instance` (in the background; an event lost to an outage is only a
-/// lost hint).
-pub fn event(client: &Client, instance: &Instance, reason: &'static str, message: String, type_: EventType) {
-    let involved = ObjectReference {
-        kind: Kind::Instance,
-        namespace: instance.metadata.namespace.clone(),
-        name: instance.metadata.name.clone(),
-    };
-    let client = client.clone();
-    tokio::spawn(async move {
-        let event = new_event(involved, reason, message, type_, now());
-        let namespace = event.metadata.namespace.as_ref().map(|n| n.to_string());
-        let name = event.metadata.name.to_string();
-        match client.create(&AnyObject::Event(event.clone())).await {
-            Ok(_) => {}
-            Err(e) if e.reason() == Some(Reason::Conflict) => {
-                let Ok(AnyObject::Event(mut stored)) = client.get(Kind::Event, namespace.as_deref(), &name).await
-                else {
-                    return;
-                };
-                stored.spec.count += 1;
-                stored.spec.message = event.spec.message;
-                stored.spec.last_timestamp = event.spec.last_timestamp;
-                let _ = client.put(&AnyObject::Event(stored)).await;
-            }
-            Err(e) => tracing::info!("recording event {reason} for {name}: {e}"),
-        }
-    });
 }

@@ -59,6 +59,15 @@ impl ServiceRoute {
         namespace == self.namespace || self.allow_from.iter().any(|n| n == namespace)
     }
 
+    /// Whether `caller` may reach this Service: a guest as [`ServiceRoute::admits`] says, a
+    /// client from outside only if the Service is exposed (it claims ingress hosts, or is public).
+    pub fn admits_caller(&self, caller: &super::peers::Caller) -> bool {
+        match caller {
+            super::peers::Caller::Namespace(ns) => self.admits(ns),
+            super::peers::Caller::Outside => self.public || !self.hosts.is_empty(),
+        }
+    }
+
     /// The peers to try, in order: round robin across calls, peers that failed lately last.
     pub fn peers_in_order(&self, health: &PeerHealth) -> Vec<&str> {
         if self.peers.is_empty() {
