@@ -13,7 +13,13 @@
 //!   another member, one after another, and their latencies are reported. Anchor (issue 13):
 //!   before modules left raft, a 10 MiB module got no answer in 60 s on three members.
 //!
-//! `cargo bench --bench tenancy [bomb|large-module]`.
+//! - `noisy`: two tenants' HTTP apps (hello, one instance each, in `alpha` and `beta`) on one
+//!   node; `beta`'s sequential request latency through the ingress (`SHOAL_NOISY_REQUESTS`,
+//!   2000) with `alpha` idle, then with `alpha` flooded by `taskset -c 1 wrk -t1 -c64` (Debian's
+//!   `wrk`), in one run; the ratio of the p99s. Goal (issue 13): at most 2x. Anchor: 9.8x with
+//!   an unpinned wrk before any fairness work.
+//!
+//! `cargo bench --bench tenancy [bomb|large-module|noisy]`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -42,6 +48,79 @@ async fn main() {
     if wants("large-module") {
         large_module().await;
     }
+    if wants("noisy") {
+        noisy().await;
+    }
+}
+
+/// `n` sequential GETs of `/hi` for `host` through `ingress`; their latencies, sorted.
+async fn sequential(http: &reqwest::Client, ingress: &str, host: &str, n: usize) -> Vec<Duration> {
+    let mut latencies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let response = http.get(format!("http://{ingress}/hi")).header("host", host).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    latencies
+}
+
+async fn noisy() {
+    let n: usize = std::env::var("SHOAL_NOISY_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    if std::process::Command::new("wrk").arg("--version").output().is_err() {
+        println!("noisy: wrk is not installed (apt-get install wrk); skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let node = NodeProcess::start(&control, "n1", &[]);
+    let hello = shoal_guest_artifacts::HELLO;
+    for ns in ["alpha", "beta"] {
+        let yaml = format!(
+            "apiVersion: shoal.dev/v1\nkind: Namespace\nmetadata:\n  name: {ns}\n---\n\
+             apiVersion: shoal.dev/v1\nkind: Workload\nmetadata:\n  name: hello\n  namespace: {ns}\n\
+             spec:\n  module: {hello}\n  resources:\n    memory: 64Mi\n"
+        );
+        let path = dir.path().join(format!("{ns}.yaml"));
+        std::fs::write(&path, yaml).unwrap();
+        common::ok_stdout(&control.cli(&["apply", "-f", path.to_str().unwrap()]));
+    }
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    for host in ["hello.alpha.localhost", "hello.beta.localhost"] {
+        common::wait_for(Duration::from_secs(30), host, || async {
+            let answer = http.get(format!("http://{}/hi", node.ingress)).header("host", host).send().await.ok()?;
+            (answer.status() == 200).then_some(())
+        })
+        .await;
+    }
+    sequential(&http, &node.ingress, "hello.beta.localhost", 200).await;
+    let idle = sequential(&http, &node.ingress, "hello.beta.localhost", n).await;
+    let flood = std::process::Command::new("taskset")
+        .args(["-c", "1", "wrk", "-t1", "-c64", "-d120s", "-H", "Host: hello.alpha.localhost"])
+        .arg(format!("http://{}/hi", node.ingress))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let flooded = sequential(&http, &node.ingress, "hello.beta.localhost", n).await;
+    let _ = std::process::Command::new("kill").args(["-INT", &flood.id().to_string()]).status();
+    let output = flood.wait_with_output().unwrap();
+    let wrk = String::from_utf8_lossy(&output.stdout);
+    let rate = wrk.lines().find(|l| l.starts_with("Requests/sec")).unwrap_or("Requests/sec: ?").to_owned();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let quantiles = |v: &[Duration]| (common::percentile(v, 0.50), common::percentile(v, 0.99));
+    let ((idle50, idle99), (flood50, flood99)) = (quantiles(&idle), quantiles(&flooded));
+    println!(
+        "noisy neighbour: beta sequential, {n} requests: alpha idle p50 {:.2} / p99 {:.2} ms; alpha flooded (taskset -c 1 wrk -t1 -c64, {}) p50 {:.2} / p99 {:.2} ms; p99 ratio {:.1}x (goal <= 2x; anchor 9.8x unpinned)",
+        ms(idle50),
+        ms(idle99),
+        rate.trim(),
+        ms(flood50),
+        ms(flood99),
+        flood99.as_secs_f64() / idle99.as_secs_f64()
+    );
 }
 
 async fn bomb() {

@@ -1,7 +1,7 @@
 //! Serving on an already-bound listener until a shutdown signal: the one accept loop behind
 //! every listener (the control plane's API and raft listeners, a node agent's API over TLS, a
-//! node's ingress in plain HTTP), with a connection limit, an idle timeout, HTTP/2 pings and
-//! back-off on failed accepts; every connection task is tracked so that shutdown ends them all.
+//! node's ingress in plain HTTP), with a connection limit, an idle timeout and back-off on
+//! failed accepts; every connection task is tracked so that shutdown ends them all.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,10 +42,6 @@ impl Default for ConnectionLimits {
         ConnectionLimits { max_connections: 10_000, idle_timeout: Duration::from_secs(60) }
     }
 }
-
-/// How often an HTTP/2 connection is pinged, and how long an answer may take before the
-/// connection is taken for dead (a peer gone without a word holds nothing for long).
-const HTTP2_KEEPALIVE: Duration = Duration::from_secs(20);
 
 /// Back-off after a failed accept (file descriptors running out must not spin a core).
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
@@ -97,15 +93,13 @@ where
 }
 
 /// A hyper connection builder with the timeouts every listener uses: headers read within the
-/// idle timeout, HTTP/2 connections pinged.
+/// idle timeout. The server sends no HTTP/2 pings of its own: its own traffic would keep an
+/// idle connection alive past the idle timeout (clients ping; a dead client's connection goes
+/// quiet and is closed).
 pub fn connection_builder(limits: ConnectionLimits) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.idle_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(HTTP2_KEEPALIVE))
-        .keep_alive_timeout(HTTP2_KEEPALIVE);
+    builder.http2().timer(TokioTimer::new());
     builder
 }
 

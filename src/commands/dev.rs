@@ -97,6 +97,8 @@ impl DevArgs {
             request_timeout: self.request_timeout,
             ingress_limits: Default::default(),
             event_pacing: Default::default(),
+            instance_concurrency: 8,
+            instance_queue: 100,
         })
         .await?;
 

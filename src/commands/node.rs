@@ -81,6 +81,14 @@ pub struct NodeArgs {
     /// its count), e.g. 10s.
     #[arg(long, default_value = "10s", value_parser = crate::period::parse)]
     event_interval: Duration,
+    /// Requests an HTTP instance serves at once when its Workload sets no `concurrency`; more
+    /// wait (see --instance-queue), so one tenant's flood does not take every thread.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    instance_concurrency: u32,
+    /// Requests that may wait for a busy HTTP instance; past it callers get 503 with
+    /// Retry-After.
+    #[arg(long, default_value_t = 100)]
+    instance_queue: usize,
     /// Run N hollow nodes instead: simulated nodes without a runtime that register, heartbeat
     /// and report the instances bound to them Running, for scale tests. Labels, capacity and
     /// --heartbeat apply to each; the ingress, agent and data directory flags are unused.
@@ -183,6 +191,8 @@ impl NodeArgs {
                 idle_timeout: self.ingress_idle_timeout,
             },
             event_pacing: shoal_node::agent::events::EventPacing { per_key: self.event_interval, ..Default::default() },
+            instance_concurrency: self.instance_concurrency,
+            instance_queue: self.instance_queue,
         };
         let agent = Agent::start(config).await?;
         println!("node {name} joined {}", self.join);

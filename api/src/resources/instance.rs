@@ -65,6 +65,9 @@ pub struct InstanceSpec {
     /// Instances).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_private_egress: bool,
+    /// For `http`: requests served at once (the node's default when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
     /// For `http`: the per-request deadline, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_timeout_ms: Option<u64>,

@@ -25,6 +25,9 @@ impl Resource for WorkloadKind {
 
     fn validate(object: &Workload) -> Result<(), FieldError> {
         let spec = &object.spec;
+        if let Some(c) = spec.concurrency.filter(|c| *c == 0 || *c > MAX_CONCURRENCY) {
+            return Err(FieldError::new("spec.concurrency", format!("{c}: from 1 to {MAX_CONCURRENCY}")));
+        }
         if spec.replicas > MAX_REPLICAS {
             return Err(FieldError::new(
                 "spec.replicas",
@@ -222,7 +225,16 @@ pub struct WorkloadSpec {
     /// (default: the node's, 30 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_timeout_ms: Option<u64>,
+    /// For `http`: how many requests one instance serves at once (like Knative's
+    /// containerConcurrency); more wait in a bounded queue, and past it the caller gets a 503
+    /// with `Retry-After`. More replicas add capacity. Default: the node's
+    /// (`shoal node --instance-concurrency`, 8); at most [`MAX_CONCURRENCY`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
 }
+
+/// The most requests one instance may be allowed to serve at once.
+pub const MAX_CONCURRENCY: u32 = 1000;
 
 impl Default for WorkloadSpec {
     fn default() -> Self {
@@ -239,6 +251,7 @@ impl Default for WorkloadSpec {
             rollout: Rollout::default(),
             allowed_outbound_hosts: Vec::new(),
             request_timeout_ms: None,
+            concurrency: None,
         }
     }
 }

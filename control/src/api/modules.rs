@@ -94,23 +94,36 @@ pub async fn put(
     if s.blobs.recorded(&ns, &digest)?.is_some() {
         return Ok(StatusCode::OK.into_response());
     }
-    let declared =
-        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    // Refused before the bytes are read when the declared size cannot fit (the record's write
-    // checks again, in the same step as it charges).
-    if let (Some(size), Some(limit)) = (declared, storage_quota(&s.store, &ns)?) {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| ApiError::new(Reason::BadRequest, "a module upload needs a Content-Length"))?;
+    if declared > MAX_MODULE_BYTES as u64 {
+        return Err(ApiError::new(
+            Reason::BadRequest,
+            format!("a module is at most {} ({declared} bytes declared)", Memory(MAX_MODULE_BYTES as u64)),
+        ));
+    }
+    // Refused before any byte is read or stored when it cannot fit (the record's write checks
+    // again, in the same step as it charges).
+    if let Some(limit) = storage_quota(&s.store, &ns)? {
         let used = storage_used(&s.store, &ns)?;
-        if used.saturating_add(size) > limit {
-            return Err(quota_exceeded(used, size, limit));
+        if used.saturating_add(declared) > limit {
+            return Err(quota_exceeded(used, declared, limit));
         }
     }
-    let _memory = s.blobs.memory().await;
-    let body = axum::body::to_bytes(request.into_body(), MAX_MODULE_BYTES).await.map_err(|e| {
-        ApiError::new(
-            Reason::BadRequest,
-            format!("reading the module (at most {}): {e}", Memory(MAX_MODULE_BYTES as u64)),
-        )
-    })?;
+    let _memory = s.blobs.upload_memory().await;
+    // The bytes must come at 1 MiB/s at least: a trickle does not hold an upload slot for long.
+    let deadline = std::time::Duration::from_secs(10 + (declared >> 20));
+    let read = tokio::time::timeout(deadline, axum::body::to_bytes(request.into_body(), declared as usize));
+    let body = read
+        .await
+        .map_err(|_| ApiError::new(Reason::BadRequest, format!("the module did not arrive within {deadline:?}")))?
+        .map_err(|e| {
+            ApiError::new(Reason::BadRequest, format!("reading the module ({declared} bytes declared): {e}"))
+        })?;
     if !hashes_to(&body, &digest).await {
         return Err(ApiError::new(Reason::Invalid, format!("body does not hash to sha256:{digest}")));
     }

@@ -365,13 +365,15 @@ pub(super) async fn stream(
     // The slot lives as long as the stream: a client that goes away frees it.
     let bookmark_every = hub_bookmarks;
     let lines = stream::unfold((cursor, slot), move |(mut cursor, slot)| async move {
+        // A quiet watch still says it is alive (and how far it has read), so that idle timeouts
+        // never cut it and its client can tell it from a dead connection. The deadline runs
+        // from the last line sent: batches with nothing for this watch do not put it off.
+        let deadline = tokio::time::Instant::now() + bookmark_every;
         loop {
             if let Some(chunk) = cursor.take_chunk() {
                 return Some((Ok::<_, std::convert::Infallible>(chunk), (cursor, slot)));
             }
-            // A quiet watch still says it is alive (and how far it has read), so that idle
-            // timeouts never cut it and its client can tell it from a dead connection.
-            match tokio::time::timeout(bookmark_every, cursor.next()).await {
+            match tokio::time::timeout_at(deadline, cursor.next()).await {
                 Ok(true) => {}
                 Ok(false) => return None,
                 Err(_) => return Some((Ok(bookmark_line(cursor.after)), (cursor, slot))),

@@ -77,13 +77,22 @@ pub struct Blobs {
     files: BlobDir,
     store: Arc<Store>,
     peers: PeerClient,
+    /// Transfers between members (pushes received, fetches).
     memory: Semaphore,
+    /// Uploads from clients: apart, so that slow uploads never hold up replication.
+    uploads: Semaphore,
 }
 
 impl Blobs {
     /// Module bytes in `files`, for the members `store` knows of, reached with `peers`.
     pub fn new(files: BlobDir, store: Arc<Store>, peers: PeerClient) -> Arc<Blobs> {
-        Arc::new(Blobs { files, store, peers, memory: Semaphore::new(MODULES_IN_MEMORY) })
+        Arc::new(Blobs {
+            files,
+            store,
+            peers,
+            memory: Semaphore::new(MODULES_IN_MEMORY),
+            uploads: Semaphore::new(MODULES_IN_MEMORY),
+        })
     }
 
     /// The files.
@@ -91,10 +100,15 @@ impl Blobs {
         &self.files
     }
 
-    /// Waits for room to hold one module's bytes in memory; the room is given back when the
-    /// permit is dropped.
+    /// Waits for room to hold one module's bytes in memory for a transfer between members; the
+    /// room is given back when the permit is dropped.
     pub async fn memory(&self) -> SemaphorePermit<'_> {
         self.memory.acquire().await.expect("the module memory semaphore is never closed")
+    }
+
+    /// Like [`Blobs::memory`], for an upload from a client.
+    pub async fn upload_memory(&self) -> SemaphorePermit<'_> {
+        self.uploads.acquire().await.expect("the upload semaphore is never closed")
     }
 
     /// Makes `bytes` (checked to hash to `hex`) durable here and on the other members, and

@@ -41,6 +41,7 @@ pub fn template(workload: &Workload) -> InstanceSpec {
         // Its namespace's, set when an instance is made (not part of the template's hash).
         allow_private_egress: false,
         request_timeout_ms: spec.request_timeout_ms,
+        concurrency: spec.concurrency,
         node_selector: spec.placement.as_ref().map(|p| p.node_selector.clone()).unwrap_or_default(),
     }
 }

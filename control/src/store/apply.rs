@@ -125,6 +125,9 @@ impl Tables<'_> {
                 if self.current(&key)?.is_some() {
                     return Ok(CommandResult::AlreadyExists);
                 }
+                if let Some(why) = self.closed_namespace(&key.0)? {
+                    return invalid(why);
+                }
                 set_meta(&mut object, "resourceVersion", revision.into());
                 set_meta(&mut object, "generation", 1.into());
                 done(self.record(revision, ChangeKind::Added, &key.0, &object)?)
@@ -137,6 +140,9 @@ impl Tables<'_> {
                 let Some(old) = self.current(&key)? else {
                     if expected.is_some() || scope == UpdateScope::Status {
                         return Ok(CommandResult::NotFound);
+                    }
+                    if let Some(why) = self.closed_namespace(&key.0)? {
+                        return invalid(why);
                     }
                     set_meta(&mut new, "resourceVersion", revision.into());
                     set_meta(&mut new, "generation", 1.into());
@@ -225,6 +231,9 @@ impl Tables<'_> {
                 if let Some(existing) = self.current(&key)? {
                     return done(serde_json::to_vec(&existing).map_err(io_err)?);
                 }
+                if let Some(why) = self.closed_namespace(&key.0)? {
+                    return invalid(why);
+                }
                 if let Some(limit) = self.module_quota(&namespace)? {
                     let used = self.module_bytes(&namespace)?;
                     if used.saturating_add(size) > limit {
@@ -236,6 +245,25 @@ impl Tables<'_> {
                 done(self.record(revision, ChangeKind::Added, &key.0, &record)?)
             }
         }
+    }
+
+    /// Why nothing new may be made at `key`: its namespace is being deleted, or is gone (checked
+    /// here, in the same step as the write, so that a write admitted just before a namespace
+    /// was deleted does not outlive it). Cluster-scoped keys and `default` are always open.
+    fn closed_namespace(&self, key: &str) -> Result<Option<String>, StorageError> {
+        let mut parts = key.splitn(3, '/');
+        let (Some(_), Some(ns)) = (parts.next(), parts.next()) else { return Ok(None) };
+        if ns.is_empty() {
+            return Ok(None);
+        }
+        Ok(match self.current(&ObjectKey::new("namespaces", None, ns))? {
+            None if ns == "default" => None,
+            None => Some(format!("namespace {ns:?} does not exist")),
+            Some(n) if n.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") => {
+                Some(format!("namespace {ns:?} is being deleted (Terminating): nothing new may be made in it"))
+            }
+            Some(_) => None,
+        })
     }
 
     /// The namespace's `spec.quota.moduleBytes`, if it sets one.

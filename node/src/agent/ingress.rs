@@ -108,11 +108,11 @@ async fn handle(request: hyper::Request<Incoming>, shared: &Shared) -> hyper::Re
         Lookup::NotReady => {
             text_response(503, format!("workload {namespace}/{name} has no ready instance on this node\n"))
         }
-        Lookup::Ready(endpoint) => match endpoint.app.handle(request, &endpoint.sandbox).await {
+        Lookup::Ready(endpoint) => match endpoint.handle(request).await {
             Ok(response) => response,
             Err(e) => {
                 tracing::info!("{namespace}/{}: request failed: {e}", endpoint.instance);
-                text_response(e.status(), format!("{namespace}/{}: {e}\n", endpoint.instance))
+                crate::runtime::http::error_response(&e, format!("{namespace}/{}: {e}\n", endpoint.instance))
             }
         },
     }

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use super::modules::{Code, Compiled};
 use super::report::{self, now};
-use super::routes::Endpoint;
+use super::routes::{Endpoint, Gate};
 use crate::runtime::command::{self, Exit};
 use crate::runtime::host::{Output, Sandbox};
 use crate::runtime::limits::Limits;
@@ -131,7 +131,9 @@ impl Run {
         let mut sandbox = self.sandbox();
         let timeout = self.instance.spec.request_timeout_ms.map_or(self.shared.request_timeout, Duration::from_millis);
         sandbox.limits.timeout = Some(timeout);
-        Ok(Arc::new(Endpoint { instance: self.instance.metadata.name.to_string(), app, sandbox }))
+        let in_flight = self.instance.spec.concurrency.unwrap_or(self.shared.instance_concurrency);
+        let gate = Gate::new(in_flight, self.shared.instance_queue);
+        Ok(Arc::new(Endpoint { instance: self.instance.metadata.name.to_string(), app, sandbox, gate }))
     }
 
     async fn serve_http(&self, mut compiled: Compiled) {

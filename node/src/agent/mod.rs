@@ -83,6 +83,11 @@ pub struct AgentConfig {
     pub ingress_limits: crate::serve::ConnectionLimits,
     /// How often Events about its instances may be written.
     pub event_pacing: events::EventPacing,
+    /// Requests an HTTP instance serves at once when its spec says nothing, and how many more
+    /// may wait for it.
+    pub instance_concurrency: u32,
+    /// See `instance_concurrency`.
+    pub instance_queue: usize,
 }
 
 /// What the agent's tasks share.
@@ -113,6 +118,10 @@ pub struct Shared {
     pub cluster_domain: String,
     /// Events about its instances, folded and paced.
     pub events: Arc<events::Events>,
+    /// Requests an HTTP instance serves at once unless its spec says otherwise.
+    pub instance_concurrency: u32,
+    /// Requests that may wait for a busy HTTP instance.
+    pub instance_queue: usize,
 }
 
 /// A running node agent.
@@ -180,6 +189,8 @@ impl Agent {
             ingress_domains: config.ingress_domains.clone(),
             cluster_domain: config.cluster_domain.trim_end_matches('.').to_ascii_lowercase(),
             events: events::Events::new(config.event_pacing),
+            instance_concurrency: config.instance_concurrency,
+            instance_queue: config.instance_queue,
         });
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();

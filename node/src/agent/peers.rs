@@ -62,6 +62,15 @@ fn forwarded(name: &str) -> bool {
     !HOP_BY_HOP.contains(&name) && !name.starts_with(OWN_PREFIX)
 }
 
+/// Removes every header of ours from `headers` (what a caller sent; a guest must not read a
+/// caller header the caller chose).
+pub fn strip_own(headers: &mut http::HeaderMap) {
+    let own: Vec<http::HeaderName> = headers.keys().filter(|k| k.as_str().starts_with(OWN_PREFIX)).cloned().collect();
+    for name in own {
+        headers.remove(name);
+    }
+}
+
 /// A client of other nodes' agent APIs, authenticated with this node's certificate.
 #[derive(Clone)]
 pub struct PeerClient {

@@ -66,7 +66,11 @@ where
     B::Error: Into<wasmtime_wasi_http::Error>,
 {
     match shared.routes.lookup_selected(&service.namespace, &service.selector) {
-        Lookup::Ready(endpoint) => Ok(endpoint.app.handle(request, &endpoint.sandbox).await),
+        Lookup::Ready(endpoint) => {
+            let mut request = request;
+            super::peers::strip_own(request.headers_mut());
+            Ok(endpoint.handle(request).await)
+        }
         Lookup::NotReady | Lookup::Unknown => Err(request),
     }
 }

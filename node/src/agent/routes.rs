@@ -8,8 +8,10 @@ use std::sync::{Arc, RwLock};
 
 use shoal_api::resources::service::ServiceSelector;
 
+use tokio::sync::{Semaphore, SemaphorePermit};
+
 use crate::runtime::host::Sandbox;
-use crate::runtime::http::HttpApp;
+use crate::runtime::http::{Body, HttpApp, RequestError};
 
 /// One ready instance of an HTTP workload.
 pub struct Endpoint {
@@ -19,6 +21,57 @@ pub struct Endpoint {
     pub app: HttpApp,
     /// What each request's fresh instance may see.
     pub sandbox: Sandbox,
+    /// How many of its requests run at once, and how many may wait.
+    pub gate: Gate,
+}
+
+impl Endpoint {
+    /// Serves `request` once the gate lets it in (a busy instance with a full queue refuses it).
+    pub async fn handle<B>(&self, request: hyper::Request<B>) -> Result<hyper::Response<Body>, RequestError>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let _permit = self.gate.enter().await?;
+        self.app.handle(request, &self.sandbox).await
+    }
+}
+
+/// One instance's limit on requests in flight (like Knative's containerConcurrency), with a
+/// bounded queue before it: a flood of one tenant's requests waits here, parked, instead of
+/// taking the node's threads from its neighbours.
+pub struct Gate {
+    permits: Semaphore,
+    in_flight: u32,
+    waiting: AtomicUsize,
+    queue: usize,
+}
+
+impl Gate {
+    /// At most `in_flight` requests at once, `queue` more waiting.
+    pub fn new(in_flight: u32, queue: usize) -> Gate {
+        let in_flight = in_flight.max(1);
+        Gate { permits: Semaphore::new(in_flight as usize), in_flight, waiting: AtomicUsize::new(0), queue }
+    }
+
+    async fn enter(&self) -> Result<SemaphorePermit<'_>, RequestError> {
+        if let Ok(permit) = self.permits.try_acquire() {
+            return Ok(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(RequestError::Busy { in_flight: self.in_flight, queued: self.queue });
+        }
+        // Counted out again however the wait ends (a caller that goes away drops it).
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _waiting = Waiting(&self.waiting);
+        Ok(self.permits.acquire().await.expect("the gate's semaphore is never closed"))
+    }
 }
 
 #[derive(Default)]
@@ -130,5 +183,32 @@ impl Routes {
     /// How many workloads have a ready instance here.
     pub fn serving(&self) -> usize {
         self.table.read().expect("routes lock").values().filter(|r| !r.ready.is_empty()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_gate_lets_so_many_in_queues_so_many_and_refuses_the_rest() {
+        let gate = Gate::new(2, 1);
+        let (a, b) = (gate.enter().await.unwrap(), gate.enter().await.unwrap());
+        let waiting = gate.enter();
+        tokio::pin!(waiting);
+        assert!(futures::poll!(waiting.as_mut()).is_pending(), "the third waits");
+        assert!(
+            matches!(gate.enter().await, Err(RequestError::Busy { in_flight: 2, queued: 1 })),
+            "the fourth is refused"
+        );
+        drop(a);
+        let c = waiting.await.unwrap();
+        assert_eq!(gate.waiting.load(Ordering::Acquire), 0);
+        drop((b, c));
+        // A waiter that gives up leaves no count behind.
+        let (x, y) = (gate.enter().await.unwrap(), gate.enter().await.unwrap());
+        drop(tokio::time::timeout(std::time::Duration::from_millis(10), gate.enter()).await);
+        assert_eq!(gate.waiting.load(Ordering::Acquire), 0);
+        drop((x, y));
     }
 }

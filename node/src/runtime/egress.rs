@@ -35,6 +35,10 @@ pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
                 Some("a private address")
             } else if a == 100 && (64..128).contains(&b) {
                 Some("a shared (carrier-grade NAT) address")
+            } else if (a == 192 && b == 0 && v4.octets()[2] == 0) || (a == 198 && (18..20).contains(&b)) {
+                Some("a reserved (protocol assignment or benchmarking) address")
+            } else if v4.octets() == [168, 63, 129, 16] {
+                Some("a cloud host's service address")
             } else if v4.is_unspecified() || a == 0 {
                 Some("an unspecified address")
             } else if v4.is_multicast() || v4.is_broadcast() || a >= 240 {
@@ -44,10 +48,20 @@ pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
             }
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return forbidden(IpAddr::V4(v4));
+            let segments = v6.segments();
+            // IPv4 inside IPv6: compatible (::a.b.c.d), NAT64 (64:ff9b::/96) and 6to4 (2002::/16)
+            // reach the IPv4 address they carry.
+            let embedded = |hi: u16, lo: u16| std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+            if segments[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified() {
+                return forbidden(IpAddr::V4(embedded(segments[6], segments[7])));
             }
-            let first = v6.segments()[0];
+            if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return forbidden(IpAddr::V4(embedded(segments[6], segments[7])));
+            }
+            if segments[0] == 0x2002 {
+                return forbidden(IpAddr::V4(embedded(segments[1], segments[2])));
+            }
+            let first = segments[0];
             if v6.is_loopback() {
                 Some("a loopback address")
             } else if v6.is_unspecified() {
@@ -207,6 +221,12 @@ mod tests {
             "fd00::1",
             "::ffff:169.254.169.254",
             "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
+            "192.0.0.1",
+            "198.18.0.1",
+            "168.63.129.16",
         ] {
             assert!(forbidden(ip.parse().unwrap()).is_some(), "{ip} must be out of reach");
         }

@@ -33,6 +33,14 @@ pub enum RequestError {
     /// The host could not run it.
     #[error("{0}")]
     Host(String),
+    /// The instance serves as many requests as it may and its queue is full.
+    #[error("busy: {in_flight} requests in flight and {queued} waiting, the most it takes; retry")]
+    Busy {
+        /// Requests it serves at once.
+        in_flight: u32,
+        /// Requests that may wait.
+        queued: usize,
+    },
 }
 
 impl RequestError {
@@ -40,9 +48,19 @@ impl RequestError {
     pub fn status(&self) -> u16 {
         match self {
             RequestError::Stopped(Exit::Stopped { reason: StopReason::Timeout, .. }) => 504,
+            RequestError::Busy { .. } => 503,
             _ => 500,
         }
     }
+}
+
+/// The response for a request that failed with `e` (`Retry-After` on a busy instance).
+pub fn error_response(e: &RequestError, text: impl Into<String>) -> hyper::Response<Body> {
+    let mut response = text_response(e.status(), text);
+    if matches!(e, RequestError::Busy { .. }) {
+        response.headers_mut().insert("retry-after", hyper::header::HeaderValue::from_static("1"));
+    }
+    response
 }
 
 /// A host-made response (errors, 404s) in the same body type as the guest's.
