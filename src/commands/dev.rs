@@ -99,6 +99,7 @@ impl DevArgs {
             event_pacing: Default::default(),
             instance_concurrency: 8,
             instance_queue: 100,
+            guest_slots: shoal_node::agent::default_guest_slots(),
         })
         .await?;
 

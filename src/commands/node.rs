@@ -89,6 +89,10 @@ pub struct NodeArgs {
     /// Retry-After.
     #[arg(long, default_value_t = 100)]
     instance_queue: usize,
+    /// Guest requests that run at once on this node; when all are taken the next free one goes
+    /// to the namespaces with waiting requests in turn. Default: twice the cores.
+    #[arg(long)]
+    guest_slots: Option<usize>,
     /// Run N hollow nodes instead: simulated nodes without a runtime that register, heartbeat
     /// and report the instances bound to them Running, for scale tests. Labels, capacity and
     /// --heartbeat apply to each; the ingress, agent and data directory flags are unused.
@@ -193,6 +197,7 @@ impl NodeArgs {
             event_pacing: shoal_node::agent::events::EventPacing { per_key: self.event_interval, ..Default::default() },
             instance_concurrency: self.instance_concurrency,
             instance_queue: self.instance_queue,
+            guest_slots: self.guest_slots.unwrap_or_else(shoal_node::agent::default_guest_slots).max(1),
         };
         let agent = Agent::start(config).await?;
         println!("node {name} joined {}", self.join);

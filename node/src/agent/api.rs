@@ -105,7 +105,7 @@ async fn forwarded(
         return text(StatusCode::FORBIDDEN, message);
     }
     let request = request.map(proxy::axum_body);
-    match proxy::serve_here(&shared, &service, request).await {
+    match proxy::serve_here(&shared, &service, &caller, request).await {
         Ok(Ok(response)) => response.map(Body::new),
         Ok(Err(e)) => text(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY), format!("{e}\n")),
         Err(_) => text(

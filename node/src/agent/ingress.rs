@@ -108,7 +108,7 @@ async fn handle(request: hyper::Request<Incoming>, shared: &Shared) -> hyper::Re
         Lookup::NotReady => {
             text_response(503, format!("workload {namespace}/{name} has no ready instance on this node\n"))
         }
-        Lookup::Ready(endpoint) => match endpoint.handle(request).await {
+        Lookup::Ready(endpoint) => match endpoint.handle(request, true).await {
             Ok(response) => response,
             Err(e) => {
                 tracing::info!("{namespace}/{}: request failed: {e}", endpoint.instance);

@@ -133,7 +133,16 @@ impl Run {
         sandbox.limits.timeout = Some(timeout);
         let in_flight = self.instance.spec.concurrency.unwrap_or(self.shared.instance_concurrency);
         let gate = Gate::new(in_flight, self.shared.instance_queue);
-        Ok(Arc::new(Endpoint { instance: self.instance.metadata.name.to_string(), app, sandbox, gate }))
+        let namespace = self.instance.metadata.namespace.as_ref().map_or("default", |n| n.as_str()).to_owned();
+        let slots = self.shared.guest_slots.clone();
+        Ok(Arc::new(Endpoint {
+            instance: self.instance.metadata.name.to_string(),
+            app,
+            sandbox,
+            gate,
+            namespace,
+            slots,
+        }))
     }
 
     async fn serve_http(&self, mut compiled: Compiled) {

@@ -18,6 +18,7 @@
 pub mod api;
 pub mod credentials;
 pub mod events;
+pub mod fair;
 pub mod follow;
 pub mod heartbeat;
 pub mod ingress;
@@ -88,6 +89,15 @@ pub struct AgentConfig {
     pub instance_concurrency: u32,
     /// See `instance_concurrency`.
     pub instance_queue: usize,
+    /// How many guest requests run at once on the node (a fair share between namespaces when
+    /// they are all taken).
+    pub guest_slots: usize,
+}
+
+/// Guest slots when none are configured: twice the cores (a request waiting on I/O holds its
+/// slot, so a few more than the cores keep them busy).
+pub fn default_guest_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
 }
 
 /// What the agent's tasks share.
@@ -122,6 +132,8 @@ pub struct Shared {
     pub instance_concurrency: u32,
     /// Requests that may wait for a busy HTTP instance.
     pub instance_queue: usize,
+    /// Slots guest requests run in, taken in turn by namespace when all are busy.
+    pub guest_slots: Arc<fair::FairGate>,
 }
 
 /// A running node agent.
@@ -191,6 +203,7 @@ impl Agent {
             events: events::Events::new(config.event_pacing),
             instance_concurrency: config.instance_concurrency,
             instance_queue: config.instance_queue,
+            guest_slots: fair::FairGate::new(config.guest_slots),
         });
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();

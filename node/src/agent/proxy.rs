@@ -59,6 +59,7 @@ fn idempotent(method: &http::Method) -> bool {
 pub async fn serve_here<B>(
     shared: &Shared,
     service: &ServiceRoute,
+    caller: &super::peers::Caller,
     request: hyper::Request<B>,
 ) -> Result<Result<hyper::Response<Body>, RequestError>, hyper::Request<B>>
 where
@@ -69,7 +70,7 @@ where
         Lookup::Ready(endpoint) => {
             let mut request = request;
             super::peers::strip_own(request.headers_mut());
-            Ok(endpoint.handle(request).await)
+            Ok(endpoint.handle(request, *caller == super::peers::Caller::Outside).await)
         }
         Lookup::NotReady | Lookup::Unknown => Err(request),
     }
@@ -86,7 +87,7 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<wasmtime_wasi_http::Error> + Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let request = match serve_here(shared, service, request).await {
+    let request = match serve_here(shared, service, caller, request).await {
         Ok(answered) => return Ok(answered?),
         Err(request) => request,
     };
