@@ -87,6 +87,11 @@ async fn noisy() {
         std::fs::write(&path, yaml).unwrap();
         common::ok_stdout(&control.cli(&["apply", "-f", path.to_str().unwrap()]));
     }
+    let pinned = std::env::var("SHOAL_NOISY_NODE_CPUS").ok();
+    if let Some(cpus) = &pinned {
+        let pid = node.pid().unwrap().to_string();
+        common::ok_stdout(&std::process::Command::new("taskset").args(["-a", "-cp", cpus, &pid]).output().unwrap());
+    }
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     for host in ["hello.alpha.localhost", "hello.beta.localhost"] {
         common::wait_for(Duration::from_secs(30), host, || async {
@@ -113,7 +118,8 @@ async fn noisy() {
     let quantiles = |v: &[Duration]| (common::percentile(v, 0.50), common::percentile(v, 0.99));
     let ((idle50, idle99), (flood50, flood99)) = (quantiles(&idle), quantiles(&flooded));
     println!(
-        "noisy neighbour: beta sequential, {n} requests: alpha idle p50 {:.2} / p99 {:.2} ms; alpha flooded (taskset -c 1 wrk -t1 -c64, {}) p50 {:.2} / p99 {:.2} ms; p99 ratio {:.1}x (goal <= 2x; anchor 9.8x unpinned)",
+        "noisy neighbour (node on cpus {}): beta sequential, {n} requests: alpha idle p50 {:.2} / p99 {:.2} ms; alpha flooded (taskset -c 1 wrk -t1 -c64, {}) p50 {:.2} / p99 {:.2} ms; p99 ratio {:.1}x (goal <= 2x; anchor 9.8x unpinned)",
+        pinned.as_deref().unwrap_or("any"),
         ms(idle50),
         ms(idle99),
         rate.trim(),
