@@ -134,18 +134,7 @@ async fn three_members_founded_with_peers_form_one_cluster() {
         members.push(ControlProcess::start(&dir.path().join(format!("m{}", i + 1)), &flags));
     }
     let clients: Vec<Client> = members.iter().map(|m| m.client()).collect();
-    wait_for(Duration::from_secs(30), "one leader that all three members agree on", || async {
-        let mut leaders = BTreeSet::new();
-        for c in &clients {
-            let status = c.cluster_status().await.ok()?;
-            if status.members.len() != 3 {
-                return None;
-            }
-            leaders.insert(status.leader?);
-        }
-        (leaders.len() == 1).then_some(())
-    })
-    .await;
+    agreed_leader(&clients).await;
     // A write through any member is read back through every other.
     for (i, writer) in clients.iter().enumerate() {
         let name = format!("via-{i}");
@@ -169,9 +158,15 @@ async fn three_members(dir: &std::path::Path, extra: &[&str]) -> (Vec<ControlPro
         members.push(ControlProcess::start(&dir.join(format!("m{id}")), &flags));
     }
     let clients: Vec<Client> = members.iter().map(|m| m.client()).collect();
-    let leader = wait_for(Duration::from_secs(30), "three voting members agreeing on a leader", || async {
+    let leader = agreed_leader(&clients).await;
+    (members, leader)
+}
+
+/// Waits until every one of `clients`' members counts three voters and names one leader.
+async fn agreed_leader(clients: &[Client]) -> u64 {
+    wait_for(Duration::from_secs(30), "three voting members agreeing on a leader", || async {
         let mut leaders = BTreeSet::new();
-        for c in &clients {
+        for c in clients {
             let status = c.cluster_status().await.ok()?;
             if status.members.len() != 3 {
                 return None;
@@ -180,8 +175,7 @@ async fn three_members(dir: &std::path::Path, extra: &[&str]) -> (Vec<ControlPro
         }
         (leaders.len() == 1).then(|| *leaders.first().unwrap())
     })
-    .await;
-    (members, leader)
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

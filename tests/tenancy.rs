@@ -341,11 +341,16 @@ async fn idle_connections_cannot_exhaust_the_ingress() {
     let AnyObject::Node(n1) = control.client().get(Kind::Node, None, "n1").await.unwrap() else { unreachable!() };
     assert_eq!(n1.status.and_then(|s| s.ready().map(|c| c.status.clone())).as_deref(), Some("True"));
     // The hogs were closed by the ingress.
+    assert_all_closed(&mut hogs).await;
+}
+
+/// Asserts that the listener ended every one of `hogs` (a read finishes: end of stream, a
+/// reset, or a last response).
+async fn assert_all_closed(hogs: &mut [tokio::net::TcpStream]) {
     use tokio::io::AsyncReadExt;
     let mut closed = 0;
-    for hog in &mut hogs {
+    for hog in hogs.iter_mut() {
         let mut buf = [0u8; 256];
-        // Ended by the ingress: the read finishes (end of stream, a reset, or a last response).
         if tokio::time::timeout(Duration::from_secs(3), hog.read(&mut buf)).await.is_ok() {
             closed += 1;
         }
@@ -381,15 +386,7 @@ async fn idle_connections_cannot_exhaust_the_api_server_and_a_quiet_watch_outliv
     // The watch opened before them was quiet for longer than the idle timeout, and lives.
     let event = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(event.object.meta().name.as_str(), "served");
-    use tokio::io::AsyncReadExt;
-    let mut closed = 0;
-    for hog in &mut hogs {
-        let mut buf = [0u8; 256];
-        if tokio::time::timeout(Duration::from_secs(3), hog.read(&mut buf)).await.is_ok() {
-            closed += 1;
-        }
-    }
-    assert_eq!(closed, hogs.len(), "every idle connection was ended");
+    assert_all_closed(&mut hogs).await;
 }
 
 #[tokio::test]
