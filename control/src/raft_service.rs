@@ -130,9 +130,10 @@ async fn module_get(State(s): State<RaftState>, Path(digest): Path<String>) -> R
     }
 }
 
-/// `GET /raft/modules/{digest}/present`: 200 if this member holds the bytes, else 404.
+/// `GET /raft/modules/{digest}/present`: 200 if this member holds the bytes (renewed, as a push
+/// counts on them), else 404.
 async fn module_present(State(s): State<RaftState>, Path(digest): Path<String>) -> StatusCode {
-    if shoal_api::digest::is_sha256_hex(&digest) && s.blobs.files().has(&digest) {
+    if shoal_api::digest::is_sha256_hex(&digest) && s.blobs.files().renew(&digest) {
         StatusCode::OK
     } else {
         StatusCode::NOT_FOUND

@@ -68,6 +68,15 @@ impl BlobDir {
         .await
     }
 
+    /// Renews the time of the bytes of `hex` if they are here (a push found them here and
+    /// counts on them: the sweep of unrecorded files must not take them now); whether they are.
+    pub fn renew(&self, hex: &str) -> bool {
+        std::fs::File::options()
+            .append(true)
+            .open(self.path(hex))
+            .is_ok_and(|f| f.set_modified(SystemTime::now()).is_ok())
+    }
+
     /// The bytes of `hex`, if they are here.
     pub async fn read(&self, hex: &str) -> std::io::Result<Option<Bytes>> {
         match tokio::fs::read(self.path(hex)).await {
@@ -121,8 +130,12 @@ mod tests {
         let listed = dir.list().unwrap();
         assert_eq!(listed.len(), 1);
         assert!(listed[0].1 > old + std::time::Duration::from_secs(60), "renewed");
+        std::fs::File::options().append(true).open(dir.path(&hex)).unwrap().set_modified(old).unwrap();
+        assert!(dir.renew(&hex), "present, and renewed");
+        assert!(dir.list().unwrap()[0].1 > old + std::time::Duration::from_secs(60));
         dir.remove(&hex).unwrap();
         dir.remove(&hex).unwrap();
+        assert!(!dir.renew(&hex), "gone");
         assert_eq!(dir.read(&hex).await.unwrap(), None);
     }
 }

@@ -86,8 +86,12 @@ pub fn write_records<E>(
     for record in records {
         let (key, value) = record.map_err(WriteError::Source)?;
         for part in [key.as_bytes(), value.as_slice()] {
-            let len =
-                u32::try_from(part.len()).map_err(|_| WriteError::Io(std::io::Error::other("record too large")))?;
+            // What the install would refuse is refused here, where it can still be told.
+            if part.len() > MAX_RECORD {
+                let message = format!("a record of {} bytes under {key:?}, over {MAX_RECORD}", part.len());
+                return Err(WriteError::Io(std::io::Error::other(message)));
+            }
+            let len = part.len() as u32;
             out.write_all(&len.to_le_bytes()).map_err(WriteError::Io)?;
             out.write_all(part).map_err(WriteError::Io)?;
         }
@@ -169,5 +173,10 @@ mod tests {
         assert!(read_records(&path).unwrap().any(|r| r.is_err()), "a length past the bound");
         std::fs::write(&path, b"not a snapshot at all").unwrap();
         assert!(read_records(&path).is_err());
+        let too_large = vec![("k".to_owned(), vec![0u8; MAX_RECORD + 1])];
+        assert!(
+            write_records::<()>(&path, too_large.into_iter().map(Ok)).is_err(),
+            "refused when written, not when installed"
+        );
     }
 }
