@@ -38,7 +38,8 @@ impl Default for Admission {
     }
 }
 
-fn namespace(store: &Store, name: &str) -> Result<Option<Namespace>, ApiError> {
+/// The stored Namespace `name`, if there is one.
+pub(super) fn namespace(store: &Store, name: &str) -> Result<Option<Namespace>, ApiError> {
     let Some(bytes) = store.reader().get(&ObjectKey::new(Kind::Namespace.plural(), None, name))? else {
         return Ok(None);
     };

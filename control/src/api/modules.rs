@@ -52,22 +52,10 @@ impl From<BlobError> for ApiError {
     }
 }
 
-/// The module storage quota of namespace `ns`, if it has one.
-fn storage_quota(store: &Store, ns: &str) -> Result<Option<u64>, ApiError> {
-    let key = ObjectKey::new(shoal_api::Kind::Namespace.plural(), None, ns);
-    let Some(bytes) = store.reader().get(&key)? else { return Ok(None) };
-    let namespace: shoal_api::resources::namespace::Namespace = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new(Reason::Internal, format!("stored namespace {ns} is damaged: {e}")))?;
-    Ok(namespace.spec.quota.and_then(|q| q.module_bytes).map(|m| m.0))
-}
-
-/// What the modules of namespace `ns` take together.
-fn storage_used(store: &Store, ns: &str) -> Result<u64, ApiError> {
+/// The module records of namespace `ns`, as this member has applied them.
+fn records(store: &Store, ns: &str) -> Result<Vec<ModuleRecord>, ApiError> {
     let (_, entries) = store.reader().entries(&ObjectKey::prefix(MODULES, Some(ns)))?;
-    Ok(entries
-        .iter()
-        .filter_map(|(_, bytes)| serde_json::from_slice::<ModuleRecord>(bytes).ok())
-        .fold(0u64, |sum, r| sum.saturating_add(r.size)))
+    Ok(entries.iter().filter_map(|(_, bytes)| serde_json::from_slice(bytes).ok()).collect())
 }
 
 fn quota_exceeded(used: u64, size: u64, limit: u64) -> ApiError {
@@ -90,7 +78,7 @@ pub async fn put(
 ) -> Result<Response, ApiError> {
     check_digest(&digest)?;
     shoal_api::Name::new(&ns).map_err(|e| ApiError::new(Reason::BadRequest, format!("namespace {ns:?}: {e}")))?;
-    super::objects::require_open_namespace(&s.store, &ns)?;
+    let namespace = super::objects::require_open_namespace(&s.store, &ns)?;
     if s.blobs.recorded(&ns, &digest)?.is_some() {
         return Ok(StatusCode::OK.into_response());
     }
@@ -108,8 +96,9 @@ pub async fn put(
     }
     // Refused before any byte is read or stored when it cannot fit (the record's write checks
     // again, in the same step as it charges).
-    if let Some(limit) = storage_quota(&s.store, &ns)? {
-        let used = storage_used(&s.store, &ns)?;
+    let quota = namespace.and_then(|n| n.spec.quota).and_then(|q| q.module_bytes);
+    if let Some(limit) = quota.map(|m| m.0) {
+        let used = records(&s.store, &ns)?.iter().fold(0u64, |sum, r| sum.saturating_add(r.size));
         if used.saturating_add(declared) > limit {
             return Err(quota_exceeded(used, declared, limit));
         }
@@ -212,8 +201,7 @@ pub async fn get_any(
 /// `GET /api/v1/namespaces/{ns}/modules`.
 pub async fn list(State(s): State<ModuleState>, Path(ns): Path<String>) -> Result<Json<Vec<ModuleRecord>>, ApiError> {
     s.store.linearize().await?;
-    let (_, entries) = s.store.reader().entries(&ObjectKey::prefix(MODULES, Some(&ns)))?;
-    Ok(Json(entries.iter().filter_map(|(_, bytes)| serde_json::from_slice(bytes).ok()).collect()))
+    Ok(Json(records(&s.store, &ns)?))
 }
 
 /// `DELETE /api/v1/namespaces/{ns}/modules/{sha256}`: refused while a Workload of `ns` uses it.

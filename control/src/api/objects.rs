@@ -135,30 +135,27 @@ fn stamp_new(object: &mut AnyObject) {
 
 async fn require_namespace(store: &Store, target: &Target) -> Result<(), ApiError> {
     match target.namespace.as_deref().filter(|_| target.kind.namespaced()) {
-        Some(ns) => require_open_namespace(store, ns),
+        Some(ns) => require_open_namespace(store, ns).map(|_| ()),
         None => Ok(()),
     }
 }
 
 /// Refuses new content for namespace `ns` unless it exists (`default` always does) and is not
-/// being deleted.
-pub(super) fn require_open_namespace(store: &Store, ns: &str) -> Result<(), ApiError> {
-    let stored = store.reader().get(&ObjectKey::new(Kind::Namespace.plural(), None, ns))?;
-    let Some(bytes) = stored else {
+/// being deleted; returns its Namespace object, if it has one.
+pub(super) fn require_open_namespace(store: &Store, ns: &str) -> Result<Option<Namespace>, ApiError> {
+    let Some(namespace) = super::admission::namespace(store, ns)? else {
         if ns == "default" {
-            return Ok(());
+            return Ok(None);
         }
         return Err(ApiError::new(Reason::NotFound, format!("namespace {ns:?} not found: create it first")));
     };
-    let namespace: Namespace = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new(Reason::Internal, format!("stored namespace {ns} is damaged: {e}")))?;
     if NamespaceKind::is_terminating(&namespace) {
         return Err(ApiError::new(
             Reason::Forbidden,
             format!("namespace {ns:?} is being deleted (Terminating): nothing new may be made in it"),
         ));
     }
-    Ok(())
+    Ok(Some(namespace))
 }
 
 /// A Namespace is not deleted at once: it is marked Terminating, and the namespace controller
