@@ -26,7 +26,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{follow, heartbeat, report};
+use crate::agent::{heartbeat, report};
+use crate::follow;
 
 /// The label every hollow node carries (value `true`), so that workloads can select or avoid
 /// them.

@@ -1,7 +1,7 @@
 //! The node agent's own API, HTTPS with the certificate the cluster CA issued this node at join:
 //! the logs of the instances running here, for `shoal logs` (called by the control plane, which
 //! presents the secret issued alongside), and Service traffic forwarded by other nodes (which
-//! present their own certificates).
+//! present their own certificates; [`crate::proxy::forwarded`] serves it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +16,7 @@ use axum::routing::get;
 use serde::Deserialize;
 use shoal_api::serve::TlsPeer;
 
-use super::peers::{CALLER_HEADER, Caller, SERVICE_HEADER};
-use super::{Shared, proxy};
+use super::Shared;
 
 /// Query of a logs request.
 #[derive(Debug, Default, Deserialize)]
@@ -76,46 +75,13 @@ async fn logs(
         .into_response()
 }
 
-/// Service traffic forwarded by another node: the caller must have presented a certificate of
-/// the cluster CA; the request is served by an instance on this node, or not at all (one hop).
-async fn forwarded(
-    State(shared): State<Arc<Shared>>,
-    Extension(TlsPeer(peer)): Extension<TlsPeer>,
-    request: axum::extract::Request,
-) -> Response {
-    if peer.is_none() {
-        return text(StatusCode::UNAUTHORIZED, "service traffic needs a node certificate of this cluster\n".into());
-    }
-    let named = request.headers().get(SERVICE_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.split_once('/'));
-    let Some(service) = named.and_then(|(ns, name)| shared.services.get(ns, name)) else {
-        return text(StatusCode::NOT_FOUND, format!("no such service on node {}\n", shared.name));
-    };
-    // The calling node checked too; this node holds the Service's fence as well.
-    let caller = request.headers().get(CALLER_HEADER).and_then(|v| v.to_str().ok()).and_then(Caller::parse);
-    let Some(caller) = caller else {
-        return text(StatusCode::BAD_REQUEST, format!("forwarded service traffic needs {CALLER_HEADER}\n"));
-    };
-    if !service.admits_caller(&caller) {
-        let message = format!(
-            "service {}/{} does not admit {} (see its allowFromNamespaces, ingressHosts, public)\n",
-            service.namespace,
-            service.name,
-            caller.header()
-        );
-        return text(StatusCode::FORBIDDEN, message);
-    }
-    let request = request.map(proxy::axum_body);
-    match proxy::serve_here(&shared, &service, &caller, request).await {
-        Ok(Ok(response)) => response.map(Body::new),
-        Ok(Err(e)) => text(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY), format!("{e}\n")),
-        Err(_) => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("service {}/{} has no ready instance on node {}\n", service.namespace, service.name, shared.name),
-        ),
-    }
-}
-
 /// The agent API router.
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new().route("/logs/{namespace}/{name}", get(logs)).fallback(forwarded).with_state(shared)
+    let proxy = shared.proxy.clone();
+    Router::new()
+        .route("/logs/{namespace}/{name}", get(logs))
+        .fallback(move |Extension(peer): Extension<TlsPeer>, request: axum::extract::Request| {
+            crate::proxy::forwarded::handle(proxy.clone(), peer, request)
+        })
+        .with_state(shared)
 }

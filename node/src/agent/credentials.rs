@@ -15,7 +15,7 @@ use shoal_api::Client;
 use shoal_api::agent::{CredentialsRequest, NodeCredentials};
 use tokio_util::sync::CancellationToken;
 
-use super::peers::{PeerClient, node_ca};
+use crate::proxy::peers::{PeerClient, PeerClients, node_ca};
 
 /// How long to wait before asking again when a renewal failed.
 const RETRY: Duration = Duration::from_secs(30);
@@ -39,7 +39,7 @@ fn certified(credentials: &NodeCredentials) -> anyhow::Result<CertifiedKey> {
 /// What the agent holds of its credentials, swapped whole at each renewal.
 pub struct Credentials {
     current: Arc<Current>,
-    peers: RwLock<PeerClient>,
+    peers: Arc<PeerClients>,
     secret: RwLock<String>,
     server: Arc<rustls::ServerConfig>,
 }
@@ -47,15 +47,11 @@ pub struct Credentials {
 impl Credentials {
     /// From the credentials issued at join.
     pub fn new(issued: &NodeCredentials) -> anyhow::Result<Credentials> {
+        let peers = Arc::new(PeerClients::new(PeerClient::new(issued)?));
         let current = Arc::new(Current(RwLock::new(Arc::new(certified(issued)?))));
         // Other nodes present certificates of the node CA too; the control plane, none.
         let server = shoal_api::serve::server_config_resolving(current.clone(), Some(node_ca(issued)?))?;
-        Ok(Credentials {
-            current,
-            peers: RwLock::new(PeerClient::new(issued)?),
-            secret: RwLock::new(issued.secret.clone()),
-            server,
-        })
+        Ok(Credentials { current, peers, secret: RwLock::new(issued.secret.clone()), server })
     }
 
     /// The agent API's TLS configuration (it follows renewals).
@@ -63,9 +59,9 @@ impl Credentials {
         self.server.clone()
     }
 
-    /// A client of other nodes' agent APIs with the current certificate.
-    pub fn peers(&self) -> PeerClient {
-        self.peers.read().expect("peer client lock").clone()
+    /// Clients of other nodes' agent APIs with the current certificate (the proxy's).
+    pub fn peers(&self) -> Arc<PeerClients> {
+        self.peers.clone()
     }
 
     /// Whether `presented` is the secret the control plane was given for this node.
@@ -77,7 +73,7 @@ impl Credentials {
         let key = Arc::new(certified(issued)?);
         let peers = PeerClient::new(issued)?;
         *self.current.0.write().expect("certificate lock") = key;
-        *self.peers.write().expect("peer client lock") = peers;
+        self.peers.replace(peers);
         *self.secret.write().expect("secret lock") = issued.secret.clone();
         Ok(())
     }

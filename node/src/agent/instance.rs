@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use super::modules::{Code, Compiled};
 use super::report::{self, now};
-use super::routes::{Endpoint, Gate};
+use crate::proxy::calls::InstanceCluster;
+use crate::proxy::routes::{Endpoint, Gate};
 use crate::runtime::command::{self, Exit};
 use crate::runtime::host::{Output, Sandbox};
 use crate::runtime::limits::Limits;
@@ -69,6 +70,15 @@ impl Run {
         }
     }
 
+    /// The cluster as this instance's guest calls it; refused calls become Events on it.
+    fn cluster(&self) -> Arc<InstanceCluster> {
+        let (events, instance) = (self.shared.events.clone(), self.instance.clone());
+        let refusals: crate::proxy::calls::Refusals =
+            Arc::new(move |message| events.record(&instance, "OutboundDenied", message, EventType::Warning));
+        let namespace = self.instance.metadata.namespace.as_ref().map_or("default", |n| n.as_str());
+        InstanceCluster::new(&self.shared.proxy, namespace, self.instance.metadata.name.as_str(), refusals)
+    }
+
     fn sandbox(&self) -> Sandbox {
         let spec = &self.instance.spec;
         let mut sandbox = Sandbox::new(&route_key(&self.instance).1);
@@ -78,7 +88,7 @@ impl Run {
         sandbox.stderr = Output::Buffer(self.logs.clone());
         sandbox.allowed_hosts = spec.allowed_outbound_hosts.clone();
         sandbox.allow_private_egress = spec.allow_private_egress;
-        sandbox.cluster = Some(super::outbound::InstanceCluster::new(&self.shared, &self.instance));
+        sandbox.cluster = Some(self.cluster());
         sandbox.limits = Limits {
             memory: spec.resources.memory.map(|m| m.0),
             cpu_millis: spec.resources.cpu.map(|c| c.0),
@@ -134,7 +144,7 @@ impl Run {
         let in_flight = self.instance.spec.concurrency.unwrap_or(self.shared.instance_concurrency);
         let gate = Gate::new(in_flight, self.shared.instance_queue);
         let namespace = self.instance.metadata.namespace.as_ref().map_or("default", |n| n.as_str()).to_owned();
-        let slots = self.shared.guest_slots.clone();
+        let slots = self.shared.proxy.guest_slots.clone();
         Ok(Arc::new(Endpoint {
             instance: self.instance.metadata.name.to_string(),
             app,
@@ -176,9 +186,9 @@ impl Run {
             if passed != ready {
                 ready = passed;
                 if ready {
-                    self.shared.routes.ready(&key, endpoint.clone());
+                    self.shared.proxy.routes.ready(&key, endpoint.clone());
                 } else {
-                    self.shared.routes.unready(&key, &name);
+                    self.shared.proxy.routes.unready(&key, &name);
                     let path = probe.as_ref().map_or("", |p| p.path.as_str());
                     self.event("Unhealthy", format!("readiness probe GET {path} failed"), EventType::Warning);
                 }
@@ -195,7 +205,7 @@ impl Run {
                             Ok(upgraded) => {
                                 endpoint = upgraded;
                                 if ready {
-                                    self.shared.routes.ready(&key, endpoint.clone());
+                                    self.shared.proxy.routes.ready(&key, endpoint.clone());
                                 }
                             }
                             Err(e) => tracing::warn!("{name}: the optimized code cannot serve: {e}"),
@@ -291,7 +301,7 @@ pub async fn run(shared: Arc<Shared>, instance: Instance, logs: LogBuffer, cance
     let key = route_key(&instance);
     let is_http = instance.spec.type_ == WorkloadType::Http;
     if is_http {
-        shared.routes.join(&key, &instance.metadata.labels);
+        shared.proxy.routes.join(&key, &instance.metadata.labels);
     }
     let run = Run { shared: shared.clone(), instance, status, logs, cancel };
     if let Some(program) = run.program().await {
@@ -301,7 +311,7 @@ pub async fn run(shared: Arc<Shared>, instance: Instance, logs: LogBuffer, cance
         }
     }
     if is_http {
-        shared.routes.leave(&key, run.instance.metadata.name.as_str());
+        shared.proxy.routes.leave(&key, run.instance.metadata.name.as_str());
     }
     run.cancel.cancelled().await;
     let _ = reporter.await;

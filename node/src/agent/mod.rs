@@ -6,30 +6,21 @@
 //! - [`supervisor`]: list + watch of this node's instances; starts and stops instance tasks.
 //! - [`instance`]: one instance's life (module, start, restart with back-off, status).
 //! - [`modules`]: modules fetched by digest, verified, cached on disk, compiled once.
-//! - [`routes`], [`ingress`]: which instances serve which workload, and the HTTP listener.
-//! - [`follow`]: list + watch of one kind, resumed after the control plane comes back.
-//! - [`services`], [`proxy`], [`peers`]: Services, served here or forwarded to another node
-//!   over mutually authenticated TLS.
-//! - [`outbound`]: guests' own HTTP calls: to Services through the proxy, elsewhere only where
-//!   their spec allows.
 //! - [`report`]: instance status and Events, back to the control plane.
-//! - [`api`]: the agent's HTTPS API for the control plane (instance logs).
+//! - [`api`]: the agent's HTTPS API for the control plane (instance logs), and for Service
+//!   traffic other nodes forward.
+//! - [`credentials`]: the node's certificate, renewed as it ages.
+//!
+//! The ingress, Services and guests' calls to them are the [`crate::proxy`]'s, which the agent
+//! starts and feeds (its instance tasks say which instances are ready).
 
 pub mod api;
 pub mod credentials;
 pub mod events;
-pub mod fair;
-pub mod follow;
 pub mod heartbeat;
-pub mod ingress;
 pub mod instance;
 pub mod modules;
-pub mod outbound;
-pub mod peers;
-pub mod proxy;
 pub mod report;
-pub mod routes;
-pub mod services;
 pub mod supervisor;
 
 use std::collections::{BTreeMap, HashMap};
@@ -48,8 +39,10 @@ use tokio_util::sync::CancellationToken;
 
 use self::credentials::Credentials;
 use self::modules::ModuleCache;
-use self::routes::Routes;
-use self::services::{PeerHealth, Services};
+use crate::proxy::Proxy;
+use crate::proxy::fair::FairGate;
+use crate::proxy::routes::Routes;
+use crate::proxy::services::{PeerHealth, Services};
 use crate::runtime::log::LogBuffer;
 use crate::runtime::{Runtime, RuntimeConfig};
 
@@ -110,30 +103,20 @@ pub struct Shared {
     pub runtime: Runtime,
     /// Modules by digest.
     pub modules: ModuleCache,
-    /// Ready HTTP instances by workload.
-    pub routes: Arc<Routes>,
+    /// The node's service proxy: ingress, Services, and the fences on their paths.
+    pub proxy: Arc<Proxy>,
     /// Output of every running instance, by `namespace/name`.
     pub logs: Mutex<HashMap<String, LogBuffer>>,
     /// Default per-request deadline.
     pub request_timeout: Duration,
     /// This node's certificate and agent secret, renewed as they age.
     pub credentials: Arc<Credentials>,
-    /// Every Service, as this node routes it.
-    pub services: Arc<Services>,
-    /// Which peers failed lately.
-    pub peer_health: PeerHealth,
-    /// Domains the ingress routes `<name>.<namespace>.<domain>` for.
-    pub ingress_domains: Vec<String>,
-    /// The cluster domain, lower case, without a trailing dot.
-    pub cluster_domain: String,
     /// Events about its instances, folded and paced.
     pub events: Arc<events::Events>,
     /// Requests an HTTP instance serves at once unless its spec says otherwise.
     pub instance_concurrency: u32,
     /// Requests that may wait for a busy HTTP instance.
     pub instance_queue: usize,
-    /// Slots guest requests run in, taken in turn by namespace when all are busy.
-    pub guest_slots: Arc<fair::FairGate>,
 }
 
 /// A running node agent.
@@ -187,28 +170,38 @@ impl Agent {
             .await
             .with_context(joining)?;
 
+        let proxy = Arc::new(Proxy {
+            node: config.name.to_string(),
+            routes: Arc::new(Routes::default()),
+            services: Arc::new(Services::default()),
+            peer_health: PeerHealth::default(),
+            peers: credentials.peers(),
+            ingress_domains: config.ingress_domains.clone(),
+            cluster_domain: config.cluster_domain.trim_end_matches('.').to_ascii_lowercase(),
+            guest_slots: FairGate::new(config.guest_slots),
+        });
         let shared = Arc::new(Shared {
             client: config.client.clone(),
             name: config.name.clone(),
             runtime,
             modules,
-            routes: Arc::new(Routes::default()),
+            proxy: proxy.clone(),
             logs: Mutex::new(HashMap::new()),
             request_timeout: config.request_timeout,
             credentials: credentials.clone(),
-            services: Arc::new(Services::default()),
-            peer_health: PeerHealth::default(),
-            ingress_domains: config.ingress_domains.clone(),
-            cluster_domain: config.cluster_domain.trim_end_matches('.').to_ascii_lowercase(),
             events: events::Events::new(config.event_pacing),
             instance_concurrency: config.instance_concurrency,
             instance_queue: config.instance_queue,
-            guest_slots: fair::FairGate::new(config.guest_slots),
         });
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        tasks.spawn(ingress::serve(listener, shared.clone(), config.ingress_limits, shutdown.clone()));
-        tasks.spawn(services::run(shared.clone(), shutdown.clone()));
+        tasks.spawn(crate::proxy::ingress::serve(listener, proxy.clone(), config.ingress_limits, shutdown.clone()));
+        tasks.spawn(crate::proxy::services::run(
+            config.client.clone(),
+            proxy.services.clone(),
+            config.name.to_string(),
+            shutdown.clone(),
+        ));
         tasks.spawn(heartbeat::run(
             config.client.clone(),
             config.name.clone(),

@@ -10,7 +10,8 @@ use shoal_api::resources::instance::{Instance, InstanceKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Shared, follow, instance};
+use super::{Shared, instance};
+use crate::follow;
 use crate::runtime::log::LogBuffer;
 
 /// How much of each instance's output the node keeps.

@@ -77,6 +77,26 @@ pub struct PeerClient {
     http: reqwest::Client,
 }
 
+/// The peer client of the node's current certificate, replaced at each renewal.
+pub struct PeerClients(std::sync::RwLock<PeerClient>);
+
+impl PeerClients {
+    /// Starting with `client`.
+    pub fn new(client: PeerClient) -> PeerClients {
+        PeerClients(std::sync::RwLock::new(client))
+    }
+
+    /// The client to use now.
+    pub fn current(&self) -> PeerClient {
+        self.0.read().expect("peer client lock").clone()
+    }
+
+    /// Uses `client` from now on (a renewed certificate).
+    pub fn replace(&self, client: PeerClient) {
+        *self.0.write().expect("peer client lock") = client;
+    }
+}
+
 /// The node CA: the last certificate of the chain issued at join.
 pub fn node_ca(credentials: &NodeCredentials) -> anyhow::Result<rustls::pki_types::CertificateDer<'static>> {
     use rustls::pki_types::CertificateDer;

@@ -1,6 +1,6 @@
 //! The node's ingress: an HTTP listener that routes by `Host`:
 //! - a Service's own ingress hosts, and, for a Service with `public: true`,
-//!   `<svc>.<ns>.svc.<cluster domain>`, to that Service (through [`proxy`]: here or on another
+//!   `<svc>.<ns>.svc.<cluster domain>`, to that Service (through [`super::serve`]: here or on another
 //!   node);
 //! - `<name>.<ns>.<domain>` (the domain is `localhost` unless configured) to the Service of
 //!   that name, or else to a ready instance of the HTTP workload of that name on this node.
@@ -14,8 +14,8 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
-use super::proxy;
+use super::Proxy;
+use super::peers::Caller;
 use super::routes::Lookup;
 use super::services::ServiceRoute;
 use crate::runtime::http::{Body, text_response};
@@ -62,7 +62,7 @@ pub fn target<'h>(host: &'h str, shared_domains: &[String], cluster_domain: &str
     route_of(host, shared_domains).map(|(name, ns)| Target::ServiceOrWorkload(ns, name))
 }
 
-async fn handle(request: hyper::Request<Incoming>, shared: &Shared) -> hyper::Response<Body> {
+async fn handle(request: hyper::Request<Incoming>, proxy: &Proxy) -> hyper::Response<Body> {
     let host = bare_host(
         request
             .headers()
@@ -71,12 +71,12 @@ async fn handle(request: hyper::Request<Incoming>, shared: &Shared) -> hyper::Re
             .or_else(|| request.uri().host())
             .unwrap_or(""),
     );
-    if let Some(service) = shared.services.by_host(&host) {
-        return to_service(shared, &service, request).await;
+    if let Some(service) = proxy.services.by_host(&host) {
+        return to_service(proxy, &service, request).await;
     }
-    let (namespace, name) = match target(&host, &shared.ingress_domains, &shared.cluster_domain) {
-        Some(Target::Service(ns, name)) => match shared.services.get(ns, name) {
-            Some(service) if service.public => return to_service(shared, &service, request).await,
+    let (namespace, name) = match target(&host, &proxy.ingress_domains, &proxy.cluster_domain) {
+        Some(Target::Service(ns, name)) => match proxy.services.get(ns, name) {
+            Some(service) if service.public => return to_service(proxy, &service, request).await,
             // Cluster-internal names are for guests; from outside only a public Service's.
             Some(_) => {
                 return text_response(
@@ -88,19 +88,19 @@ async fn handle(request: hyper::Request<Incoming>, shared: &Shared) -> hyper::Re
             }
             None => return text_response(404, format!("no service {name:?} in namespace {ns:?}\n")),
         },
-        Some(Target::ServiceOrWorkload(ns, name)) => match shared.services.get(ns, name) {
-            Some(service) => return to_service(shared, &service, request).await,
+        Some(Target::ServiceOrWorkload(ns, name)) => match proxy.services.get(ns, name) {
+            Some(service) => return to_service(proxy, &service, request).await,
             None => (ns, name),
         },
         None => {
-            let expected = shared.ingress_domains.first().map_or("localhost", String::as_str);
+            let expected = proxy.ingress_domains.first().map_or("localhost", String::as_str);
             return text_response(
                 404,
                 format!("no route for host {host:?}: expected <service or workload>.<namespace>.{expected}\n"),
             );
         }
     };
-    match shared.routes.lookup(namespace, name) {
+    match proxy.routes.lookup(namespace, name) {
         Lookup::Unknown => text_response(
             404,
             format!("no service or workload {name:?} in namespace {namespace:?} serves on this node\n"),
@@ -118,12 +118,8 @@ async fn handle(request: hyper::Request<Incoming>, shared: &Shared) -> hyper::Re
     }
 }
 
-async fn to_service(
-    shared: &Shared,
-    service: &ServiceRoute,
-    request: hyper::Request<Incoming>,
-) -> hyper::Response<Body> {
-    match proxy::serve(shared, service, &super::peers::Caller::Outside, request).await {
+async fn to_service(proxy: &Proxy, service: &ServiceRoute, request: hyper::Request<Incoming>) -> hyper::Response<Body> {
+    match super::serve(proxy, service, &Caller::Outside, request).await {
         Ok(response) => response,
         Err(e) => {
             tracing::info!("{}/{}: {e}", service.namespace, service.name);
@@ -135,13 +131,13 @@ async fn to_service(
 /// Serves the ingress on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    proxy: Arc<Proxy>,
     limits: crate::serve::ConnectionLimits,
     shutdown: CancellationToken,
 ) {
     let handler = move |request| {
-        let shared = shared.clone();
-        async move { handle(request, &shared).await }
+        let proxy = proxy.clone();
+        async move { handle(request, &proxy).await }
     };
     crate::serve::serve_http(listener, handler, limits, shutdown).await;
 }

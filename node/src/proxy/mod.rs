@@ -1,15 +1,59 @@
-//! The service proxy: a request for a Service goes to a ready instance on this node when there
-//! is one (in process: no socket), else to another node that has one ([`super::peers`]),
-//! balanced round robin. A peer whose connection fails is set aside for a moment, and an
-//! idempotent request is retried on the next one, so losing a node loses no GETs.
+//! The service proxy (Shoal's kube-proxy), and with it every fence between tenants on the
+//! node's request paths, so that a reader finds them in one place:
+//! - [`ingress`]: the node's HTTP listener, routing by `Host` (a Service's claimed hosts, its
+//!   `<svc>.<ns>.<domain>` name, a public Service's cluster name);
+//! - [`calls`]: guests' own calls to `<svc>.<ns>.svc.<cluster domain>`, admitted by the
+//!   Service's `allowFromNamespaces`;
+//! - [`forwarded`]: Service traffic another node sends here, checked again on arrival;
+//! - [`peers`]: this node's client of other nodes, who the caller is, and the headers a
+//!   caller may not set;
+//! - [`services`], [`routes`]: the Services this node routes and the ready instances here;
+//! - [`fair`] and [`routes::Gate`]: per-instance concurrency and the node's guest slots,
+//!   shared between namespaces in turn.
+//!
+//! A request for a Service goes to a ready instance on this node when there is one (in
+//! process: no socket), else to another node that has one, balanced round robin. A peer whose
+//! connection fails is set aside for a moment, and an idempotent request is retried on the next
+//! one, so losing a node loses no GETs.
+
+pub mod calls;
+pub mod fair;
+pub mod forwarded;
+pub mod ingress;
+pub mod peers;
+pub mod routes;
+pub mod services;
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
-use super::Shared;
-use super::routes::Lookup;
-use super::services::ServiceRoute;
+use self::peers::{Caller, PeerClients};
+use self::routes::{Lookup, Routes};
+use self::services::{PeerHealth, ServiceRoute, Services};
 use crate::runtime::http::{Body, RequestError};
+
+/// What the proxy routes by and through: one per node, shared by the ingress, the agent API's
+/// forwarded traffic and every guest's calls.
+pub struct Proxy {
+    /// This node's name (its own endpoints are never peers; messages name it).
+    pub node: String,
+    /// Ready HTTP instances here, by workload; written by the agent's instance tasks.
+    pub routes: Arc<Routes>,
+    /// Every Service, as this node routes it.
+    pub services: Arc<Services>,
+    /// Which peers failed lately.
+    pub peer_health: PeerHealth,
+    /// This node's client of other nodes (with its current certificate, renewed by the agent).
+    pub peers: Arc<PeerClients>,
+    /// Domains the ingress routes `<name>.<namespace>.<domain>` for.
+    pub ingress_domains: Vec<String>,
+    /// The cluster domain, lower case, without a trailing dot.
+    pub cluster_domain: String,
+    /// Slots guest requests from outside run in, taken in turn by namespace when all are busy.
+    pub guest_slots: Arc<fair::FairGate>,
+}
 
 /// Largest request body forwarded to another node (it is buffered, so that an idempotent
 /// request can be sent again).
@@ -57,20 +101,20 @@ fn idempotent(method: &http::Method) -> bool {
 
 /// Serves `request` for `service` from an instance on this node, if one is ready.
 pub async fn serve_here<B>(
-    shared: &Shared,
+    proxy: &Proxy,
     service: &ServiceRoute,
-    caller: &super::peers::Caller,
+    caller: &Caller,
     request: hyper::Request<B>,
 ) -> Result<Result<hyper::Response<Body>, RequestError>, hyper::Request<B>>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<wasmtime_wasi_http::Error>,
 {
-    match shared.routes.lookup_selected(&service.namespace, &service.selector) {
+    match proxy.routes.lookup_selected(&service.namespace, &service.selector) {
         Lookup::Ready(endpoint) => {
             let mut request = request;
-            super::peers::strip_own(request.headers_mut());
-            Ok(endpoint.handle(request, *caller == super::peers::Caller::Outside).await)
+            peers::strip_own(request.headers_mut());
+            Ok(endpoint.handle(request, *caller == Caller::Outside).await)
         }
         Lookup::NotReady | Lookup::Unknown => Err(request),
     }
@@ -78,21 +122,21 @@ where
 
 /// Serves `request` for `service`: here when an instance is ready, else on another node.
 pub async fn serve<B>(
-    shared: &Shared,
+    proxy: &Proxy,
     service: &ServiceRoute,
-    caller: &super::peers::Caller,
+    caller: &Caller,
     request: hyper::Request<B>,
 ) -> Result<hyper::Response<Body>, ProxyError>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<wasmtime_wasi_http::Error> + Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let request = match serve_here(shared, service, caller, request).await {
+    let request = match serve_here(proxy, service, caller, request).await {
         Ok(answered) => return Ok(answered?),
         Err(request) => request,
     };
     let name = format!("{}/{}", service.namespace, service.name);
-    let peers = service.peers_in_order(&shared.peer_health);
+    let peers = service.peers_in_order(&proxy.peer_health);
     if peers.is_empty() {
         return Err(ProxyError::NoneReady(name));
     }
@@ -105,19 +149,14 @@ where
     let retry = idempotent(&head.method);
     let mut last = String::new();
     for peer in peers {
-        match shared
-            .credentials
-            .peers()
-            .send(peer, (&service.namespace, &service.name), caller, &head, body.clone())
-            .await
-        {
+        match proxy.peers.current().send(peer, (&service.namespace, &service.name), caller, &head, body.clone()).await {
             Ok(response) => {
-                shared.peer_health.answered(peer);
+                proxy.peer_health.answered(peer);
                 return Ok(response);
             }
             Err(e) => {
                 tracing::info!("{name}: node at {peer} failed: {e}");
-                shared.peer_health.failed(peer);
+                proxy.peer_health.failed(peer);
                 last = format!("{peer}: {e}");
                 if !retry {
                     break;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use shoal_api::EventType;
 use shoal_api::resources::service::{Service, ServiceKind, ServiceSelector};
 
-use super::follow::Follower;
+use crate::follow::Follower;
 
 /// How long a peer whose connection failed is skipped.
 const PEER_PENALTY: Duration = Duration::from_secs(2);
@@ -189,7 +189,12 @@ impl Follower<ServiceKind> for ServiceFollower {
 }
 
 /// Follows the Services until `shutdown`.
-pub async fn run(shared: Arc<super::Shared>, shutdown: tokio_util::sync::CancellationToken) {
-    let mut follower = ServiceFollower { services: shared.services.clone(), own_node: shared.name.to_string() };
-    super::follow::follow::<ServiceKind, _>(&shared.client, &mut follower, &shutdown).await;
+pub async fn run(
+    client: shoal_api::Client,
+    services: Arc<Services>,
+    own_node: String,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut follower = ServiceFollower { services, own_node };
+    crate::follow::follow::<ServiceKind, _>(&client, &mut follower, &shutdown).await;
 }
