@@ -284,7 +284,7 @@ async fn a_node_token_gets_a_short_lived_certificate_for_its_own_host_only() {
     assert!(issued.renew_after_secs > 0 && (issued.renew_after_secs as i64) < lifetime);
     let names: Vec<String> =
         cert.subject_alternative_name().unwrap().unwrap().value.general_names.iter().map(|n| n.to_string()).collect();
-    assert_eq!(names, ["IPAddress(7f:00:00:01)"], "127.0.0.1 and nothing else");
+    assert_eq!(names, ["IPAddress(7f:00:00:01)", "URI(spiffe://shoal/node/n1)"], "127.0.0.1, its name, nothing else");
     assert!(cert.issuer().to_string().contains("shoal node CA"), "{}", cert.issuer());
 
     // The host is fixed at the first request: another is refused, the same one renewed.
@@ -314,6 +314,99 @@ async fn a_node_token_gets_a_short_lived_certificate_for_its_own_host_only() {
     }
     // Another port on the same host is fine (an agent restarted on a free port).
     n1.put(&node("127.0.0.1:9090", serde_json::json!({"zone": "a"}), true)).await.unwrap();
+
+    // The capacity of its first report is a ceiling: lower is fine, higher only for an admin.
+    let status = |instances: u32| {
+        let mut node = node("127.0.0.1:9090", serde_json::json!({"zone": "a"}), true);
+        let AnyObject::Node(n) = &mut node else { unreachable!() };
+        let capacity = shoal_api::resources::node::Capacity { instances, ..Default::default() };
+        n.status = Some(shoal_api::resources::node::NodeStatus {
+            allocatable: capacity.clone(),
+            capacity,
+            ..Default::default()
+        });
+        node
+    };
+    n1.put_status(&status(10)).await.unwrap();
+    n1.put_status(&status(5)).await.unwrap();
+    let refused = n1.put_status(&status(1_000_000)).await.unwrap_err();
+    assert_eq!(refused.reason(), Some(Reason::Forbidden), "{refused}");
+    assert!(refused.to_string().contains("status.capacity.instances"), "{refused}");
+    admin.put_status(&status(20)).await.unwrap();
+    let AnyObject::Node(stored) = admin.get(Kind::Node, None, "n1").await.unwrap() else { unreachable!() };
+    assert_eq!(stored.status.unwrap().capacity.instances, 20, "what the admin set");
+}
+
+/// A client of node agents presenting `credentials` (a node's) and trusting the node CA.
+fn agent_client_as(credentials: &shoal_api::agent::NodeCredentials) -> reqwest::Client {
+    shoal_api::client::install_crypto_provider();
+    let chain: Vec<&str> = credentials.cert.split_inclusive("-----END CERTIFICATE-----\n").collect();
+    let ca = reqwest::Certificate::from_pem(chain.last().unwrap().as_bytes()).unwrap();
+    let identity = reqwest::Identity::from_pem(format!("{}{}", credentials.key, credentials.cert).as_bytes()).unwrap();
+    reqwest::Client::builder().tls_certs_only([ca]).identity(identity).build().unwrap()
+}
+
+#[tokio::test]
+async fn a_revoked_node_is_refused_by_its_peers_and_a_node_certificate_reads_no_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let admin = control.client();
+    let _victim = NodeProcess::start(&control, "n2", &[]);
+    let agent = wait_for(Duration::from_secs(10), "node n2 registered with its agent address", || async {
+        match admin.get(Kind::Node, None, "n2").await {
+            Ok(AnyObject::Node(n)) if !n.spec.agent_address.is_empty() => Some(n.spec.agent_address),
+            _ => None,
+        }
+    })
+    .await;
+    let join = |token: String| {
+        let n1 = admin.with_token(&token);
+        async move { n1.node_credentials("n1", &CredentialsRequest { hosts: vec!["127.0.0.1".into()] }).await }
+    };
+    let request = TokenRequest { name: Name::new("n1").unwrap(), namespaces: Vec::new(), node: true };
+    let token = admin.create_token(&request).await.unwrap().token;
+    let as_n1 = agent_client_as(&join(token.clone()).await.unwrap());
+    let forward = |client: reqwest::Client| {
+        let url = format!("https://{agent}/");
+        async move {
+            let response = client
+                .get(url)
+                .header("x-shoal-service", "default/none")
+                .header("x-shoal-caller", "outside")
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+
+    // A node's certificate is taken for forwarded Service traffic, never for the control plane's
+    // calls (logs).
+    let (status, body) = forward(as_n1.clone()).await;
+    assert_eq!(status, 404, "a node is let in (there is no such service): {body}");
+    let logs = as_n1.get(format!("https://{agent}/logs/default/anything")).send().await.unwrap();
+    assert_eq!(logs.status().as_u16(), 401, "{}", logs.text().await.unwrap());
+
+    // Revoked: the token is refused at once, and n2 refuses n1's certificate, still within its
+    // validity, at its next heartbeat (well within 60 s), on the connection n1 keeps open too.
+    admin.delete_token("n1").await.unwrap();
+    let refused = join(token).await.unwrap_err();
+    assert_eq!(refused.reason(), Some(Reason::Unauthorized), "{refused}");
+    let body = wait_for(Duration::from_secs(10), "n2 refusing the revoked node's certificate", || {
+        let client = as_n1.clone();
+        async move {
+            let (status, body) = forward(client).await;
+            (status == 401).then_some(body)
+        }
+    })
+    .await;
+    assert!(body.contains("node n1's credentials were revoked"), "{body}");
+
+    // A node of that name joined anew (a new token) is taken again; its old certificate is not.
+    let token = admin.create_token(&request).await.unwrap().token;
+    let (status, body) = forward(agent_client_as(&join(token).await.unwrap())).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(forward(as_n1).await.0, 401);
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! What the control plane and node agents say to each other besides objects: a node's
-//! credentials (issued at join), and the node agent's own small API, which only the control
-//! plane calls (to stream an instance's logs to `shoal logs`, whichever node it runs on).
+//! credentials (issued at join), the answer to its heartbeat (which nodes' certificates are no
+//! longer good), and the node agent's own small API, which only the control plane calls (to
+//! stream an instance's logs to `shoal logs`, whichever node it runs on).
 
 use serde::{Deserialize, Serialize};
 
@@ -13,9 +14,9 @@ pub struct CredentialsRequest {
     pub hosts: Vec<String>,
 }
 
-/// What a node gets at join: a server certificate signed by the cluster CA (so the control
-/// plane can verify it is talking to that node), and the secret the control plane will present
-/// when it calls the node's agent API.
+/// What a node gets at join and at each renewal: a certificate of the node CA for its host and
+/// its name (see [`crate::identity`]), which it serves its agent API with and presents to other
+/// nodes.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NodeCredentials {
@@ -23,8 +24,6 @@ pub struct NodeCredentials {
     pub cert: String,
     /// Its private key, PEM.
     pub key: String,
-    /// The bearer secret the control plane presents to the node.
-    pub secret: String,
     /// When to ask for fresh credentials (seconds from now): well before the certificate
     /// expires.
     #[serde(default)]
@@ -35,6 +34,30 @@ impl std::fmt::Debug for NodeCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeCredentials").field("cert", &self.cert).finish_non_exhaustive()
     }
+}
+
+/// The control plane's answer to a heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatAnswer {
+    /// Nodes whose tokens were revoked, while certificates issued to them before may still be
+    /// within their validity: a node refuses those certificates from its peers.
+    #[serde(default)]
+    pub revoked: Vec<RevokedNode>,
+}
+
+/// A node whose certificates that begin before `before` are no longer good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokedNode {
+    /// The node's name.
+    pub node: String,
+    /// Seconds since the epoch: certificates of the node with an earlier or equal `notBefore`
+    /// are refused.
+    pub before: i64,
+    /// Seconds since the epoch after which no such certificate is valid anyway (the record
+    /// may then be dropped).
+    pub until: i64,
 }
 
 /// The agent API path of an instance's logs.

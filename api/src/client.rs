@@ -299,7 +299,7 @@ impl Client {
     }
 
     /// Fresh credentials for node `name` (its own token only): a certificate for `hosts` and
-    /// the secret the control plane will present to it.
+    /// the node's name.
     pub async fn node_credentials(
         &self,
         name: &str,
@@ -310,11 +310,15 @@ impl Client {
     }
 
     /// Tells the control plane that node `name` (this node token's own) is alive. The beat is
-    /// held in the raft leader's memory.
-    pub async fn heartbeat(&self, name: &str) -> Result<(), ClientError> {
+    /// held in the raft leader's memory. The answer names the nodes whose certificates are
+    /// revoked.
+    pub async fn heartbeat(&self, name: &str) -> Result<crate::agent::HeartbeatAnswer, ClientError> {
         let path = format!("/api/v1/nodes/{name}/heartbeat");
-        self.send(Method::POST, &path, None, Some(Duration::from_secs(10))).await?;
-        Ok(())
+        let response = self.send(Method::POST, &path, None, Some(Duration::from_secs(10))).await?;
+        let url = format!("{}{path}", self.base);
+        let bytes = response.bytes().await.map_err(|source| ClientError::Transport { url, source })?;
+        // An older control plane answers `null`.
+        Ok(serde_json::from_slice::<Option<crate::agent::HeartbeatAnswer>>(&bytes).ok().flatten().unwrap_or_default())
     }
 
     /// An instance's logs: what it has written so far and, with `follow`, what it writes next,

@@ -15,6 +15,7 @@
 //! - [`client`], [`config`]: the typed HTTP client and the config file that tells it where the
 //!   cluster is.
 //! - [`agent`]: what the control plane and node agents say to each other besides objects.
+//! - [`identity`]: who a certificate of the node CA names: a node, or the control plane.
 //! - [`serve`]: serving an axum router over TLS (the API server, raft, the node agent's API).
 
 pub mod agent;
@@ -22,6 +23,7 @@ mod checked;
 pub mod client;
 pub mod config;
 pub mod digest;
+pub mod identity;
 pub mod manifest;
 pub mod meta;
 pub mod module;

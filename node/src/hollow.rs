@@ -234,7 +234,7 @@ async fn beat(node: HollowNode, config: Arc<HollowConfig>, shutdown: Cancellatio
         _ = shutdown.cancelled() => return,
         _ = tokio::time::sleep(random_phase(config.heartbeat)) => {}
     }
-    heartbeat::run(node.client, node.name, config.capacity.clone(), config.heartbeat, shutdown).await;
+    heartbeat::run(node.client, node.name, config.capacity.clone(), config.heartbeat, None, shutdown).await;
 }
 
 /// A random duration within `interval`. std's hasher keys are random per process (and differ

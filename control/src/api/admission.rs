@@ -5,7 +5,7 @@
 //!   cannot be dodged by leaving requests out), and runs only a module uploaded to its own
 //!   namespace (which is charged for it: no namespace runs on another's storage);
 //! - a node writing its own Node keeps the host it joined with, and the labels and cordon the
-//!   operator set;
+//!   operator set, and reports no more capacity than it registered with;
 //! - a Service claims ingress hosts only within what its namespace owns
 //!   (`*.<namespace>.<ingress domain>`) or its Namespace's `spec.ingressHosts` grants, never a
 //!   cluster-internal name, and never one another Service claims (409 naming the owner).
@@ -14,11 +14,11 @@
 //! both pass the last check; the node's ingress then routes the host to the older claim.
 
 use shoal_api::resources::namespace::{Namespace, host_matches};
-use shoal_api::resources::node::Node;
+use shoal_api::resources::node::{Capacity, Node};
 use shoal_api::resources::service::Service;
 use shoal_api::{AnyObject, Kind, Reason};
 
-use super::agents::NODE_SECRETS;
+use super::agents::NODE_HOSTS;
 use super::auth::Principal;
 use super::error::ApiError;
 use crate::store::{ObjectKey, Store};
@@ -90,6 +90,36 @@ impl Admission {
         }
     }
 
+    /// Checks a status `object` written by `principal`: a node reporting its Node may not
+    /// raise its capacity (or allocatable) above what is stored, which its first report set,
+    /// so that a node's token cannot make it draw the cluster's instances; an admin may.
+    pub fn admit_status(&self, store: &Store, principal: &Principal, object: &AnyObject) -> Result<(), ApiError> {
+        let AnyObject::Node(node) = object else { return Ok(()) };
+        if principal.node().is_none() {
+            return Ok(());
+        }
+        let name = node.metadata.name.as_str();
+        let Some(bytes) = store.reader().get(&ObjectKey::new(Kind::Node.plural(), None, name))? else { return Ok(()) };
+        let stored: Node = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::new(Reason::Internal, format!("stored node {name} is damaged: {e}")))?;
+        let (Some(stored), Some(reported)) = (stored.status, node.status.as_ref()) else { return Ok(()) };
+        if stored.capacity == Default::default() {
+            return Ok(());
+        }
+        for (field, reported) in [("capacity", &reported.capacity), ("allocatable", &reported.allocatable)] {
+            if let Some(what) = raises(&stored.capacity, reported) {
+                return Err(ApiError::new(
+                    Reason::Forbidden,
+                    format!(
+                        "node {name} may not raise status.{field}.{what} above the {what} it registered with (an \
+                         admin may, or delete the Node to let it register anew)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether namespace `ns` owns `host` without a grant.
     fn owns(&self, ns: &str, host: &str) -> bool {
         self.ingress_domains.iter().any(|domain| {
@@ -151,13 +181,26 @@ fn host_of(address: &str) -> &str {
     address.rsplit_once(':').map_or(address, |(host, _)| host).trim_matches(['[', ']'])
 }
 
+/// Which dimension of `reported` exceeds `ceiling`, if any.
+fn raises(ceiling: &Capacity, reported: &Capacity) -> Option<&'static str> {
+    if reported.instances > ceiling.instances {
+        Some("instances")
+    } else if reported.memory.0 > ceiling.memory.0 {
+        Some("memory")
+    } else if reported.cpu.0 > ceiling.cpu.0 {
+        Some("cpu")
+    } else {
+        None
+    }
+}
+
 /// A node writing its own Node: its addresses name the host its certificate was issued for
 /// (fixed at its first join; the ports may change), and once the Node exists its labels and
 /// cordon are the operator's (`shoal node --labels` sets them at the first registration).
 fn fence_node(store: &Store, node: &Node) -> Result<(), ApiError> {
     let name = node.metadata.name.as_str();
     let refuse = |what: String| Err(ApiError::new(Reason::Forbidden, format!("node {name} may not {what}")));
-    if let Some(bytes) = store.reader().get(&ObjectKey::new(NODE_SECRETS, None, name))?
+    if let Some(bytes) = store.reader().get(&ObjectKey::new(NODE_HOSTS, None, name))?
         && let Some(fixed) = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|v| v.get("host").and_then(|h| h.as_str()).map(str::to_owned))

@@ -2,12 +2,17 @@
 //! leader's memory ([`Liveness`]), forwarded there by a follower: no raft write, no store read,
 //! no controller pass. A beat of a node that is not registered is held like any other and
 //! ignored by the lifecycle controller (a node token beats only for its own node).
+//!
+//! The answer names the revoked nodes (see `tokens::revoke`), read by the member that took the
+//! beat from its own store at most once a second: every node learns of a revocation within a
+//! second or two of it, and refuses that node's certificates from then on.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Path, State};
+use shoal_api::agent::HeartbeatAnswer;
 
 use super::error::ApiError;
 use crate::liveness::Liveness;
@@ -21,16 +26,47 @@ pub struct HeartbeatState {
     pub store: Arc<Store>,
     /// The leader's record of beats.
     pub liveness: Arc<Liveness>,
+    /// The answer, as last read.
+    answer: Arc<Mutex<Option<KeptAnswer>>>,
+}
+
+/// An answer and when it was read.
+type KeptAnswer = (Instant, Arc<HeartbeatAnswer>);
+
+/// How long an answer read from the store is given out before it is read again.
+const ANSWER_TTL: Duration = Duration::from_secs(1);
+
+impl HeartbeatState {
+    /// Heartbeats of `liveness`, answered from `store`.
+    pub fn new(store: Arc<Store>, liveness: Arc<Liveness>) -> Self {
+        HeartbeatState { store, liveness, answer: Arc::default() }
+    }
+
+    fn answer(&self, now: Instant) -> Result<Arc<HeartbeatAnswer>, ApiError> {
+        let mut kept = self.answer.lock().expect("heartbeat answer lock");
+        if let Some((at, answer)) = kept.as_ref()
+            && now.duration_since(*at) < ANSWER_TTL
+        {
+            return Ok(answer.clone());
+        }
+        let answer = Arc::new(HeartbeatAnswer { revoked: super::tokens::revocations(&self.store)? });
+        *kept = Some((now, answer.clone()));
+        Ok(answer)
+    }
 }
 
 /// Records a beat of node `name`, here when this member leads, else at the leader.
-pub async fn beat(State(state): State<HeartbeatState>, Path(name): Path<String>) -> Result<Json<()>, ApiError> {
+pub async fn beat(
+    State(state): State<HeartbeatState>,
+    Path(name): Path<String>,
+) -> Result<Json<Arc<HeartbeatAnswer>>, ApiError> {
+    let now = Instant::now();
     if state.store.is_leader() {
-        state.liveness.beat(&name, Instant::now());
-        return Ok(Json(()));
+        state.liveness.beat(&name, now);
+    } else {
+        state.store.call_leader::<_, ()>(paths::HEARTBEAT, &name).await?;
     }
-    state.store.call_leader::<_, ()>(paths::HEARTBEAT, &name).await?;
-    Ok(Json(()))
+    Ok(Json(state.answer(now)?))
 }
 
 /// Answers a heartbeat forwarded by a follower (on the raft listener).

@@ -46,7 +46,7 @@ pub fn router(
     let auth = auth::AuthState { admin: pki.admin_token.as_str().into(), store: store.clone(), cache: tokens.clone() };
     let heartbeats = Router::new()
         .route("/api/v1/nodes/{name}/heartbeat", post(heartbeat::beat))
-        .with_state(heartbeat::HeartbeatState { store: store.clone(), liveness });
+        .with_state(heartbeat::HeartbeatState::new(store.clone(), liveness));
     let modules = Router::new()
         .route("/api/v1/modules/{digest}", get(modules::get_any))
         .route("/api/v1/namespaces/{ns}/modules", get(modules::list))
@@ -81,6 +81,7 @@ pub fn router(
         .layer(axum::Extension(hub))
         .layer(axum::Extension(admission))
         .layer(axum::Extension(tokens))
+        .layer(axum::Extension(tokens::NodeCertValidity(node_cert_validity)))
         .layer(middleware::from_fn_with_state(auth, auth::require_token));
     Ok(Router::new()
         .route("/healthz", get(health::healthz))

@@ -253,6 +253,8 @@ async fn update(
         require_namespace(store, &target).await?;
         admission.admit(store, principal, &mut object).await?;
         stamp_new(&mut object);
+    } else {
+        admission.admit_status(store, principal, &object)?;
     }
     let command = Command::Update { key: target.key(name), object: to_bytes(&object), expected, scope };
     write_result(store.write(command).await?, &target, name, StatusCode::OK)
@@ -307,8 +309,8 @@ async fn delete(store: &Store, target: Target, name: &str, query: DeleteQuery) -
     let result = store.write(command).await?;
     if target.kind == Kind::Node && matches!(result, CommandResult::Ok { .. }) {
         // The host it joined with goes too: a node of that name may join anew, from anywhere.
-        let secret = ObjectKey::new(super::agents::NODE_SECRETS, None, name);
-        store.write(Command::Delete { key: secret, expected: None }).await?;
+        let host = ObjectKey::new(super::agents::NODE_HOSTS, None, name);
+        store.write(Command::Delete { key: host, expected: None }).await?;
     }
     write_result(result, &target, name, StatusCode::OK)
 }

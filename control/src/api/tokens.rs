@@ -13,6 +13,9 @@ use rand::Rng;
 use shoal_api::Reason;
 use shoal_api::token::{IssuedToken, TokenInfo, TokenRequest};
 
+use shoal_api::agent::RevokedNode;
+
+use super::agents::NODE_REVOCATIONS;
 use super::auth::{Principal, TOKENS};
 use super::error::ApiError;
 use crate::store::{Command, CommandResult, ObjectKey, Store};
@@ -84,11 +87,49 @@ pub async fn list(
     Ok(Json(stored(&store)?.into_iter().map(|(_, t)| t).collect()))
 }
 
-/// `DELETE /api/v1/tokens/{name}`.
+/// How long a node certificate is valid: a revoked node's record is kept that long, while
+/// certificates issued to it before may still be presented to its peers.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeCertValidity(pub std::time::Duration);
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// What revoking node `node`'s token writes besides deleting it: a record that makes its peers
+/// refuse the certificates it holds (the heartbeat answer carries it to every node), replacing
+/// an earlier one, and the removal of records whose certificates have all expired.
+fn revoke_node(store: &Store, node: &str, validity: NodeCertValidity) -> Result<Vec<Command>, ApiError> {
+    let now = unix_now();
+    let record = RevokedNode { node: node.to_owned(), before: now, until: now + validity.0.as_secs() as i64 + 300 };
+    let key = ObjectKey::new(NODE_REVOCATIONS, None, node);
+    let mut commands = vec![
+        Command::Delete { key: key.clone(), expected: None },
+        Command::Create { key: key.clone(), object: serde_json::to_vec(&record).expect("serializes") },
+    ];
+    for revoked in revocations(store)? {
+        if revoked.until < now && revoked.node != node {
+            commands
+                .push(Command::Delete { key: ObjectKey::new(NODE_REVOCATIONS, None, &revoked.node), expected: None });
+        }
+    }
+    Ok(commands)
+}
+
+/// Every kept revocation of a node.
+pub fn revocations(store: &Store) -> Result<Vec<RevokedNode>, ApiError> {
+    let (_, entries) = store.reader().entries(&ObjectKey::prefix(NODE_REVOCATIONS, None))?;
+    Ok(entries.into_iter().filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok()).collect())
+}
+
+/// `DELETE /api/v1/tokens/{name}`. A node token's node is revoked too: the API server stops
+/// taking the token at once on this member and within a second on the others, and the node's
+/// peers stop taking its certificates at their next heartbeat.
 pub async fn revoke(
     State(store): State<Arc<Store>>,
     Extension(principal): Extension<Principal>,
     Extension(cache): Extension<Arc<super::auth::TokenCache>>,
+    Extension(validity): Extension<NodeCertValidity>,
     Path(name): Path<String>,
 ) -> Result<Json<TokenInfo>, ApiError> {
     admin_only(&principal)?;
@@ -96,7 +137,14 @@ pub async fn revoke(
     let Some((key, info)) = stored(&store)?.into_iter().find(|(_, t)| t.name.as_str() == name) else {
         return Err(ApiError::new(Reason::NotFound, format!("token {name:?} not found")));
     };
-    let result = store.write(Command::Delete { key, expected: None }).await?;
+    let mut commands = vec![Command::Delete { key, expected: None }];
+    if info.node {
+        commands.extend(revoke_node(&store, info.name.as_str(), validity)?);
+    }
+    let result = match store.write(Command::Batch(commands)).await? {
+        CommandResult::Batch(mut results) if !results.is_empty() => results.swap_remove(0),
+        other => other,
+    };
     // Gone here at once; other members stop trusting it within their cache's TTL.
     cache.forget_all();
     match result {

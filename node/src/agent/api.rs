@@ -1,7 +1,7 @@
-//! The node agent's own API, HTTPS with the certificate the cluster CA issued this node at join:
-//! the logs of the instances running here, for `shoal logs` (called by the control plane, which
-//! presents the secret issued alongside), and Service traffic forwarded by other nodes (which
-//! present their own certificates; [`crate::proxy::forwarded`] serves it).
+//! The node agent's own API, HTTPS with the certificate the node CA issued this node: the logs
+//! of the instances running here, for `shoal logs` (called by the control plane, which presents
+//! its own certificate of the node CA, naming the control plane), and Service traffic forwarded
+//! by other nodes (which present their own certificates; [`crate::proxy::forwarded`] serves it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -31,13 +31,13 @@ fn text(status: StatusCode, message: String) -> Response {
 
 async fn logs(
     State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
+    Extension(TlsPeer(peer)): Extension<TlsPeer>,
     Path((namespace, name)): Path<(String, String)>,
     Query(query): Query<LogsQuery>,
 ) -> Response {
-    let presented =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if !presented.is_some_and(|p| shared.credentials.is_control_plane(p)) {
+    // A node's certificate comes from the same CA, and names a node.
+    let identity = peer.as_deref().and_then(|der| shoal_api::identity::of_certificate(der).ok()).map(|c| c.identity);
+    if identity != Some(shoal_api::identity::Identity::ControlPlane) {
         return text(StatusCode::UNAUTHORIZED, "this API is for the control plane only\n".into());
     }
     let key = format!("{namespace}/{name}");

@@ -1,6 +1,6 @@
-//! The node's credentials: a certificate from the node CA for the one host it joined with, and
-//! the secret the control plane presents to its agent API. Issued at join for a bounded time
-//! and renewed by [`renew`] well before they expire, while the agent API keeps serving (the
+//! The node's credentials: a certificate from the node CA for the one host it joined with and
+//! for its name. Issued at join for a bounded time and renewed by [`renew`] well before it
+//! expires, while the agent API keeps serving (the
 //! listener picks the current certificate at each handshake) and calls to other nodes use the
 //! current one.
 
@@ -40,7 +40,6 @@ fn certified(credentials: &NodeCredentials) -> anyhow::Result<CertifiedKey> {
 pub struct Credentials {
     current: Arc<Current>,
     peers: Arc<PeerClients>,
-    secret: RwLock<String>,
     server: Arc<rustls::ServerConfig>,
 }
 
@@ -49,9 +48,9 @@ impl Credentials {
     pub fn new(issued: &NodeCredentials) -> anyhow::Result<Credentials> {
         let peers = Arc::new(PeerClients::new(PeerClient::new(issued)?));
         let current = Arc::new(Current(RwLock::new(Arc::new(certified(issued)?))));
-        // Other nodes present certificates of the node CA too; the control plane, none.
+        // Other nodes and the control plane present certificates of the node CA.
         let server = shoal_api::serve::server_config_resolving(current.clone(), Some(node_ca(issued)?))?;
-        Ok(Credentials { current, peers, secret: RwLock::new(issued.secret.clone()), server })
+        Ok(Credentials { current, peers, server })
     }
 
     /// The agent API's TLS configuration (it follows renewals).
@@ -64,17 +63,11 @@ impl Credentials {
         self.peers.clone()
     }
 
-    /// Whether `presented` is the secret the control plane was given for this node.
-    pub fn is_control_plane(&self, presented: &str) -> bool {
-        shoal_api::token::constant_time_eq(presented.as_bytes(), self.secret.read().expect("secret lock").as_bytes())
-    }
-
     fn install(&self, issued: &NodeCredentials) -> anyhow::Result<()> {
         let key = Arc::new(certified(issued)?);
         let peers = PeerClient::new(issued)?;
         *self.current.0.write().expect("certificate lock") = key;
         self.peers.replace(peers);
-        *self.secret.write().expect("secret lock") = issued.secret.clone();
         Ok(())
     }
 }

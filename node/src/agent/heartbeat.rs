@@ -2,15 +2,19 @@
 //! address and labels; an operator's `unschedulable` is kept), its status once after that
 //! (capacity, `Ready=True`, the time), and then a heartbeat every `--heartbeat` to the leader,
 //! which keeps it in memory. The control plane's node lifecycle controller marks the node
-//! NotReady when the heartbeats stop, and Ready again when they resume.
+//! NotReady when the heartbeats stop, and Ready again when they resume. Each answer names the
+//! revoked nodes, whose certificates the proxy then refuses.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_api::resources::Condition;
 use shoal_api::resources::node::{Capacity, Node, NodeKind, NodeSpec, NodeStatus};
 use shoal_api::{AnyObject, Client, ClientError, Kind, Name, Object, Reason};
 use tokio_util::sync::CancellationToken;
+
+use crate::proxy::peers::Revocations;
 
 /// Creates or updates the Node object.
 pub async fn register(
@@ -52,15 +56,27 @@ fn status(capacity: &Capacity) -> NodeStatus {
 /// Beats, writes the Node's status (capacity, `Ready=True`) once, then beats every `interval` until
 /// `shutdown`. A beat is no raft write: the leader holds it in memory, and the node lifecycle
 /// controller writes the Node only when its readiness changes.
-pub async fn run(client: Client, name: Name, capacity: Capacity, interval: Duration, shutdown: CancellationToken) {
+pub async fn run(
+    client: Client,
+    name: Name,
+    capacity: Capacity,
+    interval: Duration,
+    revocations: Option<Arc<Revocations>>,
+    shutdown: CancellationToken,
+) {
     let mut node: Node = Object::new(name.clone(), None, NodeSpec::default());
     node.status = Some(status(&capacity));
     let mut status_written = false;
     loop {
         // The beat first: a node back after an absence must not show itself Ready to a leader
         // whose last beat of it is stale.
-        if let Err(e) = client.heartbeat(name.as_str()).await {
-            tracing::warn!("heartbeat failed: {e}");
+        match client.heartbeat(name.as_str()).await {
+            Ok(answer) => {
+                if let Some(revocations) = &revocations {
+                    revocations.replace(&answer.revoked);
+                }
+            }
+            Err(e) => tracing::warn!("heartbeat failed: {e}"),
         }
         if !status_written {
             match client.put_status_of::<NodeKind>(&node).await {

@@ -176,6 +176,7 @@ impl Agent {
             services: Arc::new(Services::default()),
             peer_health: PeerHealth::default(),
             peers: credentials.peers(),
+            revocations: Arc::default(),
             ingress_domains: config.ingress_domains.clone(),
             cluster_domain: config.cluster_domain.trim_end_matches('.').to_ascii_lowercase(),
             guest_slots: FairGate::new(config.guest_slots),
@@ -207,6 +208,7 @@ impl Agent {
             config.name.clone(),
             config.capacity.clone(),
             config.heartbeat,
+            Some(proxy.revocations.clone()),
             shutdown.clone(),
         ));
         tasks.spawn(supervisor::run(shared.clone(), shutdown.clone()));

@@ -1,5 +1,6 @@
 //! Service traffic another node forwards here, to the agent API: the sender must have presented
-//! a certificate of the node CA, and must say who the caller is; the Service's fence is checked
+//! a certificate of the node CA that names a node whose credentials are not revoked, and must
+//! say who the caller is; the Service's fence is checked
 //! again here (the sending node checked too), and the request is served by an instance on this
 //! node or not at all (one hop).
 
@@ -19,8 +20,12 @@ fn text(status: StatusCode, message: String) -> Response {
 
 /// Serves one forwarded request.
 pub async fn handle(proxy: Arc<Proxy>, TlsPeer(peer): TlsPeer, request: axum::extract::Request) -> Response {
-    if peer.is_none() {
+    let Some(peer) = peer else {
         return text(StatusCode::UNAUTHORIZED, "service traffic needs a node certificate of this cluster\n".into());
+    };
+    // Checked on every request, not once per connection: a revocation ends a kept-alive one too.
+    if let Err(why) = proxy.revocations.node_of(&peer) {
+        return text(StatusCode::UNAUTHORIZED, format!("service traffic refused: {why}\n"));
     }
     let named = request.headers().get(SERVICE_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.split_once('/'));
     let Some(service) = named.and_then(|(ns, name)| proxy.services.get(ns, name)) else {

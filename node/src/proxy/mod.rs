@@ -29,7 +29,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
-use self::peers::{Caller, PeerClients};
+use self::peers::{Caller, PeerClients, Revocations};
 use self::routes::{Lookup, Routes};
 use self::services::{PeerHealth, ServiceRoute, Services};
 use crate::runtime::http::{Body, RequestError};
@@ -47,6 +47,8 @@ pub struct Proxy {
     pub peer_health: PeerHealth,
     /// This node's client of other nodes (with its current certificate, renewed by the agent).
     pub peers: Arc<PeerClients>,
+    /// Nodes whose certificates are refused (the agent keeps it current from its heartbeats).
+    pub revocations: Arc<Revocations>,
     /// Domains the ingress routes `<name>.<namespace>.<domain>` for.
     pub ingress_domains: Vec<String>,
     /// The cluster domain, lower case, without a trailing dot.

@@ -71,6 +71,32 @@ pub fn strip_own(headers: &mut http::HeaderMap) {
     }
 }
 
+/// Nodes whose certificates are no longer taken: those that begin at or before the time kept
+/// for the node (its revocation, told by the control plane in every heartbeat answer).
+#[derive(Default)]
+pub struct Revocations(std::sync::RwLock<std::collections::HashMap<String, i64>>);
+
+impl Revocations {
+    /// Replaces what is known with `revoked` (the whole current list).
+    pub fn replace(&self, revoked: &[shoal_api::agent::RevokedNode]) {
+        let known = revoked.iter().map(|r| (r.node.clone(), r.before)).collect();
+        *self.0.write().expect("revocations lock") = known;
+    }
+
+    /// Which node the (verified) certificate `der` is, if it is a node's and still good.
+    pub fn node_of(&self, der: &[u8]) -> Result<String, String> {
+        use shoal_api::identity::{Identity, of_certificate};
+        let cert = of_certificate(der).map_err(|e| e.to_string())?;
+        let Identity::Node(node) = cert.identity else {
+            return Err("the certificate is not a node's".into());
+        };
+        match self.0.read().expect("revocations lock").get(&node) {
+            Some(before) if cert.not_before <= *before => Err(format!("node {node}'s credentials were revoked")),
+            _ => Ok(node),
+        }
+    }
+}
+
 /// A client of other nodes' agent APIs, authenticated with this node's certificate.
 #[derive(Clone)]
 pub struct PeerClient {
