@@ -189,6 +189,21 @@ async fn tenants_cannot_make_instances_write_status_or_ask_for_a_million_replica
     assert_eq!(refused.reason(), Some(Reason::Invalid), "{refused}");
     assert!(refused.to_string().contains("spec.replicas"), "{refused}");
     assert_eq!(instances_in(&beta, "beta").await, 0);
+
+    // A status in what a tenant creates is dropped (here, endpoints that would send traffic
+    // somewhere): only the controllers write it.
+    let forged = AnyObject::from_json(
+        Kind::Service,
+        &serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Service",
+            "metadata": {"name": "forged", "namespace": "beta"},
+            "spec": {"selector": {"workload": "nothing"}},
+            "status": {"endpoints": [{"node": "n9", "address": "10.9.9.9", "port": 80, "peer": "10.9.9.9:443"}]}}),
+    )
+    .unwrap();
+    for made in [beta.create(&forged).await.unwrap(), beta.get(Kind::Service, Some("beta"), "forged").await.unwrap()] {
+        let AnyObject::Service(service) = made else { unreachable!() };
+        assert!(service.status.is_none_or(|s| s.endpoints.is_empty()), "a tenant wrote a status");
+    }
 }
 
 #[tokio::test]
@@ -284,7 +299,7 @@ async fn a_node_token_gets_a_short_lived_certificate_for_its_own_host_only() {
     assert!(issued.renew_after_secs > 0 && (issued.renew_after_secs as i64) < lifetime);
     let names: Vec<String> =
         cert.subject_alternative_name().unwrap().unwrap().value.general_names.iter().map(|n| n.to_string()).collect();
-    assert_eq!(names, ["IPAddress(7f:00:00:01)", "URI(spiffe://shoal/node/n1)"], "127.0.0.1, its name, nothing else");
+    assert_eq!(names, ["IPAddress(7f:00:00:01)", "URI(spiffe://shoal/node/n1/0)"], "127.0.0.1, its name, nothing else");
     assert!(cert.issuer().to_string().contains("shoal node CA"), "{}", cert.issuer());
 
     // The host is fixed at the first request: another is refused, the same one renewed.
@@ -329,6 +344,8 @@ async fn a_node_token_gets_a_short_lived_certificate_for_its_own_host_only() {
     };
     n1.put_status(&status(10)).await.unwrap();
     n1.put_status(&status(5)).await.unwrap();
+    // Reporting nothing first does not reset the ceiling.
+    n1.put_status(&status(0)).await.unwrap();
     let refused = n1.put_status(&status(1_000_000)).await.unwrap_err();
     assert_eq!(refused.reason(), Some(Reason::Forbidden), "{refused}");
     assert!(refused.to_string().contains("status.capacity.instances"), "{refused}");
@@ -349,7 +366,7 @@ fn agent_client_as(credentials: &shoal_api::agent::NodeCredentials) -> reqwest::
 #[tokio::test]
 async fn a_revoked_node_is_refused_by_its_peers_and_a_node_certificate_reads_no_logs() {
     let dir = tempfile::tempdir().unwrap();
-    let control = ControlProcess::start(dir.path(), &[]);
+    let control = ControlProcess::start(dir.path(), &["--watch-bookmark-interval", "1s"]);
     let admin = control.client();
     let _victim = NodeProcess::start(&control, "n2", &[]);
     let agent = wait_for(Duration::from_secs(10), "node n2 registered with its agent address", || async {
@@ -387,9 +404,18 @@ async fn a_revoked_node_is_refused_by_its_peers_and_a_node_certificate_reads_no_
     let logs = as_n1.get(format!("https://{agent}/logs/default/anything")).send().await.unwrap();
     assert_eq!(logs.status().as_u16(), 401, "{}", logs.text().await.unwrap());
 
-    // Revoked: the token is refused at once, and n2 refuses n1's certificate, still within its
-    // validity, at its next heartbeat (well within 60 s), on the connection n1 keeps open too.
+    // Revoked: the token is refused at once, its open watch ends, and n2 refuses n1's
+    // certificate, still within its validity, at its next heartbeat (well within 60 s), on the
+    // connection n1 keeps open too.
+    let watch = admin.with_token(&token).watch(Kind::Service, None, 0).await.unwrap();
     admin.delete_token("n1").await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        use futures::StreamExt;
+        let mut watch = std::pin::pin!(watch);
+        while let Some(Ok(_)) = watch.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the revoked token's watch is still open after 10 s");
     let refused = join(token).await.unwrap_err();
     assert_eq!(refused.reason(), Some(Reason::Unauthorized), "{refused}");
     let body = wait_for(Duration::from_secs(10), "n2 refusing the revoked node's certificate", || {
@@ -537,7 +563,7 @@ async fn a_node_renews_its_certificate_and_keeps_serving() {
     })
     .await;
     // Past the first certificate's 3 s: the control plane still reaches the agent API (logs go
-    // through it), so the agent serves the renewed certificate and knows the renewed secret.
+    // through it), so the agent serves the renewed certificate.
     let logs = client.logs("default", running[0].metadata.name.as_str(), false).await.unwrap();
     drop(logs);
     let (status, body) =

@@ -320,7 +320,7 @@ async fn a_node_token_reaches_only_its_own_node_and_instances() {
     let err = n2.node_credentials("n1", &shoal_api::agent::CredentialsRequest { hosts: vec![] }).await.unwrap_err();
     assert_eq!(err.reason(), Some(Reason::Forbidden), "{err}");
 
-    // n1's agent API answers only the control plane (which holds n1's secret).
+    // n1's agent API answers only the control plane (its own certificate of the node CA).
     let shoal_api::AnyObject::Node(n1) = admin.get(shoal_api::Kind::Node, None, "n1").await.unwrap() else { panic!() };
     let url = format!("https://{}/logs/default/{}", n1.spec.agent_address, pending.metadata.name);
     // A node's certificate comes from the node CA: whoever trusts the cluster CA (the API

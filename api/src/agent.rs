@@ -40,23 +40,28 @@ impl std::fmt::Debug for NodeCredentials {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HeartbeatAnswer {
-    /// Nodes whose tokens were revoked, while certificates issued to them before may still be
-    /// within their validity: a node refuses those certificates from its peers.
+    /// Which list of revocations this is; a node that sends it back with its next beat
+    /// (`?revocations=TAG`) gets no list while it is unchanged.
     #[serde(default)]
-    pub revoked: Vec<RevokedNode>,
+    pub revocations_tag: u64,
+    /// Nodes whose tokens were revoked while certificates issued to them before may still be
+    /// within their validity (a node refuses those certificates from its peers); `None` when
+    /// unchanged since the tag the node sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Vec<RevokedNode>>,
 }
 
-/// A node whose certificates that begin before `before` are no longer good.
+/// A node whose certificates of a generation before `generation` are no longer good.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RevokedNode {
     /// The node's name.
     pub node: String,
-    /// Seconds since the epoch: certificates of the node with an earlier or equal `notBefore`
-    /// are refused.
-    pub before: i64,
-    /// Seconds since the epoch after which no such certificate is valid anyway (the record
-    /// may then be dropped).
+    /// The generation its certificates are issued in from now on (see
+    /// [`crate::identity`]); older ones are refused.
+    pub generation: u64,
+    /// Seconds since the epoch after which no older certificate is valid anyway (the record
+    /// is then no longer sent; its generation is kept for the node's next certificates).
     pub until: i64,
 }
 

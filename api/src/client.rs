@@ -311,9 +311,13 @@ impl Client {
 
     /// Tells the control plane that node `name` (this node token's own) is alive. The beat is
     /// held in the raft leader's memory. The answer names the nodes whose certificates are
-    /// revoked.
-    pub async fn heartbeat(&self, name: &str) -> Result<crate::agent::HeartbeatAnswer, ClientError> {
-        let path = format!("/api/v1/nodes/{name}/heartbeat");
+    /// revoked, unless they are those of `known_revocations` (the tag of an earlier answer).
+    pub async fn heartbeat(
+        &self,
+        name: &str,
+        known_revocations: u64,
+    ) -> Result<crate::agent::HeartbeatAnswer, ClientError> {
+        let path = format!("/api/v1/nodes/{name}/heartbeat?revocations={known_revocations}");
         let response = self.send(Method::POST, &path, None, Some(Duration::from_secs(10))).await?;
         let url = format!("{}{path}", self.base);
         let bytes = response.bytes().await.map_err(|source| ClientError::Transport { url, source })?;

@@ -83,6 +83,14 @@ fn validate_typed<R: Resource>(object: &Object<R>) -> Result<(), FieldError> {
 }
 
 impl AnyObject {
+    /// Drops its status: what a write of its spec by anyone but the admin may not set (the
+    /// controllers and nodes write statuses, through the status path).
+    pub fn clear_status(&mut self) {
+        each_kind!(self, |o, _R| {
+            o.status = None;
+        })
+    }
+
     /// Its kind.
     pub fn kind(&self) -> Kind {
         each_kind!(self, |_o, R| R::KIND)

@@ -141,23 +141,23 @@ impl Pki {
     }
 
     /// A certificate for node `node`'s agent API and its calls to other nodes, valid for
-    /// `host` and the node's identity URI ([`shoal_api::identity`]), for `validity`, signed by
-    /// the node CA: (certificate chain PEM ending with the node CA, private key PEM). It
-    /// begins after `not_before_floor` (seconds since the epoch) when given: the moment the
-    /// node's last revocation took effect, so that peers refusing the older ones take this one.
+    /// `host` and the node's identity URI in `generation` ([`shoal_api::identity`]), for
+    /// `validity`, signed by the node CA: (certificate chain PEM ending with the node CA,
+    /// private key PEM).
     pub fn issue_node_pem(
         &self,
         host: &str,
         node: &str,
+        generation: u64,
         validity: std::time::Duration,
-        not_before_floor: Option<i64>,
     ) -> Result<(String, String), PkiError> {
         let mut params = CertificateParams::new(vec![host.to_owned()])?;
-        params.subject_alt_names.push(SanType::URI(Ia5String::try_from(shoal_api::identity::node_uri(node))?));
+        let uri = shoal_api::identity::node_uri(node, generation);
+        params.subject_alt_names.push(SanType::URI(Ia5String::try_from(uri)?));
         params.distinguished_name.push(DnType::CommonName, format!("shoal node {node}"));
         params.extended_key_usages =
             vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        self.sign_by_node_ca(params, validity, not_before_floor)
+        self.sign_by_node_ca(params, validity)
     }
 
     /// The control plane's client certificate for calling node agents: the control-plane
@@ -168,24 +168,18 @@ impl Pki {
         params.subject_alt_names.push(SanType::URI(Ia5String::try_from(shoal_api::identity::CONTROL_PLANE_URI)?));
         params.distinguished_name.push(DnType::CommonName, "shoal control plane (client of nodes)");
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        self.sign_by_node_ca(params, validity, None)
+        self.sign_by_node_ca(params, validity)
     }
 
     fn sign_by_node_ca(
         &self,
         mut params: CertificateParams,
         validity: std::time::Duration,
-        not_before_floor: Option<i64>,
     ) -> Result<(String, String), PkiError> {
         let key = KeyPair::generate()?;
         let now = time::OffsetDateTime::now_utc();
-        // A little slack before now, for clocks a few minutes apart, but never reaching back
-        // to a revocation.
-        let mut not_before = now - time::Duration::minutes(5);
-        if let Some(floor) = not_before_floor.and_then(|f| time::OffsetDateTime::from_unix_timestamp(f + 1).ok()) {
-            not_before = not_before.max(floor.min(now));
-        }
-        params.not_before = not_before;
+        // A little slack before now, for clocks a few minutes apart.
+        params.not_before = now - time::Duration::minutes(5);
         params.not_after = now + validity;
         let issuer = Issuer::new(ca_params(NODE_CA_NAME)?, &self.node_ca_key);
         let cert = params.signed_by(&key, &issuer)?;

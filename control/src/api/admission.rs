@@ -18,10 +18,10 @@ use shoal_api::resources::node::{Capacity, Node};
 use shoal_api::resources::service::Service;
 use shoal_api::{AnyObject, Kind, Reason};
 
-use super::agents::NODE_HOSTS;
 use super::auth::Principal;
 use super::error::ApiError;
-use crate::store::{ObjectKey, Store};
+use super::registration;
+use crate::store::{Command, ObjectKey, Store};
 
 /// The cluster's settings admission needs.
 #[derive(Debug, Clone)]
@@ -91,33 +91,42 @@ impl Admission {
     }
 
     /// Checks a status `object` written by `principal`: a node reporting its Node may not
-    /// raise its capacity (or allocatable) above what is stored, which its first report set,
-    /// so that a node's token cannot make it draw the cluster's instances; an admin may.
-    pub fn admit_status(&self, store: &Store, principal: &Principal, object: &AnyObject) -> Result<(), ApiError> {
-        let AnyObject::Node(node) = object else { return Ok(()) };
-        if principal.node().is_none() {
-            return Ok(());
-        }
+    /// raise its capacity (or allocatable) above the ceiling in its registration, which its
+    /// first report sets, so that a node's token cannot make it draw the cluster's instances;
+    /// an admin's report sets the ceiling. Returns the registration's writes to make with the
+    /// status.
+    pub fn admit_status(
+        &self,
+        store: &Store,
+        principal: &Principal,
+        object: &AnyObject,
+    ) -> Result<Vec<Command>, ApiError> {
+        let AnyObject::Node(node) = object else { return Ok(Vec::new()) };
+        let Some(reported) = node.status.as_ref() else { return Ok(Vec::new()) };
         let name = node.metadata.name.as_str();
-        let Some(bytes) = store.reader().get(&ObjectKey::new(Kind::Node.plural(), None, name))? else { return Ok(()) };
-        let stored: Node = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::new(Reason::Internal, format!("stored node {name} is damaged: {e}")))?;
-        let (Some(stored), Some(reported)) = (stored.status, node.status.as_ref()) else { return Ok(()) };
-        if stored.capacity == Default::default() {
-            return Ok(());
-        }
-        for (field, reported) in [("capacity", &reported.capacity), ("allocatable", &reported.allocatable)] {
-            if let Some(what) = raises(&stored.capacity, reported) {
-                return Err(ApiError::new(
-                    Reason::Forbidden,
-                    format!(
-                        "node {name} may not raise status.{field}.{what} above the {what} it registered with (an \
-                         admin may, or delete the Node to let it register anew)"
-                    ),
-                ));
+        let registration = registration::read(store, name)?.unwrap_or_default();
+        match (&registration.capacity, principal.node().is_some()) {
+            (Some(ceiling), true) => {
+                for (field, reported) in [("capacity", &reported.capacity), ("allocatable", &reported.allocatable)] {
+                    if let Some(what) = raises(ceiling, reported) {
+                        return Err(ApiError::new(
+                            Reason::Forbidden,
+                            format!(
+                                "node {name} may not raise status.{field}.{what} above the {what} it registered \
+                                 with (an admin may, or delete the Node to let it register anew)"
+                            ),
+                        ));
+                    }
+                }
+                Ok(Vec::new())
             }
+            // The first report, or an admin's: it sets the ceiling.
+            _ if registration.capacity.as_ref() == Some(&reported.capacity) => Ok(Vec::new()),
+            _ => Ok(registration::write(
+                name,
+                &registration::Registration { capacity: Some(reported.capacity.clone()), ..registration },
+            )),
         }
-        Ok(())
     }
 
     /// Whether namespace `ns` owns `host` without a grant.
@@ -200,11 +209,7 @@ fn raises(ceiling: &Capacity, reported: &Capacity) -> Option<&'static str> {
 fn fence_node(store: &Store, node: &Node) -> Result<(), ApiError> {
     let name = node.metadata.name.as_str();
     let refuse = |what: String| Err(ApiError::new(Reason::Forbidden, format!("node {name} may not {what}")));
-    if let Some(bytes) = store.reader().get(&ObjectKey::new(NODE_HOSTS, None, name))?
-        && let Some(fixed) = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("host").and_then(|h| h.as_str()).map(str::to_owned))
-    {
+    if let Some(fixed) = registration::read(store, name)?.and_then(|r| r.host) {
         for (field, address) in [("address", &node.spec.address), ("agentAddress", &node.spec.agent_address)] {
             if !address.is_empty() && host_of(address) != fixed {
                 return refuse(format!("set spec.{field} to {address}: it joined as {fixed}"));

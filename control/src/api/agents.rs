@@ -2,9 +2,9 @@
 //! reaching its agent API on a user's behalf (`shoal logs`), so that users talk to the API
 //! server only, whichever node an instance runs on.
 //!
-//! The node CA issues a node a certificate for the one host it joined with (kept in the
-//! replicated store under a key the object API cannot reach, `nodehosts//<node>`, and fixed
-//! from then on) and for its name, for a bounded time (the agent renews it). The control plane
+//! The node CA issues a node a certificate for the one host it joined with (kept in its
+//! [`registration`] and fixed from then on) and for its name and generation, for a bounded
+//! time (the agent renews it). The control plane
 //! calls agents with a client certificate of its own from the same CA, which names the control
 //! plane and nothing else, and takes an agent's answer only from the certificate of the node it
 //! meant to reach. No secret is shared: a stolen store or backup reaches no agent.
@@ -24,14 +24,10 @@ use shoal_api::{Kind, Reason};
 
 use super::auth::Principal;
 use super::error::ApiError;
+use super::registration;
 use crate::pki::Pki;
 use crate::store::{Command, CommandResult, ObjectKey, Store};
-
-/// Key prefix ("kind") of the host each node joined with.
-pub const NODE_HOSTS: &str = "nodehosts";
-
-/// Key prefix ("kind") of revoked nodes (records of [`shoal_api::agent::RevokedNode`]).
-pub const NODE_REVOCATIONS: &str = "noderevocations";
+use shoal_api::identity::Identity;
 
 /// What the handlers need.
 #[derive(Clone)]
@@ -82,23 +78,13 @@ fn agent_client(pki: &Pki, validity: std::time::Duration) -> anyhow::Result<reqw
         .build()?)
 }
 
-#[derive(serde::Serialize, Deserialize)]
-struct StoredHost {
-    /// The host the node's certificate names, fixed at its first join.
-    host: String,
-}
-
-/// When node `name` was last revoked (seconds since the epoch), if its record is kept.
-fn revoked_at(store: &Store, name: &str) -> Result<Option<i64>, ApiError> {
-    let Some(bytes) = store.reader().get(&ObjectKey::new(NODE_REVOCATIONS, None, name))? else { return Ok(None) };
-    Ok(serde_json::from_slice::<shoal_api::agent::RevokedNode>(&bytes).ok().map(|r| r.before))
-}
-
 /// `POST /api/v1/nodes/{name}/credentials`: a fresh certificate for the node (its own token
-/// only, or the admin). A renewal for the host the node joined with writes nothing.
+/// only, or the admin), in the node's current generation. A renewal for the host the node
+/// joined with writes nothing.
 pub async fn credentials(
     State(access): State<AgentAccess>,
     Extension(principal): Extension<Principal>,
+    Extension(token): Extension<super::auth::TokenDigest>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<NodeCredentials>, ApiError> {
@@ -114,13 +100,17 @@ pub async fn credentials(
     if host.parse::<std::net::IpAddr>().is_err() && !shoal_api::resources::service::is_host_name(&host) {
         return Err(ApiError::new(Reason::Invalid, format!("hosts: {host:?} is not a host name or address")));
     }
-    let key_of = ObjectKey::new(NODE_HOSTS, None, &name);
     access.store.linearize().await?;
-    let fixed = match access.store.reader().get(&key_of)? {
-        Some(bytes) => serde_json::from_slice::<StoredHost>(&bytes).ok().map(|h| h.host),
-        None => None,
-    };
-    if let Some(fixed) = &fixed
+    // The generation first, then the token (taken from a cache by the middleware), which must
+    // still be stored now that this member has applied everything committed: a revocation
+    // deletes the token and raises the generation in one entry, so a certificate is issued
+    // either in the generation the revocation makes old, or not at all.
+    let generation = registration::generation(&access.store, &name)?;
+    if !matches!(principal, Principal::Admin) && !super::auth::is_stored(&access.store, &token)? {
+        return Err(ApiError::new(Reason::Unauthorized, "the token was revoked"));
+    }
+    let registration = registration::read(&access.store, &name)?.unwrap_or_default();
+    if let Some(fixed) = &registration.host
         && *fixed != host
         && !matches!(principal, Principal::Admin)
     {
@@ -129,34 +119,21 @@ pub async fn credentials(
             format!("node {name} joined as {fixed}, not {host}; an admin deletes the Node to let it join anew"),
         ));
     }
-    let revoked = revoked_at(&access.store, &name)?;
-    if let Some(before) = revoked {
-        // Certificates tell time in whole seconds: one issued in the second of a revocation
-        // would be refused with the revoked ones, so it waits for the next.
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let next = std::time::Duration::from_secs((before + 1).max(0) as u64);
-        tokio::time::sleep(next.saturating_sub(now)).await;
-    }
     let (cert, key) = access
         .pki
-        .issue_node_pem(&host, &name, access.node_cert_validity, revoked)
+        .issue_node_pem(&host, &name, generation, access.node_cert_validity)
         .map_err(|e| ApiError::new(Reason::Invalid, format!("hosts: {e}")))?;
-    if fixed.as_deref() != Some(host.as_str()) {
+    if registration.host.as_deref() != Some(host.as_str()) {
         // The first join, or an admin moving the node: the host is written before the
-        // certificate is handed out. Replaced whole in one entry (an update of an object
-        // without a spec would be a no-op): no reader ever sees it gone, which would let a
-        // request for another host through.
-        let stored = serde_json::to_vec(&StoredHost { host }).expect("serializes");
-        let replace = Command::Batch(vec![
-            Command::Delete { key: key_of.clone(), expected: None },
-            Command::Create { key: key_of, object: stored },
-        ]);
-        let result = match access.store.write(replace).await? {
-            CommandResult::Batch(mut results) if results.len() == 2 => results.pop().expect("two results"),
-            other => other,
+        // certificate is handed out.
+        let registration = registration::Registration { host: Some(host), ..registration };
+        let results = match access.store.write(Command::Batch(registration::write(&name, &registration))).await? {
+            CommandResult::Batch(results) => results,
+            other => vec![other],
         };
-        if !matches!(result, CommandResult::Ok { .. }) {
-            return Err(ApiError::new(Reason::Internal, format!("storing the node's host failed: {result:?}")));
+        // The deletes before it find nothing on a first join; the create is what counts.
+        if let Some(failed) = results.last().filter(|r| !matches!(r, CommandResult::Ok { .. })) {
+            return Err(ApiError::new(Reason::Internal, format!("storing the node's host failed: {failed:?}")));
         }
     }
     let renew_after_secs = (access.node_cert_validity.as_secs() / 3).max(1);
@@ -204,9 +181,15 @@ pub async fn logs(
         .get::<reqwest::tls::TlsInfo>()
         .and_then(|tls| tls.peer_certificate())
         .map(shoal_api::identity::of_certificate);
+    let generation = registration::generation(store, node_name.as_str())?;
     match presented {
-        Some(Ok(cert)) if cert.identity == shoal_api::identity::Identity::Node(node_name.to_string()) => {}
-        Some(Ok(cert)) => return Err(unreachable(format!("the agent there is {:?}, not this node", cert.identity))),
+        Some(Ok(Identity::Node { name, generation: presented }))
+            if name == node_name.as_str() && presented >= generation => {}
+        Some(Ok(identity)) => {
+            return Err(unreachable(format!(
+                "the agent there is {identity:?}, not this node in generation {generation}"
+            )));
+        }
         Some(Err(e)) => return Err(unreachable(e.to_string())),
         None => return Err(unreachable("the agent presented no certificate".into())),
     }

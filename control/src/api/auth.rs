@@ -247,6 +247,7 @@ pub async fn require_token(State(state): State<AuthState>, mut request: Request,
         return ApiError::new(Reason::Unauthorized, "missing bearer token (Authorization: Bearer <token>)")
             .into_response();
     };
+    let digest = TokenDigest(shoal_api::digest::sha256_hex(token.as_bytes()).into());
     let principal = match principal(&state, token).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -255,7 +256,18 @@ pub async fn require_token(State(state): State<AuthState>, mut request: Request,
         return e.into_response();
     }
     request.extensions_mut().insert(principal);
+    request.extensions_mut().insert(digest);
     next.run(request).await
+}
+
+/// The sha256 of the caller's bearer token (as the store keys it), for handlers that must see
+/// whether it is still stored: the middleware may have taken it from [`TokenCache`].
+#[derive(Debug, Clone)]
+pub struct TokenDigest(pub Arc<str>);
+
+/// Whether the token of `digest` is stored now (as far as this member has applied).
+pub fn is_stored(store: &Store, digest: &TokenDigest) -> Result<bool, ApiError> {
+    Ok(store.reader().get(&ObjectKey::new(TOKENS, None, &digest.0))?.is_some())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use shoal_api::agent::HeartbeatAnswer;
 
 use super::error::ApiError;
@@ -42,6 +42,7 @@ impl HeartbeatState {
         HeartbeatState { store, liveness, answer: Arc::default() }
     }
 
+    /// The revocations now (read at most once per [`ANSWER_TTL`]), tagged.
     fn answer(&self, now: Instant) -> Result<Arc<HeartbeatAnswer>, ApiError> {
         let mut kept = self.answer.lock().expect("heartbeat answer lock");
         if let Some((at, answer)) = kept.as_ref()
@@ -49,16 +50,35 @@ impl HeartbeatState {
         {
             return Ok(answer.clone());
         }
-        let answer = Arc::new(HeartbeatAnswer { revoked: super::tokens::revocations(&self.store)? });
+        let mut revoked = super::registration::live_revocations(&self.store, super::registration::unix_now())?;
+        revoked.sort_by(|a, b| a.node.cmp(&b.node));
+        let tag = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            for r in &revoked {
+                (&r.node, r.generation).hash(&mut hasher);
+            }
+            hasher.finish() | 1
+        };
+        let answer = Arc::new(HeartbeatAnswer { revocations_tag: tag, revoked: Some(revoked) });
         *kept = Some((now, answer.clone()));
         Ok(answer)
     }
+}
+
+/// Query of a heartbeat.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct BeatQuery {
+    /// The tag of the revocations the node knows.
+    #[serde(default)]
+    revocations: u64,
 }
 
 /// Records a beat of node `name`, here when this member leads, else at the leader.
 pub async fn beat(
     State(state): State<HeartbeatState>,
     Path(name): Path<String>,
+    Query(query): Query<BeatQuery>,
 ) -> Result<Json<Arc<HeartbeatAnswer>>, ApiError> {
     let now = Instant::now();
     if state.store.is_leader() {
@@ -66,7 +86,12 @@ pub async fn beat(
     } else {
         state.store.call_leader::<_, ()>(paths::HEARTBEAT, &name).await?;
     }
-    Ok(Json(state.answer(now)?))
+    let answer = state.answer(now)?;
+    if answer.revocations_tag == query.revocations {
+        // The node knows this list: only the tag goes back, however long the list.
+        return Ok(Json(Arc::new(HeartbeatAnswer { revocations_tag: answer.revocations_tag, revoked: None })));
+    }
+    Ok(Json(answer))
 }
 
 /// Answers a heartbeat forwarded by a follower (on the raft listener).

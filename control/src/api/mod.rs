@@ -11,6 +11,7 @@ pub mod health;
 pub mod heartbeat;
 pub mod modules;
 pub mod objects;
+pub mod registration;
 pub mod tokens;
 pub mod watch;
 

@@ -15,7 +15,7 @@ use shoal_api::selector::LabelSelector;
 use shoal_api::{AnyObject, Kind, Reason};
 
 use super::admission::Admission;
-use super::auth::{Principal, bound_node, may_touch_instance};
+use super::auth::{Principal, TokenDigest, bound_node, may_touch_instance};
 use super::error::ApiError;
 use super::watch::{self, WatchHub};
 use crate::store::{Command, CommandResult, ObjectKey, Store, UpdateScope};
@@ -226,6 +226,9 @@ async fn create(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let mut object = parse_body(&target, body, None)?;
+    if !matches!(principal, Principal::Admin) {
+        object.clear_status();
+    }
     let target = Target { namespace: object.namespace().map(str::to_owned), ..target };
     require_namespace(store, &target).await?;
     admission.admit(store, principal, &mut object).await?;
@@ -251,13 +254,29 @@ async fn update(
         // Only a spec update may create the object (a status update of a missing one is a 404),
         // so only it needs the namespace to exist and a uid of its own.
         require_namespace(store, &target).await?;
+        if !matches!(principal, Principal::Admin) {
+            // A spec write that makes the object keeps what the body says of its status:
+            // only the admin may say anything.
+            object.clear_status();
+        }
         admission.admit(store, principal, &mut object).await?;
         stamp_new(&mut object);
-    } else {
-        admission.admit_status(store, principal, &object)?;
+        let command = Command::Update { key: target.key(name), object: to_bytes(&object), expected, scope };
+        return write_result(store.write(command).await?, &target, name, StatusCode::OK);
     }
-    let command = Command::Update { key: target.key(name), object: to_bytes(&object), expected, scope };
-    write_result(store.write(command).await?, &target, name, StatusCode::OK)
+    let mut commands = admission.admit_status(store, principal, &object)?;
+    let update = Command::Update { key: target.key(name), object: to_bytes(&object), expected, scope };
+    if commands.is_empty() {
+        return write_result(store.write(update).await?, &target, name, StatusCode::OK);
+    }
+    // With what the status changes of the node's registration, in one entry; the update's
+    // result is the answer.
+    commands.push(update);
+    let result = match store.write(Command::Batch(commands)).await? {
+        CommandResult::Batch(mut results) => results.pop().unwrap_or(CommandResult::NotFound),
+        other => other,
+    };
+    write_result(result, &target, name, StatusCode::OK)
 }
 
 async fn get(store: &Store, target: Target, name: &str, principal: &Principal) -> Result<Response, ApiError> {
@@ -309,8 +328,7 @@ async fn delete(store: &Store, target: Target, name: &str, query: DeleteQuery) -
     let result = store.write(command).await?;
     if target.kind == Kind::Node && matches!(result, CommandResult::Ok { .. }) {
         // The host it joined with goes too: a node of that name may join anew, from anywhere.
-        let host = ObjectKey::new(super::agents::NODE_HOSTS, None, name);
-        store.write(Command::Delete { key: host, expected: None }).await?;
+        store.write(Command::Batch(super::registration::delete(name))).await?;
     }
     write_result(result, &target, name, StatusCode::OK)
 }
@@ -395,12 +413,12 @@ async fn list(
     hub: &WatchHub,
     target: Target,
     query: ListQuery,
-    principal: &Principal,
+    (principal, token): (&Principal, TokenDigest),
 ) -> Result<Response, ApiError> {
     let filter = Filter::new(&query, target.kind, principal)?;
     let prefix = ObjectKey::prefix(target.kind.plural(), target.namespace.as_deref());
     if query.watch {
-        return watch::stream(store, hub, principal, prefix, filter, query.resource_version).await;
+        return watch::stream(store, hub, (principal, token), prefix, filter, query.resource_version).await;
     }
     store.linearize().await?;
     if let Some(rev) = query.resource_version {
@@ -426,11 +444,12 @@ type S = State<Arc<Store>>;
 pub async fn list_all(
     State(store): S,
     Extension(principal): Extension<Principal>,
+    Extension(token): Extension<TokenDigest>,
     Extension(hub): Extension<Arc<WatchHub>>,
     Path(plural): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    list(store, &hub, Target::new(&plural, None)?, q, &principal).await
+    list(store, &hub, Target::new(&plural, None)?, q, (&principal, token)).await
 }
 
 /// `POST /api/v1/{plural}`: create a cluster-scoped object (or a namespaced one, in the
@@ -449,11 +468,12 @@ pub async fn create_any(
 pub async fn list_namespaced(
     State(store): S,
     Extension(principal): Extension<Principal>,
+    Extension(token): Extension<TokenDigest>,
     Extension(hub): Extension<Arc<WatchHub>>,
     Path((ns, plural)): Path<(String, String)>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    list(store, &hub, Target::new(&plural, Some(ns))?, q, &principal).await
+    list(store, &hub, Target::new(&plural, Some(ns))?, q, (&principal, token)).await
 }
 
 /// `POST /api/v1/namespaces/{ns}/{plural}`.

@@ -15,9 +15,9 @@ use shoal_api::token::{IssuedToken, TokenInfo, TokenRequest};
 
 use shoal_api::agent::RevokedNode;
 
-use super::agents::NODE_REVOCATIONS;
 use super::auth::{Principal, TOKENS};
 use super::error::ApiError;
+use super::registration::{self, NODE_REVOCATIONS};
 use crate::store::{Command, CommandResult, ObjectKey, Store};
 
 fn admin_only(principal: &Principal) -> Result<(), ApiError> {
@@ -87,39 +87,25 @@ pub async fn list(
     Ok(Json(stored(&store)?.into_iter().map(|(_, t)| t).collect()))
 }
 
-/// How long a node certificate is valid: a revoked node's record is kept that long, while
-/// certificates issued to it before may still be presented to its peers.
+/// How long a node certificate is valid: a revocation is sent to the nodes that long, while
+/// certificates issued to the node before may still be presented to its peers.
 #[derive(Debug, Clone, Copy)]
 pub struct NodeCertValidity(pub std::time::Duration);
 
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
-/// What revoking node `node`'s token writes besides deleting it: a record that makes its peers
-/// refuse the certificates it holds (the heartbeat answer carries it to every node), replacing
-/// an earlier one, and the removal of records whose certificates have all expired.
+/// What revoking node `node`'s token writes besides deleting it: its next generation, which
+/// makes its peers refuse the certificates it holds (the heartbeat answer carries it to every
+/// node) and is the generation of any certificate a node of that name is issued later. The
+/// record is kept after that (a few bytes for each node ever revoked), so that generations only
+/// grow.
 fn revoke_node(store: &Store, node: &str, validity: NodeCertValidity) -> Result<Vec<Command>, ApiError> {
-    let now = unix_now();
-    let record = RevokedNode { node: node.to_owned(), before: now, until: now + validity.0.as_secs() as i64 + 300 };
+    let now = registration::unix_now();
+    let generation = registration::generation(store, node)? + 1;
+    let record = RevokedNode { node: node.to_owned(), generation, until: now + validity.0.as_secs() as i64 + 300 };
     let key = ObjectKey::new(NODE_REVOCATIONS, None, node);
-    let mut commands = vec![
+    Ok(vec![
         Command::Delete { key: key.clone(), expected: None },
-        Command::Create { key: key.clone(), object: serde_json::to_vec(&record).expect("serializes") },
-    ];
-    for revoked in revocations(store)? {
-        if revoked.until < now && revoked.node != node {
-            commands
-                .push(Command::Delete { key: ObjectKey::new(NODE_REVOCATIONS, None, &revoked.node), expected: None });
-        }
-    }
-    Ok(commands)
-}
-
-/// Every kept revocation of a node.
-pub fn revocations(store: &Store) -> Result<Vec<RevokedNode>, ApiError> {
-    let (_, entries) = store.reader().entries(&ObjectKey::prefix(NODE_REVOCATIONS, None))?;
-    Ok(entries.into_iter().filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok()).collect())
+        Command::Create { key, object: serde_json::to_vec(&record).expect("serializes") },
+    ])
 }
 
 /// `DELETE /api/v1/tokens/{name}`. A node token's node is revoked too: the API server stops

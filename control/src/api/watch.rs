@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::response::Response;
@@ -341,7 +342,7 @@ impl WatchHub {
 pub(super) async fn stream(
     store: Arc<Store>,
     hub: &WatchHub,
-    principal: &Principal,
+    (principal, token): (&Principal, super::auth::TokenDigest),
     prefix: String,
     filter: Filter,
     from: Option<u64>,
@@ -364,23 +365,49 @@ pub(super) async fn stream(
     cursor.read().map_err(history_error)?;
     // The slot lives as long as the stream: a client that goes away frees it.
     let bookmark_every = hub_bookmarks;
-    let lines = stream::unfold((cursor, slot), move |(mut cursor, slot)| async move {
+    // A token revoked while its watch is open ends the watch within a bookmark interval.
+    let revocable =
+        Revocable { token: (!matches!(principal, Principal::Admin)).then_some(token), checked: Instant::now() };
+    let lines = stream::unfold((cursor, slot, revocable), move |(mut cursor, slot, mut revocable)| async move {
         // A quiet watch still says it is alive (and how far it has read), so that idle timeouts
         // never cut it and its client can tell it from a dead connection. The deadline runs
         // from the last line sent: batches with nothing for this watch do not put it off.
         let deadline = tokio::time::Instant::now() + bookmark_every;
         loop {
+            if !revocable.still_valid(&cursor.store, bookmark_every) {
+                return None;
+            }
             if let Some(chunk) = cursor.take_chunk() {
-                return Some((Ok::<_, std::convert::Infallible>(chunk), (cursor, slot)));
+                return Some((Ok::<_, std::convert::Infallible>(chunk), (cursor, slot, revocable)));
             }
             match tokio::time::timeout_at(deadline, cursor.next()).await {
                 Ok(true) => {}
                 Ok(false) => return None,
-                Err(_) => return Some((Ok(bookmark_line(cursor.after)), (cursor, slot))),
+                Err(_) => return Some((Ok(bookmark_line(cursor.after)), (cursor, slot, revocable))),
             }
         }
     });
     Ok(ndjson(Body::from_stream(lines)))
+}
+
+/// The token a watch was opened with, looked up again now and then.
+struct Revocable {
+    /// `None` for the admin's (which is not stored, and cannot be revoked).
+    token: Option<super::auth::TokenDigest>,
+    checked: Instant,
+}
+
+impl Revocable {
+    /// Whether the token is still stored, looked up at most once per `every`.
+    fn still_valid(&mut self, store: &Store, every: std::time::Duration) -> bool {
+        let Some(token) = &self.token else { return true };
+        if self.checked.elapsed() < every {
+            return true;
+        }
+        self.checked = Instant::now();
+        // A store that cannot be read says nothing of the token; the next look decides.
+        super::auth::is_stored(store, token).unwrap_or(true)
+    }
 }
 
 #[cfg(test)]

@@ -24,7 +24,8 @@ pub(crate) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("
 /// meet a missing table.
 pub fn open(path: &Path) -> Result<Arc<Database>, redb::Error> {
     let db = Database::create(path)?;
-    // Secrets of the cluster live in it (node secrets, token digests): its owner's only.
+    // What the cluster keeps of its tenants and nodes lives in it (token digests, node
+    // registrations): its owner's only.
     shoal_api::config::private_file(path).map_err(redb::StorageError::from)?;
     let tx = db.begin_write()?;
     tx.open_table(LOG)?;

@@ -36,7 +36,7 @@ async fn logs(
     Query(query): Query<LogsQuery>,
 ) -> Response {
     // A node's certificate comes from the same CA, and names a node.
-    let identity = peer.as_deref().and_then(|der| shoal_api::identity::of_certificate(der).ok()).map(|c| c.identity);
+    let identity = peer.as_deref().and_then(|der| shoal_api::identity::of_certificate(der).ok());
     if identity != Some(shoal_api::identity::Identity::ControlPlane) {
         return text(StatusCode::UNAUTHORIZED, "this API is for the control plane only\n".into());
     }
@@ -75,13 +75,25 @@ async fn logs(
         .into_response()
 }
 
+/// Sends Service traffic to the proxy, told by its header and never by its path (a guest's own
+/// `/logs/...` must reach the guest); everything else goes on to the agent's routes.
+async fn service_traffic_by_header(
+    State(proxy): State<Arc<crate::proxy::Proxy>>,
+    Extension(peer): Extension<TlsPeer>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.headers().contains_key(crate::proxy::peers::SERVICE_HEADER) {
+        return crate::proxy::forwarded::handle(proxy, peer, request).await;
+    }
+    next.run(request).await
+}
+
 /// The agent API router.
 pub fn router(shared: Arc<Shared>) -> Router {
     let proxy = shared.proxy.clone();
     Router::new()
         .route("/logs/{namespace}/{name}", get(logs))
-        .fallback(move |Extension(peer): Extension<TlsPeer>, request: axum::extract::Request| {
-            crate::proxy::forwarded::handle(proxy.clone(), peer, request)
-        })
         .with_state(shared)
+        .layer(axum::middleware::from_fn_with_state(proxy, service_traffic_by_header))
 }

@@ -15,7 +15,7 @@ use shoal_api::Client;
 use shoal_api::agent::{CredentialsRequest, NodeCredentials};
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::peers::{PeerClient, PeerClients, node_ca};
+use crate::proxy::peers::{PeerClient, PeerClients, Revocations, node_ca};
 
 /// How long to wait before asking again when a renewal failed.
 const RETRY: Duration = Duration::from_secs(30);
@@ -40,17 +40,19 @@ fn certified(credentials: &NodeCredentials) -> anyhow::Result<CertifiedKey> {
 pub struct Credentials {
     current: Arc<Current>,
     peers: Arc<PeerClients>,
+    revocations: Arc<Revocations>,
     server: Arc<rustls::ServerConfig>,
 }
 
 impl Credentials {
-    /// From the credentials issued at join.
-    pub fn new(issued: &NodeCredentials) -> anyhow::Result<Credentials> {
-        let peers = Arc::new(PeerClients::new(PeerClient::new(issued)?));
+    /// From the credentials issued at join; its peers are refused in generations
+    /// `revocations` refuses.
+    pub fn new(issued: &NodeCredentials, revocations: Arc<Revocations>) -> anyhow::Result<Credentials> {
+        let peers = Arc::new(PeerClients::new(PeerClient::new(issued, revocations.clone())?));
         let current = Arc::new(Current(RwLock::new(Arc::new(certified(issued)?))));
         // Other nodes and the control plane present certificates of the node CA.
         let server = shoal_api::serve::server_config_resolving(current.clone(), Some(node_ca(issued)?))?;
-        Ok(Credentials { current, peers, server })
+        Ok(Credentials { current, peers, revocations, server })
     }
 
     /// The agent API's TLS configuration (it follows renewals).
@@ -65,7 +67,7 @@ impl Credentials {
 
     fn install(&self, issued: &NodeCredentials) -> anyhow::Result<()> {
         let key = Arc::new(certified(issued)?);
-        let peers = PeerClient::new(issued)?;
+        let peers = PeerClient::new(issued, self.revocations.clone())?;
         *self.current.0.write().expect("certificate lock") = key;
         self.peers.replace(peers);
         Ok(())

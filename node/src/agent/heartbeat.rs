@@ -67,13 +67,18 @@ pub async fn run(
     let mut node: Node = Object::new(name.clone(), None, NodeSpec::default());
     node.status = Some(status(&capacity));
     let mut status_written = false;
+    // The tag of the revocations last received: while they are unchanged none are sent.
+    let mut known_revocations = 0;
     loop {
         // The beat first: a node back after an absence must not show itself Ready to a leader
         // whose last beat of it is stale.
-        match client.heartbeat(name.as_str()).await {
+        match client.heartbeat(name.as_str(), known_revocations).await {
             Ok(answer) => {
-                if let Some(revocations) = &revocations {
-                    revocations.replace(&answer.revoked);
+                if let Some(revoked) = &answer.revoked {
+                    if let Some(revocations) = &revocations {
+                        revocations.replace(revoked);
+                    }
+                    known_revocations = answer.revocations_tag;
                 }
             }
             Err(e) => tracing::warn!("heartbeat failed: {e}"),

@@ -94,6 +94,8 @@ impl Run {
             cpu_millis: spec.resources.cpu.map(|c| c.0),
             timeout: None,
         };
+        // One limit for all its requests in flight, not one each.
+        sandbox.memory_pool = spec.resources.memory.map(|m| crate::runtime::limits::MemoryPool::new(m.0));
         sandbox
     }
 

@@ -109,7 +109,7 @@ pub struct Shared {
     pub logs: Mutex<HashMap<String, LogBuffer>>,
     /// Default per-request deadline.
     pub request_timeout: Duration,
-    /// This node's certificate and agent secret, renewed as they age.
+    /// This node's certificate, renewed as it ages.
     pub credentials: Arc<Credentials>,
     /// Events about its instances, folded and paced.
     pub events: Arc<events::Events>,
@@ -164,7 +164,8 @@ impl Agent {
         let joining = || format!("joining as node {} via {}", config.name, config.client.server());
         let request = CredentialsRequest { hosts: vec![host.trim_matches(['[', ']']).to_owned()] };
         let issued = config.client.node_credentials(config.name.as_str(), &request).await.with_context(joining)?;
-        let credentials = Arc::new(Credentials::new(&issued).context("the node certificate")?);
+        let revocations = Arc::new(crate::proxy::peers::Revocations::default());
+        let credentials = Arc::new(Credentials::new(&issued, revocations.clone()).context("the node certificate")?);
         let agent_address = format!("{host}:{}", agent_addr.port());
         heartbeat::register(&config.client, &config.name, &address, &agent_address, &config.labels)
             .await
@@ -176,7 +177,7 @@ impl Agent {
             services: Arc::new(Services::default()),
             peer_health: PeerHealth::default(),
             peers: credentials.peers(),
-            revocations: Arc::default(),
+            revocations,
             ingress_domains: config.ingress_domains.clone(),
             cluster_domain: config.cluster_domain.trim_end_matches('.').to_ascii_lowercase(),
             guest_slots: FairGate::new(config.guest_slots),

@@ -108,7 +108,7 @@ async fn handle(request: hyper::Request<Incoming>, proxy: &Proxy) -> hyper::Resp
         Lookup::NotReady => {
             text_response(503, format!("workload {namespace}/{name} has no ready instance on this node\n"))
         }
-        Lookup::Ready(endpoint) => match endpoint.handle(request, true).await {
+        Lookup::Ready(endpoint) => match endpoint.handle(without_own_headers(request), true).await {
             Ok(response) => response,
             Err(e) => {
                 tracing::info!("{namespace}/{}: request failed: {e}", endpoint.instance);
@@ -116,6 +116,13 @@ async fn handle(request: hyper::Request<Incoming>, proxy: &Proxy) -> hyper::Resp
             }
         },
     }
+}
+
+/// `request` without the headers of ours a client may have set (a guest must not read a caller
+/// header the client chose).
+fn without_own_headers(mut request: hyper::Request<Incoming>) -> hyper::Request<Incoming> {
+    super::peers::strip_own(request.headers_mut());
+    request
 }
 
 async fn to_service(proxy: &Proxy, service: &ServiceRoute, request: hyper::Request<Incoming>) -> hyper::Response<Body> {

@@ -20,6 +20,7 @@ pub mod calls;
 pub mod fair;
 pub mod forwarded;
 pub mod ingress;
+pub mod peer_tls;
 pub mod peers;
 pub mod routes;
 pub mod services;
@@ -153,13 +154,13 @@ where
     for peer in peers {
         match proxy.peers.current().send(peer, (&service.namespace, &service.name), caller, &head, body.clone()).await {
             Ok(response) => {
-                proxy.peer_health.answered(peer);
+                proxy.peer_health.answered(&peer.address);
                 return Ok(response);
             }
             Err(e) => {
-                tracing::info!("{name}: node at {peer} failed: {e}");
-                proxy.peer_health.failed(peer);
-                last = format!("{peer}: {e}");
+                tracing::info!("{name}: node {} at {} failed: {e}", peer.node, peer.address);
+                proxy.peer_health.failed(&peer.address);
+                last = format!("{} at {}: {e}", peer.node, peer.address);
                 if !retry {
                     break;
                 }

@@ -4,7 +4,8 @@
 //! there, nor node certificates by the API server's clients). The receiving node serves it from its own instances only, so a request
 //! crosses at most one hop.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -14,6 +15,16 @@ use crate::runtime::http::Body;
 
 /// Names the Service (`<namespace>/<name>`) a forwarded request is for.
 pub const SERVICE_HEADER: &str = "x-shoal-service";
+
+/// A node that serves a Service: its name (its certificate must say it) and where its agent
+/// API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// The node's name.
+    pub node: String,
+    /// `host:port` of its agent API.
+    pub address: String,
+}
 
 /// Says who a forwarded request comes from: `namespace/<ns>` for a guest of that namespace,
 /// `outside` for the ingress. The receiving node checks the Service admits it.
@@ -71,36 +82,40 @@ pub fn strip_own(headers: &mut http::HeaderMap) {
     }
 }
 
-/// Nodes whose certificates are no longer taken: those that begin at or before the time kept
-/// for the node (its revocation, told by the control plane in every heartbeat answer).
+/// Nodes whose older certificates are no longer taken: a node's certificate of a generation
+/// before the one kept for it (raised by each revocation, told by the control plane in the
+/// heartbeat answers) is refused.
 #[derive(Default)]
-pub struct Revocations(std::sync::RwLock<std::collections::HashMap<String, i64>>);
+pub struct Revocations(std::sync::RwLock<std::collections::HashMap<String, u64>>);
 
 impl Revocations {
     /// Replaces what is known with `revoked` (the whole current list).
     pub fn replace(&self, revoked: &[shoal_api::agent::RevokedNode]) {
-        let known = revoked.iter().map(|r| (r.node.clone(), r.before)).collect();
+        let known = revoked.iter().map(|r| (r.node.clone(), r.generation)).collect();
         *self.0.write().expect("revocations lock") = known;
     }
 
     /// Which node the (verified) certificate `der` is, if it is a node's and still good.
     pub fn node_of(&self, der: &[u8]) -> Result<String, String> {
         use shoal_api::identity::{Identity, of_certificate};
-        let cert = of_certificate(der).map_err(|e| e.to_string())?;
-        let Identity::Node(node) = cert.identity else {
+        let Identity::Node { name, generation } = of_certificate(der).map_err(|e| e.to_string())? else {
             return Err("the certificate is not a node's".into());
         };
-        match self.0.read().expect("revocations lock").get(&node) {
-            Some(before) if cert.not_before <= *before => Err(format!("node {node}'s credentials were revoked")),
-            _ => Ok(node),
+        match self.0.read().expect("revocations lock").get(&name) {
+            Some(current) if generation < *current => Err(format!("node {name}'s credentials were revoked")),
+            _ => Ok(name),
         }
     }
 }
 
-/// A client of other nodes' agent APIs, authenticated with this node's certificate.
+/// A client of other nodes' agent APIs, authenticated with this node's certificate: one
+/// connection pool per peer node, each taking only that node's certificate
+/// ([`super::peer_tls`]).
 #[derive(Clone)]
 pub struct PeerClient {
-    http: reqwest::Client,
+    identity: Arc<super::peer_tls::Identity>,
+    revocations: Arc<Revocations>,
+    by_node: Arc<Mutex<HashMap<String, reqwest::Client>>>,
 }
 
 /// The peer client of the node's current certificate, replaced at each renewal.
@@ -123,6 +138,9 @@ impl PeerClients {
     }
 }
 
+/// The most peer nodes a node keeps clients of; past it they are all made again as needed.
+const MAX_PEER_CLIENTS: usize = 4096;
+
 /// The node CA: the last certificate of the chain issued at join.
 pub fn node_ca(credentials: &NodeCredentials) -> anyhow::Result<rustls::pki_types::CertificateDer<'static>> {
     use rustls::pki_types::CertificateDer;
@@ -132,33 +150,45 @@ pub fn node_ca(credentials: &NodeCredentials) -> anyhow::Result<rustls::pki_type
 }
 
 impl PeerClient {
-    /// A client that presents `credentials` and trusts only the node CA.
-    pub fn new(credentials: &NodeCredentials) -> anyhow::Result<PeerClient> {
+    /// A client that presents `credentials` and trusts only the node CA and the nodes it means
+    /// to reach, in generations `revocations` does not refuse.
+    pub fn new(credentials: &NodeCredentials, revocations: Arc<Revocations>) -> anyhow::Result<PeerClient> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         shoal_api::client::install_crypto_provider();
-        let ca = reqwest::Certificate::from_der(node_ca(credentials)?.as_ref())?;
-        let identity = reqwest::Identity::from_pem(format!("{}{}", credentials.key, credentials.cert).as_bytes())?;
-        let http = reqwest::Client::builder()
-            .tls_certs_only([ca])
-            .identity(identity)
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()?;
-        Ok(PeerClient { http })
+        let identity = super::peer_tls::Identity {
+            ca: node_ca(credentials)?,
+            chain: CertificateDer::pem_slice_iter(credentials.cert.as_bytes()).collect::<Result<Vec<_>, _>>()?,
+            key: PrivateKeyDer::from_pem_slice(credentials.key.as_bytes())?,
+        };
+        Ok(PeerClient { identity: Arc::new(identity), revocations, by_node: Arc::default() })
     }
 
-    /// Sends a request of `caller` for Service `namespace/name` to the node whose agent API is
-    /// at `peer`.
+    fn client_of(&self, node: &str) -> anyhow::Result<reqwest::Client> {
+        let mut by_node = self.by_node.lock().expect("peer clients lock");
+        if let Some(client) = by_node.get(node) {
+            return Ok(client.clone());
+        }
+        if by_node.len() >= MAX_PEER_CLIENTS {
+            by_node.clear();
+        }
+        let client = super::peer_tls::client_of(&self.identity, node, self.revocations.clone())?;
+        by_node.insert(node.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// Sends a request of `caller` for Service `namespace/name` to `peer`.
     pub async fn send(
         &self,
-        peer: &str,
+        peer: &Peer,
         service: (&str, &str),
         caller: &Caller,
         head: &http::request::Parts,
         body: Bytes,
-    ) -> Result<hyper::Response<Body>, reqwest::Error> {
+    ) -> anyhow::Result<hyper::Response<Body>> {
         let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut request = self.http.request(head.method.clone(), format!("https://{peer}{path}"));
+        let http = self.client_of(&peer.node)?;
+        let mut request = http.request(head.method.clone(), format!("https://{}{path}", peer.address));
         for (name, value) in head.headers.iter().filter(|(name, _)| forwarded(name.as_str())) {
             request = request.header(name, value);
         }
@@ -167,7 +197,9 @@ impl PeerClient {
             .header(CALLER_HEADER, caller.header())
             .body(body)
             .send()
-            .await?;
+            .await
+            // The chain holds why (a handshake refused for the wrong node says so).
+            .map_err(|e| anyhow::anyhow!("{:#}", anyhow::Error::from(e)))?;
         let response: http::Response<reqwest::Body> = response.into();
         Ok(response.map(|body| {
             body.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(format!("peer response body: {e}"))))

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use shoal_api::EventType;
 use shoal_api::resources::service::{Service, ServiceKind, ServiceSelector};
 
+use super::peers::Peer;
 use crate::follow::Follower;
 
 /// How long a peer whose connection failed is skipped.
@@ -24,8 +25,8 @@ pub struct ServiceRoute {
     pub name: String,
     /// Which instances back it.
     pub selector: ServiceSelector,
-    /// Agent addresses (`host:port`) of the other nodes that serve it.
-    pub peers: Vec<String>,
+    /// The other nodes that serve it.
+    pub peers: Vec<Peer>,
     /// Namespaces besides its own whose guests may call it.
     pub allow_from: Vec<String>,
     /// Whether the ingress routes its cluster-internal name from outside.
@@ -45,7 +46,11 @@ impl ServiceRoute {
             namespace,
             name: service.metadata.name.to_string(),
             selector: service.spec.selector.clone(),
-            peers: endpoints.iter().filter(|e| e.node.as_str() != own_node).filter_map(|e| e.peer.clone()).collect(),
+            peers: endpoints
+                .iter()
+                .filter(|e| e.node.as_str() != own_node)
+                .filter_map(|e| Some(Peer { node: e.node.to_string(), address: e.peer.clone()? }))
+                .collect(),
             allow_from: service.spec.allow_from_namespaces.iter().map(|n| n.to_string()).collect(),
             public: service.spec.public,
             hosts: service.spec.ingress_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
@@ -69,14 +74,14 @@ impl ServiceRoute {
     }
 
     /// The peers to try, in order: round robin across calls, peers that failed lately last.
-    pub fn peers_in_order(&self, health: &PeerHealth) -> Vec<&str> {
+    pub fn peers_in_order(&self, health: &PeerHealth) -> Vec<&Peer> {
         if self.peers.is_empty() {
             return Vec::new();
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut order: Vec<&str> =
-            (0..self.peers.len()).map(|i| self.peers[(start + i) % self.peers.len()].as_str()).collect();
-        order.sort_by_key(|peer| health.failed_lately(peer));
+        let mut order: Vec<&Peer> =
+            (0..self.peers.len()).map(|i| &self.peers[(start + i) % self.peers.len()]).collect();
+        order.sort_by_key(|peer| health.failed_lately(&peer.address));
         order
     }
 }

@@ -8,7 +8,7 @@ use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p2::bindings::Command;
 
 use super::host::{Host, P1Host, Sandbox};
-use super::limits::{self, DeadlineExceeded, MemoryGuard, MemoryLimitExceeded};
+use super::limits::{self, DeadlineExceeded, MemoryGuard, MemoryLimitExceeded, SharedMemoryExceeded};
 use super::{Program, Runtime, RuntimeError};
 
 /// Why a guest stopped other than by exiting.
@@ -80,7 +80,9 @@ pub fn classify(error: &wasmtime::Error) -> Exit {
     // The guest's backtrace is in the error's chain; the root cause is what a person needs
     // first (the trap, the limit, the deadline).
     let message = error.root_cause().to_string();
-    let reason = if error.downcast_ref::<MemoryLimitExceeded>().is_some() {
+    let reason = if error.downcast_ref::<MemoryLimitExceeded>().is_some()
+        || error.downcast_ref::<SharedMemoryExceeded>().is_some()
+    {
         StopReason::OutOfMemory
     } else if error.downcast_ref::<DeadlineExceeded>().is_some() {
         StopReason::Timeout
@@ -114,8 +116,10 @@ pub async fn run(runtime: &Runtime, program: &Program, sandbox: &Sandbox) -> Res
             })
         }
         Program::Module(module) => {
-            let host =
-                P1Host { wasi: sandbox.wasi().map_err(io)?.build_p1(), guard: MemoryGuard::new(&sandbox.limits) };
+            let host = P1Host {
+                wasi: sandbox.wasi().map_err(io)?.build_p1(),
+                guard: MemoryGuard::new(&sandbox.limits, sandbox.memory_pool.clone()),
+            };
             let mut store = Store::new(module.engine(), host);
             store.limiter(|h| &mut h.guard);
             limits::arm(&mut store, &sandbox.limits);

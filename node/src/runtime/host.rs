@@ -13,7 +13,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use super::limits::{Limits, MemoryGuard};
+use super::limits::{Limits, MemoryGuard, MemoryPool};
 use super::log::LogBuffer;
 
 /// Where a guest's stdout or stderr goes.
@@ -59,6 +59,9 @@ pub struct Sandbox {
     pub cluster: Option<Arc<dyn Cluster>>,
     /// Resource limits.
     pub limits: Limits,
+    /// The memory the instance's stores share (an HTTP instance's requests in flight), charged
+    /// as they grow; without it each store has `limits.memory` to itself.
+    pub memory_pool: Option<Arc<MemoryPool>>,
 }
 
 impl Sandbox {
@@ -74,6 +77,7 @@ impl Sandbox {
             allow_private_egress: false,
             cluster: None,
             limits: Limits::default(),
+            memory_pool: None,
         }
     }
 
@@ -209,7 +213,7 @@ impl Host {
                 allow_private_egress: sandbox.allow_private_egress,
                 cluster: sandbox.cluster.clone(),
             },
-            guard: MemoryGuard::new(&sandbox.limits),
+            guard: MemoryGuard::new(&sandbox.limits, sandbox.memory_pool.clone()),
         })
     }
 }

@@ -1,7 +1,10 @@
 //! What one instance may use, and how it is enforced.
 //!
 //! - **Memory** is a hard limit: [`MemoryGuard`] refuses any growth of a linear memory past it,
-//!   which traps the guest with [`MemoryLimitExceeded`].
+//!   which traps the guest with [`MemoryLimitExceeded`]. The requests an HTTP instance serves at
+//!   once share one limit (a [`MemoryPool`]): each request's fresh store charges the pool for
+//!   what its memories grow by and gives it back when the request ends, so `resources.memory`
+//!   bounds the instance, not each of its requests.
 //! - **CPU** is a share of one core, enforced like a CFS quota: the engine's epoch ticks every
 //!   [`EPOCH_TICK`](super::EPOCH_TICK); at each tick the instance's running time in the current
 //!   100 ms period is added up, and once it reaches the quota (e.g. 25 ms for `250m`) the
@@ -42,22 +45,87 @@ pub struct MemoryLimitExceeded {
 #[error("deadline exceeded after {0:?}")]
 pub struct DeadlineExceeded(pub Duration);
 
+/// The memory of one instance, shared by the stores of its requests in flight.
+#[derive(Debug)]
+pub struct MemoryPool {
+    limit: usize,
+    used: std::sync::atomic::AtomicUsize,
+}
+
+impl MemoryPool {
+    /// A pool of `limit` bytes.
+    pub fn new(limit: u64) -> std::sync::Arc<MemoryPool> {
+        std::sync::Arc::new(MemoryPool { limit: limit as usize, used: Default::default() })
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> usize {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Takes `bytes`, or says how much was in use if they do not fit.
+    fn charge(&self, bytes: usize) -> Result<(), usize> {
+        use std::sync::atomic::Ordering;
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .map(|_| ())
+    }
+
+    fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// The guest's requests in flight together would pass its instance's memory limit.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "memory limit exceeded: growing by {growing} bytes while the instance's requests in flight use {used}, limit {limit}"
+)]
+pub struct SharedMemoryExceeded {
+    /// What this store asked to grow by.
+    pub growing: usize,
+    /// What the instance's stores held at that moment.
+    pub used: usize,
+    /// The instance's limit.
+    pub limit: usize,
+}
+
 /// The store's resource limiter.
 pub struct MemoryGuard {
     limit: usize,
+    /// The instance's pool, and what this store has taken from it.
+    pool: Option<(std::sync::Arc<MemoryPool>, usize)>,
 }
 
 impl MemoryGuard {
-    /// A guard for `limits` (no memory limit: only the engine's own maximum applies).
-    pub fn new(limits: &Limits) -> Self {
-        MemoryGuard { limit: limits.memory.map_or(usize::MAX, |m| m as usize) }
+    /// A guard for `limits` (no memory limit: only the engine's own maximum applies), charging
+    /// `pool` when given.
+    pub fn new(limits: &Limits, pool: Option<std::sync::Arc<MemoryPool>>) -> Self {
+        MemoryGuard { limit: limits.memory.map_or(usize::MAX, |m| m as usize), pool: pool.map(|p| (p, 0)) }
+    }
+}
+
+impl Drop for MemoryGuard {
+    fn drop(&mut self) {
+        if let Some((pool, taken)) = &self.pool {
+            pool.release(*taken);
+        }
     }
 }
 
 impl ResourceLimiter for MemoryGuard {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.limit {
             return Err(wasmtime::Error::new(MemoryLimitExceeded { desired, limit: self.limit }));
+        }
+        if let Some((pool, taken)) = &mut self.pool {
+            let growing = desired.saturating_sub(current);
+            if let Err(used) = pool.charge(growing) {
+                return Err(wasmtime::Error::new(SharedMemoryExceeded { growing, used, limit: pool.limit }));
+            }
+            *taken += growing;
         }
         Ok(true)
     }
