@@ -839,3 +839,60 @@ async fn a_flood_of_refusals_is_one_event_written_at_a_pace_and_events_expire() 
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_instance_s_requests_in_flight_share_its_memory_limit() {
+    use common::workloads::{apply, get, http};
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let node = NodeProcess::start(&control, "n1", &[]);
+    let spec = "  concurrency: 4\n  resources:\n    memory: 48Mi\n";
+    apply(&control, "trouble", &common::workloads::workload_yaml("trouble", "$TROUBLE", spec));
+    common::workloads::wait_running(&control.client(), "trouble", 1, None, Duration::from_secs(30)).await;
+    // Three requests that each take 20 MiB and hold it: each alone fits in 48Mi, and two
+    // together do, but not three. Without a shared limit all three would run (60 MiB).
+    let http = http();
+    let held = futures::future::join_all(
+        (0..3).map(|_| get(&http, &node.ingress, "trouble.default.localhost", "/hold/20/2000")),
+    )
+    .await;
+    let ok = held.iter().filter(|(status, _)| *status == 200).count();
+    let refused: Vec<_> = held.iter().filter(|(status, _)| *status == 500).collect();
+    assert_eq!((ok, refused.len()), (2, 1), "{held:?}");
+    assert!(refused[0].1.contains("requests in flight use"), "{held:?}");
+    // What the requests held is given back when they end.
+    for _ in 0..2 {
+        let (status, body) = get(&http, &node.ingress, "trouble.default.localhost", "/hold/40/10").await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_guest_that_calls_itself_is_cut_off_at_the_hop_limit() {
+    use common::workloads::{apply, get, http};
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let node = NodeProcess::start(&control, "n1", &[]);
+    // A frontend whose upstream is its own Service; room for the whole chain in one instance.
+    let yaml = "apiVersion: shoal.dev/v1\nkind: Workload\nmetadata:\n  name: loop\n  namespace: default\n\
+                spec:\n  module: $FRONTEND\n  concurrency: 16\n  env:\n  - name: API_URL\n    \
+                value: http://loop.default.svc.cluster.local/\n---\n\
+                apiVersion: shoal.dev/v1\nkind: Service\nmetadata:\n  name: loop\n  namespace: default\n\
+                spec:\n  selector:\n    workload: loop\n  ports:\n  - name: http\n    port: 80\n";
+    apply(&control, "loop", yaml);
+    let client = control.client();
+    common::workloads::wait_running(&client, "loop", 1, None, Duration::from_secs(30)).await;
+    let started = std::time::Instant::now();
+    let (status, body) = get(&http(), &node.ingress, "loop.default.localhost", "/").await;
+    assert!(started.elapsed() < Duration::from_secs(5), "answered after {:?}", started.elapsed());
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body.matches("frontend got:").count(), 8, "8 calls were made, the 9th refused: {body}");
+    wait_for(Duration::from_secs(10), "an OutboundDenied event naming the hop limit", || async {
+        let events = client.list_of::<EventKind>(Some("default")).await.unwrap().items;
+        events.into_iter().find(|e| e.spec.reason == "OutboundDenied" && e.spec.message.contains("past the limit of 8"))
+    })
+    .await;
+    // The node still serves (the instance is free again).
+    let (status, _) = get(&http(), &node.ingress, "loop.default.localhost", "/").await;
+    assert_eq!(status, 502);
+}

@@ -12,7 +12,12 @@ use wasmtime_wasi_http::{Error, WasiBody};
 use super::Proxy;
 use super::ingress::{bare_host, cluster_service};
 use super::peers::Caller;
-use crate::runtime::host::{Cluster, ClusterCall};
+use crate::runtime::host::{Cluster, ClusterCall, Hops};
+
+/// The longest chain of calls between guests one request from outside may set off: a guest
+/// that calls its own Service (or two that call each other) is refused at this depth instead of
+/// filling the node with requests that wait on each other.
+pub const MAX_CALL_HOPS: u32 = 8;
 
 /// Where an instance's refused calls are reported, with a message that says why.
 pub type Refusals = Arc<dyn Fn(String) + Send + Sync>;
@@ -56,6 +61,14 @@ impl Cluster for InstanceCluster {
         let Some(service) = proxy.services.get(namespace, name) else {
             return self.refuse(format!("outbound request to {host}: no service {namespace}/{name}"));
         };
+        let hops = request.extensions().get::<Hops>().copied().unwrap_or_default();
+        if hops.0 > MAX_CALL_HOPS {
+            return self.refuse(format!(
+                "outbound request to {host}: it would be call {} of a chain between guests, past the limit of \
+                 {MAX_CALL_HOPS} (does a guest call itself?)",
+                hops.0
+            ));
+        }
         if !service.admits(&self.namespace) {
             return self.refuse(format!(
                 "outbound request to {host}: service {namespace}/{name} does not admit callers from namespace {:?} \

@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use shoal_api::serve::TlsPeer;
 
 use super::Proxy;
-use super::peers::{CALLER_HEADER, Caller, SERVICE_HEADER};
+use super::peers::{CALLER_HEADER, Caller, HOPS_HEADER, SERVICE_HEADER};
+use crate::runtime::host::Hops;
 
 fn text(status: StatusCode, message: String) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
@@ -44,7 +45,9 @@ pub async fn handle(proxy: Arc<Proxy>, TlsPeer(peer): TlsPeer, request: axum::ex
         );
         return text(StatusCode::FORBIDDEN, message);
     }
-    let request = request.map(super::axum_body);
+    let hops = request.headers().get(HOPS_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let mut request = request.map(super::axum_body);
+    request.extensions_mut().insert(Hops(hops.unwrap_or(0)));
     match super::serve_here(&proxy, &service, &caller, request).await {
         Ok(Ok(response)) => response.map(Body::new),
         Ok(Err(e)) => text(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY), format!("{e}\n")),

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use shoal_api::agent::NodeCredentials;
 
+use crate::runtime::host::Hops;
 use crate::runtime::http::Body;
 
 /// Names the Service (`<namespace>/<name>`) a forwarded request is for.
@@ -29,6 +30,10 @@ pub struct Peer {
 /// Says who a forwarded request comes from: `namespace/<ns>` for a guest of that namespace,
 /// `outside` for the ingress. The receiving node checks the Service admits it.
 pub const CALLER_HEADER: &str = "x-shoal-caller";
+
+/// Says how many calls between guests led to a forwarded request (see
+/// [`crate::runtime::host::Hops`]).
+pub const HOPS_HEADER: &str = "x-shoal-hops";
 
 /// Headers of ours: never taken from a caller (a guest setting `x-shoal-service` must not pick
 /// the Service the next node serves it).
@@ -195,6 +200,7 @@ impl PeerClient {
         let response = request
             .header(SERVICE_HEADER, format!("{}/{}", service.0, service.1))
             .header(CALLER_HEADER, caller.header())
+            .header(HOPS_HEADER, head.extensions.get::<Hops>().copied().unwrap_or_default().0)
             .body(body)
             .send()
             .await

@@ -138,7 +138,15 @@ pub struct Outbound {
     allowed_hosts: Vec<String>,
     allow_private_egress: bool,
     cluster: Option<Arc<dyn Cluster>>,
+    /// How many calls between guests led to the request this store serves.
+    hops: u32,
 }
+
+/// How many calls between guests led to a request (a request extension): 0 for a request from
+/// outside the cluster. A guest's call to a Service is one more than the request it serves, so
+/// the cluster can refuse a chain past its limit (a guest calling itself).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hops(pub u32);
 
 impl WasiHttpHooks for Outbound {
     fn send_request(
@@ -155,6 +163,8 @@ impl WasiHttpHooks for Outbound {
             > + Send,
     > {
         let host = request.uri().host().unwrap_or_default().to_ascii_lowercase();
+        let mut request = request;
+        request.extensions_mut().insert(Hops(self.hops.saturating_add(1)));
         let request = match &self.cluster {
             None => request,
             Some(cluster) => match cluster.call(&host, request) {
@@ -212,9 +222,17 @@ impl Host {
                 allowed_hosts: sandbox.allowed_hosts.clone(),
                 allow_private_egress: sandbox.allow_private_egress,
                 cluster: sandbox.cluster.clone(),
+                hops: 0,
             },
             guard: MemoryGuard::new(&sandbox.limits, sandbox.memory_pool.clone()),
         })
+    }
+}
+
+impl Host {
+    /// Says how many calls between guests led to the request this store serves.
+    pub fn set_hops(&mut self, hops: Hops) {
+        self.outbound.hops = hops.0;
     }
 }
 

@@ -124,6 +124,7 @@ impl HttpApp {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let mut store = self.new_store(sandbox)?;
+        store.data_mut().set_hops(request.extensions().get::<super::host::Hops>().copied().unwrap_or_default());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let host_err = |e: wasmtime::Error| RequestError::Host(format!("{e:#}"));
         let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, request).map_err(host_err)?;

@@ -6,6 +6,8 @@
 //! - `/stack`: recurse without end;
 //! - `/file`: read `/etc/passwd` (no directory is granted);
 //! - `/unready`: answer 503 (a readiness probe that never passes);
+//! - `/hold/<MiB>/<ms>`: take that much memory, touched, and keep it that long (to show that
+//!   an instance's requests in flight share its memory limit);
 //! - anything else: answer `ok`.
 
 use std::hint::black_box;
@@ -14,6 +16,16 @@ use shoal_guest::{Request, Response};
 
 fn recurse(depth: u64) -> u64 {
     if black_box(depth) == u64::MAX { 0 } else { recurse(depth + 1).wrapping_add(black_box(1)) }
+}
+
+fn hold(path: &str) -> Response {
+    let mut parts = path.trim_start_matches("/hold/").split('/').map(|p| p.parse::<u64>());
+    let (Some(Ok(mib)), Some(Ok(ms))) = (parts.next(), parts.next()) else {
+        return Response::text(400, "expected /hold/<MiB>/<ms>\n");
+    };
+    let held = vec![1u8; (mib as usize) << 20];
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    Response::text(200, format!("held {} MiB\n", black_box(&held).len() >> 20))
 }
 
 fn trouble(request: Request) -> Response {
@@ -37,6 +49,7 @@ fn trouble(request: Request) -> Response {
             Err(e) => Response::text(403, format!("open denied: {e}\n")),
         },
         "/unready" => Response::text(503, "not ready\n"),
+        path if path.starts_with("/hold/") => hold(path),
         _ => Response::text(200, "ok\n"),
     }
 }
