@@ -509,6 +509,40 @@ async fn idle_connections_cannot_exhaust_the_api_server_and_a_quiet_watch_outliv
 }
 
 #[tokio::test]
+async fn a_tenant_holds_a_bounded_number_of_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &["--max-connections-per-principal", "2"]);
+    let (_beta, token) = tenant_and_token(&control, "beta", serde_json::json!({})).await;
+    let config = control.client_config();
+    // Each client has a connection of its own.
+    let connect = || {
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(config.ca.as_bytes()).unwrap()])
+            .build()
+            .unwrap()
+    };
+    let ask = |client: &reqwest::Client, token: &str| {
+        client.get(format!("{}/api/v1/namespaces/beta/workloads", config.server)).bearer_auth(token).send()
+    };
+    let (first, second, third) = (connect(), connect(), connect());
+    assert_eq!(ask(&first, &token).await.unwrap().status().as_u16(), 200);
+    assert_eq!(ask(&second, &token).await.unwrap().status().as_u16(), 200);
+    let refused = ask(&third, &token).await.unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("tenant beta has 2 connections open"), "{body}");
+    // The admin is not counted, and a closed connection frees its place.
+    for _ in 0..3 {
+        assert_eq!(ask(&connect(), &config.token).await.unwrap().status().as_u16(), 200);
+    }
+    drop(first);
+    wait_for(Duration::from_secs(5), "a freed connection", || async {
+        (ask(&third, &token).await.unwrap().status().as_u16() == 200).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_tenant_holds_a_bounded_number_of_watches() {
     let dir = tempfile::tempdir().unwrap();
     let control = ControlProcess::start(dir.path(), &["--max-watches-per-principal", "2"]);

@@ -25,6 +25,24 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct TlsPeer(pub Option<rustls::pki_types::CertificateDer<'static>>);
 
+/// One connection, as its requests see it (a request extension): a place for what must last as
+/// long as the connection and no longer, such as its count against its principal's limit.
+#[derive(Clone, Default)]
+pub struct ConnectionScope(Arc<std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>>);
+
+impl ConnectionScope {
+    /// Keeps `held` until the connection ends, unless something is kept already; says whether
+    /// it was kept.
+    pub fn keep(&self, held: Box<dyn std::any::Any + Send + Sync>) -> bool {
+        self.0.set(held).is_ok()
+    }
+
+    /// Whether something is kept for this connection.
+    pub fn keeps(&self) -> bool {
+        self.0.get().is_some()
+    }
+}
+
 /// What one listener lets its clients hold: a client that opens connections and sends nothing
 /// (or trickles its headers) costs a slot for at most the idle timeout, and never more slots
 /// than the limit, so it cannot starve other clients or the process for long.
@@ -121,7 +139,9 @@ pub async fn serve_tls(
                 Err(e) => return tracing::debug!("TLS handshake with {peer} failed: {e}"),
             };
             let peer_cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned());
-            let service = TowerToHyperService::new(router.layer(axum::Extension(TlsPeer(peer_cert))));
+            let router =
+                router.layer(axum::Extension(TlsPeer(peer_cert))).layer(axum::Extension(ConnectionScope::default()));
+            let service = TowerToHyperService::new(router);
             let builder = connection_builder(limits);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             tokio::select! {

@@ -76,6 +76,8 @@ pub struct ControlConfig {
     pub admission: api::admission::Admission,
     /// How many watches one tenant or node may hold open at once.
     pub max_watches_per_principal: usize,
+    /// How many connections to the API one tenant or node may hold open at once.
+    pub max_connections_per_principal: usize,
     /// How long a watch may go without a line before it is sent a bookmark.
     pub watch_bookmark_interval: std::time::Duration,
     /// Connections the API listener holds at once, and how long one may sit idle.
@@ -102,6 +104,7 @@ impl ControlConfig {
             dns: None,
             admission: api::admission::Admission::default(),
             max_watches_per_principal: 64,
+            max_connections_per_principal: 256,
             watch_bookmark_interval: std::time::Duration::from_secs(10),
             api_limits: shoal_api::serve::ConnectionLimits { max_connections: 20_000, ..Default::default() },
             node_cert_validity: pki::NODE_CERT_VALIDITY,
@@ -201,6 +204,7 @@ impl ControlPlane {
             blobs.clone(),
             Arc::new(config.admission.clone()),
             config.node_cert_validity,
+            config.max_connections_per_principal,
         )?;
         tasks.spawn(shoal_api::serve::serve_tls(api_listener, tls, api_router, config.api_limits, shutdown.clone()));
 

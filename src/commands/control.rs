@@ -70,6 +70,10 @@ pub struct ControlArgs {
     /// How many watches one tenant or node token may hold open at once (a node holds two).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     max_watches_per_principal: u32,
+    /// How many connections to the API server one tenant or node token may hold open at once
+    /// (a node holds one; the CLI one per command).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_principal: u32,
     /// How long a watch may go without a line before it is sent a bookmark line, e.g. 10s
     /// (clients take a watch silent for 30 s for dead).
     #[arg(long, default_value = "10s", value_parser = crate::period::parse)]
@@ -152,6 +156,7 @@ impl ControlArgs {
             dns: self.dns.config()?,
             admission: self.dns.admission(&self.ingress_domain),
             max_watches_per_principal: self.max_watches_per_principal as usize,
+            max_connections_per_principal: self.max_connections_per_principal as usize,
             watch_bookmark_interval: self.watch_bookmark_interval,
             api_limits: shoal_api::serve::ConnectionLimits {
                 max_connections: self.api_max_connections as usize,

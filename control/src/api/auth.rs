@@ -131,6 +131,9 @@ pub struct AuthState {
     pub store: Arc<Store>,
     /// Tokens found there in the last [`TOKEN_CACHE_TTL`].
     pub cache: Arc<TokenCache>,
+    /// Connections each tenant or node holds: a connection counts against the principal of
+    /// its first request until it closes.
+    pub connections: Arc<super::per_principal::PerPrincipal>,
 }
 
 async fn principal(state: &AuthState, token: &str) -> Result<Principal, ApiError> {
@@ -254,6 +257,16 @@ pub async fn require_token(State(state): State<AuthState>, mut request: Request,
     };
     if let Err(e) = authorize(&principal, request.method(), request.uri().path()) {
         return e.into_response();
+    }
+    if let Some(scope) = request.extensions().get::<shoal_api::serve::ConnectionScope>()
+        && !scope.keeps()
+    {
+        match state.connections.take(&principal) {
+            Ok(held) => {
+                scope.keep(Box::new(held));
+            }
+            Err(e) => return e.into_response(),
+        }
     }
     request.extensions_mut().insert(principal);
     request.extensions_mut().insert(digest);

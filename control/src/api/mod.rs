@@ -11,6 +11,7 @@ pub mod health;
 pub mod heartbeat;
 pub mod modules;
 pub mod objects;
+pub mod per_principal;
 pub mod registration;
 pub mod tokens;
 pub mod watch;
@@ -42,9 +43,15 @@ pub fn router(
     blobs: Arc<crate::blobs::Blobs>,
     admission: Arc<admission::Admission>,
     node_cert_validity: std::time::Duration,
+    max_connections_per_principal: usize,
 ) -> anyhow::Result<Router> {
     let tokens = Arc::new(auth::TokenCache::default());
-    let auth = auth::AuthState { admin: pki.admin_token.as_str().into(), store: store.clone(), cache: tokens.clone() };
+    let auth = auth::AuthState {
+        admin: pki.admin_token.as_str().into(),
+        store: store.clone(),
+        cache: tokens.clone(),
+        connections: Arc::new(per_principal::PerPrincipal::new("connections", max_connections_per_principal)),
+    };
     let heartbeats = Router::new()
         .route("/api/v1/nodes/{name}/heartbeat", post(heartbeat::beat))
         .with_state(heartbeat::HeartbeatState::new(store.clone(), liveness));

@@ -14,7 +14,7 @@
 //! for a few intervals knows its connection is dead and resumes elsewhere.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::auth::{Principal, bound_node};
 use super::error::ApiError;
 use super::objects::{Filter, ndjson};
+use super::per_principal::PerPrincipal;
 use crate::store::{Change, ChangeKind, HistoryError, Store, StoreReader};
 
 /// How many changes one read of the history returns at most.
@@ -107,29 +108,9 @@ struct HubBatch {
 pub struct WatchHub {
     batches: broadcast::Sender<Arc<HubBatch>>,
     /// Watches open per principal (tenants and nodes; the admin is not counted).
-    open: Arc<Mutex<HashMap<String, usize>>>,
-    max_per_principal: usize,
+    open: PerPrincipal,
     /// How long a watch may go without a line before it gets a bookmark.
     bookmark_every: std::time::Duration,
-}
-
-/// One open watch, counted against its principal until the stream is dropped.
-struct Slot {
-    open: Arc<Mutex<HashMap<String, usize>>>,
-    who: Option<String>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let Some(who) = &self.who else { return };
-        let mut open = self.open.lock().expect("watch count lock");
-        if let Some(n) = open.get_mut(who) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(who);
-            }
-        }
-    }
 }
 
 impl WatchHub {
@@ -143,8 +124,8 @@ impl WatchHub {
         shutdown: CancellationToken,
     ) -> Arc<WatchHub> {
         let (batches, _) = broadcast::channel(HUB_QUEUE);
-        let hub =
-            Arc::new(WatchHub { batches: batches.clone(), open: Arc::default(), max_per_principal, bookmark_every });
+        let open = PerPrincipal::new("watches", max_per_principal);
+        let hub = Arc::new(WatchHub { batches: batches.clone(), open, bookmark_every });
         tokio::spawn(async move {
             let mut applied = reader.subscribe();
             let mut after = reader.revision();
@@ -316,29 +297,6 @@ pub(super) async fn refuse_future(store: &Store, rev: u64) -> Result<(), ApiErro
     Ok(())
 }
 
-impl WatchHub {
-    /// Counts a watch for `principal`, or refuses it past the limit.
-    fn take_slot(&self, principal: &Principal) -> Result<Slot, ApiError> {
-        let who = match principal {
-            Principal::Admin => None,
-            Principal::Tenant { name, .. } => Some(format!("tenant {name}")),
-            Principal::Node { name } => Some(format!("node {name}")),
-        };
-        if let Some(who) = &who {
-            let mut open = self.open.lock().expect("watch count lock");
-            let n = open.entry(who.clone()).or_default();
-            if *n >= self.max_per_principal {
-                return Err(ApiError::new(
-                    Reason::TooManyRequests,
-                    format!("{who} has {n} watches open, the most it may; close one first"),
-                ));
-            }
-            *n += 1;
-        }
-        Ok(Slot { open: self.open.clone(), who })
-    }
-}
-
 pub(super) async fn stream(
     store: Arc<Store>,
     hub: &WatchHub,
@@ -347,7 +305,7 @@ pub(super) async fn stream(
     filter: Filter,
     from: Option<u64>,
 ) -> Result<Response, ApiError> {
-    let slot = hub.take_slot(principal)?;
+    let slot = hub.open.take(principal)?;
     let after = match from {
         Some(rev) => {
             refuse_future(&store, rev).await?;
