@@ -203,8 +203,10 @@ impl ControlPlane {
             hub,
             blobs.clone(),
             Arc::new(config.admission.clone()),
-            config.node_cert_validity,
-            config.max_connections_per_principal,
+            api::ApiLimits {
+                node_cert_validity: config.node_cert_validity,
+                max_connections_per_principal: config.max_connections_per_principal,
+            },
         )?;
         tasks.spawn(shoal_api::serve::serve_tls(api_listener, tls, api_router, config.api_limits, shutdown.clone()));
 

@@ -34,6 +34,15 @@ pub const MAX_MODULE_BYTES: usize = 128 << 20;
 /// token request, a heartbeat.
 pub const MAX_OBJECT_BYTES: usize = 3 << 19;
 
+/// What the API server's handlers bound, beyond request sizes.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    /// How long a node certificate is valid (nodes renew at a third of it).
+    pub node_cert_validity: std::time::Duration,
+    /// How many connections one tenant or node may hold open at once.
+    pub max_connections_per_principal: usize,
+}
+
 /// The API router.
 pub fn router(
     store: Arc<Store>,
@@ -42,9 +51,9 @@ pub fn router(
     hub: Arc<watch::WatchHub>,
     blobs: Arc<crate::blobs::Blobs>,
     admission: Arc<admission::Admission>,
-    node_cert_validity: std::time::Duration,
-    max_connections_per_principal: usize,
+    limits: ApiLimits,
 ) -> anyhow::Result<Router> {
+    let ApiLimits { node_cert_validity, max_connections_per_principal } = limits;
     let tokens = Arc::new(auth::TokenCache::default());
     let auth = auth::AuthState {
         admin: pki.admin_token.as_str().into(),

@@ -76,7 +76,7 @@ mod tests {
         let first = counter.take(&tenant).unwrap();
         let _second = counter.take(&tenant).unwrap();
         let refused = counter.take(&tenant).err().unwrap();
-        assert!(refused.to_string().contains("tenant a has 2 watches open"), "{refused}");
+        assert!(refused.0.message.contains("tenant a has 2 watches open"), "{refused:?}");
         counter.take(&other).unwrap();
         drop(first);
         counter.take(&tenant).unwrap();
