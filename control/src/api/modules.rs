@@ -231,6 +231,10 @@ pub async fn delete(
         CommandResult::NotFound => {
             Err(ApiError::new(Reason::NotFound, format!("module sha256:{digest} not found in namespace {ns}")))
         }
+        // A Workload written since the check above.
+        CommandResult::Invalid { message } => {
+            Err(ApiError::new(Reason::Conflict, format!("module sha256:{digest}: {message}")))
+        }
         other => Err(ApiError::new(Reason::Internal, format!("unexpected result deleting a module: {other:?}"))),
     }
 }

@@ -128,6 +128,9 @@ impl Tables<'_> {
                 if let Some(why) = self.closed_namespace(&key.0)? {
                     return invalid(why);
                 }
+                if let Some(why) = self.missing_module(&key.0, &object)? {
+                    return invalid(why);
+                }
                 set_meta(&mut object, "resourceVersion", revision.into());
                 set_meta(&mut object, "generation", 1.into());
                 done(self.record(revision, ChangeKind::Added, &key.0, &object)?)
@@ -137,6 +140,11 @@ impl Tables<'_> {
                     Ok(o) => o,
                     Err(e) => return invalid(e),
                 };
+                if scope == UpdateScope::Spec
+                    && let Some(why) = self.missing_module(&key.0, &new)?
+                {
+                    return invalid(why);
+                }
                 let Some(old) = self.current(&key)? else {
                     if expected.is_some() || scope == UpdateScope::Status {
                         return Ok(CommandResult::NotFound);
@@ -198,6 +206,9 @@ impl Tables<'_> {
                 };
                 if let Some(conflict) = stale(&old, expected) {
                     return Ok(conflict);
+                }
+                if let Some(user) = self.module_user(&key.0)? {
+                    return invalid(format!("the module is used by workload {user}"));
                 }
                 set_meta(&mut old, "resourceVersion", revision.into());
                 done(self.record(revision, ChangeKind::Deleted, &key.0, &old)?)
@@ -277,22 +288,61 @@ impl Tables<'_> {
 
     /// What the modules recorded in `namespace` take together.
     fn module_bytes(&self, namespace: &str) -> Result<u64, StorageError> {
-        let prefix = ObjectKey::prefix(MODULES, Some(namespace));
-        let mut sizes = std::collections::BTreeMap::new();
-        for item in self.objects.range(prefix.as_str()..).map_err(io_err)? {
+        let records = self.with_prefix(&ObjectKey::prefix(MODULES, Some(namespace)))?;
+        Ok(records.values().fold(0u64, |sum, bytes| sum.saturating_add(record_size(bytes))))
+    }
+
+    /// Every object whose key starts with `prefix`, as the overlay over the file has it.
+    fn with_prefix(&self, prefix: &str) -> Result<std::collections::BTreeMap<String, Vec<u8>>, StorageError> {
+        let mut found = std::collections::BTreeMap::new();
+        for item in self.objects.range(prefix..).map_err(io_err)? {
             let (k, v) = item.map_err(io_err)?;
-            if !k.value().starts_with(&prefix) {
+            if !k.value().starts_with(prefix) {
                 break;
             }
-            sizes.insert(k.value().to_owned(), record_size(v.value()));
+            found.insert(k.value().to_owned(), v.value().to_vec());
         }
-        for (k, v) in self.unflushed.objects_with_prefix(&prefix) {
+        for (k, v) in self.unflushed.objects_with_prefix(prefix) {
             match v {
-                Some(bytes) => sizes.insert(k.clone(), record_size(bytes)),
-                None => sizes.remove(k),
+                Some(bytes) => found.insert(k.clone(), bytes.clone()),
+                None => found.remove(k),
             };
         }
-        Ok(sizes.values().fold(0u64, |sum, size| sum.saturating_add(*size)))
+        Ok(found)
+    }
+
+    /// Why the Workload `object` at `key` may not be written: it runs a module not recorded in
+    /// its namespace (checked here as well as by admission, so that a module collected or
+    /// deleted between the two cannot leave a Workload that names nothing).
+    fn missing_module(&self, key: &str, object: &Value) -> Result<Option<String>, StorageError> {
+        let Some(ns) = key.strip_prefix("workloads/").and_then(|rest| rest.split('/').next()) else { return Ok(None) };
+        let Some(hex) = object.pointer("/spec/module").and_then(Value::as_str).and_then(|m| m.strip_prefix("sha256:"))
+        else {
+            return Ok(None);
+        };
+        Ok(match self.current(&ObjectKey::new(MODULES, Some(ns), hex))? {
+            Some(_) => None,
+            None => Some(format!(
+                "spec.module: module sha256:{hex} is not uploaded to namespace {ns} (or was just deleted)"
+            )),
+        })
+    }
+
+    /// Which Workload of its namespace runs the module whose record is at `key`, if any: such a
+    /// record is not deleted (checked here, in the same step as the delete, so that a Workload
+    /// written meanwhile is seen).
+    fn module_user(&self, key: &str) -> Result<Option<String>, StorageError> {
+        let Some((ns, hex)) = key.strip_prefix("modules/").and_then(|rest| rest.split_once('/')) else {
+            return Ok(None);
+        };
+        let reference = format!("sha256:{hex}");
+        let workloads = self.with_prefix(&ObjectKey::prefix("workloads", Some(ns)))?;
+        Ok(workloads.into_iter().find_map(|(key, bytes)| {
+            let uses = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .is_some_and(|w| w.pointer("/spec/module").and_then(Value::as_str) == Some(reference.as_str()));
+            uses.then(|| key.trim_start_matches("workloads/").to_owned())
+        }))
     }
 }
 
@@ -355,4 +405,82 @@ pub(super) fn apply_to_overlay(
         unflushed.touch();
     }
     Ok(Applied { results, last: last.map_or(0, |l| l.index) })
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+
+    use super::*;
+
+    /// Applies `commands`, one entry each, after `applied` entries; their results.
+    fn apply_all(
+        db: &Database,
+        unflushed: &RwLock<Unflushed>,
+        applied: &mut u64,
+        commands: Vec<Command>,
+    ) -> Vec<CommandResult> {
+        let entries = commands
+            .into_iter()
+            .map(|command| {
+                *applied += 1;
+                Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(1, 1), *applied),
+                    payload: EntryPayload::Normal(command),
+                }
+            })
+            .collect();
+        apply_to_overlay(db, unflushed, entries, 1000).unwrap().results
+    }
+
+    #[test]
+    fn a_workload_needs_its_module_recorded_and_a_used_record_is_not_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::super::db::open(&dir.path().join("store.redb")).unwrap();
+        let unflushed = RwLock::new(Unflushed::default());
+        let mut applied = 0;
+        let hex = "ab".repeat(32);
+        let workload = |name: &str| Command::Create {
+            key: ObjectKey::new("workloads", Some("default"), name),
+            object: serde_json::to_vec(&serde_json::json!({
+                "apiVersion": "shoal.dev/v1", "kind": "Workload",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"module": format!("sha256:{hex}")}}))
+            .unwrap(),
+        };
+        let record = ObjectKey::new(MODULES, Some("default"), &hex);
+        let put =
+            Command::PutModule { namespace: "default".into(), digest: hex.clone(), size: 10, uploaded: "t".into() };
+        let results = apply_all(
+            &db,
+            &unflushed,
+            &mut applied,
+            vec![
+                workload("early"),
+                put,
+                workload("web"),
+                Command::Delete { key: record.clone(), expected: None },
+                Command::Delete { key: ObjectKey::new("workloads", Some("default"), "web"), expected: None },
+                Command::Delete { key: record, expected: None },
+            ],
+        );
+        assert!(
+            matches!(&results[0], CommandResult::Invalid { message } if message.contains("not uploaded")),
+            "{:?}",
+            results[0]
+        );
+        assert!(matches!(results[1], CommandResult::Ok { .. }), "{:?}", results[1]);
+        assert!(matches!(results[2], CommandResult::Ok { .. }), "{:?}", results[2]);
+        assert!(
+            matches!(&results[3], CommandResult::Invalid { message } if message.contains("used by workload default/web")),
+            "{:?}",
+            results[3]
+        );
+        assert!(matches!(results[4], CommandResult::Ok { .. }), "{:?}", results[4]);
+        assert!(
+            matches!(results[5], CommandResult::Ok { .. }),
+            "its last user gone, the record goes: {:?}",
+            results[5]
+        );
+    }
 }
