@@ -75,7 +75,9 @@ async fn noisy() {
     }
     let dir = tempfile::tempdir().unwrap();
     let control = ControlProcess::start(dir.path(), &[]);
-    let node = NodeProcess::start(&control, "n1", &[]);
+    let node_args = std::env::var("SHOAL_NOISY_NODE_ARGS").unwrap_or_default();
+    let node_args: Vec<&str> = node_args.split_whitespace().collect();
+    let node = NodeProcess::start(&control, "n1", &node_args);
     let hello = shoal_guest_artifacts::HELLO;
     for ns in ["alpha", "beta"] {
         let yaml = format!(

@@ -10,29 +10,48 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::runtime::fair::{Fair, FairGate, Owner};
 use crate::runtime::host::Sandbox;
 use crate::runtime::http::{Body, HttpApp, text_response};
 
 pub use shoal_api::serve::ConnectionLimits;
 
 /// Serves every request on `listener` with `handler` (HTTP/1.1 and HTTP/2), within `limits`,
-/// until `shutdown`.
-pub async fn serve_http<H, F>(listener: TcpListener, handler: H, limits: ConnectionLimits, shutdown: CancellationToken)
-where
+/// until `shutdown`. With `gate`, each connection runs in the turns of the namespace its
+/// handler last routed a request to (the handler finds the connection's
+/// [`Owner`] among the request's extensions), so that reading, parsing and answering one
+/// tenant's flood takes that tenant's share of the node's threads, not the others'.
+pub async fn serve_http<H, F>(
+    listener: TcpListener,
+    handler: H,
+    limits: ConnectionLimits,
+    gate: Option<Arc<FairGate>>,
+    shutdown: CancellationToken,
+) where
     H: Fn(hyper::Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = hyper::Response<Body>> + Send + 'static,
 {
     let handler = Arc::new(handler);
     let serve = |stream, _peer| {
-        let handler = handler.clone();
+        let (handler, gate, owner) = (handler.clone(), gate.clone(), Owner::default());
+        let connection = {
+            let owner = owner.clone();
+            async move {
+                let service = service_fn(move |mut request: hyper::Request<Incoming>| {
+                    request.extensions_mut().insert(owner.clone());
+                    let response = handler(request);
+                    async move { Ok::<_, std::convert::Infallible>(response.await) }
+                });
+                let builder = shoal_api::serve::connection_builder(limits);
+                if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+                    tracing::debug!("connection ended: {e}");
+                }
+            }
+        };
         async move {
-            let service = service_fn(move |request| {
-                let response = handler(request);
-                async move { Ok::<_, std::convert::Infallible>(response.await) }
-            });
-            let builder = shoal_api::serve::connection_builder(limits);
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
-                tracing::debug!("connection ended: {e}");
+            match gate {
+                Some(gate) => Fair::owned(connection, gate, owner).await,
+                None => connection.await,
             }
         }
     };
@@ -52,5 +71,5 @@ pub async fn serve_app(listener: TcpListener, app: HttpApp, sandbox: Sandbox, sh
             }
         }
     };
-    serve_http(listener, handler, ConnectionLimits::default(), shutdown).await;
+    serve_http(listener, handler, ConnectionLimits::default(), None, shutdown).await;
 }

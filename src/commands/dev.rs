@@ -100,6 +100,7 @@ impl DevArgs {
             instance_concurrency: 8,
             instance_queue: 100,
             guest_slots: shoal_node::agent::default_guest_slots(),
+            namespace_guest_slots: shoal_node::agent::default_namespace_guest_slots(),
         })
         .await?;
 

@@ -89,10 +89,15 @@ pub struct NodeArgs {
     /// Retry-After.
     #[arg(long, default_value_t = 100)]
     instance_queue: usize,
-    /// Guest requests that run at once on this node; when all are taken the next free one goes
-    /// to the namespaces with waiting requests in turn. Default: twice the cores.
+    /// Guests that run on this node's threads at once (one waiting on I/O holds none); when all
+    /// are taken the next free one goes to the namespaces with waiting guests in turn.
+    /// Default: the cores.
     #[arg(long)]
     guest_slots: Option<usize>,
+    /// How many of those one namespace may hold at once, so that a flood of one tenant leaves
+    /// threads to the others. Default: one fewer than the cores (at least 1).
+    #[arg(long)]
+    namespace_guest_slots: Option<usize>,
     /// Run N hollow nodes instead: simulated nodes without a runtime that register, heartbeat
     /// and report the instances bound to them Running, for scale tests. Labels, capacity and
     /// --heartbeat apply to each; the ingress, agent and data directory flags are unused.
@@ -198,6 +203,10 @@ impl NodeArgs {
             instance_concurrency: self.instance_concurrency,
             instance_queue: self.instance_queue,
             guest_slots: self.guest_slots.unwrap_or_else(shoal_node::agent::default_guest_slots).max(1),
+            namespace_guest_slots: self
+                .namespace_guest_slots
+                .unwrap_or_else(shoal_node::agent::default_namespace_guest_slots)
+                .max(1),
         };
         let agent = Agent::start(config).await?;
         println!("node {name} joined {}", self.join);

@@ -22,6 +22,7 @@ use super::report::{self, now};
 use crate::proxy::calls::InstanceCluster;
 use crate::proxy::routes::{Endpoint, Gate};
 use crate::runtime::command::{self, Exit};
+use crate::runtime::fair::Turns;
 use crate::runtime::host::{Output, Sandbox};
 use crate::runtime::limits::Limits;
 use crate::runtime::log::LogBuffer;
@@ -94,6 +95,9 @@ impl Run {
             cpu_millis: spec.resources.cpu.map(|c| c.0),
             timeout: None,
         };
+        // Its turns on the node's threads, as a guest of its namespace.
+        let namespace = self.instance.metadata.namespace.as_ref().map_or("default", |n| n.as_str());
+        sandbox.turns = Some(Turns { gate: self.shared.proxy.guest_slots.clone(), namespace: namespace.into() });
         // One limit for all its requests in flight, not one each.
         sandbox.memory_pool = spec.resources.memory.map(|m| crate::runtime::limits::MemoryPool::new(m.0));
         sandbox
@@ -145,16 +149,7 @@ impl Run {
         sandbox.limits.timeout = Some(timeout);
         let in_flight = self.instance.spec.concurrency.unwrap_or(self.shared.instance_concurrency);
         let gate = Gate::new(in_flight, self.shared.instance_queue);
-        let namespace = self.instance.metadata.namespace.as_ref().map_or("default", |n| n.as_str()).to_owned();
-        let slots = self.shared.proxy.guest_slots.clone();
-        Ok(Arc::new(Endpoint {
-            instance: self.instance.metadata.name.to_string(),
-            app,
-            sandbox,
-            gate,
-            namespace,
-            slots,
-        }))
+        Ok(Arc::new(Endpoint { instance: self.instance.metadata.name.to_string(), app, sandbox, gate }))
     }
 
     async fn serve_http(&self, mut compiled: Compiled) {

@@ -40,9 +40,9 @@ use tokio_util::sync::CancellationToken;
 use self::credentials::Credentials;
 use self::modules::ModuleCache;
 use crate::proxy::Proxy;
-use crate::proxy::fair::FairGate;
 use crate::proxy::routes::Routes;
 use crate::proxy::services::{PeerHealth, Services};
+use crate::runtime::fair::FairGate;
 use crate::runtime::log::LogBuffer;
 use crate::runtime::{Runtime, RuntimeConfig};
 
@@ -82,15 +82,26 @@ pub struct AgentConfig {
     pub instance_concurrency: u32,
     /// See `instance_concurrency`.
     pub instance_queue: usize,
-    /// How many guest requests run at once on the node (a fair share between namespaces when
-    /// they are all taken).
+    /// How many guests run on the node's threads at once (a fair share between namespaces
+    /// when they are all taken; a guest waiting on I/O holds none).
     pub guest_slots: usize,
+    /// How many of them one namespace may hold.
+    pub namespace_guest_slots: usize,
 }
 
-/// Guest slots when none are configured: twice the cores (a request waiting on I/O holds its
-/// slot, so a few more than the cores keep them busy).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Guest slots when none are configured: the cores (the runtime's threads).
 pub fn default_guest_slots() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
+    cores()
+}
+
+/// One namespace's share when none is configured: one fewer than the cores (at least one), so
+/// that a thread is always left for the other tenants.
+pub fn default_namespace_guest_slots() -> usize {
+    cores().saturating_sub(1).max(1)
 }
 
 /// What the agent's tasks share.
@@ -180,7 +191,7 @@ impl Agent {
             revocations,
             ingress_domains: config.ingress_domains.clone(),
             cluster_domain: config.cluster_domain.trim_end_matches('.').to_ascii_lowercase(),
-            guest_slots: FairGate::new(config.guest_slots),
+            guest_slots: FairGate::new(config.guest_slots, config.namespace_guest_slots),
         });
         let shared = Arc::new(Shared {
             client: config.client.clone(),

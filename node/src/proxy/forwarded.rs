@@ -48,7 +48,7 @@ pub async fn handle(proxy: Arc<Proxy>, TlsPeer(peer): TlsPeer, request: axum::ex
     let hops = request.headers().get(HOPS_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let mut request = request.map(super::axum_body);
     request.extensions_mut().insert(Hops(hops.unwrap_or(0)));
-    match super::serve_here(&proxy, &service, &caller, request).await {
+    match super::serve_here(&proxy, &service, request).await {
         Ok(Ok(response)) => response.map(Body::new),
         Ok(Err(e)) => text(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY), format!("{e}\n")),
         Err(_) => text(

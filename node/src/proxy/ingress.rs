@@ -100,6 +100,7 @@ async fn handle(request: hyper::Request<Incoming>, proxy: &Proxy) -> hyper::Resp
             );
         }
     };
+    take_turns_of(&request, namespace);
     match proxy.routes.lookup(namespace, name) {
         Lookup::Unknown => text_response(
             404,
@@ -108,7 +109,7 @@ async fn handle(request: hyper::Request<Incoming>, proxy: &Proxy) -> hyper::Resp
         Lookup::NotReady => {
             text_response(503, format!("workload {namespace}/{name} has no ready instance on this node\n"))
         }
-        Lookup::Ready(endpoint) => match endpoint.handle(without_own_headers(request), true).await {
+        Lookup::Ready(endpoint) => match endpoint.handle(without_own_headers(request)).await {
             Ok(response) => response,
             Err(e) => {
                 tracing::info!("{namespace}/{}: request failed: {e}", endpoint.instance);
@@ -125,7 +126,15 @@ fn without_own_headers(mut request: hyper::Request<Incoming>) -> hyper::Request<
     request
 }
 
+/// From now on the request's connection takes `namespace`'s turns on the node's threads.
+fn take_turns_of(request: &hyper::Request<Incoming>, namespace: &str) {
+    if let Some(owner) = request.extensions().get::<crate::runtime::fair::Owner>() {
+        owner.set(namespace);
+    }
+}
+
 async fn to_service(proxy: &Proxy, service: &ServiceRoute, request: hyper::Request<Incoming>) -> hyper::Response<Body> {
+    take_turns_of(&request, &service.namespace);
     match super::serve(proxy, service, &Caller::Outside, request).await {
         Ok(response) => response,
         Err(e) => {
@@ -142,11 +151,12 @@ pub async fn serve(
     limits: crate::serve::ConnectionLimits,
     shutdown: CancellationToken,
 ) {
+    let gate = proxy.guest_slots.clone();
     let handler = move |request| {
         let proxy = proxy.clone();
         async move { handle(request, &proxy).await }
     };
-    crate::serve::serve_http(listener, handler, limits, shutdown).await;
+    crate::serve::serve_http(listener, handler, limits, Some(gate), shutdown).await;
 }
 
 #[cfg(test)]

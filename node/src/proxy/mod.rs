@@ -8,8 +8,8 @@
 //! - [`peers`]: this node's client of other nodes, who the caller is, and the headers a
 //!   caller may not set;
 //! - [`services`], [`routes`]: the Services this node routes and the ready instances here;
-//! - [`fair`] and [`routes::Gate`]: per-instance concurrency and the node's guest slots,
-//!   shared between namespaces in turn.
+//! - [`routes::Gate`]: per-instance concurrency (the node's threads are shared between
+//!   namespaces by [`crate::runtime::fair`], which every guest runs under).
 //!
 //! A request for a Service goes to a ready instance on this node when there is one (in
 //! process: no socket), else to another node that has one, balanced round robin. A peer whose
@@ -17,7 +17,6 @@
 //! one, so losing a node loses no GETs.
 
 pub mod calls;
-pub mod fair;
 pub mod forwarded;
 pub mod ingress;
 pub mod peer_tls;
@@ -54,8 +53,8 @@ pub struct Proxy {
     pub ingress_domains: Vec<String>,
     /// The cluster domain, lower case, without a trailing dot.
     pub cluster_domain: String,
-    /// Slots guest requests from outside run in, taken in turn by namespace when all are busy.
-    pub guest_slots: Arc<fair::FairGate>,
+    /// The node's threads as guests take turns on them (see [`crate::runtime::fair`]).
+    pub guest_slots: Arc<crate::runtime::fair::FairGate>,
 }
 
 /// Largest request body forwarded to another node (it is buffered, so that an idempotent
@@ -106,7 +105,6 @@ fn idempotent(method: &http::Method) -> bool {
 pub async fn serve_here<B>(
     proxy: &Proxy,
     service: &ServiceRoute,
-    caller: &Caller,
     request: hyper::Request<B>,
 ) -> Result<Result<hyper::Response<Body>, RequestError>, hyper::Request<B>>
 where
@@ -117,7 +115,7 @@ where
         Lookup::Ready(endpoint) => {
             let mut request = request;
             peers::strip_own(request.headers_mut());
-            Ok(endpoint.handle(request, *caller == Caller::Outside).await)
+            Ok(endpoint.handle(request).await)
         }
         Lookup::NotReady | Lookup::Unknown => Err(request),
     }
@@ -134,7 +132,7 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<wasmtime_wasi_http::Error> + Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let request = match serve_here(proxy, service, caller, request).await {
+    let request = match serve_here(proxy, service, request).await {
         Ok(answered) => return Ok(answered?),
         Err(request) => request,
     };

@@ -23,31 +23,18 @@ pub struct Endpoint {
     pub sandbox: Sandbox,
     /// How many of its requests run at once, and how many may wait.
     pub gate: Gate,
-    /// Its namespace, for its turn in the node's slots.
-    pub namespace: String,
-    /// The node's guest slots, shared fairly between namespaces.
-    pub slots: Arc<super::fair::FairGate>,
 }
 
 impl Endpoint {
-    /// Serves `request` once the gate lets it in (a busy instance with a full queue refuses it)
-    /// and, for a request from outside the cluster, once the node's slots give its namespace a
-    /// turn. A guest's own calls take no slot: the calling guest holds one already, and waiting
-    /// for another could deadlock a node whose slots all wait on each other.
-    pub async fn handle<B>(
-        &self,
-        request: hyper::Request<B>,
-        from_outside: bool,
-    ) -> Result<hyper::Response<Body>, RequestError>
+    /// Serves `request` once the gate lets it in (a busy instance with a full queue refuses
+    /// it); the guest then runs in its namespace's turns on the node's threads (its sandbox's
+    /// [`crate::runtime::fair::Turns`]).
+    pub async fn handle<B>(&self, request: hyper::Request<B>) -> Result<hyper::Response<Body>, RequestError>
     where
         B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let _permit = self.gate.enter().await?;
-        let _slot = match from_outside {
-            true => Some(self.slots.enter(&self.namespace).await),
-            false => None,
-        };
         self.app.handle(request, &self.sandbox).await
     }
 }

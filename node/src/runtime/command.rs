@@ -98,6 +98,14 @@ pub fn classify(error: &wasmtime::Error) -> Exit {
 
 /// Runs a command guest to completion.
 pub async fn run(runtime: &Runtime, program: &Program, sandbox: &Sandbox) -> Result<Exit, RuntimeError> {
+    match sandbox.turns.clone() {
+        Some(turns) => super::fair::Fair::new(run_now(runtime, program, sandbox), turns).await,
+        None => run_now(runtime, program, sandbox).await,
+    }
+}
+
+/// Runs a command guest to completion, whenever polled.
+async fn run_now(runtime: &Runtime, program: &Program, sandbox: &Sandbox) -> Result<Exit, RuntimeError> {
     let io = |e: std::io::Error| RuntimeError::Instantiate(e.to_string());
     match program {
         Program::Component(component) => {

@@ -59,6 +59,8 @@ pub struct Sandbox {
     pub cluster: Option<Arc<dyn Cluster>>,
     /// Resource limits.
     pub limits: Limits,
+    /// Where the guest takes its turns on the node's threads (none: it runs whenever polled).
+    pub turns: Option<super::fair::Turns>,
     /// The memory the instance's stores share (an HTTP instance's requests in flight), charged
     /// as they grow; without it each store has `limits.memory` to itself.
     pub memory_pool: Option<Arc<MemoryPool>>,
@@ -78,6 +80,7 @@ impl Sandbox {
             cluster: None,
             limits: Limits::default(),
             memory_pool: None,
+            turns: None,
         }
     }
 

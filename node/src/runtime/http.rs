@@ -131,11 +131,15 @@ impl HttpApp {
         let out = store.data_mut().http().new_response_outparam(tx).map_err(host_err)?;
         let pre = self.pre.clone();
         // The guest may go on streaming the body after it has sent the head, so it runs as a
-        // task of its own.
-        let task = tokio::spawn(async move {
+        // task of its own, in turns on the node's threads when it has them.
+        let guest = async move {
             let proxy = pre.instantiate_async(&mut store).await?;
             proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
-        });
+        };
+        let task = match sandbox.turns.clone() {
+            Some(turns) => tokio::spawn(super::fair::Fair::new(guest, turns)),
+            None => tokio::spawn(guest),
+        };
         match rx.await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(code)) => Err(RequestError::Host(format!("the guest answered with error code {code:?}"))),

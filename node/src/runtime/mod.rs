@@ -11,9 +11,12 @@
 //! - [`command`]: running `wasi:cli/run` components and preview-1 command modules.
 //! - [`http`]: serving requests with `wasi:http/proxy` components, a fresh store per request.
 //! - [`egress`]: a guest's requests to the world, fenced after name resolution.
+//! - [`fair`]: the node's threads shared between tenants: a guest holds a slot only while it
+//!   runs, and one namespace never holds them all.
 
 pub mod command;
 pub mod egress;
+pub mod fair;
 pub mod host;
 pub mod http;
 pub mod limits;
