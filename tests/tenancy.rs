@@ -930,3 +930,48 @@ async fn a_guest_that_calls_itself_is_cut_off_at_the_hop_limit() {
     let (status, _) = get(&http(), &node.ingress, "loop.default.localhost", "/").await;
     assert_eq!(status, 502);
 }
+
+#[tokio::test]
+async fn a_tenant_holds_a_bounded_number_of_uploads_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let (_beta, token) = tenant_and_token(&control, "beta", serde_json::json!({})).await;
+    let config = control.client_config();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(config.ca.as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let upload = |i: u32, token: &str, body: reqwest::Body| {
+        http.put(format!("{}/api/v1/namespaces/beta/modules/{i:064x}", config.server))
+            .bearer_auth(token)
+            .header("content-length", "1048576")
+            .body(body)
+            .send()
+    };
+    // Three uploads whose bodies never come: two hold their places until their deadline, and
+    // the one that came last is refused at once.
+    let mut senders = Vec::new();
+    let mut slow = Vec::new();
+    for i in 0..3 {
+        let (mut sender, receiver) = futures::channel::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+        futures::SinkExt::send(&mut sender, Ok(b"\0asm".to_vec())).await.unwrap();
+        senders.push(sender);
+        slow.push(tokio::spawn(upload(i, &token, reqwest::Body::wrap_stream(receiver))));
+    }
+    let refused = wait_for(Duration::from_secs(10), "one of three uploads refused", || async {
+        slow.iter().position(|s| s.is_finished())
+    })
+    .await;
+    let response = slow.remove(refused).await.unwrap().unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("tenant beta has 2 uploads open"), "{body}");
+    assert!(slow.iter().all(|s| !s.is_finished()), "the other two are still being read");
+    // The admin is not held up by the tenant's uploads.
+    let response = upload(10, &config.token, reqwest::Body::from(vec![0u8; 1 << 20])).await.unwrap();
+    assert_eq!(response.status().as_u16(), 422, "the admin's upload is read (and refused: not wasm)");
+    drop(senders);
+    for upload in slow {
+        let _ = upload.await;
+    }
+}

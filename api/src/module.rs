@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 /// Key prefix ("kind") of module records in the store: `modules/<namespace>/<sha256 hex>`.
 pub const MODULES: &str = "modules";
 
+/// The most module records one namespace holds: each upload's quota check, and a namespace's
+/// listing, read them all.
+pub const MAX_MODULES_PER_NAMESPACE: usize = 1000;
+
 /// A module uploaded to a namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

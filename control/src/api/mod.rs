@@ -68,7 +68,11 @@ pub fn router(
         .route("/api/v1/modules/{digest}", get(modules::get_any))
         .route("/api/v1/namespaces/{ns}/modules", get(modules::list))
         .route("/api/v1/namespaces/{ns}/modules/{digest}", put(modules::put).get(modules::get).delete(modules::delete))
-        .with_state(modules::ModuleState { store: store.clone(), blobs });
+        .with_state(modules::ModuleState {
+            store: store.clone(),
+            blobs,
+            uploads: Arc::new(per_principal::PerPrincipal::new("uploads", modules::UPLOADS_PER_PRINCIPAL)),
+        });
     let agents = Router::new()
         .route("/api/v1/nodes/{name}/credentials", post(agents::credentials))
         .route("/api/v1/namespaces/{ns}/instances/{name}/log", get(agents::logs))

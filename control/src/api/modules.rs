@@ -10,16 +10,18 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Extension, Path, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use shoal_api::Reason;
 use shoal_api::digest::{is_sha256_hex, wasm_kind};
-use shoal_api::module::{MODULES, ModuleRecord};
+use shoal_api::module::{MAX_MODULES_PER_NAMESPACE, MODULES, ModuleRecord};
 use shoal_api::quantity::Memory;
 
 use super::MAX_MODULE_BYTES;
+use super::auth::Principal;
 use super::error::ApiError;
+use super::per_principal::PerPrincipal;
 use crate::blobs::{BlobError, Blobs, hashes_to};
 use crate::store::{Command, CommandResult, ObjectKey, Store};
 
@@ -30,7 +32,13 @@ pub struct ModuleState {
     pub store: Arc<Store>,
     /// The bytes.
     pub blobs: Arc<Blobs>,
+    /// Uploads in progress per tenant: one tenant's slow uploads cannot hold every member's
+    /// upload slots.
+    pub uploads: Arc<PerPrincipal>,
 }
+
+/// Uploads one tenant (or node) may have in progress on a member at once.
+pub const UPLOADS_PER_PRINCIPAL: usize = 2;
 
 fn check_digest(digest: &str) -> Result<(), ApiError> {
     if is_sha256_hex(digest) {
@@ -70,9 +78,17 @@ fn quota_exceeded(used: u64, size: u64, limit: u64) -> ApiError {
     )
 }
 
+fn too_many_modules(ns: &str) -> ApiError {
+    ApiError::new(
+        Reason::Forbidden,
+        format!("namespace {ns} holds {MAX_MODULES_PER_NAMESPACE} modules, the most it may; delete unused ones first"),
+    )
+}
+
 /// `PUT /api/v1/namespaces/{ns}/modules/{sha256}`.
 pub async fn put(
     State(s): State<ModuleState>,
+    Extension(principal): Extension<Principal>,
     Path((ns, digest)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
@@ -97,12 +113,17 @@ pub async fn put(
     // Refused before any byte is read or stored when it cannot fit (the record's write checks
     // again, in the same step as it charges).
     let quota = namespace.and_then(|n| n.spec.quota).and_then(|q| q.module_bytes);
+    let recorded = records(&s.store, &ns)?;
+    if recorded.len() >= MAX_MODULES_PER_NAMESPACE {
+        return Err(too_many_modules(&ns));
+    }
     if let Some(limit) = quota.map(|m| m.0) {
-        let used = records(&s.store, &ns)?.iter().fold(0u64, |sum, r| sum.saturating_add(r.size));
+        let used = recorded.iter().fold(0u64, |sum, r| sum.saturating_add(r.size));
         if used.saturating_add(declared) > limit {
             return Err(quota_exceeded(used, declared, limit));
         }
     }
+    let _uploading = s.uploads.take(&principal)?;
     let _memory = s.blobs.upload_memory().await;
     // The bytes must come at 1 MiB/s at least: a trickle does not hold an upload slot for long.
     let deadline = std::time::Duration::from_secs(10 + (declared >> 20));
@@ -135,6 +156,7 @@ pub async fn put(
     match s.store.write(command).await? {
         CommandResult::Ok { .. } => Ok(StatusCode::CREATED.into_response()),
         CommandResult::QuotaExceeded { used, limit } => Err(quota_exceeded(used, size, limit)),
+        CommandResult::Invalid { message } => Err(ApiError::new(Reason::Forbidden, message)),
         other => Err(ApiError::new(Reason::Internal, format!("unexpected result storing a module: {other:?}"))),
     }
 }

@@ -14,7 +14,7 @@ use openraft::EntryPayload;
 use redb::{Database, ReadOnlyTable, ReadableDatabase};
 use serde_json::Value;
 
-use shoal_api::module::{MODULES, ModuleRecord};
+use shoal_api::module::{MAX_MODULES_PER_NAMESPACE, MODULES, ModuleRecord};
 use shoal_api::quantity::Memory;
 
 use super::db::{OBJECTS, io_err};
@@ -245,8 +245,14 @@ impl Tables<'_> {
                 if let Some(why) = self.closed_namespace(&key.0)? {
                     return invalid(why);
                 }
+                let records = self.with_prefix(&ObjectKey::prefix(MODULES, Some(&namespace)))?;
+                if records.len() >= MAX_MODULES_PER_NAMESPACE {
+                    return invalid(format!(
+                        "namespace {namespace} holds {MAX_MODULES_PER_NAMESPACE} modules, the most it may; delete unused ones first"
+                    ));
+                }
                 if let Some(limit) = self.module_quota(&namespace)? {
-                    let used = self.module_bytes(&namespace)?;
+                    let used = records.values().fold(0u64, |sum, bytes| sum.saturating_add(record_size(bytes)));
                     if used.saturating_add(size) > limit {
                         return Ok(CommandResult::QuotaExceeded { used, limit });
                     }
@@ -284,12 +290,6 @@ impl Tables<'_> {
         // Validated when the Namespace was written; one that does not parse limits nothing
         // rather than stop the state machine.
         Ok(serde_json::from_value::<Memory>(limit.clone()).ok().map(|m| m.0))
-    }
-
-    /// What the modules recorded in `namespace` take together.
-    fn module_bytes(&self, namespace: &str) -> Result<u64, StorageError> {
-        let records = self.with_prefix(&ObjectKey::prefix(MODULES, Some(namespace)))?;
-        Ok(records.values().fold(0u64, |sum, bytes| sum.saturating_add(record_size(bytes))))
     }
 
     /// Every object whose key starts with `prefix`, as the overlay over the file has it.
@@ -481,6 +481,39 @@ mod tests {
             matches!(results[5], CommandResult::Ok { .. }),
             "its last user gone, the record goes: {:?}",
             results[5]
+        );
+    }
+}
+
+#[cfg(test)]
+mod module_count {
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+
+    use super::*;
+
+    #[test]
+    fn a_namespace_holds_a_bounded_number_of_modules() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::super::db::open(&dir.path().join("store.redb")).unwrap();
+        let unflushed = RwLock::new(Unflushed::default());
+        let put = |i: usize| Command::PutModule {
+            namespace: "default".into(),
+            digest: format!("{i:064x}"),
+            size: 1,
+            uploaded: "t".into(),
+        };
+        let entries = (0..=MAX_MODULES_PER_NAMESPACE)
+            .map(|i| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
+                payload: EntryPayload::Normal(put(i)),
+            })
+            .collect();
+        let results = apply_to_overlay(&db, &unflushed, entries, 10_000).unwrap().results;
+        assert!(results[..MAX_MODULES_PER_NAMESPACE].iter().all(|r| matches!(r, CommandResult::Ok { .. })));
+        assert!(
+            matches!(&results[MAX_MODULES_PER_NAMESPACE], CommandResult::Invalid { message } if message.contains("the most it may")),
+            "{:?}",
+            results[MAX_MODULES_PER_NAMESPACE]
         );
     }
 }
