@@ -110,14 +110,24 @@ where
     connections.shutdown().await;
 }
 
+/// Streams one HTTP/2 connection carries at once.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 100;
+
 /// A hyper connection builder with the timeouts every listener uses: headers read within the
 /// idle timeout. The server sends no HTTP/2 pings of its own: its own traffic would keep an
 /// idle connection alive past the idle timeout (clients ping; a dead client's connection goes
 /// quiet and is closed).
 pub fn connection_builder(limits: ConnectionLimits) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    connection_builder_with(limits, TokioExecutor::new())
+}
+
+/// Like [`connection_builder`], with HTTP/2 streams spawned by `executor`.
+pub fn connection_builder_with<E>(limits: ConnectionLimits, executor: E) -> hyper_util::server::conn::auto::Builder<E> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(executor);
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.idle_timeout);
-    builder.http2().timer(TokioTimer::new());
+    // Requests a connection carries at once: with the connections one principal may hold,
+    // this bounds its requests in flight.
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
     builder
 }
 

@@ -35,14 +35,18 @@ pub async fn serve_http<H, F>(
     let serve = |stream, _peer| {
         let (handler, gate, owner) = (handler.clone(), gate.clone(), Owner::default());
         let connection = {
-            let owner = owner.clone();
+            let (owner, gate) = (owner.clone(), gate.clone());
             async move {
+                // HTTP/2 streams run as tasks of their own: in the connection's turns too.
+                let executor = FairExecutor { gate: gate.clone(), owner: owner.clone() };
                 let service = service_fn(move |mut request: hyper::Request<Incoming>| {
+                    // Charged to no namespace until the handler routes it.
+                    owner.set(crate::runtime::fair::UNROUTED);
                     request.extensions_mut().insert(owner.clone());
                     let response = handler(request);
                     async move { Ok::<_, std::convert::Infallible>(response.await) }
                 });
-                let builder = shoal_api::serve::connection_builder(limits);
+                let builder = shoal_api::serve::connection_builder_with(limits, executor);
                 if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
                     tracing::debug!("connection ended: {e}");
                 }
@@ -56,6 +60,27 @@ pub async fn serve_http<H, F>(
         }
     };
     shoal_api::serve::accept_loop(listener, limits, shutdown, serve).await;
+}
+
+/// Spawns a connection's HTTP/2 streams, in the turns of the connection's owner when the
+/// listener shares the node's threads.
+#[derive(Clone)]
+struct FairExecutor {
+    gate: Option<Arc<FairGate>>,
+    owner: Owner,
+}
+
+impl<F> hyper::rt::Executor<F> for FairExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, stream: F) {
+        match &self.gate {
+            Some(gate) => tokio::spawn(Fair::owned(stream, gate.clone(), self.owner.clone())),
+            None => tokio::spawn(stream),
+        };
+    }
 }
 
 /// Serves `app` on `listener`, each request in a fresh instance sandboxed by `sandbox`.

@@ -140,10 +140,16 @@ impl Tables<'_> {
                     Ok(o) => o,
                     Err(e) => return invalid(e),
                 };
-                if scope == UpdateScope::Spec
-                    && let Some(why) = self.missing_module(&key.0, &new)?
-                {
-                    return invalid(why);
+                // Only a changed module is checked: a Workload written before the check existed
+                // keeps taking the updates that leave its module alone.
+                if scope == UpdateScope::Spec {
+                    let module = |o: &Value| o.pointer("/spec/module").cloned();
+                    let before = self.current(&key)?.and_then(|old| module(&old));
+                    if before != module(&new)
+                        && let Some(why) = self.missing_module(&key.0, &new)?
+                    {
+                        return invalid(why);
+                    }
                 }
                 let Some(old) = self.current(&key)? else {
                     if expected.is_some() || scope == UpdateScope::Status {

@@ -141,20 +141,28 @@ impl Run {
         self.event("Failed", message, EventType::Warning);
     }
 
-    /// The routing endpoint for `code`, or why it cannot serve HTTP.
-    fn endpoint(&self, code: &Code) -> Result<Arc<Endpoint>, String> {
+    /// The routing endpoint for `code`, or why it cannot serve HTTP; one that replaces
+    /// `before` (better code for the module) keeps its gate and its memory, so requests still
+    /// in flight on the old code count against the same limits.
+    fn endpoint(&self, code: &Code, before: Option<&Endpoint>) -> Result<Arc<Endpoint>, String> {
         let app = code.http_app(&self.shared.runtime)?;
         let mut sandbox = self.sandbox();
+        if let Some(before) = before {
+            sandbox.memory_pool.clone_from(&before.sandbox.memory_pool);
+        }
         let timeout = self.instance.spec.request_timeout_ms.map_or(self.shared.request_timeout, Duration::from_millis);
         sandbox.limits.timeout = Some(timeout);
         let in_flight = self.instance.spec.concurrency.unwrap_or(self.shared.instance_concurrency);
-        let gate = Gate::new(in_flight, self.shared.instance_queue);
+        let gate = match before {
+            Some(before) => before.gate.clone(),
+            None => Arc::new(Gate::new(in_flight, self.shared.instance_queue)),
+        };
         Ok(Arc::new(Endpoint { instance: self.instance.metadata.name.to_string(), app, sandbox, gate }))
     }
 
     async fn serve_http(&self, mut compiled: Compiled) {
         let first = compiled.borrow_and_update().clone();
-        let mut endpoint = match self.endpoint(&first) {
+        let mut endpoint = match self.endpoint(&first, None) {
             Ok(endpoint) => endpoint,
             Err(message) => return self.fail("InvalidModule", message),
         };
@@ -172,7 +180,7 @@ impl Run {
         loop {
             let passed = match &probe {
                 None => true,
-                Some(probe) => match endpoint.app.probe(&probe.path, &endpoint.sandbox).await {
+                Some(probe) => match endpoint.app.probe(&probe.path, &probe_sandbox(&endpoint.sandbox)).await {
                     Ok(status) => (200..300).contains(&status),
                     Err(e) => {
                         tracing::info!("{name}: readiness probe {}: {e}", probe.path);
@@ -198,7 +206,7 @@ impl Run {
                     Err(_) => upgrades = false,
                     Ok(()) => {
                         let better = compiled.borrow_and_update().clone();
-                        match self.endpoint(&better) {
+                        match self.endpoint(&better, Some(&endpoint)) {
                             Ok(upgraded) => {
                                 endpoint = upgraded;
                                 if ready {
@@ -288,6 +296,13 @@ impl Run {
             self.update(|s| s.restarts += 1);
         }
     }
+}
+
+/// The sandbox a readiness probe runs in: the instance's, but with memory of its own, so that
+/// requests filling the instance's memory make the probe no less ready (an instance taken out
+/// of routing for being busy would turn a flood into an outage).
+fn probe_sandbox(sandbox: &Sandbox) -> Sandbox {
+    Sandbox { memory_pool: None, ..sandbox.clone() }
 }
 
 /// Runs `instance` until `cancel`.

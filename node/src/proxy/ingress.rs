@@ -100,7 +100,6 @@ async fn handle(request: hyper::Request<Incoming>, proxy: &Proxy) -> hyper::Resp
             );
         }
     };
-    take_turns_of(&request, namespace);
     match proxy.routes.lookup(namespace, name) {
         Lookup::Unknown => text_response(
             404,
@@ -109,7 +108,7 @@ async fn handle(request: hyper::Request<Incoming>, proxy: &Proxy) -> hyper::Resp
         Lookup::NotReady => {
             text_response(503, format!("workload {namespace}/{name} has no ready instance on this node\n"))
         }
-        Lookup::Ready(endpoint) => match endpoint.handle(without_own_headers(request)).await {
+        Lookup::Ready(endpoint) => match endpoint.handle(without_own_headers(routed(request, namespace))).await {
             Ok(response) => response,
             Err(e) => {
                 tracing::info!("{namespace}/{}: request failed: {e}", endpoint.instance);
@@ -126,15 +125,18 @@ fn without_own_headers(mut request: hyper::Request<Incoming>) -> hyper::Request<
     request
 }
 
-/// From now on the request's connection takes `namespace`'s turns on the node's threads.
-fn take_turns_of(request: &hyper::Request<Incoming>, namespace: &str) {
+/// `request`, routed to an instance of `namespace`: its connection takes that namespace's turns
+/// on the node's threads until its next request (only a request that reaches something of the
+/// namespace is charged to it, never one for a host that routes nowhere).
+fn routed(request: hyper::Request<Incoming>, namespace: &str) -> hyper::Request<Incoming> {
     if let Some(owner) = request.extensions().get::<crate::runtime::fair::Owner>() {
         owner.set(namespace);
     }
+    request
 }
 
 async fn to_service(proxy: &Proxy, service: &ServiceRoute, request: hyper::Request<Incoming>) -> hyper::Response<Body> {
-    take_turns_of(&request, &service.namespace);
+    let request = routed(request, &service.namespace);
     match super::serve(proxy, service, &Caller::Outside, request).await {
         Ok(response) => response,
         Err(e) => {

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use shoal_api::resources::service::ServiceSelector;
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::runtime::host::Sandbox;
 use crate::runtime::http::{Body, HttpApp, RequestError};
@@ -21,21 +21,23 @@ pub struct Endpoint {
     pub app: HttpApp,
     /// What each request's fresh instance may see.
     pub sandbox: Sandbox,
-    /// How many of its requests run at once, and how many may wait.
-    pub gate: Gate,
+    /// How many of its requests run at once, and how many may wait (kept across the
+    /// instance's code upgrades).
+    pub gate: Arc<Gate>,
 }
 
 impl Endpoint {
     /// Serves `request` once the gate lets it in (a busy instance with a full queue refuses
     /// it); the guest then runs in its namespace's turns on the node's threads (its sandbox's
-    /// [`crate::runtime::fair::Turns`]).
+    /// [`crate::runtime::fair::Turns`]), and holds its place in the gate until it has ended,
+    /// body included.
     pub async fn handle<B>(&self, request: hyper::Request<B>) -> Result<hyper::Response<Body>, RequestError>
     where
         B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let _permit = self.gate.enter().await?;
-        self.app.handle(request, &self.sandbox).await
+        let permit = self.gate.enter().await?;
+        self.app.handle_holding(request, &self.sandbox, permit).await
     }
 }
 
@@ -43,7 +45,7 @@ impl Endpoint {
 /// bounded queue before it: a flood of one tenant's requests waits here, parked, instead of
 /// taking the node's threads from its neighbours.
 pub struct Gate {
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     in_flight: u32,
     waiting: AtomicUsize,
     queue: usize,
@@ -53,11 +55,11 @@ impl Gate {
     /// At most `in_flight` requests at once, `queue` more waiting.
     pub fn new(in_flight: u32, queue: usize) -> Gate {
         let in_flight = in_flight.max(1);
-        Gate { permits: Semaphore::new(in_flight as usize), in_flight, waiting: AtomicUsize::new(0), queue }
+        Gate { permits: Arc::new(Semaphore::new(in_flight as usize)), in_flight, waiting: AtomicUsize::new(0), queue }
     }
 
-    async fn enter(&self) -> Result<SemaphorePermit<'_>, RequestError> {
-        if let Ok(permit) = self.permits.try_acquire() {
+    async fn enter(&self) -> Result<OwnedSemaphorePermit, RequestError> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
             return Ok(permit);
         }
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue {
@@ -72,7 +74,7 @@ impl Gate {
             }
         }
         let _waiting = Waiting(&self.waiting);
-        Ok(self.permits.acquire().await.expect("the gate's semaphore is never closed"))
+        Ok(self.permits.clone().acquire_owned().await.expect("the gate's semaphore is never closed"))
     }
 }
 

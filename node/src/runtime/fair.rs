@@ -96,10 +96,13 @@ impl FairGate {
         }
         impl Drop for Waiting {
             fn drop(&mut self) {
-                if let Some(mut receiver) = self.receiver.take()
-                    && receiver.try_recv().is_ok()
-                {
-                    self.gate.release(&self.namespace);
+                let Some(mut receiver) = self.receiver.take() else { return };
+                // Under the gate's lock, which every hand-out sends under: closed first, so
+                // that no slot can arrive after the look and be lost.
+                let mut state = self.gate.state.lock().expect("fair gate lock");
+                receiver.close();
+                if receiver.try_recv().is_ok() {
+                    self.gate.release_locked(&mut state, &self.namespace);
                 }
             }
         }
@@ -114,6 +117,10 @@ impl FairGate {
     /// Gives back a slot of `ns`, and hands free slots to the waiters in turn.
     fn release(&self, ns: &Arc<str>) {
         let mut state = self.state.lock().expect("fair gate lock");
+        self.release_locked(&mut state, ns);
+    }
+
+    fn release_locked(&self, state: &mut State, ns: &Arc<str>) {
         if let Some(held) = state.held.get_mut(ns) {
             *held -= 1;
             if *held == 0 {
@@ -121,7 +128,7 @@ impl FairGate {
             }
         }
         state.free += 1;
-        self.hand_out(&mut state);
+        self.hand_out(state);
     }
 
     /// Hands free slots to waiting namespaces in turn, skipping those at their share (they
@@ -164,22 +171,34 @@ pub struct Turns {
     pub namespace: Arc<str>,
 }
 
-/// Whose turns a connection takes: the namespace its latest request was routed to, set by the
-/// handler (none before its first request: it runs whenever polled).
-#[derive(Clone, Default)]
-pub struct Owner(Arc<Mutex<Option<Arc<str>>>>);
+/// Whose turns a connection takes: the namespace its current request was routed to, set by
+/// the handler; until then (a new connection, a request being read, a host that routes nowhere)
+/// the turns of [`UNROUTED`], which is no namespace's, so that work no tenant is charged for
+/// has a share of its own and never a victim's.
+#[derive(Clone)]
+pub struct Owner(Arc<Mutex<Arc<str>>>);
+
+/// The share of connections not (yet) routed to a namespace: an empty name, which no
+/// namespace has.
+pub const UNROUTED: &str = "";
+
+impl Default for Owner {
+    fn default() -> Self {
+        Owner(Arc::new(Mutex::new(UNROUTED.into())))
+    }
+}
 
 impl Owner {
     /// From now on the connection takes `namespace`'s turns.
     pub fn set(&self, namespace: &str) {
         let mut owner = self.0.lock().expect("owner lock");
-        if owner.as_deref() != Some(namespace) {
-            *owner = Some(namespace.into());
+        if **owner != *namespace {
+            *owner = namespace.into();
         }
     }
 
     fn get(&self) -> Option<Arc<str>> {
-        self.0.lock().expect("owner lock").clone()
+        Some(self.0.lock().expect("owner lock").clone())
     }
 }
 
@@ -324,7 +343,7 @@ mod tests {
         let mut connection = Box::pin(Fair::owned(connection, gate.clone(), owner.clone()));
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
-        // Before its first request it belongs to nobody and runs whenever polled.
+        // Before its first request it takes the turns of no namespace's share.
         let alpha = gate.try_enter(&ns("alpha")).unwrap();
         assert!(connection.as_mut().poll(&mut cx).is_pending());
         assert_eq!(polls.load(std::sync::atomic::Ordering::SeqCst), 1);

@@ -123,6 +123,24 @@ impl HttpApp {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
+        self.handle_holding(request, sandbox, ()).await
+    }
+
+    /// Handles one request in a fresh instance, keeping `held` (a place in a gate) until the
+    /// guest has ended, body included. The guest ends at the request's deadline by the clock,
+    /// not only by its running time (one blocked writing to a slow reader runs no wasm), and at
+    /// once if this call is dropped before the guest has answered (the caller went away).
+    pub async fn handle_holding<B, H>(
+        &self,
+        request: hyper::Request<B>,
+        sandbox: &Sandbox,
+        held: H,
+    ) -> Result<hyper::Response<Body>, RequestError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+        H: Send + 'static,
+    {
         let mut store = self.new_store(sandbox)?;
         store.data_mut().set_hops(request.extensions().get::<super::host::Hops>().copied().unwrap_or_default());
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -132,15 +150,39 @@ impl HttpApp {
         let pre = self.pre.clone();
         // The guest may go on streaming the body after it has sent the head, so it runs as a
         // task of its own, in turns on the node's threads when it has them.
+        let deadline = sandbox.limits.timeout;
         let guest = async move {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
+            let _held = held;
+            let run = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
+            };
+            match deadline {
+                Some(limit) => tokio::time::timeout(limit, run)
+                    .await
+                    .unwrap_or_else(|_| Err(wasmtime::Error::new(super::limits::DeadlineExceeded(limit)))),
+                None => run.await,
+            }
         };
         let task = match sandbox.turns.clone() {
             Some(turns) => tokio::spawn(super::fair::Fair::new(guest, turns)),
             None => tokio::spawn(guest),
         };
-        match rx.await {
+        // Until the guest has answered, a caller that goes away takes the guest with it.
+        struct AbortUnlessAnswered(Option<tokio::task::AbortHandle>);
+        impl Drop for AbortUnlessAnswered {
+            fn drop(&mut self) {
+                if let Some(task) = self.0.take() {
+                    task.abort();
+                }
+            }
+        }
+        let mut abort = AbortUnlessAnswered(Some(task.abort_handle()));
+        let answer = rx.await;
+        if matches!(answer, Ok(Ok(_))) {
+            abort.0 = None;
+        }
+        match answer {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(code)) => Err(RequestError::Host(format!("the guest answered with error code {code:?}"))),
             Err(_) => match task.await {

@@ -92,6 +92,12 @@ pub struct SharedMemoryExceeded {
     pub limit: usize,
 }
 
+/// The most elements of one table.
+const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+
+/// What one table element is charged (a reference, with room for the engine's bookkeeping).
+const TABLE_ELEMENT_BYTES: usize = 16;
+
 /// The store's resource limiter.
 pub struct MemoryGuard {
     limit: usize,
@@ -130,8 +136,19 @@ impl ResourceLimiter for MemoryGuard {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        // Tables take memory too: charged to the instance's pool as their elements' bytes.
+        if let Some((pool, taken)) = &mut self.pool {
+            let growing = desired.saturating_sub(current).saturating_mul(TABLE_ELEMENT_BYTES);
+            if let Err(used) = pool.charge(growing) {
+                return Err(wasmtime::Error::new(SharedMemoryExceeded { growing, used, limit: pool.limit }));
+            }
+            *taken += growing;
+        }
+        Ok(true)
     }
 }
 
