@@ -461,6 +461,23 @@ async fn idle_connections_cannot_exhaust_the_ingress() {
     assert_eq!(n1.status.and_then(|s| s.ready().map(|c| c.status.clone())).as_deref(), Some("True"));
     // The hogs were closed by the ingress.
     assert_all_closed(&mut hogs).await;
+
+    // An HTTP/2 client that says hello and then nothing is closed too: the ingress's own
+    // frames (its settings, acknowledgements) do not keep an idle connection alive.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut h2 = tokio::net::TcpStream::connect(&node.ingress).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match h2.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "an idle HTTP/2 connection to the ingress was still open after 5 s");
 }
 
 /// Asserts that the listener ended every one of `hogs` (a read finishes: end of stream, a

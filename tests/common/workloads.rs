@@ -56,6 +56,7 @@ pub async fn wait_running(
 
 /// An HTTP client with a 10 s timeout.
 pub fn http() -> reqwest::Client {
+    shoal_api::client::install_crypto_provider();
     reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
 }
 

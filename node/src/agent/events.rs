@@ -18,6 +18,10 @@ use tokio_util::sync::CancellationToken;
 /// How many distinct (instance, reason) events may wait at once.
 pub const MAX_WAITING: usize = 1000;
 
+/// How many of those may be one namespace's: one tenant's failing instances cannot crowd out
+/// the others' events.
+pub const MAX_WAITING_PER_NAMESPACE: usize = 100;
+
 /// How often Events may be written.
 #[derive(Debug, Clone, Copy)]
 pub struct EventPacing {
@@ -44,9 +48,16 @@ struct Waiting {
     count: u32,
 }
 
+/// The namespace of a key (`<namespace>/<instance>`).
+fn namespace_of<'k>(key: &'k (String, &'static str)) -> &'k str {
+    key.0.split_once('/').map_or("", |(ns, _)| ns)
+}
+
 #[derive(Default)]
 struct Book {
     waiting: HashMap<(String, &'static str), Waiting>,
+    /// How many of `waiting` each namespace has.
+    per_namespace: HashMap<String, usize>,
     /// When each key was last written.
     written: HashMap<(String, &'static str), Instant>,
     dropped: u64,
@@ -60,10 +71,13 @@ impl Book {
             waiting.message = event.message;
             return true;
         }
-        if self.waiting.len() >= MAX_WAITING {
+        let namespace = namespace_of(&key).to_owned();
+        let theirs = self.per_namespace.get(&namespace).copied().unwrap_or(0);
+        if self.waiting.len() >= MAX_WAITING || theirs >= MAX_WAITING_PER_NAMESPACE {
             self.dropped += 1;
             return false;
         }
+        *self.per_namespace.entry(namespace).or_default() += 1;
         self.waiting.insert(key, event);
         true
     }
@@ -83,11 +97,29 @@ impl Book {
         if ready.len() > budget {
             next = Some(now + Duration::from_secs(1));
         }
-        ready.truncate(budget);
-        let taken = ready
+        // The budget goes to the namespaces in turn: first one event of each, then a second...
+        ready.sort();
+        let mut rank: HashMap<String, usize> = HashMap::new();
+        let mut ranked: Vec<(usize, (String, &'static str))> = ready
             .into_iter()
-            .filter_map(|key| {
+            .map(|key| {
+                let n = rank.entry(namespace_of(&key).to_owned()).or_default();
+                *n += 1;
+                (*n, key)
+            })
+            .collect();
+        ranked.sort();
+        ranked.truncate(budget);
+        let taken = ranked
+            .into_iter()
+            .filter_map(|(_, key)| {
                 let waiting = self.waiting.remove(&key)?;
+                if let Some(n) = self.per_namespace.get_mut(namespace_of(&key)) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.per_namespace.remove(namespace_of(&key));
+                    }
+                }
                 self.written.insert(key, now);
                 Some(waiting)
             })
@@ -119,7 +151,8 @@ impl Events {
             namespace: instance.metadata.namespace.clone(),
             name: instance.metadata.name.clone(),
         };
-        let key = (format!("{:?}/{}", involved.namespace, involved.name), reason);
+        let namespace = involved.namespace.as_ref().map_or("", |n| n.as_str());
+        let key = (format!("{namespace}/{}", involved.name), reason);
         let noted = self
             .book
             .lock()
@@ -235,8 +268,27 @@ mod tests {
 
         let mut full = Book::default();
         for i in 0..MAX_WAITING + 10 {
-            full.note((format!("k{i}"), "Failed"), waiting("x"));
+            full.note((format!("ns{}/k{i}", i % 20), "Failed"), waiting("x"));
         }
         assert_eq!((full.waiting.len(), full.dropped), (MAX_WAITING, 10));
+    }
+
+    #[test]
+    fn one_namespace_cannot_crowd_out_the_others_events() {
+        let pacing = EventPacing { per_key: Duration::from_secs(10), per_second: 4 };
+        let mut book = Book::default();
+        for i in 0..MAX_WAITING_PER_NAMESPACE + 50 {
+            book.note((format!("alpha/i{i}"), "Failed"), waiting("x"));
+        }
+        assert_eq!(book.dropped, 50, "alpha holds its share of the waiting room");
+        assert!(book.note(("beta/i0".into(), "Failed"), waiting("y")), "beta still gets in");
+        assert!(book.note(("gamma/i0".into(), "Failed"), waiting("z")));
+        let (due, _) = book.due(Instant::now(), pacing, 4);
+        let namespaces: Vec<_> = due.iter().map(|w| w.involved.name.to_string()).collect();
+        assert_eq!(due.len(), 4);
+        assert!(
+            due.iter().any(|w| w.message == "y") && due.iter().any(|w| w.message == "z"),
+            "the budget goes to every namespace in turn: {namespaces:?}"
+        );
     }
 }
