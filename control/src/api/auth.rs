@@ -136,11 +136,11 @@ pub struct AuthState {
     pub connections: Arc<super::per_principal::PerPrincipal>,
 }
 
-async fn principal(state: &AuthState, token: &str) -> Result<Principal, ApiError> {
+async fn principal(state: &AuthState, token: &str, digest: &TokenDigest) -> Result<Principal, ApiError> {
     if constant_time_eq(token.as_bytes(), state.admin.as_bytes()) {
         return Ok(Principal::Admin);
     }
-    let digest = shoal_api::digest::sha256_hex(token.as_bytes());
+    let digest = digest.0.to_string();
     let now = Instant::now();
     if let Some(principal) = state.cache.get(&digest, now) {
         return Ok(principal);
@@ -251,7 +251,7 @@ pub async fn require_token(State(state): State<AuthState>, mut request: Request,
             .into_response();
     };
     let digest = TokenDigest(shoal_api::digest::sha256_hex(token.as_bytes()).into());
-    let principal = match principal(&state, token).await {
+    let principal = match principal(&state, token, &digest).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };

@@ -30,8 +30,8 @@ pub struct HeartbeatState {
     answer: Arc<Mutex<Option<KeptAnswer>>>,
 }
 
-/// An answer and when it was read.
-type KeptAnswer = (Instant, Arc<HeartbeatAnswer>);
+/// An answer, the same without its list (for nodes that know it), and when it was read.
+type KeptAnswer = (Instant, Arc<HeartbeatAnswer>, Arc<HeartbeatAnswer>);
 
 /// How long an answer read from the store is given out before it is read again.
 const ANSWER_TTL: Duration = Duration::from_secs(1);
@@ -43,12 +43,13 @@ impl HeartbeatState {
     }
 
     /// The revocations now (read at most once per [`ANSWER_TTL`]), tagged.
-    fn answer(&self, now: Instant) -> Result<Arc<HeartbeatAnswer>, ApiError> {
+    fn answer(&self, now: Instant, known: u64) -> Result<Arc<HeartbeatAnswer>, ApiError> {
         let mut kept = self.answer.lock().expect("heartbeat answer lock");
-        if let Some((at, answer)) = kept.as_ref()
+        if let Some((at, answer, unchanged)) = kept.as_ref()
             && now.duration_since(*at) < ANSWER_TTL
         {
-            return Ok(answer.clone());
+            // A node that knows this list gets only the tag, however long the list.
+            return Ok(if answer.revocations_tag == known { unchanged.clone() } else { answer.clone() });
         }
         let mut revoked = super::registration::live_revocations(&self.store, super::registration::unix_now())?;
         revoked.sort_by(|a, b| a.node.cmp(&b.node));
@@ -61,8 +62,9 @@ impl HeartbeatState {
             hasher.finish() | 1
         };
         let answer = Arc::new(HeartbeatAnswer { revocations_tag: tag, revoked: Some(revoked) });
-        *kept = Some((now, answer.clone()));
-        Ok(answer)
+        let unchanged = Arc::new(HeartbeatAnswer { revocations_tag: tag, revoked: None });
+        *kept = Some((now, answer.clone(), unchanged.clone()));
+        Ok(if tag == known { unchanged } else { answer })
     }
 }
 
@@ -86,12 +88,7 @@ pub async fn beat(
     } else {
         state.store.call_leader::<_, ()>(paths::HEARTBEAT, &name).await?;
     }
-    let answer = state.answer(now)?;
-    if answer.revocations_tag == query.revocations {
-        // The node knows this list: only the tag goes back, however long the list.
-        return Ok(Json(Arc::new(HeartbeatAnswer { revocations_tag: answer.revocations_tag, revoked: None })));
-    }
-    Ok(Json(answer))
+    Ok(Json(state.answer(now, query.revocations)?))
 }
 
 /// Answers a heartbeat forwarded by a follower (on the raft listener).
