@@ -213,10 +213,7 @@ async fn invalid_objects_and_modules_are_refused_with_the_field() {
 
     // A body with a bad field, straight over HTTP: 422 naming it.
     let config = control.client_config();
-    let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(config.ca.as_bytes()).unwrap()])
-        .build()
-        .unwrap();
+    let http = control.raw_http();
     let body = serde_json::json!({
         "apiVersion": "shoal.dev/v1", "kind": "Workload",
         "metadata": {"name": "w"}, "spec": {"module": "sha256:00", "replicas": "three"}
@@ -386,10 +383,7 @@ async fn a_quiet_watch_gets_bookmarks_and_a_client_sees_through_them() {
     shoal_api::client::install_crypto_provider();
     let control = ControlProcess::start(dir.path(), &["--watch-bookmark-interval", "100ms"]);
     let config = control.client_config();
-    let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(config.ca.as_bytes()).unwrap()])
-        .build()
-        .unwrap();
+    let http = control.raw_http();
     let response = http
         .get(format!("{}/api/v1/namespaces?watch=true", config.server))
         .bearer_auth(&config.token)

@@ -211,10 +211,7 @@ async fn oversized_bodies_and_future_resource_versions_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let control = ControlProcess::start(dir.path(), &[]);
     let config = control.client_config();
-    let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(config.ca.as_bytes()).unwrap()])
-        .build()
-        .unwrap();
+    let http = control.raw_http();
     let url = |path: &str| format!("{}{path}", config.server);
     let huge = format!(
         r#"{{"apiVersion":"shoal.dev/v1","kind":"Namespace","metadata":{{"name":"big","annotations":{{"a":"{}"}}}}}}"#,
@@ -532,12 +529,7 @@ async fn a_tenant_holds_a_bounded_number_of_connections() {
     let (_beta, token) = tenant_and_token(&control, "beta", serde_json::json!({})).await;
     let config = control.client_config();
     // Each client has a connection of its own.
-    let connect = || {
-        reqwest::Client::builder()
-            .tls_certs_only([reqwest::Certificate::from_pem(config.ca.as_bytes()).unwrap()])
-            .build()
-            .unwrap()
-    };
+    let connect = || control.raw_http();
     let ask = |client: &reqwest::Client, token: &str| {
         client.get(format!("{}/api/v1/namespaces/beta/workloads", config.server)).bearer_auth(token).send()
     };
@@ -565,10 +557,7 @@ async fn a_tenant_holds_a_bounded_number_of_watches() {
     let control = ControlProcess::start(dir.path(), &["--max-watches-per-principal", "2"]);
     let (beta, token) = tenant_and_token(&control, "beta", serde_json::json!({})).await;
     let config = control.client_config();
-    let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(config.ca.as_bytes()).unwrap()])
-        .build()
-        .unwrap();
+    let http = control.raw_http();
     let watch = || {
         http.get(format!("{}/api/v1/namespaces/beta/workloads?watch=true", config.server)).bearer_auth(&token).send()
     };
@@ -628,10 +617,7 @@ async fn an_escaped_path_is_no_way_around_the_rules() {
     let control = ControlProcess::start(dir.path(), &[]);
     let (beta, token) = tenant_and_token(&control, "beta", serde_json::json!({"instances": 1})).await;
     let config = control.client_config();
-    let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(config.ca.as_bytes()).unwrap()])
-        .build()
-        .unwrap();
+    let http = control.raw_http();
     let mut pinned = instance_on("pinned", "n1");
     pinned.meta_mut().namespace = Some(Name::new("beta").unwrap());
     // `%69nstances` is `instances` once the router decodes it.
@@ -954,10 +940,7 @@ async fn a_tenant_holds_a_bounded_number_of_uploads_in_progress() {
     let control = ControlProcess::start(dir.path(), &[]);
     let (_beta, token) = tenant_and_token(&control, "beta", serde_json::json!({})).await;
     let config = control.client_config();
-    let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(config.ca.as_bytes()).unwrap()])
-        .build()
-        .unwrap();
+    let http = control.raw_http();
     let upload = |i: u32, token: &str, body: reqwest::Body| {
         http.put(format!("{}/api/v1/namespaces/beta/modules/{i:064x}", config.server))
             .bearer_auth(token)

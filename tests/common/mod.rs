@@ -84,6 +84,14 @@ impl ControlProcess {
         ClientConfig::load(&self.data_dir.join("client.yaml")).expect("client config written")
     }
 
+    /// A plain HTTP client of its API (trusting its CA, with a connection pool of its own),
+    /// for requests the typed client would not make.
+    pub fn raw_http(&self) -> reqwest::Client {
+        shoal_api::client::install_crypto_provider();
+        let ca = reqwest::Certificate::from_pem(self.client_config().ca.as_bytes()).unwrap();
+        reqwest::Client::builder().tls_certs_only([ca]).build().unwrap()
+    }
+
     /// An admin client of its API server.
     pub fn client(&self) -> Client {
         Client::new(&self.client_config()).unwrap()
