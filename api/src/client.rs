@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use crate::config::ClientConfig;
 use crate::meta::{Kind, Object, Resource};
 use crate::object::AnyObject;
-use crate::status::{ClusterStatus, List, Reason, Status, WatchEvent};
+use crate::status::{ClusterStatus, List, Reason, Status, WatchEvent, Watched};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -255,7 +255,7 @@ impl Client {
         let path = format!("{}?watch=true&resourceVersion={from}", collection_path(kind, namespace));
         let resp = self.send(Method::GET, &path, None, None).await?;
         let url = format!("{}{path}", self.base);
-        let lines = watch_lines(resp.bytes_stream(), url.clone(), self.watch_silence);
+        let lines = events_only(watch_lines(resp.bytes_stream(), url.clone(), self.watch_silence));
         Ok(lines.map(move |line| {
             let line = line?;
             let decode = |message: String| ClientError::Decode { url: url.clone(), message };
@@ -277,12 +277,33 @@ impl Client {
         namespace: Option<&str>,
         from: u64,
     ) -> Result<impl Stream<Item = Result<WatchEvent<Object<R>>, ClientError>> + use<R>, ClientError> {
+        let watched = self.watch_with_bookmarks_of::<R>(namespace, from).await?;
+        Ok(watched.filter_map(|item| async move {
+            match item {
+                Ok(Watched::Change(event)) => Some(Ok(event)),
+                Ok(Watched::Bookmark(_)) => None,
+                Err(e) => Some(Err(e)),
+            }
+        }))
+    }
+
+    /// Like [`Client::watch_of`], with the bookmarks too: a client that resumes from the last
+    /// revision it saw resumes from a quiet watch's bookmark rather than from its last change
+    /// (which the history may no longer reach).
+    pub async fn watch_with_bookmarks_of<R: Resource>(
+        &self,
+        namespace: Option<&str>,
+        from: u64,
+    ) -> Result<impl Stream<Item = Result<Watched<Object<R>>, ClientError>> + use<R>, ClientError> {
         let path = format!("{}?watch=true&resourceVersion={from}", collection_path(R::KIND, namespace));
         let resp = self.send(Method::GET, &path, None, None).await?;
         let url = format!("{}{path}", self.base);
         let lines = watch_lines(resp.bytes_stream(), url.clone(), self.watch_silence);
-        Ok(lines.map(move |line| {
-            serde_json::from_slice(&line?).map_err(|e| ClientError::Decode { url: url.clone(), message: e.to_string() })
+        Ok(lines.map(move |line| match line? {
+            WatchLine::Bookmark(revision) => Ok(Watched::Bookmark(revision)),
+            WatchLine::Event(line) => serde_json::from_slice(&line)
+                .map(Watched::Change)
+                .map_err(|e| ClientError::Decode { url: url.clone(), message: e.to_string() }),
         }))
     }
 
@@ -452,10 +473,16 @@ pub const WATCH_SILENCE: Duration = Duration::from_secs(30);
 /// gone wrong, not one to buffer without end.
 pub const MAX_WATCH_LINE: usize = 4 << 20;
 
-/// Splits a watch stream into its event lines (without the newline), skipping empty lines and
-/// bookmarks (which only say the watch is alive); fails on a line over [`MAX_WATCH_LINE`] and
-/// when nothing at all arrives for `silence`.
-fn watch_lines<S>(stream: S, url: String, silence: Duration) -> impl Stream<Item = Result<Vec<u8>, ClientError>>
+/// A line of a watch stream: an event, or the revision of a bookmark.
+#[derive(Debug)]
+enum WatchLine {
+    Event(Vec<u8>),
+    Bookmark(u64),
+}
+
+/// Splits a watch stream into its lines (without the newline), skipping empty ones; fails on a
+/// line over [`MAX_WATCH_LINE`] and when nothing at all arrives for `silence`.
+fn watch_lines<S>(stream: S, url: String, silence: Duration) -> impl Stream<Item = Result<WatchLine, ClientError>>
 where
     S: Stream<Item = Result<Bytes, reqwest::Error>> + Unpin,
 {
@@ -464,9 +491,13 @@ where
         loop {
             if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=pos).take(pos).collect();
-                if line.iter().all(u8::is_ascii_whitespace) || is_bookmark(&line) {
+                if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
+                let line = match bookmark_revision(&line) {
+                    Some(revision) => WatchLine::Bookmark(revision),
+                    None => WatchLine::Event(line),
+                };
                 return Some((Ok(line), (stream, buf, done, url)));
             }
             if done {
@@ -494,6 +525,31 @@ where
     })
 }
 
+/// The events of a watch stream's lines, its bookmarks skipped (they only say it is alive).
+fn events_only(
+    lines: impl Stream<Item = Result<WatchLine, ClientError>>,
+) -> impl Stream<Item = Result<Vec<u8>, ClientError>> {
+    lines.filter_map(|line| async move {
+        match line {
+            Ok(WatchLine::Event(event)) => Some(Ok(event)),
+            Ok(WatchLine::Bookmark(_)) => None,
+            Err(e) => Some(Err(e)),
+        }
+    })
+}
+
+/// The revision a bookmark line (`{"type":"BOOKMARK","revision":N}`) names, if it is one.
+fn bookmark_revision(line: &[u8]) -> Option<u64> {
+    if !is_bookmark(line) {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct Bookmark {
+        revision: u64,
+    }
+    serde_json::from_slice::<Bookmark>(line).ok().map(|b| b.revision)
+}
+
 /// Whether `line` is a bookmark: `{"type":"BOOKMARK",...}`.
 fn is_bookmark(line: &[u8]) -> bool {
     line.starts_with(br#"{"type":"BOOKMARK""#)
@@ -509,12 +565,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn watch_lines_skip_bookmarks_and_fail_on_silence_and_on_a_line_past_the_bound() {
+    async fn watch_lines_tell_bookmarks_and_fail_on_silence_and_on_a_line_past_the_bound() {
         let silence = Duration::from_millis(50);
         let parts: &[&[u8]] =
-            &[b"{\"type\":\"ADDED\",\"rev", b"ision\":1}\n\n{\"type\":\"BOOKMARK\",\"revision\":1}\n"];
+            &[b"{\"type\":\"ADDED\",\"rev", b"ision\":1}\n\n{\"type\":\"BOOKMARK\",\"revision\":7}\n"];
         let mut lines = Box::pin(watch_lines(chunks(parts), "u".into(), silence));
-        assert_eq!(lines.next().await.unwrap().unwrap(), br#"{"type":"ADDED","revision":1}"#);
+        assert!(
+            matches!(lines.next().await, Some(Ok(WatchLine::Event(e))) if e == br#"{"type":"ADDED","revision":1}"#)
+        );
+        assert!(matches!(lines.next().await, Some(Ok(WatchLine::Bookmark(7)))), "a bookmark says how far it read");
         let started = std::time::Instant::now();
         match lines.next().await {
             Some(Err(ClientError::Silent { silent, .. })) => assert_eq!(silent, silence),

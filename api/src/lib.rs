@@ -41,4 +41,4 @@ pub use config::ClientConfig;
 pub use meta::{Kind, Object, ObjectMeta, Resource};
 pub use name::Name;
 pub use object::AnyObject;
-pub use status::{EventType, List, Reason, Status, WatchEvent};
+pub use status::{EventType, List, Reason, Status, WatchEvent, Watched};

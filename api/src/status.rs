@@ -102,6 +102,16 @@ pub struct WatchEvent<T> {
     pub object: T,
 }
 
+/// What a watch stream says: a change, or a bookmark (the watch has delivered everything it
+/// would up to that revision, so it may be resumed from there).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Watched<T> {
+    /// A change.
+    Change(WatchEvent<T>),
+    /// Everything up to this revision was delivered.
+    Bookmark(u64),
+}
+
 /// What `GET /api/v1/cluster` reports: one control node's view of the raft cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

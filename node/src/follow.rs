@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use shoal_api::{Client, ClientError, EventType, Object, Reason, Resource};
+use shoal_api::{Client, ClientError, EventType, Object, Reason, Resource, Watched};
 use tokio_util::sync::CancellationToken;
 
 /// What receives the objects.
@@ -40,16 +40,21 @@ async fn once<R: Resource, F: Follower<R>>(
         }
     };
     *resume = Some(from);
-    let mut changes = Box::pin(client.watch_of::<R>(None, from).await?);
+    let mut changes = Box::pin(client.watch_with_bookmarks_of::<R>(None, from).await?);
     loop {
         let change = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             change = changes.next() => change,
         };
         let Some(change) = change else { return Ok(()) };
-        let change = change?;
-        *resume = Some(change.revision);
-        follower.change(change.type_, change.object);
+        match change? {
+            Watched::Change(change) => {
+                *resume = Some(change.revision);
+                follower.change(change.type_, change.object);
+            }
+            // A quiet watch resumes from how far it has read, which the history still holds.
+            Watched::Bookmark(revision) => *resume = Some(revision),
+        }
     }
 }
 
