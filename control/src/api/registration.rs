@@ -49,13 +49,23 @@ pub fn read(store: &Store, name: &str) -> Result<Option<Registration>, ApiError>
 /// Commands that replace node `name`'s registration with `registration`, in one entry: no
 /// reader ever sees it gone (an update of an object without a spec would be a no-op).
 pub fn write(name: &str, registration: &Registration) -> Vec<Command> {
-    let object = serde_json::to_vec(registration).expect("serializes");
-    let key = ObjectKey::new(NODE_HOSTS, None, name);
-    vec![
-        Command::Delete { key: ObjectKey::new(LEGACY_NODE_SECRETS, None, name), expected: None },
-        Command::Delete { key: key.clone(), expected: None },
-        Command::Create { key, object },
-    ]
+    let mut commands = vec![Command::Delete { key: ObjectKey::new(LEGACY_NODE_SECRETS, None, name), expected: None }];
+    commands.extend(replace(ObjectKey::new(NODE_HOSTS, None, name), registration));
+    commands
+}
+
+/// Commands that raise node `name`'s generation (see [`revocation`]) until `until` (seconds
+/// since the epoch, when every certificate issued before has expired). The record is kept after
+/// that (a few bytes for each node ever revoked), so that generations only grow.
+pub fn revoke(store: &Store, name: &str, until: i64) -> Result<Vec<Command>, ApiError> {
+    let record = RevokedNode { node: name.to_owned(), generation: generation(store, name)? + 1, until };
+    Ok(replace(ObjectKey::new(NODE_REVOCATIONS, None, name), &record))
+}
+
+/// Commands that replace the record at `key` whole, in one entry: no reader sees it gone.
+fn replace(key: ObjectKey, record: &impl Serialize) -> Vec<Command> {
+    let object = serde_json::to_vec(record).expect("serializes");
+    vec![Command::Delete { key: key.clone(), expected: None }, Command::Create { key, object }]
 }
 
 /// Commands that delete node `name`'s registration.

@@ -13,11 +13,9 @@ use rand::Rng;
 use shoal_api::Reason;
 use shoal_api::token::{IssuedToken, TokenInfo, TokenRequest};
 
-use shoal_api::agent::RevokedNode;
-
 use super::auth::{Principal, TOKENS};
 use super::error::ApiError;
-use super::registration::{self, NODE_REVOCATIONS};
+use super::registration;
 use crate::store::{Command, CommandResult, ObjectKey, Store};
 
 fn admin_only(principal: &Principal) -> Result<(), ApiError> {
@@ -92,22 +90,6 @@ pub async fn list(
 #[derive(Debug, Clone, Copy)]
 pub struct NodeCertValidity(pub std::time::Duration);
 
-/// What revoking node `node`'s token writes besides deleting it: its next generation, which
-/// makes its peers refuse the certificates it holds (the heartbeat answer carries it to every
-/// node) and is the generation of any certificate a node of that name is issued later. The
-/// record is kept after that (a few bytes for each node ever revoked), so that generations only
-/// grow.
-fn revoke_node(store: &Store, node: &str, validity: NodeCertValidity) -> Result<Vec<Command>, ApiError> {
-    let now = registration::unix_now();
-    let generation = registration::generation(store, node)? + 1;
-    let record = RevokedNode { node: node.to_owned(), generation, until: now + validity.0.as_secs() as i64 + 300 };
-    let key = ObjectKey::new(NODE_REVOCATIONS, None, node);
-    Ok(vec![
-        Command::Delete { key: key.clone(), expected: None },
-        Command::Create { key, object: serde_json::to_vec(&record).expect("serializes") },
-    ])
-}
-
 /// `DELETE /api/v1/tokens/{name}`. A node token's node is revoked too: the API server stops
 /// taking the token at once on this member and within a second on the others, and the node's
 /// peers stop taking its certificates at their next heartbeat.
@@ -125,7 +107,10 @@ pub async fn revoke(
     };
     let mut commands = vec![Command::Delete { key, expected: None }];
     if info.node {
-        commands.extend(revoke_node(&store, info.name.as_str(), validity)?);
+        // Its next generation makes its peers refuse the certificates it holds (the heartbeat
+        // answer carries it to every node), for as long as they may be valid.
+        let until = registration::unix_now() + validity.0.as_secs() as i64 + 300;
+        commands.extend(registration::revoke(&store, info.name.as_str(), until)?);
     }
     let result = match store.write(Command::Batch(commands)).await? {
         CommandResult::Batch(mut results) if !results.is_empty() => results.swap_remove(0),

@@ -142,16 +142,15 @@ impl Tables<'_> {
                 };
                 // Only a changed module is checked: a Workload written before the check existed
                 // keeps taking the updates that leave its module alone.
-                if scope == UpdateScope::Spec {
-                    let module = |o: &Value| o.pointer("/spec/module").cloned();
-                    let before = self.current(&key)?.and_then(|old| module(&old));
-                    if before != module(&new)
-                        && let Some(why) = self.missing_module(&key.0, &new)?
-                    {
-                        return invalid(why);
-                    }
+                let old = self.current(&key)?;
+                let module = |o: &Value| o.pointer("/spec/module").cloned();
+                if scope == UpdateScope::Spec
+                    && old.as_ref().and_then(module) != module(&new)
+                    && let Some(why) = self.missing_module(&key.0, &new)?
+                {
+                    return invalid(why);
                 }
-                let Some(old) = self.current(&key)? else {
+                let Some(old) = old else {
                     if expected.is_some() || scope == UpdateScope::Status {
                         return Ok(CommandResult::NotFound);
                     }

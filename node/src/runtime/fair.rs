@@ -197,8 +197,8 @@ impl Owner {
         }
     }
 
-    fn get(&self) -> Option<Arc<str>> {
-        Some(self.0.lock().expect("owner lock").clone())
+    fn get(&self) -> Arc<str> {
+        self.0.lock().expect("owner lock").clone()
     }
 }
 
@@ -235,8 +235,8 @@ impl<F> Fair<F> {
 }
 
 impl<F: Future> Fair<F> {
-    /// Polls `inner` once, holding `slot` (if any).
-    fn run(&mut self, slot: Option<Slot>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    /// Polls `inner` once, holding `slot`.
+    fn run(&mut self, slot: Slot, cx: &mut Context<'_>) -> Poll<F::Output> {
         let result = self.inner.as_mut().poll(cx);
         drop(slot);
         result
@@ -249,17 +249,16 @@ impl<F: Future> Future for Fair<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
         let namespace = match &this.whose {
-            Whose::Namespace(ns) => Some(ns.clone()),
+            Whose::Namespace(ns) => ns.clone(),
             Whose::Owner(owner) => owner.get(),
         };
-        let Some(namespace) = namespace else { return this.run(None, cx) };
         // A wait for another namespace's slot (the owner changed) is given up.
         if this.waiting.as_ref().is_some_and(|(ns, _)| *ns != namespace) {
             this.waiting = None;
         }
         if this.waiting.is_none() {
             match this.gate.try_enter(&namespace) {
-                Some(slot) => return this.run(Some(slot), cx),
+                Some(slot) => return this.run(slot, cx),
                 None => {
                     let enter = Box::pin(this.gate.clone().enter(namespace.clone()));
                     this.waiting = Some((namespace, enter));
@@ -270,7 +269,7 @@ impl<F: Future> Future for Fair<F> {
         match waiting.as_mut().poll(cx) {
             Poll::Ready(slot) => {
                 this.waiting = None;
-                this.run(Some(slot), cx)
+                this.run(slot, cx)
             }
             Poll::Pending => Poll::Pending,
         }
