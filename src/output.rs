@@ -39,6 +39,7 @@ fn header(kind: Kind, wide: bool) -> Vec<&'static str> {
         Kind::Service => vec!["NAMESPACE", "NAME", "SELECTOR", "PORTS", "ENDPOINTS", "AGE"],
         Kind::Node => vec!["NAME", "STATUS", "ADDRESS", "AGE"],
         Kind::Event => vec!["NAMESPACE", "TYPE", "REASON", "OBJECT", "COUNT", "MESSAGE"],
+        Kind::Secret | Kind::Config => vec!["NAMESPACE", "NAME", "KEYS", "AGE"],
     };
     if wide {
         h.push("RESOURCE-VERSION");
@@ -99,6 +100,9 @@ fn row(object: &AnyObject, wide: bool) -> Vec<String> {
             let s = i.status.clone().unwrap_or_default();
             let phase = if i.spec.node.is_none() && s.phase == Phase::Pending {
                 "Pending".into()
+            } else if !s.reason.is_empty() {
+                // Why it is stuck says more than the phase, e.g. `ValuesUnavailable`.
+                s.reason.clone()
             } else {
                 format!("{:?}", s.phase)
             };
@@ -128,6 +132,8 @@ fn row(object: &AnyObject, wide: bool) -> Vec<String> {
             });
             vec![name, ready, n.spec.address.clone(), age]
         }
+        AnyObject::Secret(sec) => vec![ns, name, sec.spec.data.len().to_string(), age],
+        AnyObject::Config(c) => vec![ns, name, c.spec.data.len().to_string(), age],
         AnyObject::Event(e) => {
             let o = &e.spec.involved_object;
             vec![

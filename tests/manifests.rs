@@ -32,11 +32,11 @@ const CASES: &[(&str, &str)] = &[
     ("syntax-error.yaml", "5:1: did not find expected ',' or ']'"),
     (
         "unknown-field.yaml",
-        "7:3: spec.replica: unknown field `replica`, expected one of `module`, `type`, `replicas`, `resources`, `env`, `args`, `probes`, `restartPolicy`, `placement`, `rollout`, `allowedOutboundHosts`",
+        "7:3: spec.replica: unknown field `replica`, expected one of `module`, `type`, `replicas`, `resources`, `env`, `files`, `wasiConfig`, `args`, `probes`, `restartPolicy`, `placement`, `rollout`, `allowedOutboundHosts`",
     ),
     (
         "unknown-kind.yaml",
-        "2:1: kind: unknown kind \"Deployment\", expected one of Namespace, Node, Service, Workload, Instance, Event",
+        "2:1: kind: unknown kind \"Deployment\", expected one of Namespace, Node, Secret, Config, Service, Workload, Instance, Event",
     ),
     ("wrong-type.yaml", "7:13: spec.replicas: invalid type: string \"three\", expected u32"),
 ];

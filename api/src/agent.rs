@@ -69,3 +69,34 @@ pub struct RevokedNode {
 pub fn logs_path(namespace: &str, instance: &str) -> String {
     format!("/logs/{namespace}/{instance}")
 }
+
+/// The values an instance takes from Secrets and Configs, resolved for its node when it starts
+/// (`GET /api/v1/namespaces/{ns}/instances/{name}/values`, for the node it is bound to). Its
+/// `Debug` shows names only: the values are never logged.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct InstanceValues {
+    /// Every environment variable, literal ones included, in the spec's order.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Each directory of files: where the guest sees it, and its files by name.
+    #[serde(default)]
+    pub files: Vec<(String, std::collections::BTreeMap<String, String>)>,
+    /// What `wasi:config/store` answers, literal entries included.
+    #[serde(default)]
+    pub wasi_config: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for InstanceValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = |values: &[(String, String)]| values.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        f.debug_struct("InstanceValues")
+            .field("env", &names(&self.env))
+            .field(
+                "files",
+                &self.files.iter().map(|(dir, files)| (dir, files.keys().collect::<Vec<_>>())).collect::<Vec<_>>(),
+            )
+            .field("wasi_config", &names(&self.wasi_config))
+            .finish()
+    }
+}

@@ -217,6 +217,24 @@ impl Client {
         self.object(kind, Method::GET, &object_path(kind, namespace, name), None).await
     }
 
+    /// Reads one Secret with its values shown (the caller's token must be for its namespace;
+    /// a plain [`Client::get`] shows each value as [`crate::resources::secret::REDACTED`]).
+    pub async fn get_secret_shown(&self, namespace: &str, name: &str) -> Result<AnyObject, ClientError> {
+        let path = format!("{}?showSecrets=true", object_path(Kind::Secret, Some(namespace), name));
+        self.object(Kind::Secret, Method::GET, &path, None).await
+    }
+
+    /// The values instance `name` of `namespace` takes from Secrets and Configs, resolved: for
+    /// the node it is bound to, when it starts it.
+    pub async fn instance_values(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<crate::agent::InstanceValues, ClientError> {
+        let path = format!("{}/values", object_path(Kind::Instance, Some(namespace), name));
+        self.json(Method::GET, &path, None).await
+    }
+
     /// Lists objects of `kind` in `namespace` (all namespaces when `None`), optionally filtered by
     /// a label selector such as `app=hello`.
     pub async fn list(

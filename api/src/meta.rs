@@ -82,12 +82,24 @@ pub enum Kind {
     Node,
     /// Something that happened to an object.
     Event,
+    /// Values kept encrypted, for workloads to take (like Kubernetes' Secret).
+    Secret,
+    /// Values for workloads to take (like Kubernetes' ConfigMap).
+    Config,
 }
 
 impl Kind {
     /// Every kind, in the order `apply` creates them (namespaces before what lives in them).
-    pub const ALL: [Kind; 6] =
-        [Kind::Namespace, Kind::Node, Kind::Service, Kind::Workload, Kind::Instance, Kind::Event];
+    pub const ALL: [Kind; 8] = [
+        Kind::Namespace,
+        Kind::Node,
+        Kind::Secret,
+        Kind::Config,
+        Kind::Service,
+        Kind::Workload,
+        Kind::Instance,
+        Kind::Event,
+    ];
 
     /// The `kind` field value.
     pub fn as_str(self) -> &'static str {
@@ -98,6 +110,8 @@ impl Kind {
             Kind::Service => "Service",
             Kind::Node => "Node",
             Kind::Event => "Event",
+            Kind::Secret => "Secret",
+            Kind::Config => "Config",
         }
     }
 
@@ -110,6 +124,8 @@ impl Kind {
             Kind::Service => "services",
             Kind::Node => "nodes",
             Kind::Event => "events",
+            Kind::Secret => "secrets",
+            Kind::Config => "configs",
         }
     }
 
@@ -134,6 +150,8 @@ impl Kind {
             Kind::Service => Some("svc"),
             Kind::Node => Some("no"),
             Kind::Event => Some("ev"),
+            Kind::Secret => None,
+            Kind::Config => Some("cfg"),
         }
     }
 }

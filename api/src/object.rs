@@ -4,10 +4,12 @@
 use serde::Serialize;
 
 use crate::meta::{FieldError, Kind, Object, ObjectMeta, Resource, validate_labels};
+use crate::resources::config::{Config, ConfigKind};
 use crate::resources::event::{Event, EventKind};
 use crate::resources::instance::{Instance, InstanceKind};
 use crate::resources::namespace::{Namespace, NamespaceKind};
 use crate::resources::node::{Node, NodeKind};
+use crate::resources::secret::{Secret, SecretKind};
 use crate::resources::service::{Service, ServiceKind};
 use crate::resources::workload::{Workload, WorkloadKind};
 
@@ -22,6 +24,8 @@ pub enum AnyObject {
     Service(Service),
     Node(Node),
     Event(Event),
+    Secret(Secret),
+    Config(Config),
 }
 
 /// Runs `$body` with `$o` bound to the typed object inside an [`AnyObject`], and `$R` to its
@@ -53,6 +57,14 @@ macro_rules! each_kind {
                 type $R = EventKind;
                 $body
             }
+            AnyObject::Secret($o) => {
+                type $R = SecretKind;
+                $body
+            }
+            AnyObject::Config($o) => {
+                type $R = ConfigKind;
+                $body
+            }
         }
     };
 }
@@ -69,6 +81,8 @@ where
         Kind::Service => AnyObject::Service(serde_path_to_error::deserialize(de)?),
         Kind::Node => AnyObject::Node(serde_path_to_error::deserialize(de)?),
         Kind::Event => AnyObject::Event(serde_path_to_error::deserialize(de)?),
+        Kind::Secret => AnyObject::Secret(serde_path_to_error::deserialize(de)?),
+        Kind::Config => AnyObject::Config(serde_path_to_error::deserialize(de)?),
     })
 }
 

@@ -25,6 +25,7 @@ pub mod dns;
 pub mod liveness;
 pub mod pki;
 pub mod raft_service;
+pub mod sealing;
 pub mod stamp;
 pub mod store;
 

@@ -54,6 +54,9 @@ pub struct Pki {
     pub admin_token: String,
     /// Bearer token control nodes present to each other.
     pub cluster_token: String,
+    /// The key Secret values are sealed with in the store (see [`crate::sealing`]). Every
+    /// member needs the same one, and a backup of the store is readable only with it.
+    pub secrets_key: [u8; 32],
 }
 
 const CA_CERT: &str = "ca.pem";
@@ -66,6 +69,8 @@ const NODE_CA_KEY: &str = "node-ca.key";
 pub const NODE_CERT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
 const ADMIN_TOKEN: &str = "admin.token";
 const CLUSTER_TOKEN: &str = "cluster.token";
+/// The file of [`Pki::secrets_key`], in hex.
+pub const SECRETS_KEY: &str = "secrets.key";
 
 const CLUSTER_CA_NAME: &str = "shoal cluster CA";
 const NODE_CA_NAME: &str = "shoal node CA";
@@ -98,6 +103,17 @@ fn write(path: &Path, contents: &str) -> Result<(), PkiError> {
         .map_err(|source| PkiError::Io { path: path.to_owned(), source })
 }
 
+/// Reads a 32-byte key written in hex.
+fn read_key(path: &Path) -> Result<[u8; 32], PkiError> {
+    let text = read(path)?;
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(text, &mut key).map_err(|_| PkiError::Io {
+        path: path.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not a 32-byte key in hex (64 hex digits)"),
+    })?;
+    Ok(key)
+}
+
 impl Pki {
     /// Loads the PKI from `dir`, making whatever is missing.
     pub fn load_or_create(dir: &Path) -> Result<Pki, PkiError> {
@@ -112,7 +128,7 @@ impl Pki {
                 write(&cert_path, &cert.pem())?;
             }
         }
-        for token in [ADMIN_TOKEN, CLUSTER_TOKEN] {
+        for token in [ADMIN_TOKEN, CLUSTER_TOKEN, SECRETS_KEY] {
             if !dir.join(token).exists() {
                 write(&dir.join(token), &random_token())?;
             }
@@ -124,6 +140,7 @@ impl Pki {
             node_ca_key: KeyPair::from_pem(&read(&dir.join(NODE_CA_KEY))?)?,
             admin_token: read(&dir.join(ADMIN_TOKEN))?,
             cluster_token: read(&dir.join(CLUSTER_TOKEN))?,
+            secrets_key: read_key(&dir.join(SECRETS_KEY))?,
         })
     }
 
@@ -212,6 +229,8 @@ mod tests {
         assert_eq!(first.admin_token, second.admin_token);
         assert_ne!(first.admin_token, first.cluster_token);
         assert_eq!(first.admin_token.len(), 64);
+        assert_eq!(first.secrets_key, second.secrets_key);
+        assert_ne!(first.secrets_key, [0; 32]);
         second.server_config(&["localhost".into(), "127.0.0.1".into()]).unwrap();
         assert_eq!(first.node_ca_pem, second.node_ca_pem);
         assert_ne!(first.ca_pem, first.node_ca_pem, "node certificates have a CA of their own");

@@ -16,6 +16,7 @@ const P2_GUESTS: &[(&str, &str)] = &[
     ("MISBEHAVE", "misbehave"),
     ("TROUBLE", "trouble"),
     ("FRONTEND", "frontend"),
+    ("SETTINGS", "settings"),
 ];
 
 /// Installs the wasm target's standard library when the toolchain lacks it: rustup installs the

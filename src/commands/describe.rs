@@ -18,13 +18,22 @@ pub struct DescribeArgs {
     /// Its namespace.
     #[arg(short, long, default_value = "default")]
     namespace: String,
+    /// For a Secret: show its values (the token must be for its namespace).
+    #[arg(long)]
+    show_secrets: bool,
 }
 
 impl DescribeArgs {
     pub async fn execute(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
         let Some(kind) = Kind::parse(&self.kind) else { bail!("unknown kind {:?}", self.kind) };
         let client = connection.client()?;
-        let object = client.get(kind, Some(&self.namespace), &self.name).await?;
+        if self.show_secrets && kind != Kind::Secret {
+            bail!("--show-secrets is for secrets");
+        }
+        let object = match self.show_secrets {
+            true => client.get_secret_shown(&self.namespace, &self.name).await?,
+            false => client.get(kind, Some(&self.namespace), &self.name).await?,
+        };
         print!("{}", output::yaml(std::slice::from_ref(&object)));
         let events_ns = object.namespace().unwrap_or("default").to_owned();
         let events: Vec<AnyObject> = client

@@ -11,8 +11,8 @@ use crate::output::{self, Format};
 /// Flags of `shoal get`.
 #[derive(clap::Args, Debug)]
 pub struct GetArgs {
-    /// Kind of object: namespaces, workloads, instances, services, nodes, events (or a short
-    /// name: ns, wl, inst, svc, no, ev).
+    /// Kind of object: namespaces, workloads, instances, services, nodes, events, secrets,
+    /// configs (or a short name: ns, wl, inst, svc, no, ev, cfg).
     kind: String,
     /// Show only this object.
     name: Option<String>,
@@ -28,19 +28,25 @@ pub struct GetArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Table)]
     output: Format,
+    /// Show a Secret's values (one Secret, by name; the token must be for its namespace).
+    /// Without it each value reads `<redacted>`.
+    #[arg(long)]
+    show_secrets: bool,
 }
 
 impl GetArgs {
     pub async fn execute(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
         let Some(kind) = Kind::parse(&self.kind) else {
-            bail!(
-                "unknown kind {:?}: expected one of namespaces, workloads, instances, services, nodes, events",
-                self.kind
-            );
+            let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.plural()).collect();
+            bail!("unknown kind {:?}: expected one of {}", self.kind, kinds.join(", "));
         };
+        if self.show_secrets && (kind != Kind::Secret || self.name.is_none()) {
+            bail!("--show-secrets shows one Secret: shoal get secret NAME --show-secrets");
+        }
         let client = connection.client()?;
         let ns = (kind.namespaced() && !self.all_namespaces).then_some(self.namespace.as_str());
         let objects = match &self.name {
+            Some(name) if self.show_secrets => vec![client.get_secret_shown(&self.namespace, name).await?],
             Some(name) => vec![client.get(kind, ns.or(Some(self.namespace.as_str())), name).await?],
             None => client.list(kind, ns, self.selector.as_deref()).await?.items,
         };

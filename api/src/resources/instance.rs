@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::meta::{Kind, Object, Resource};
 use crate::name::Name;
-use crate::resources::workload::{EnvVar, Probes, Resources, RestartPolicy, WorkloadType};
+use crate::resources::workload::{EnvVar, FilesFrom, Probes, Resources, RestartPolicy, Source, WorkloadType, sources};
 
 /// Label on every instance a workload made: the workload's name.
 pub const WORKLOAD_LABEL: &str = "shoal.dev/workload";
@@ -48,6 +48,12 @@ pub struct InstanceSpec {
     /// Environment of the guest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
+    /// Directories of files from Secrets and Configs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FilesFrom>,
+    /// What the guest reads through `wasi:config/store`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wasi_config: Vec<EnvVar>,
     /// Arguments of a command guest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
@@ -74,6 +80,19 @@ pub struct InstanceSpec {
     /// Labels its node must have.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub node_selector: std::collections::BTreeMap<String, String>,
+}
+
+impl InstanceSpec {
+    /// Every Secret and Config its values name, each once.
+    pub fn sources(&self) -> Vec<Source<'_>> {
+        sources(&self.env, &self.files, &self.wasi_config)
+    }
+
+    /// Whether it takes any value from a Secret or Config (its node must fetch them to start
+    /// it).
+    pub fn takes_values(&self) -> bool {
+        !self.sources().is_empty()
+    }
 }
 
 /// Where an instance is in its life.
@@ -148,4 +167,11 @@ pub struct InstanceStatus {
     /// When the current run started (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
+    /// Why it is held in its phase, when that needs saying: e.g. `ValuesUnavailable` for one
+    /// that cannot start because a Secret or Config it names is missing.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// What is wrong, for people (says which Secret, Config or key).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }

@@ -1,10 +1,12 @@
 //! The resource kinds, one per file: what a user declares (`spec`) and what the system reports
 //! (`status`).
 
+pub mod config;
 pub mod event;
 pub mod instance;
 pub mod namespace;
 pub mod node;
+pub mod secret;
 pub mod service;
 pub mod workload;
 

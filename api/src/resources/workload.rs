@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::meta::{FieldError, Kind, Object, Resource};
+use crate::name::Name;
 use crate::quantity::{Cpu, Memory};
 use crate::resources::Condition;
 
@@ -59,12 +60,9 @@ impl Resource for WorkloadKind {
         if spec.resources.memory.is_some_and(|m| m.0 < 64 * 1024) {
             return Err(FieldError::new("spec.resources.memory", "must be at least 64Ki (one wasm page)"));
         }
-        for (i, env) in spec.env.iter().enumerate() {
-            if env.name.is_empty() || env.name.contains('=') || env.name.contains('\0') {
-                return Err(FieldError::new(format!("spec.env[{i}].name"), "must be non-empty, without '=' or NUL"));
-            }
-        }
-        Ok(())
+        validate_values("spec.env", &spec.env)?;
+        validate_values("spec.wasiConfig", &spec.wasi_config)?;
+        validate_files(&spec.files)
     }
 }
 
@@ -103,15 +101,197 @@ pub struct Resources {
     pub cpu: Option<Cpu>,
 }
 
-/// One environment variable given to the guest (and nothing from the host).
+/// One named value given to the guest (an environment variable, or a `wasi:config` entry),
+/// written in the spec or taken from a Secret or Config; nothing comes from the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EnvVar {
     /// Variable name.
     pub name: String,
     /// Variable value.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub value: String,
+    /// Where the value comes from instead: a key of a Secret or Config in the workload's
+    /// namespace, read when an instance starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<ValueFrom>,
+}
+
+impl EnvVar {
+    /// A variable with a literal value.
+    pub fn literal(name: impl Into<String>, value: impl Into<String>) -> Self {
+        EnvVar { name: name.into(), value: value.into(), value_from: None }
+    }
+}
+
+/// A key of a Secret or of a Config (exactly one of the two names is given).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ValueFrom {
+    /// The Secret's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Name>,
+    /// The Config's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Name>,
+    /// The key within it.
+    pub key: String,
+}
+
+/// A Secret or Config given to the guest as a read-only directory: one file per key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FilesFrom {
+    /// Where the guest sees the directory, e.g. `/etc/db`.
+    pub path: String,
+    /// The Secret's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Name>,
+    /// The Config's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Name>,
+}
+
+/// A Secret or a Config, by name: what a reference to values names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Source<'a> {
+    /// A Secret.
+    Secret(&'a Name),
+    /// A Config.
+    Config(&'a Name),
+}
+
+impl<'a> Source<'a> {
+    /// The kind it names.
+    pub fn kind(self) -> Kind {
+        match self {
+            Source::Secret(_) => Kind::Secret,
+            Source::Config(_) => Kind::Config,
+        }
+    }
+
+    /// The name it names.
+    pub fn name(self) -> &'a Name {
+        match self {
+            Source::Secret(n) | Source::Config(n) => n,
+        }
+    }
+}
+
+impl std::fmt::Display for Source<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Secret(n) => write!(f, "secret {:?}", n.as_str()),
+            Source::Config(n) => write!(f, "config {:?}", n.as_str()),
+        }
+    }
+}
+
+/// The one source named by a pair of optional names, or what is wrong with them.
+fn one_source<'a>(secret: &'a Option<Name>, config: &'a Option<Name>) -> Result<Source<'a>, &'static str> {
+    match (secret, config) {
+        (Some(s), None) => Ok(Source::Secret(s)),
+        (None, Some(c)) => Ok(Source::Config(c)),
+        (Some(_), Some(_)) => Err("names both a secret and a config: name one"),
+        (None, None) => Err("names neither a secret nor a config: name one"),
+    }
+}
+
+impl ValueFrom {
+    /// The Secret or Config it names.
+    pub fn source(&self) -> Result<Source<'_>, &'static str> {
+        one_source(&self.secret, &self.config)
+    }
+}
+
+impl FilesFrom {
+    /// The Secret or Config it names.
+    pub fn source(&self) -> Result<Source<'_>, &'static str> {
+        one_source(&self.secret, &self.config)
+    }
+}
+
+/// Every Secret and Config the values of a spec name (a name once per place that names it).
+pub fn sources<'a>(env: &'a [EnvVar], files: &'a [FilesFrom], wasi_config: &'a [EnvVar]) -> Vec<Source<'a>> {
+    let named = env.iter().chain(wasi_config).filter_map(|v| v.value_from.as_ref()).filter_map(|f| f.source().ok());
+    let mut all: Vec<Source<'a>> = named.chain(files.iter().filter_map(|f| f.source().ok())).collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
+impl WorkloadSpec {
+    /// Every Secret and Config its values name, each once.
+    pub fn sources(&self) -> Vec<Source<'_>> {
+        sources(&self.env, &self.files, &self.wasi_config)
+    }
+}
+
+/// The most environment variables, or `wasi:config` entries, one workload sets.
+pub const MAX_VALUES: usize = 1000;
+
+/// The most directories of files one workload takes from Secrets and Configs.
+pub const MAX_FILES_FROM: usize = 16;
+
+fn validate_values(field: &str, values: &[EnvVar]) -> Result<(), FieldError> {
+    if values.len() > MAX_VALUES {
+        return Err(FieldError::new(field, format!("{} entries: at most {MAX_VALUES}", values.len())));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, var) in values.iter().enumerate() {
+        if var.name.is_empty() || var.name.contains('=') || var.name.contains('\0') {
+            return Err(FieldError::new(format!("{field}[{i}].name"), "must be non-empty, without '=' or NUL"));
+        }
+        if !seen.insert(var.name.as_str()) {
+            return Err(FieldError::new(format!("{field}[{i}].name"), format!("{:?} is set twice", var.name)));
+        }
+        if let Some(from) = &var.value_from {
+            if !var.value.is_empty() {
+                return Err(FieldError::new(format!("{field}[{i}]"), "sets both value and valueFrom: set one"));
+            }
+            from.source().map_err(|why| FieldError::new(format!("{field}[{i}].valueFrom"), why))?;
+            if !crate::resources::secret::is_valid_key(&from.key) {
+                return Err(FieldError::new(
+                    format!("{field}[{i}].valueFrom.key"),
+                    format!("{:?} is not a key a Secret or Config can hold", from.key),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` is an absolute guest path of plain components (letters, digits, `-`, `_`,
+/// `.`; no `.` or `..`), not `/` itself.
+fn is_guest_dir(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else { return false };
+    !rest.is_empty() && path.len() <= 256 && rest.split('/').all(crate::resources::secret::is_valid_key)
+}
+
+fn validate_files(files: &[FilesFrom]) -> Result<(), FieldError> {
+    if files.len() > MAX_FILES_FROM {
+        return Err(FieldError::new("spec.files", format!("{} entries: at most {MAX_FILES_FROM}", files.len())));
+    }
+    for (i, from) in files.iter().enumerate() {
+        if !is_guest_dir(&from.path) {
+            return Err(FieldError::new(
+                format!("spec.files[{i}].path"),
+                format!("{:?}: an absolute directory such as /etc/db, of plain names, not /", from.path),
+            ));
+        }
+        if let Some(j) = files[..i].iter().position(|f| {
+            f.path == from.path
+                || f.path.starts_with(&format!("{}/", from.path))
+                || from.path.starts_with(&format!("{}/", f.path))
+        }) {
+            return Err(FieldError::new(
+                format!("spec.files[{i}].path"),
+                format!("{:?} overlaps spec.files[{j}].path {:?}", from.path, files[j].path),
+            ));
+        }
+        from.source().map_err(|why| FieldError::new(format!("spec.files[{i}]"), why))?;
+    }
+    Ok(())
 }
 
 /// Health checks of an instance.
@@ -203,6 +383,12 @@ pub struct WorkloadSpec {
     /// Environment of the guest; nothing else is passed through.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
+    /// Directories of files from Secrets and Configs, read-only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FilesFrom>,
+    /// What the guest reads through `wasi:config/store` (components only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wasi_config: Vec<EnvVar>,
     /// Arguments of a command guest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
@@ -244,6 +430,8 @@ impl Default for WorkloadSpec {
             replicas: default_replicas(),
             resources: Resources::default(),
             env: Vec::new(),
+            files: Vec::new(),
+            wasi_config: Vec::new(),
             args: Vec::new(),
             probes: Probes::default(),
             restart_policy: RestartPolicy::default(),

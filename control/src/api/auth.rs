@@ -8,7 +8,8 @@
 //!
 //! A node token (issued with `node: true`) acts as one Node: it may read and write that Node
 //! (and its status), list and watch the Instances bound to it (the list is filtered to them),
-//! read and report the status of those Instances (the handlers check the binding), list and
+//! read and report the status of those Instances and read the values they take from Secrets
+//! and Configs (the handlers check the binding), list and
 //! watch Services (it routes them), record Events, and download modules. Nothing else.
 
 use std::collections::{BTreeSet, HashMap};
@@ -211,6 +212,7 @@ fn authorize(principal: &Principal, method: &Method, path: &str) -> Result<(), A
             ["services"] => reads,
             ["namespaces", _, "instances", _] => reads,
             ["namespaces", _, "instances", _, "status"] => method == Method::PUT,
+            ["namespaces", _, "instances", _, "values"] => reads,
             ["namespaces", _, "events"] => method == Method::POST,
             ["namespaces", _, "events", _] => reads || method == Method::PUT,
             _ => false,

@@ -14,6 +14,7 @@ pub mod objects;
 pub mod per_principal;
 pub mod registration;
 pub mod tokens;
+pub mod values;
 pub mod watch;
 
 use std::sync::Arc;
@@ -55,6 +56,7 @@ pub fn router(
 ) -> anyhow::Result<Router> {
     let ApiLimits { node_cert_validity, max_connections_per_principal } = limits;
     let tokens = Arc::new(auth::TokenCache::default());
+    let pki_secrets_key = pki.secrets_key;
     let auth = auth::AuthState {
         admin: pki.admin_token.as_str().into(),
         store: store.clone(),
@@ -95,12 +97,14 @@ pub fn router(
             get(get_namespaced).put(put_namespaced).delete(delete_namespaced),
         )
         .route("/api/v1/namespaces/{ns}/{plural}/{name}/status", put(put_namespaced_status))
+        .route("/api/v1/namespaces/{ns}/instances/{name}/values", get(values::instance_values))
         .with_state(store.clone())
         .merge(agents)
         .merge(heartbeats)
         .merge(modules)
         .layer(axum::Extension(hub))
         .layer(axum::Extension(admission))
+        .layer(axum::Extension(Arc::new(crate::sealing::Sealer::new(&pki_secrets_key))))
         .layer(axum::Extension(tokens))
         .layer(axum::Extension(tokens::NodeCertValidity(node_cert_validity)))
         .layer(middleware::from_fn_with_state(auth, auth::require_token));

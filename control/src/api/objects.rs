@@ -18,6 +18,7 @@ use super::admission::Admission;
 use super::auth::{Principal, TokenDigest, bound_node, may_touch_instance};
 use super::error::ApiError;
 use super::watch::{self, WatchHub};
+use crate::sealing::{self, Sealer};
 use crate::store::{Command, CommandResult, ObjectKey, Store, UpdateScope};
 
 /// Query parameters of list and watch requests.
@@ -31,6 +32,18 @@ pub struct ListQuery {
     pub resource_version: Option<u64>,
     /// Only objects whose labels match, e.g. `app=hello,tier!=db`.
     pub label_selector: Option<String>,
+    /// For Secrets: show the values (only to a token for their namespace).
+    #[serde(default)]
+    pub show_secrets: bool,
+}
+
+/// Query parameters of reads of one object.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetQuery {
+    /// For a Secret: show its values (only to a token for its namespace).
+    #[serde(default)]
+    pub show_secrets: bool,
 }
 
 /// Query parameters of deletes.
@@ -201,6 +214,10 @@ fn to_bytes(object: &AnyObject) -> Vec<u8> {
 fn write_result(result: CommandResult, target: &Target, name: &str, success: StatusCode) -> Result<Response, ApiError> {
     let what = target.display(name);
     match result {
+        // What a write answers with is what it stored: a Secret's values sealed, never shown.
+        CommandResult::Ok { object: Some(bytes) } if target.kind == Kind::Secret => {
+            Ok(json_response(success, sealing::redact_stored(&bytes)))
+        }
         CommandResult::Ok { object: Some(bytes) } => Ok(json_response(success, bytes)),
         CommandResult::Ok { object: None } => Ok(success.into_response()),
         CommandResult::AlreadyExists => Err(ApiError::new(Reason::Conflict, format!("{what} already exists"))),
@@ -218,13 +235,29 @@ fn write_result(result: CommandResult, target: &Target, name: &str, success: Sta
     }
 }
 
-async fn create(
-    store: &Store,
-    admission: &Admission,
-    principal: &Principal,
-    target: Target,
-    body: &[u8],
-) -> Result<Response, ApiError> {
+/// What a write needs beyond the store: the checks of admission, and the key Secrets are
+/// sealed with.
+#[derive(Clone, Copy)]
+struct Writer<'a> {
+    store: &'a Store,
+    admission: &'a Admission,
+    sealer: &'a Sealer,
+}
+
+/// Seals a Secret's values before they travel to the store (see [`crate::sealing`]), keeping
+/// the sealed form of each value the stored Secret at `key` already holds.
+fn seal(store: &Store, sealer: &Sealer, object: &mut AnyObject, key: Option<&ObjectKey>) -> Result<(), ApiError> {
+    let AnyObject::Secret(secret) = object else { return Ok(()) };
+    let old = match key {
+        Some(key) => store.reader().get(key)?.and_then(|bytes| serde_json::from_slice(&bytes).ok()),
+        None => None,
+    };
+    sealer.seal_secret(secret, old.as_ref());
+    Ok(())
+}
+
+async fn create(writer: Writer<'_>, principal: &Principal, target: Target, body: &[u8]) -> Result<Response, ApiError> {
+    let Writer { store, admission, sealer } = writer;
     let mut object = parse_body(&target, body, None)?;
     if !matches!(principal, Principal::Admin) {
         object.clear_status();
@@ -232,6 +265,7 @@ async fn create(
     let target = Target { namespace: object.namespace().map(str::to_owned), ..target };
     require_namespace(store, &target).await?;
     admission.admit(store, principal, &mut object).await?;
+    seal(store, sealer, &mut object, None)?;
     stamp_new(&mut object);
     object.meta_mut().resource_version = None;
     let name = object.meta().name.to_string();
@@ -240,14 +274,19 @@ async fn create(
 }
 
 async fn update(
-    store: &Store,
-    admission: &Admission,
+    writer: Writer<'_>,
     principal: &Principal,
     target: Target,
     name: &str,
     body: &[u8],
     scope: UpdateScope,
 ) -> Result<Response, ApiError> {
+    let Writer { store, admission, sealer } = writer;
+    if scope == UpdateScope::Status && matches!(target.kind, Kind::Secret | Kind::Config) {
+        // Nothing observes them; and a status write would carry a Secret's values, unsealed,
+        // into the raft log.
+        return Err(ApiError::new(Reason::NotFound, format!("{} have no status", target.kind.plural())));
+    }
     let mut object = parse_body(&target, body, Some(name))?;
     let expected = object.meta().resource_version;
     if scope == UpdateScope::Spec {
@@ -260,6 +299,7 @@ async fn update(
             object.clear_status();
         }
         admission.admit(store, principal, &mut object).await?;
+        seal(store, sealer, &mut object, Some(&target.key(name)))?;
         stamp_new(&mut object);
         let command = Command::Update { key: target.key(name), object: to_bytes(&object), expected, scope };
         return write_result(store.write(command).await?, &target, name, StatusCode::OK);
@@ -279,9 +319,45 @@ async fn update(
     write_result(result, &target, name, StatusCode::OK)
 }
 
-async fn get(store: &Store, target: Target, name: &str, principal: &Principal) -> Result<Response, ApiError> {
+/// How a stored Secret is shown: redacted, or (asked for, by a token for its namespace) opened.
+fn present_secret(bytes: Vec<u8>, shown: Option<&Sealer>) -> Result<Vec<u8>, ApiError> {
+    let Some(sealer) = shown else { return Ok(sealing::redact_stored(&bytes)) };
+    let mut secret: shoal_api::resources::secret::Secret = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(Reason::Internal, format!("a stored secret is damaged: {e}")))?;
+    sealer.open_secret(&mut secret).map_err(|e| ApiError::new(Reason::Internal, e.to_string()))?;
+    Ok(serde_json::to_vec(&secret).expect("secrets serialize"))
+}
+
+/// The sealer to open Secrets with, when `principal` asked to see the values of Secrets in `ns`
+/// and may: a token for that namespace (a tenant's, or the admin's), never a node's.
+fn shows_secrets<'a>(
+    sealer: &'a Sealer,
+    asked: bool,
+    principal: &Principal,
+    ns: Option<&str>,
+) -> Result<Option<&'a Sealer>, ApiError> {
+    if !asked {
+        return Ok(None);
+    }
+    match ns {
+        Some(ns) if principal.may_use(ns) => Ok(Some(sealer)),
+        _ => Err(ApiError::new(
+            Reason::Forbidden,
+            format!("{principal} may not see secret values here: ask for one namespace, with a token for it"),
+        )),
+    }
+}
+
+async fn get(
+    store: &Store,
+    target: Target,
+    name: &str,
+    principal: &Principal,
+    shown: Option<&Sealer>,
+) -> Result<Response, ApiError> {
     store.linearize().await?;
     match store.reader().get(&target.key(name))? {
+        Some(bytes) if target.kind == Kind::Secret => Ok(json_response(StatusCode::OK, present_secret(bytes, shown)?)),
         Some(bytes) if target.kind != Kind::Instance || may_touch_instance(principal, &bytes) => {
             Ok(json_response(StatusCode::OK, bytes))
         }
@@ -409,13 +485,17 @@ impl Filter {
 }
 
 async fn list(
-    store: Arc<Store>,
+    (store, sealer): (Arc<Store>, &Sealer),
     hub: &WatchHub,
     target: Target,
     query: ListQuery,
     (principal, token): (&Principal, TokenDigest),
 ) -> Result<Response, ApiError> {
     let filter = Filter::new(&query, target.kind, principal)?;
+    let shown = shows_secrets(sealer, query.show_secrets, principal, target.namespace.as_deref())?;
+    if query.watch && shown.is_some() {
+        return Err(ApiError::new(Reason::BadRequest, "watches never show secret values: get or list them"));
+    }
     let prefix = ObjectKey::prefix(target.kind.plural(), target.namespace.as_deref());
     if query.watch {
         return watch::stream(store, hub, (principal, token), prefix, filter, query.resource_version).await;
@@ -427,12 +507,16 @@ async fn list(
     let (revision, items) = store.reader().list(&prefix)?;
     let mut body = format!("{{\"resourceVersion\":{revision},\"items\":[").into_bytes();
     let mut first = true;
-    for item in items.iter().filter(|i| filter.matches(i)) {
+    for item in items.into_iter().filter(|i| filter.matches(i)) {
         if !first {
             body.push(b',');
         }
         first = false;
-        body.extend_from_slice(item);
+        if target.kind == Kind::Secret {
+            body.extend_from_slice(&present_secret(item, shown)?);
+        } else {
+            body.extend_from_slice(&item);
+        }
     }
     body.extend_from_slice(b"]}");
     Ok(json_response(StatusCode::OK, body))
@@ -446,10 +530,11 @@ pub async fn list_all(
     Extension(principal): Extension<Principal>,
     Extension(token): Extension<TokenDigest>,
     Extension(hub): Extension<Arc<WatchHub>>,
+    Extension(sealer): Extension<Arc<Sealer>>,
     Path(plural): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    list(store, &hub, Target::new(&plural, None)?, q, (&principal, token)).await
+    list((store, &sealer), &hub, Target::new(&plural, None)?, q, (&principal, token)).await
 }
 
 /// `POST /api/v1/{plural}`: create a cluster-scoped object (or a namespaced one, in the
@@ -457,11 +542,18 @@ pub async fn list_all(
 pub async fn create_any(
     State(store): S,
     Extension(admission): Extension<Arc<Admission>>,
+    Extension(sealer): Extension<Arc<Sealer>>,
     Extension(principal): Extension<Principal>,
     Path(plural): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    create(&store, &admission, &principal, Target::new(&plural, None)?, &body).await
+    create(
+        Writer { store: &store, admission: &admission, sealer: &sealer },
+        &principal,
+        Target::new(&plural, None)?,
+        &body,
+    )
+    .await
 }
 
 /// `GET /api/v1/namespaces/{ns}/{plural}`.
@@ -470,21 +562,29 @@ pub async fn list_namespaced(
     Extension(principal): Extension<Principal>,
     Extension(token): Extension<TokenDigest>,
     Extension(hub): Extension<Arc<WatchHub>>,
+    Extension(sealer): Extension<Arc<Sealer>>,
     Path((ns, plural)): Path<(String, String)>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    list(store, &hub, Target::new(&plural, Some(ns))?, q, (&principal, token)).await
+    list((store, &sealer), &hub, Target::new(&plural, Some(ns))?, q, (&principal, token)).await
 }
 
 /// `POST /api/v1/namespaces/{ns}/{plural}`.
 pub async fn create_namespaced(
     State(store): S,
     Extension(admission): Extension<Arc<Admission>>,
+    Extension(sealer): Extension<Arc<Sealer>>,
     Extension(principal): Extension<Principal>,
     Path((ns, plural)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    create(&store, &admission, &principal, Target::new(&plural, Some(ns))?, &body).await
+    create(
+        Writer { store: &store, admission: &admission, sealer: &sealer },
+        &principal,
+        Target::new(&plural, Some(ns))?,
+        &body,
+    )
+    .await
 }
 
 /// `PUT /api/v1/namespaces/{name}/status`: a namespace's status. (The path has the shape of a
@@ -492,6 +592,7 @@ pub async fn create_namespaced(
 pub async fn put_namespace_status(
     State(store): S,
     Extension(admission): Extension<Arc<Admission>>,
+    Extension(sealer): Extension<Arc<Sealer>>,
     Extension(principal): Extension<Principal>,
     Path((ns, sub)): Path<(String, String)>,
     body: Bytes,
@@ -499,38 +600,67 @@ pub async fn put_namespace_status(
     if sub != "status" {
         return Err(ApiError::new(Reason::NotFound, format!("cannot PUT a collection: /api/v1/namespaces/{ns}/{sub}")));
     }
-    update(&store, &admission, &principal, Target::new("namespaces", None)?, &ns, &body, UpdateScope::Status).await
+    update(
+        Writer { store: &store, admission: &admission, sealer: &sealer },
+        &principal,
+        Target::new("namespaces", None)?,
+        &ns,
+        &body,
+        UpdateScope::Status,
+    )
+    .await
 }
 
 /// `GET /api/v1/{plural}/{name}`.
 pub async fn get_cluster(
     State(store): S,
     Extension(principal): Extension<Principal>,
+    Extension(sealer): Extension<Arc<Sealer>>,
     Path((plural, name)): Path<(String, String)>,
+    Query(q): Query<GetQuery>,
 ) -> Result<Response, ApiError> {
-    get(&store, Target::for_object(&plural, None)?, &name, &principal).await
+    let shown = shows_secrets(&sealer, q.show_secrets, &principal, None)?;
+    get(&store, Target::for_object(&plural, None)?, &name, &principal, shown).await
 }
 
 /// `PUT /api/v1/{plural}/{name}`.
 pub async fn put_cluster(
     State(store): S,
     Extension(admission): Extension<Arc<Admission>>,
+    Extension(sealer): Extension<Arc<Sealer>>,
     Extension(principal): Extension<Principal>,
     Path((plural, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    update(&store, &admission, &principal, Target::for_object(&plural, None)?, &name, &body, UpdateScope::Spec).await
+    update(
+        Writer { store: &store, admission: &admission, sealer: &sealer },
+        &principal,
+        Target::for_object(&plural, None)?,
+        &name,
+        &body,
+        UpdateScope::Spec,
+    )
+    .await
 }
 
 /// `PUT /api/v1/{plural}/{name}/status`.
 pub async fn put_cluster_status(
     State(store): S,
     Extension(admission): Extension<Arc<Admission>>,
+    Extension(sealer): Extension<Arc<Sealer>>,
     Extension(principal): Extension<Principal>,
     Path((plural, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    update(&store, &admission, &principal, Target::for_object(&plural, None)?, &name, &body, UpdateScope::Status).await
+    update(
+        Writer { store: &store, admission: &admission, sealer: &sealer },
+        &principal,
+        Target::for_object(&plural, None)?,
+        &name,
+        &body,
+        UpdateScope::Status,
+    )
+    .await
 }
 
 /// `DELETE /api/v1/{plural}/{name}`.
@@ -546,27 +676,39 @@ pub async fn delete_cluster(
 pub async fn get_namespaced(
     State(store): S,
     Extension(principal): Extension<Principal>,
+    Extension(sealer): Extension<Arc<Sealer>>,
     Path((ns, plural, name)): Path<(String, String, String)>,
+    Query(q): Query<GetQuery>,
 ) -> Result<Response, ApiError> {
-    get(&store, Target::for_object(&plural, Some(ns))?, &name, &principal).await
+    let shown = shows_secrets(&sealer, q.show_secrets, &principal, Some(&ns))?;
+    get(&store, Target::for_object(&plural, Some(ns))?, &name, &principal, shown).await
 }
 
 /// `PUT /api/v1/namespaces/{ns}/{plural}/{name}`.
 pub async fn put_namespaced(
     State(store): S,
     Extension(admission): Extension<Arc<Admission>>,
+    Extension(sealer): Extension<Arc<Sealer>>,
     Extension(principal): Extension<Principal>,
     Path((ns, plural, name)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    update(&store, &admission, &principal, Target::for_object(&plural, Some(ns))?, &name, &body, UpdateScope::Spec)
-        .await
+    update(
+        Writer { store: &store, admission: &admission, sealer: &sealer },
+        &principal,
+        Target::for_object(&plural, Some(ns))?,
+        &name,
+        &body,
+        UpdateScope::Spec,
+    )
+    .await
 }
 
 /// `PUT /api/v1/namespaces/{ns}/{plural}/{name}/status`.
 pub async fn put_namespaced_status(
     State(store): S,
     Extension(admission): Extension<Arc<Admission>>,
+    Extension(sealer): Extension<Arc<Sealer>>,
     Extension(principal): Extension<Principal>,
     Path((ns, plural, name)): Path<(String, String, String)>,
     body: Bytes,
@@ -574,7 +716,17 @@ pub async fn put_namespaced_status(
     let target = Target::for_object(&plural, Some(ns))?;
     match principal.node() {
         Some(node) if target.kind == Kind::Instance => report(&store, &principal, target, &name, &body, node).await,
-        _ => update(&store, &admission, &principal, target, &name, &body, UpdateScope::Status).await,
+        _ => {
+            update(
+                Writer { store: &store, admission: &admission, sealer: &sealer },
+                &principal,
+                target,
+                &name,
+                &body,
+                UpdateScope::Status,
+            )
+            .await
+        }
     }
 }
 

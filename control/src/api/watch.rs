@@ -49,16 +49,30 @@ fn history_error(e: HistoryError) -> ApiError {
 }
 
 fn encode_line(change: &Change) -> Bytes {
+    encode_line_at(change).0
+}
+
+/// The watch line of `change`, and where in it the object starts.
+fn encode_line_at(change: &Change) -> (Bytes, usize) {
     let kind = match change.kind {
         ChangeKind::Added => "ADDED",
         ChangeKind::Modified => "MODIFIED",
         ChangeKind::Deleted => "DELETED",
     };
     let mut line = format!("{{\"type\":\"{kind}\",\"revision\":{},\"object\":", change.revision).into_bytes();
-    line.extend_from_slice(&change.object);
+    let object_at = line.len();
+    if change.key.starts_with(SECRETS_PREFIX) {
+        // A watch never shows a Secret's values, not even sealed.
+        line.extend_from_slice(&crate::sealing::redact_stored(&change.object));
+    } else {
+        line.extend_from_slice(&change.object);
+    }
     line.extend_from_slice(b"}\n");
-    Bytes::from(line)
+    (Bytes::from(line), object_at)
 }
+
+/// Where stored Secrets' keys start.
+const SECRETS_PREFIX: &str = "secrets/";
 
 /// A line that says only that the watch is alive and has read up to `revision`.
 fn bookmark_line(revision: u64) -> Bytes {
@@ -78,11 +92,11 @@ struct SharedChange {
 
 /// Encodes `change` once for every watch.
 fn share(change: Change) -> SharedChange {
-    let line = encode_line(&change);
+    let (line, object_at) = encode_line_at(&change);
     SharedChange {
         revision: change.revision,
         node: if change.key.starts_with("instances/") { bound_node(&change.object) } else { None },
-        object_at: line.len() - 2 - change.object.len(),
+        object_at,
         line,
         key: change.key,
     }

@@ -11,12 +11,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
 use shoal_api::module::{MODULES, ModuleRecord};
 use shoal_api::resources::instance::{Instance, InstanceKind, InstanceSpec};
 use shoal_api::resources::namespace::{Namespace, NamespaceKind};
 use shoal_api::resources::node::{Node, NodeKind};
+use shoal_api::resources::secret::DataSpec;
 use shoal_api::resources::service::{Service, ServiceKind};
-use shoal_api::resources::workload::{Workload, WorkloadKind};
+use shoal_api::resources::workload::{Source, Workload, WorkloadKind};
 use shoal_api::{Kind, Object, Resource};
 
 use super::queue::Task;
@@ -130,6 +132,10 @@ pub struct Cache {
     /// How many workloads and instances use each module record key (a count for every key
     /// used, whether or not it is recorded).
     module_users: HashMap<String, u32>,
+    /// A short digest of each Secret's and Config's data as stored (a Secret's sealed), by key
+    /// (`secrets/<ns>/<name>`, `configs/<ns>/<name>`): what the templates of the workloads that
+    /// take values from them depend on, so that a change rolls them out.
+    values: BTreeMap<String, String>,
     /// When each Event (by key) last happened: all that expiry and a namespace's deletion need
     /// of them.
     events: BTreeMap<String, std::time::SystemTime>,
@@ -168,6 +174,13 @@ where
     }
 }
 
+/// A short digest of stored data: it changes when a value changes (a Secret's sealed values
+/// change only when written anew; see [`crate::sealing`]).
+fn data_version(data: &BTreeMap<String, String>) -> String {
+    let digest = Sha256::digest(serde_json::to_vec(data).expect("maps of strings serialize"));
+    hex::encode(&digest[..8])
+}
+
 fn prefix(kind: Kind) -> String {
     format!("{}/", kind.plural())
 }
@@ -199,7 +212,7 @@ impl Cache {
                 self.apply_bytes(&key, Some(&bytes), &mut Vec::new());
             }
         }
-        for prefix in [format!("{MODULES}/"), prefix(Kind::Event)] {
+        for prefix in [format!("{MODULES}/"), prefix(Kind::Event), prefix(Kind::Secret), prefix(Kind::Config)] {
             let (rev, entries) = reader.entries(&prefix)?;
             revision = revision.min(rev);
             for (key, bytes) in entries {
@@ -281,6 +294,21 @@ impl Cache {
                     self.events.remove(key);
                 }
             }
+        } else if kind == Kind::Secret.plural() || kind == Kind::Config.plural() {
+            // Only the data matters here, and a Secret's and a Config's have one shape.
+            #[derive(serde::Deserialize)]
+            struct Stored {
+                spec: DataSpec,
+            }
+            let version = match bytes.map(serde_json::from_slice::<Stored>) {
+                Some(Ok(object)) => Some(data_version(&object.spec.data)),
+                Some(Err(e)) => {
+                    tracing::warn!("controllers: skipping {key}: stored object does not parse: {e}");
+                    return;
+                }
+                None => None,
+            };
+            self.put_values(key, version, tasks);
         } else if kind == MODULES {
             let size = match bytes.map(serde_json::from_slice::<ModuleRecord>) {
                 Some(Ok(record)) => Some(record.size),
@@ -310,6 +338,27 @@ impl Cache {
             tasks.push(Task::Module(key.to_owned()));
             if self.namespace(&ns).is_some() {
                 tasks.push(Task::Namespace(ns));
+            }
+        }
+    }
+
+    /// Records (with its data's version) or forgets the Secret or Config at `key`; when that
+    /// changed what it holds, the workloads of its namespace that take values from it are
+    /// tasks (their template changes with it).
+    pub fn put_values(&mut self, key: &str, version: Option<String>, tasks: &mut Vec<Task>) {
+        let changed = match version {
+            Some(v) => self.values.insert(key.to_owned(), v.clone()).as_ref() != Some(&v),
+            None => self.values.remove(key).is_some(),
+        };
+        if !changed {
+            return;
+        }
+        let mut parts = key.splitn(3, '/');
+        let (Some(kind), Some(ns), Some(name)) = (parts.next(), parts.next(), parts.next()) else { return };
+        for (workload_key, workload) in self.workloads_in(ns) {
+            let names = |s: &Source<'_>| s.kind().plural() == kind && s.name().as_str() == name;
+            if workload.spec.sources().iter().any(names) {
+                tasks.push(Task::Workload(workload_key.clone()));
             }
         }
     }
@@ -370,10 +419,23 @@ impl Cache {
         triggers::workload(self, key, old.as_ref(), new.as_ref(), tasks);
     }
 
-    /// The instance spec the workload at `key` makes now, and its hash (computed once per
-    /// generation of the workload, not once per reconcile).
-    pub fn template(&self, key: &str) -> Option<(Arc<InstanceSpec>, &str)> {
-        self.templates.get(key).map(|(_, t, h)| (t.clone(), h.as_str()))
+    /// The instance spec the workload at `key` makes now, and its hash: of the spec (computed
+    /// once per generation of the workload, not once per reconcile) and of the versions of the
+    /// Secrets and Configs it takes values from, so that a change of those rolls it out.
+    pub fn template(&self, key: &str) -> Option<(Arc<InstanceSpec>, String)> {
+        let (_, template, hash) = self.templates.get(key)?;
+        let sources = template.sources();
+        if sources.is_empty() {
+            return Some((template.clone(), hash.clone()));
+        }
+        let ns = key.split('/').nth(1).unwrap_or_default();
+        let mut digest = Sha256::new();
+        digest.update(hash.as_bytes());
+        for source in sources {
+            let at = format!("{}/{ns}/{}", source.kind().plural(), source.name());
+            digest.update(format!("\n{at}={}", self.values.get(&at).map_or("-", |v| v.as_str())).as_bytes());
+        }
+        Some((template.clone(), hex::encode(&digest.finalize()[..5])))
     }
 
     /// Replaces (or removes) the instance at `key`, keeping the indexes; adds its tasks.
@@ -544,6 +606,8 @@ impl Cache {
         keys.extend(range(&self.instances, format!("instances/{ns}/")));
         keys.extend(range(&self.modules, format!("{MODULES}/{ns}/")));
         keys.extend(range(&self.events, format!("events/{ns}/")));
+        keys.extend(range(&self.values, format!("secrets/{ns}/")));
+        keys.extend(range(&self.values, format!("configs/{ns}/")));
         keys
     }
 

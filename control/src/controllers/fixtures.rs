@@ -136,6 +136,13 @@ impl Fixture {
         self
     }
 
+    /// Adds (or replaces, or with `None` removes) the Secret `name`, as a version of its data.
+    pub fn secret(&mut self, name: &str, version: Option<&str>) -> &mut Self {
+        let key = format!("secrets/default/{name}");
+        self.cache.put_values(&key, version.map(str::to_owned), &mut self.tasks);
+        self
+    }
+
     /// Takes the tasks named so far.
     pub fn take_tasks(&mut self) -> Vec<Task> {
         std::mem::take(&mut self.tasks)

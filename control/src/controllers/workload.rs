@@ -34,6 +34,8 @@ pub fn template(workload: &Workload) -> InstanceSpec {
         type_: spec.type_,
         resources: spec.resources.clone(),
         env: spec.env.clone(),
+        files: spec.files.clone(),
+        wasi_config: spec.wasi_config.clone(),
         args: spec.args.clone(),
         probes: spec.probes.clone(),
         restart_policy: spec.restart_policy,
@@ -130,6 +132,7 @@ pub fn reconcile(cache: &Cache, key: &str, in_flight: Allocated) -> Action {
     let Some((template, hash)) = cache.template(key) else { return Action::none() };
     let replicas = workload.spec.replicas as usize;
     let rollout = &workload.spec.rollout;
+    let hash = hash.as_str();
     let is_new = |i: &&Instance| i.metadata.labels.get(TEMPLATE_LABEL).is_some_and(|h| h == hash);
     let (mut new, old): (Vec<&Instance>, Vec<&Instance>) = instances.iter().copied().partition(is_new);
     // Old instances that have ended are gone for every purpose but the record.
@@ -216,6 +219,7 @@ pub fn reconcile(cache: &Cache, key: &str, in_flight: Allocated) -> Action {
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::{Fixture, created, deleted, instance, node, serving, workload};
+    use super::super::queue::Task;
     use super::*;
     use shoal_api::resources::instance::Phase;
 
@@ -325,6 +329,40 @@ mod tests {
             _ => None,
         });
         assert_eq!(made, Some(vec!["v2".to_owned()]));
+    }
+
+    #[test]
+    fn a_change_of_a_secret_it_takes_values_from_rolls_the_workload_out() {
+        let mut w = workload("web", 1);
+        w.spec.env.push(
+            serde_json::from_value(
+                serde_json::json!({"name": "PASSWORD", "valueFrom": {"secret": "db", "key": "password"}}),
+            )
+            .unwrap(),
+        );
+        let mut f = Fixture::default();
+        f.workload(w.clone()).node(node("a", 1024, 1000, 10)).secret("db", Some("one")).secret("other", Some("x"));
+        let mut running = serving(&w, "web-1", "a");
+        let (_, hash) = f.cache.template(&key("web")).unwrap();
+        running.metadata.labels.insert(TEMPLATE_LABEL.into(), hash.clone());
+        f.instance(running);
+        assert_eq!(created(&reconcile(&f.cache, &key("web"), Allocated::default())), 0, "up to date");
+        f.take_tasks();
+
+        // A Secret it does not use changes: nothing to look at.
+        f.secret("other", Some("y"));
+        assert!(f.take_tasks().is_empty());
+        // Its Secret is written again unchanged: nothing either.
+        f.secret("db", Some("one"));
+        assert!(f.take_tasks().is_empty());
+        // Its Secret changes: the workload is a task, with a new template to roll out.
+        f.secret("db", Some("two"));
+        assert_eq!(f.take_tasks(), vec![Task::Workload(key("web"))]);
+        assert_ne!(f.cache.template(&key("web")).unwrap().1, hash);
+        assert_eq!(created(&reconcile(&f.cache, &key("web"), Allocated::default())), 1, "a surge of one");
+        // Deleted, too (its instances cannot start until it is back, and say so).
+        f.secret("db", None);
+        assert_eq!(f.take_tasks(), vec![Task::Workload(key("web"))]);
     }
 
     #[test]

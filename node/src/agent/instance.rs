@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use super::modules::{Code, Compiled};
 use super::report::{self, now};
+use super::values::{self, Values};
 use crate::proxy::calls::InstanceCluster;
 use crate::proxy::routes::{Endpoint, Gate};
 use crate::runtime::command::{self, Exit};
@@ -26,6 +27,9 @@ use crate::runtime::fair::Turns;
 use crate::runtime::host::{Output, Sandbox};
 use crate::runtime::limits::Limits;
 use crate::runtime::log::LogBuffer;
+
+/// The reason a Pending instance shows, and its Event's, while its values cannot be had.
+pub const VALUES_UNAVAILABLE: &str = "ValuesUnavailable";
 
 /// First restart delay of a command that exited.
 pub const BACKOFF_START: Duration = Duration::from_millis(250);
@@ -80,11 +84,13 @@ impl Run {
         InstanceCluster::new(&self.shared.proxy, namespace, self.instance.metadata.name.as_str(), refusals)
     }
 
-    fn sandbox(&self) -> Sandbox {
+    fn sandbox(&self, values: &Values) -> Sandbox {
         let spec = &self.instance.spec;
         let mut sandbox = Sandbox::new(&route_key(&self.instance).1);
         sandbox.args.extend(spec.args.iter().cloned());
-        sandbox.env = spec.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
+        sandbox.env.clone_from(&values.env);
+        sandbox.dirs.clone_from(&values.dirs);
+        sandbox.wasi_config = Arc::new(values.wasi_config.iter().cloned().collect());
         sandbox.stdout = Output::Buffer(self.logs.clone());
         sandbox.stderr = Output::Buffer(self.logs.clone());
         sandbox.allowed_hosts = spec.allowed_outbound_hosts.clone();
@@ -126,6 +132,48 @@ impl Run {
         }
     }
 
+    /// Its values from Secrets and Configs (asked of the control plane when it names any),
+    /// asked again after a back-off while they cannot be had; `None` if stopped meanwhile. While
+    /// it waits, it is Pending with the reason `ValuesUnavailable` and a message that names
+    /// what is missing, and an Event says the same.
+    async fn values(&self) -> Option<Values> {
+        let (ns, name) = (route_key(&self.instance).0, self.instance.metadata.name.to_string());
+        let mut delay = BACKOFF_START;
+        loop {
+            let fetched = if self.instance.spec.takes_values() {
+                self.shared.client.instance_values(&ns, &name).await.map_err(|e| e.to_string())
+            } else {
+                Ok(values::literal(&self.instance))
+            };
+            let made = fetched.and_then(|v| {
+                values::materialize(&self.shared.values_dir, &ns, &name, v)
+                    .map_err(|e| format!("writing its files: {e}"))
+            });
+            match made {
+                Ok(values) => {
+                    self.update(|s| {
+                        s.reason.clear();
+                        s.message.clear();
+                    });
+                    return Some(values);
+                }
+                Err(message) => {
+                    tracing::info!("{name}: its values: {message}; asking again in {delay:?}");
+                    self.update(|s| {
+                        s.phase = Phase::Pending;
+                        s.reason = VALUES_UNAVAILABLE.into();
+                        s.message.clone_from(&message);
+                    });
+                    self.event(VALUES_UNAVAILABLE, message, EventType::Warning);
+                    if !self.pause(delay).await {
+                        return None;
+                    }
+                    delay = (delay * 2).min(BACKOFF_CAP);
+                }
+            }
+        }
+    }
+
     fn fail(&self, reason: &str, message: String) {
         tracing::warn!("{}: {reason}: {message}", self.instance.metadata.name);
         self.update(|s| {
@@ -144,9 +192,9 @@ impl Run {
     /// The routing endpoint for `code`, or why it cannot serve HTTP; one that replaces
     /// `before` (better code for the module) keeps its gate and its memory, so requests still
     /// in flight on the old code count against the same limits.
-    fn endpoint(&self, code: &Code, before: Option<&Endpoint>) -> Result<Arc<Endpoint>, String> {
+    fn endpoint(&self, code: &Code, before: Option<&Endpoint>, values: &Values) -> Result<Arc<Endpoint>, String> {
         let app = code.http_app(&self.shared.runtime)?;
-        let mut sandbox = self.sandbox();
+        let mut sandbox = self.sandbox(values);
         if let Some(before) = before {
             sandbox.memory_pool.clone_from(&before.sandbox.memory_pool);
         }
@@ -160,9 +208,9 @@ impl Run {
         Ok(Arc::new(Endpoint { instance: self.instance.metadata.name.to_string(), app, sandbox, gate }))
     }
 
-    async fn serve_http(&self, mut compiled: Compiled) {
+    async fn serve_http(&self, mut compiled: Compiled, values: &Values) {
         let first = compiled.borrow_and_update().clone();
-        let mut endpoint = match self.endpoint(&first, None) {
+        let mut endpoint = match self.endpoint(&first, None, values) {
             Ok(endpoint) => endpoint,
             Err(message) => return self.fail("InvalidModule", message),
         };
@@ -206,7 +254,7 @@ impl Run {
                     Err(_) => upgrades = false,
                     Ok(()) => {
                         let better = compiled.borrow_and_update().clone();
-                        match self.endpoint(&better, Some(&endpoint)) {
+                        match self.endpoint(&better, Some(&endpoint), values) {
                             Ok(upgraded) => {
                                 endpoint = upgraded;
                                 if ready {
@@ -221,8 +269,8 @@ impl Run {
         }
     }
 
-    async fn run_command(&self, compiled: Compiled) {
-        let sandbox = self.sandbox();
+    async fn run_command(&self, compiled: Compiled, values: &Values) {
+        let sandbox = self.sandbox(values);
         let mut delay = BACKOFF_START;
         loop {
             self.update(|s| {
@@ -316,10 +364,12 @@ pub async fn run(shared: Arc<Shared>, instance: Instance, logs: LogBuffer, cance
         shared.proxy.routes.join(&key, &instance.metadata.labels);
     }
     let run = Run { shared: shared.clone(), instance, status, logs, cancel };
-    if let Some(program) = run.program().await {
+    if let Some(program) = run.program().await
+        && let Some(values) = run.values().await
+    {
         match run.instance.spec.type_ {
-            WorkloadType::Http => run.serve_http(program).await,
-            WorkloadType::Command => run.run_command(program).await,
+            WorkloadType::Http => run.serve_http(program, &values).await,
+            WorkloadType::Command => run.run_command(program, &values).await,
         }
     }
     if is_http {

@@ -22,6 +22,7 @@ pub mod instance;
 pub mod modules;
 pub mod report;
 pub mod supervisor;
+pub mod values;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -128,6 +129,8 @@ pub struct Shared {
     pub instance_concurrency: u32,
     /// Requests that may wait for a busy HTTP instance.
     pub instance_queue: usize,
+    /// Where instances' files from Secrets and Configs are written while they run.
+    pub values_dir: PathBuf,
 }
 
 /// A running node agent.
@@ -170,6 +173,8 @@ impl Agent {
             ..Default::default()
         };
         let runtime = Runtime::new(&runtime_config)?;
+        let values_dir = config.data_dir.join("values");
+        values::prepare_root(&values_dir).with_context(|| format!("clearing {}", values_dir.display()))?;
         let modules = ModuleCache::new(config.data_dir.join("modules"), runtime.clone(), config.client.clone())
             .context("creating the module cache")?;
         let joining = || format!("joining as node {} via {}", config.name, config.client.server());
@@ -205,6 +210,7 @@ impl Agent {
             events: events::Events::new(config.event_pacing),
             instance_concurrency: config.instance_concurrency,
             instance_queue: config.instance_queue,
+            values_dir,
         });
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();

@@ -1,6 +1,7 @@
 //! The host side of one instance: its WASI context (deny by default: only the args, env and
-//! directories its spec grants; no sockets; nothing inherited from the host process), its
-//! wasi-http context with the outbound policy, and its memory guard.
+//! directories its spec grants; no sockets; nothing inherited from the host process), what
+//! `wasi:config/store` answers it, its wasi-http context with the outbound policy, and its
+//! memory guard.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use wasmtime_wasi_http::WasiBody;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::limits::{Limits, MemoryGuard, MemoryPool};
@@ -47,6 +49,8 @@ pub struct Sandbox {
     pub env: Vec<(String, String)>,
     /// Granted directories.
     pub dirs: Vec<Preopen>,
+    /// What `wasi:config/store` answers (components only).
+    pub wasi_config: Arc<WasiConfigVariables>,
     /// Standard output.
     pub stdout: Output,
     /// Standard error.
@@ -73,6 +77,7 @@ impl Sandbox {
             args: vec![program_name.to_owned()],
             env: Vec::new(),
             dirs: Vec::new(),
+            wasi_config: Arc::default(),
             stdout: Output::Discard,
             stderr: Output::Discard,
             allowed_hosts: Vec::new(),
@@ -211,6 +216,7 @@ pub struct Host {
     table: ResourceTable,
     http: WasiHttpCtx,
     outbound: Outbound,
+    config: Arc<WasiConfigVariables>,
     pub(crate) guard: MemoryGuard,
 }
 
@@ -227,6 +233,7 @@ impl Host {
                 cluster: sandbox.cluster.clone(),
                 hops: 0,
             },
+            config: sandbox.wasi_config.clone(),
             guard: MemoryGuard::new(&sandbox.limits, sandbox.memory_pool.clone()),
         })
     }
@@ -271,6 +278,7 @@ impl Linkers {
         let mut component = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component)?;
+        wasmtime_wasi_config::add_to_linker(&mut component, |h: &mut Host| WasiConfig::new(&h.config))?;
         let mut module = wasmtime::Linker::new(engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut module, |h: &mut P1Host| &mut h.wasi)?;
         Ok(Linkers { component, module })

@@ -1,0 +1,207 @@
+//! The app platform end to end: Secrets and Configs (sealed at rest, redacted on read, given to
+//! guests as env, files and `wasi:config`, rolled out on change).
+
+mod common;
+
+use std::time::Duration;
+
+use common::workloads::{apply, get, http, instances_of, wait_running};
+use common::{ControlProcess, NodeProcess, namespace, ok_stdout, wait_for};
+use shoal_api::resources::event::EventKind;
+use shoal_api::resources::secret::REDACTED;
+use shoal_api::token::TokenRequest;
+use shoal_api::{AnyObject, Client, Kind, Name, Reason};
+
+fn secret(ns: &str, name: &str, data: serde_json::Value) -> AnyObject {
+    AnyObject::from_json(
+        Kind::Secret,
+        &serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": ns}, "spec": {"data": data}}),
+    )
+    .unwrap()
+}
+
+fn data_of(object: &AnyObject) -> std::collections::BTreeMap<String, String> {
+    match object {
+        AnyObject::Secret(s) => s.spec.data.clone(),
+        AnyObject::Config(c) => c.spec.data.clone(),
+        other => panic!("not a secret or config: {other:?}"),
+    }
+}
+
+/// A tenant client of `ns`, which it makes.
+async fn tenant(admin: &Client, ns: &str) -> Client {
+    admin.create(&namespace(ns)).await.unwrap();
+    let request = TokenRequest { name: Name::new(ns).unwrap(), namespaces: vec![Name::new(ns).unwrap()], node: false };
+    admin.with_token(&admin.create_token(&request).await.unwrap().token)
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() { out.extend(files_under(&path)) } else { out.push(path) }
+    }
+    out
+}
+
+#[tokio::test]
+async fn secrets_are_sealed_at_rest_redacted_on_read_and_opened_only_for_their_namespace_or_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let admin = control.client();
+    let (alpha, beta) = (tenant(&admin, "alpha").await, tenant(&admin, "beta").await);
+    let plaintext = format!("pw-{}", std::process::id() as u64 * 7919);
+    let written =
+        alpha.create(&secret("alpha", "db", serde_json::json!({"password": plaintext, "user": "app"}))).await.unwrap();
+    assert_eq!(data_of(&written)["password"], REDACTED, "a write answers without the values");
+
+    // Reads redact unless asked, and only a token for the namespace may ask.
+    let read = alpha.get(Kind::Secret, Some("alpha"), "db").await.unwrap();
+    assert_eq!(data_of(&read), [("password".into(), REDACTED.into()), ("user".into(), REDACTED.into())].into());
+    assert_eq!(data_of(&alpha.get_secret_shown("alpha", "db").await.unwrap())["password"], plaintext);
+    assert_eq!(data_of(&admin.get_secret_shown("alpha", "db").await.unwrap())["user"], "app");
+    let refused = beta.get_secret_shown("alpha", "db").await.unwrap_err();
+    assert_eq!(refused.reason(), Some(Reason::Forbidden), "{refused}");
+    let listed = alpha.list(Kind::Secret, Some("alpha"), None).await.unwrap();
+    assert_eq!(data_of(&listed.items[0])["password"], REDACTED);
+    let yaml = ok_stdout(&control.cli(&["get", "secret", "db", "-n", "alpha", "-o", "yaml"]));
+    assert!(yaml.contains(REDACTED) && !yaml.contains(&plaintext), "{yaml}");
+    let shown = ok_stdout(&control.cli(&["get", "secret", "db", "-n", "alpha", "-o", "yaml", "--show-secrets"]));
+    assert!(shown.contains(&plaintext), "{shown}");
+    let table = ok_stdout(&control.cli(&["get", "secrets", "-n", "alpha"]));
+    assert!(table.contains("db") && table.contains('2') && !table.contains(&plaintext), "{table}");
+
+    // A watch shows no value either, not even sealed.
+    use futures::StreamExt;
+    let mut watch = Box::pin(alpha.watch(Kind::Secret, Some("alpha"), 0).await.unwrap());
+    let event = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(data_of(&event.object)["password"], REDACTED);
+
+    // A redacted read applied back is refused, not taken as the value; a Secret has no status.
+    let refused = alpha.put(&read).await.unwrap_err();
+    assert_eq!(refused.reason(), Some(Reason::Invalid), "{refused}");
+    assert!(refused.to_string().contains("spec.data.password"), "{refused}");
+    let refused = admin.put_status(&read).await.unwrap_err();
+    assert_eq!(refused.reason(), Some(Reason::NotFound), "{refused}");
+    assert_eq!(data_of(&alpha.get_secret_shown("alpha", "db").await.unwrap())["password"], plaintext, "unharmed");
+
+    // Writing the same values again stores nothing new (so it rolls nothing out).
+    let again =
+        alpha.put(&secret("alpha", "db", serde_json::json!({"password": plaintext, "user": "app"}))).await.unwrap();
+    assert_eq!(again.meta().resource_version, written.meta().resource_version);
+
+    // An instance's values go to the node it is bound to, and to no other node or tenant.
+    let module = format!("sha256:{}", "0".repeat(64));
+    let instance = |name: &str, env: serde_json::Value| {
+        AnyObject::from_json(
+            Kind::Instance,
+            &serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Instance",
+                "metadata": {"name": name, "namespace": "alpha"},
+                "spec": {"module": module, "node": "n2", "env": env}}),
+        )
+        .unwrap()
+    };
+    let from = |key: &str| serde_json::json!([{"name": "PASSWORD", "valueFrom": {"secret": "db", "key": key}}]);
+    admin.create(&instance("web-1", from("password"))).await.unwrap();
+    admin.create(&instance("web-2", from("pasword"))).await.unwrap();
+    let mut nodes = Vec::new();
+    for name in ["n1", "n2"] {
+        let request = TokenRequest { name: Name::new(name).unwrap(), namespaces: Vec::new(), node: true };
+        nodes.push(admin.with_token(&admin.create_token(&request).await.unwrap().token));
+    }
+    let values = nodes[1].instance_values("alpha", "web-1").await.unwrap();
+    assert_eq!(values.env, vec![("PASSWORD".to_owned(), plaintext.clone())]);
+    assert!(!format!("{values:?}").contains(&plaintext), "values are never printed in debug output");
+    for (who, client) in [("another node", &nodes[0]), ("the tenant", &alpha)] {
+        let refused = client.instance_values("alpha", "web-1").await.unwrap_err();
+        assert_eq!(refused.reason(), Some(Reason::Forbidden), "{who}: {refused}");
+    }
+    let missing = nodes[1].instance_values("alpha", "web-2").await.unwrap_err();
+    assert_eq!(missing.reason(), Some(Reason::Invalid), "{missing}");
+    assert!(missing.to_string().contains(r#"secret "db" in namespace "alpha" has no key "pasword""#), "{missing}");
+
+    // Nothing on disk holds the value in the clear: not the raft log, the state machine, a
+    // snapshot, nor a log line.
+    let needle = plaintext.as_bytes();
+    for file in files_under(dir.path()) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(!bytes.windows(needle.len()).any(|w| w == needle), "{} holds the secret in the clear", file.display());
+    }
+    assert!(!control.log().contains(&plaintext));
+}
+
+#[tokio::test]
+async fn a_workload_takes_values_as_env_files_and_wasi_config_and_rolls_out_when_they_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let node = NodeProcess::start(&control, "n1", &[]);
+    let admin = control.client();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/settings/app.yaml");
+    ok_stdout(&control.cli(&["apply", "-f", example]));
+    let first = wait_running(&admin, "settings", 1, None, Duration::from_secs(30)).await;
+    let http = http();
+    let host = "settings.default.localhost";
+    for (path, want) in [
+        ("/env/DB_USER", "app"),
+        ("/env/COLOR", "teal"),
+        ("/env/MODE", "demo"),
+        ("/config/greeting", "hello from a Config"),
+        ("/config/region", "local"),
+        ("/file/etc/db/password", "correct-horse-battery-staple"),
+        ("/file/etc/db/user", "app"),
+    ] {
+        assert_eq!(get(&http, &node.ingress, host, path).await, (200, want.to_owned()), "{path}");
+    }
+    // Nothing else: no host variable, no file beside the granted ones, no write.
+    assert_eq!(get(&http, &node.ingress, host, "/env/HOME").await.0, 404);
+    assert_eq!(get(&http, &node.ingress, host, "/file/etc/passwd").await.0, 404);
+    let files = dir.path().join("node-n1/values").join(format!("default.{}", first[0].metadata.name));
+    assert!(files.join("0/password").exists(), "the instance's files are on the node while it runs");
+
+    // Re-applying changes nothing and rolls nothing out; a changed Secret rolls it out.
+    let again = ok_stdout(&control.cli(&["apply", "-f", example]));
+    assert!(again.contains("secrets/default/db unchanged"), "{again}");
+    let mut changed = admin.get_secret_shown("default", "db").await.unwrap();
+    let AnyObject::Secret(s) = &mut changed else { unreachable!() };
+    s.spec.data.insert("password".into(), "tr0ub4dor".into());
+    s.metadata.resource_version = None;
+    admin.put(&changed).await.unwrap();
+    wait_for(Duration::from_secs(30), "the new password to be served", || async {
+        (get(&http, &node.ingress, host, "/file/etc/db/password").await.1 == "tr0ub4dor").then_some(())
+    })
+    .await;
+    let now = wait_running(&admin, "settings", 1, None, Duration::from_secs(30)).await;
+    assert_ne!(now[0].metadata.name, first[0].metadata.name, "a new instance, not the old one edited");
+    wait_for(Duration::from_secs(10), "the old instance's files to be removed", || async {
+        (!files.exists()).then_some(())
+    })
+    .await;
+
+    // A Secret that is not there holds the instance back, says why, and is waited for.
+    apply(
+        &control,
+        "late",
+        "apiVersion: shoal.dev/v1\nkind: Workload\nmetadata:\n  name: late\n  namespace: default\nspec:\n  module: $SETTINGS\n  env:\n  - name: TOKEN\n    valueFrom: {secret: late, key: token}\n",
+    );
+    let held = wait_for(Duration::from_secs(30), "the instance to say its values are missing", || async {
+        let all = instances_of(&admin, "late").await;
+        all.into_iter().find(|i| i.status.as_ref().is_some_and(|s| s.reason == "ValuesUnavailable"))
+    })
+    .await;
+    let status = held.status.clone().unwrap();
+    assert!(status.message.contains(r#"secret "late" not found in namespace "default""#), "{status:?}");
+    let table = ok_stdout(&control.cli(&["get", "instances"]));
+    assert!(table.contains("ValuesUnavailable"), "{table}");
+    wait_for(Duration::from_secs(10), "a ValuesUnavailable event", || async {
+        let events = admin.list_of::<EventKind>(Some("default")).await.unwrap().items;
+        events.iter().any(|e| e.spec.reason == "ValuesUnavailable" && e.spec.message.contains("late")).then_some(())
+    })
+    .await;
+    admin.create(&secret("default", "late", serde_json::json!({"token": "t0k3n"}))).await.unwrap();
+    wait_running(&admin, "late", 1, None, Duration::from_secs(30)).await;
+    let (code, body) = get(&http, &node.ingress, "late.default.localhost", "/env/TOKEN").await;
+    assert_eq!((code, body.as_str()), (200, "t0k3n"));
+    assert!(!node.log().contains("t0k3n") && !control.log().contains("tr0ub4dor"), "values are never logged");
+}
