@@ -205,3 +205,75 @@ async fn a_workload_takes_values_as_env_files_and_wasi_config_and_rolls_out_when
     assert_eq!((code, body.as_str()), (200, "t0k3n"));
     assert!(!node.log().contains("t0k3n") && !control.log().contains("tr0ub4dor"), "values are never logged");
 }
+
+/// The names of every instance of `workload` seen while waiting for `until` of them.
+async fn distinct_instances(client: &Client, workload: &str, until: usize) -> std::collections::BTreeSet<String> {
+    let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    wait_for(Duration::from_secs(30), &format!("{until} different instances of {workload}"), || async {
+        let found = instances_of(client, workload).await;
+        let mut seen = seen.lock().unwrap();
+        seen.extend(found.into_iter().map(|i| i.metadata.name.to_string()));
+        (seen.len() >= until).then(|| seen.clone())
+    })
+    .await
+}
+
+async fn event_saying(client: &Client, reason: &str, words: &str) {
+    wait_for(Duration::from_secs(15), &format!("a {reason} event saying {words:?}"), || async {
+        let events = client.list_of::<EventKind>(Some("default")).await.unwrap().items;
+        events.iter().any(|e| e.spec.reason == reason && e.spec.message.contains(words)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn failed_liveness_and_startup_probes_replace_an_instance_and_a_silent_command_is_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let _node = NodeProcess::start(&control, "n1", &[]);
+    let admin = control.client();
+    let http_probe = |kind: &str, path: &str| {
+        format!("  probes:\n    {kind}:\n      path: {path}\n      period: 100ms\n      failureThreshold: 2\n")
+    };
+    let command = |extra: &str| format!("  type: command\n  probes:\n    livenessTimeout: 400ms\n{extra}");
+    let workload = |name: &str, module: &str, extra: &str| common::workloads::workload_yaml(name, module, extra);
+    let yaml = [
+        workload("healthy", "$TROUBLE", &http_probe("liveness", "/")),
+        workload("sick", "$TROUBLE", &http_probe("liveness", "/unready")),
+        workload("stuck", "$TROUBLE", &http_probe("startup", "/unready")),
+        workload("chatty", "$WORKER", &command("  env:\n  - name: INTERVAL_MS\n    value: \"50\"\n")),
+        workload("quiet", "$WORKER", &command("  env:\n  - name: INTERVAL_MS\n    value: \"600000\"\n")),
+        workload("spin", "$MISBEHAVE", &command("  args: [spin]\n")),
+    ]
+    .join("---\n");
+    apply(&control, "probes", &yaml);
+    let healthy = wait_running(&admin, "healthy", 1, None, Duration::from_secs(30)).await;
+
+    // Failing liveness (or never passing startup) ends the instance, and a new one replaces it.
+    distinct_instances(&admin, "sick", 2).await;
+    event_saying(&admin, "Unhealthy", "liveness probe GET /unready failed 2 times in a row").await;
+    distinct_instances(&admin, "stuck", 2).await;
+    event_saying(&admin, "Unhealthy", "startup probe GET /unready failed 2 times in a row").await;
+
+    // A command that writes nothing for its liveness timeout is stopped and restarted, even one
+    // that spins without yielding.
+    for name in ["quiet", "spin"] {
+        wait_for(Duration::from_secs(30), &format!("{name} to be restarted for its silence"), || async {
+            let all = instances_of(&admin, name).await;
+            all.into_iter().find(|i| {
+                i.status.as_ref().is_some_and(|s| {
+                    s.restarts >= 1 && s.last_exit.as_ref().is_some_and(|e| e.reason == "LivenessTimeout")
+                })
+            })
+        })
+        .await;
+    }
+    event_saying(&admin, "Unhealthy", "wrote no output for 400ms").await;
+
+    // Their neighbours, healthy and talkative, were left alone all along.
+    let still = wait_running(&admin, "healthy", 1, None, Duration::from_secs(5)).await;
+    assert_eq!(still[0].metadata.name, healthy[0].metadata.name);
+    let chatty = instances_of(&admin, "chatty").await;
+    assert_eq!(chatty.len(), 1);
+    assert_eq!(chatty[0].status.as_ref().map(|s| s.restarts), Some(0), "{chatty:?}");
+}

@@ -359,7 +359,7 @@ async fn an_instance_whose_readiness_probe_fails_gets_no_traffic() {
     let control = ControlProcess::start(dir.path(), &[]);
     let node = NodeProcess::start(&control, "n1", &[]);
     let client = control.client();
-    let probe = |path: &str| format!("  probes:\n    readiness:\n      path: {path}\n      periodMs: 100\n");
+    let probe = |path: &str| format!("  probes:\n    readiness:\n      path: {path}\n      period: 100ms\n");
     apply(&control, "trouble", &workload_yaml("trouble", "$TROUBLE", &probe("/unready")));
     let running = wait_for(Duration::from_secs(20), "the instance to run", || async {
         instances_of(&client, "trouble").await.into_iter().find(|i| i.phase() == Phase::Running)

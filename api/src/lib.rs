@@ -23,6 +23,7 @@ mod checked;
 pub mod client;
 pub mod config;
 pub mod digest;
+pub mod duration;
 pub mod identity;
 pub mod manifest;
 pub mod meta;

@@ -17,7 +17,8 @@ pub fn apply(control: &ControlProcess, name: &str, yaml: &str) {
         .replace("$CRASH", shoal_guest_artifacts::CRASH)
         .replace("$TROUBLE", shoal_guest_artifacts::TROUBLE)
         .replace("$FRONTEND", shoal_guest_artifacts::FRONTEND)
-        .replace("$SETTINGS", shoal_guest_artifacts::SETTINGS);
+        .replace("$SETTINGS", shoal_guest_artifacts::SETTINGS)
+        .replace("$MISBEHAVE", shoal_guest_artifacts::MISBEHAVE);
     let path = control.data_dir.join(format!("{name}.yaml"));
     std::fs::write(&path, yaml).unwrap();
     ok_stdout(&control.cli(&["apply", "-f", path.to_str().unwrap()]));

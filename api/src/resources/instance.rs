@@ -95,6 +95,11 @@ impl InstanceSpec {
     }
 }
 
+/// The reason of a Failed instance that failed its liveness probe: its workload replaces it.
+pub const LIVENESS_FAILED: &str = "LivenessFailed";
+/// The reason of a Failed instance that never passed its startup probe: replaced likewise.
+pub const STARTUP_FAILED: &str = "StartupFailed";
+
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
@@ -122,6 +127,14 @@ impl Object<InstanceKind> {
     /// Its phase (Pending until a node reports).
     pub fn phase(&self) -> Phase {
         self.status.as_ref().map_or(Phase::Pending, |s| s.phase)
+    }
+
+    /// Whether its node gave up on it for failing a probe: it has ended, and its workload
+    /// replaces it with a new instance.
+    pub fn failed_probe(&self) -> bool {
+        self.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Phase::Failed && matches!(s.reason.as_str(), LIVENESS_FAILED | STARTUP_FAILED))
     }
 
     /// Whether its node reports it ready for traffic.

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::duration::Duration;
 use crate::meta::{FieldError, Kind, Object, Resource};
 use crate::name::Name;
 use crate::quantity::{Cpu, Memory};
@@ -60,6 +61,7 @@ impl Resource for WorkloadKind {
         if spec.resources.memory.is_some_and(|m| m.0 < 64 * 1024) {
             return Err(FieldError::new("spec.resources.memory", "must be at least 64Ki (one wasm page)"));
         }
+        validate_probes(spec.type_, &spec.probes)?;
         validate_values("spec.env", &spec.env)?;
         validate_values("spec.wasiConfig", &spec.wasi_config)?;
         validate_files(&spec.files)
@@ -294,13 +296,27 @@ fn validate_files(files: &[FilesFrom]) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// Health checks of an instance.
+/// Health checks of an instance: HTTP GETs the workload answers (for `http`), or a timeout on
+/// its output (for `command`, which has no socket to probe).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Probes {
-    /// An HTTP GET that must answer 2xx before the instance receives traffic.
+    /// For `http`: must answer 2xx before the instance receives traffic, and keeps it in or out
+    /// of routing after.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<HttpProbe>,
+    /// For `http`: when it fails `failureThreshold` times in a row, the instance is replaced by
+    /// a new one (with an Event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<HttpProbe>,
+    /// For `http`: runs first, until it passes once; readiness and liveness wait for it. When it
+    /// fails `failureThreshold` times in a row, the instance is replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup: Option<HttpProbe>,
+    /// For `command`: a run that writes nothing to stdout or stderr for this long is stopped
+    /// and restarted as its `restartPolicy` says (with an Event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_timeout: Option<Duration>,
 }
 
 /// An HTTP GET probe.
@@ -309,13 +325,57 @@ pub struct Probes {
 pub struct HttpProbe {
     /// Path to request, e.g. `/healthz`.
     pub path: String,
-    /// How often to probe, in milliseconds.
-    #[serde(default = "default_probe_period_ms")]
-    pub period_ms: u64,
+    /// How often to probe (default `1s`).
+    #[serde(default = "default_probe_period")]
+    pub period: Duration,
+    /// How many failures in a row count (default 3); one pass resets the count.
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
 }
 
-fn default_probe_period_ms() -> u64 {
-    1000
+fn default_probe_period() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_failure_threshold() -> u32 {
+    3
+}
+
+/// The longest probe period, and the longest output silence a command may be allowed.
+const MAX_PROBE_PERIOD: std::time::Duration = std::time::Duration::from_secs(3600);
+const MAX_LIVENESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+fn validate_probes(type_: WorkloadType, probes: &Probes) -> Result<(), FieldError> {
+    let http = [("readiness", &probes.readiness), ("liveness", &probes.liveness), ("startup", &probes.startup)];
+    for (name, probe) in http {
+        let Some(probe) = probe else { continue };
+        let field = format!("spec.probes.{name}");
+        if type_ != WorkloadType::Http {
+            return Err(FieldError::new(field, "HTTP probes are for http workloads (a command has livenessTimeout)"));
+        }
+        if !probe.path.starts_with('/') || probe.path.len() > 1024 {
+            return Err(FieldError::new(format!("{field}.path"), "a path starting with /, at most 1024 bytes"));
+        }
+        probe
+            .period
+            .within(std::time::Duration::from_millis(10), MAX_PROBE_PERIOD)
+            .map_err(|why| FieldError::new(format!("{field}.period"), why))?;
+        if !(1..=100).contains(&probe.failure_threshold) {
+            return Err(FieldError::new(format!("{field}.failureThreshold"), "from 1 to 100"));
+        }
+    }
+    if let Some(timeout) = probes.liveness_timeout {
+        if type_ != WorkloadType::Command {
+            return Err(FieldError::new(
+                "spec.probes.livenessTimeout",
+                "is for command workloads (an http workload has a liveness probe)",
+            ));
+        }
+        timeout
+            .within(std::time::Duration::from_millis(100), MAX_LIVENESS_TIMEOUT)
+            .map_err(|why| FieldError::new("spec.probes.livenessTimeout", why))?;
+    }
+    Ok(())
 }
 
 /// Where instances may run.
@@ -466,4 +526,70 @@ pub struct WorkloadStatus {
     /// Progressing, Available, ...
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(spec: serde_json::Value) -> Result<(), FieldError> {
+        let object = serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Workload",
+            "metadata": {"name": "w"}, "spec": spec});
+        let workload: Workload = serde_json::from_value(object).map_err(|e| FieldError::new("", e.to_string()))?;
+        WorkloadKind::validate(&workload)
+    }
+
+    #[test]
+    fn probes_fit_the_workload_type_and_are_bounded() {
+        let module = "sha256:".to_owned() + &"0".repeat(64);
+        let http = |probes| serde_json::json!({"module": module, "probes": probes});
+        let command = |probes| serde_json::json!({"module": module, "type": "command", "probes": probes});
+        assert!(check(http(serde_json::json!({"liveness": {"path": "/healthz", "period": "5s"}}))).is_ok());
+        assert!(check(command(serde_json::json!({"livenessTimeout": "30s"}))).is_ok());
+        let refused = [
+            (command(serde_json::json!({"readiness": {"path": "/"}})), "spec.probes.readiness"),
+            (http(serde_json::json!({"livenessTimeout": "30s"})), "spec.probes.livenessTimeout"),
+            (http(serde_json::json!({"startup": {"path": "/", "period": "2h"}})), "spec.probes.startup.period"),
+            (http(serde_json::json!({"liveness": {"path": "/", "failureThreshold": 0}})), "failureThreshold"),
+            (http(serde_json::json!({"liveness": {"path": "healthz"}})), "spec.probes.liveness.path"),
+            (command(serde_json::json!({"livenessTimeout": "1ms"})), "spec.probes.livenessTimeout"),
+        ];
+        for (spec, field) in refused {
+            let error = check(spec.clone()).unwrap_err();
+            assert!(error.path.contains(field), "{spec}: {error}");
+        }
+        let not_a_duration = check(http(serde_json::json!({"liveness": {"path": "/", "period": 5}}))).unwrap_err();
+        assert!(not_a_duration.message.contains("duration"), "{not_a_duration}");
+    }
+
+    #[test]
+    fn values_name_one_source_and_are_not_set_twice() {
+        let module = "sha256:".to_owned() + &"0".repeat(64);
+        let with = |extra: serde_json::Value| {
+            let mut spec = serde_json::json!({"module": module});
+            spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            check(spec)
+        };
+        let env = |v| serde_json::json!({"env": v});
+        assert!(with(env(serde_json::json!([{"name": "A", "valueFrom": {"secret": "s", "key": "k"}}]))).is_ok());
+        let refused = [
+            (
+                env(serde_json::json!([{"name": "A", "valueFrom": {"secret": "s", "config": "c", "key": "k"}}])),
+                "valueFrom",
+            ),
+            (env(serde_json::json!([{"name": "A", "value": "x", "valueFrom": {"secret": "s", "key": "k"}}])), "env[0]"),
+            (env(serde_json::json!([{"name": "A"}, {"name": "A"}])), "env[1].name"),
+            (env(serde_json::json!([{"name": "A", "valueFrom": {"config": "c", "key": "a/b"}}])), "valueFrom.key"),
+            (serde_json::json!({"files": [{"path": "/etc/../x", "secret": "s"}]}), "files[0].path"),
+            (
+                serde_json::json!({"files": [{"path": "/etc", "secret": "s"}, {"path": "/etc/db", "config": "c"}]}),
+                "files[1].path",
+            ),
+            (serde_json::json!({"files": [{"path": "/etc/db"}]}), "files[0]"),
+        ];
+        for (extra, field) in refused {
+            let error = with(extra.clone()).unwrap_err();
+            assert!(error.path.contains(field), "{extra}: {error}");
+        }
+    }
 }

@@ -138,6 +138,10 @@ pub fn reconcile(cache: &Cache, key: &str, in_flight: Allocated) -> Action {
     // Old instances that have ended are gone for every purpose but the record.
     let (old_ended, mut old): (Vec<&Instance>, Vec<&Instance>) = old.into_iter().partition(|i| i.phase().is_terminal());
     writes.extend(old_ended.into_iter().map(Write::delete));
+    // So have current ones whose node gave up on them for failing a probe: they are replaced.
+    let (failed_probe, kept): (Vec<&Instance>, Vec<&Instance>) = new.into_iter().partition(|i| i.failed_probe());
+    new = kept;
+    writes.extend(failed_probe.into_iter().map(Write::delete));
 
     let serving = instances.iter().filter(|i| cache.serving(i)).count();
     let step =
@@ -363,6 +367,20 @@ mod tests {
         // Deleted, too (its instances cannot start until it is back, and say so).
         f.secret("db", None);
         assert_eq!(f.take_tasks(), vec![Task::Workload(key("web"))]);
+    }
+
+    #[test]
+    fn an_instance_that_failed_its_liveness_probe_is_replaced_and_one_that_just_failed_is_not() {
+        let w = workload("web", 2);
+        let mut f = Fixture::default();
+        f.workload(w.clone()).node(node("a", 1024, 1000, 10));
+        let mut unhealthy = instance(&w, "web-1", Some("a"), Phase::Failed, false);
+        unhealthy.status.as_mut().unwrap().reason = shoal_api::resources::instance::LIVENESS_FAILED.into();
+        let failed = instance(&w, "web-2", Some("a"), Phase::Failed, false);
+        f.instance(unhealthy).instance(failed);
+        let action = reconcile(&f.cache, &key("web"), Allocated::default());
+        assert_eq!(deleted(&action), ["instances/default/web-1"]);
+        assert_eq!(created(&action), 1, "one replacement; web-2 ended for its own reasons and stays");
     }
 
     #[test]

@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_api::resources::event::EventType;
-use shoal_api::resources::instance::{ExitInfo, Instance, InstanceStatus, Phase};
-use shoal_api::resources::workload::{RestartPolicy, WorkloadType};
+use shoal_api::resources::instance::{ExitInfo, Instance, InstanceStatus, LIVENESS_FAILED, Phase, STARTUP_FAILED};
+use shoal_api::resources::workload::{HttpProbe, RestartPolicy, WorkloadType};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::modules::{Code, Compiled};
+use super::probes::Streak;
 use super::report::{self, now};
 use super::values::{self, Values};
 use crate::proxy::calls::InstanceCluster;
@@ -30,6 +31,9 @@ use crate::runtime::log::LogBuffer;
 
 /// The reason a Pending instance shows, and its Event's, while its values cannot be had.
 pub const VALUES_UNAVAILABLE: &str = "ValuesUnavailable";
+
+/// The exit reason of a command run stopped for writing nothing for its liveness timeout.
+pub const LIVENESS_TIMEOUT: &str = "LivenessTimeout";
 
 /// First restart delay of a command that exited.
 pub const BACKOFF_START: Duration = Duration::from_millis(250);
@@ -220,36 +224,71 @@ impl Run {
             s.phase = Phase::Running;
             s.started_at = Some(now());
         });
+        let probes = &self.instance.spec.probes;
+        if let Some(startup) = &probes.startup
+            && !self.start_up(&endpoint, startup).await
+        {
+            return;
+        }
         // Ready at once, or, with a readiness probe, while it answers 2xx (out of the routing
-        // table while it does not). Better code for the module replaces the endpoint in place.
-        let probe = self.instance.spec.probes.readiness.clone();
-        let period = Duration::from_millis(probe.as_ref().map_or(1000, |p| p.period_ms).max(10));
+        // table once it failed `failureThreshold` times in a row); replaced once the liveness
+        // probe failed that often. Better code for the module replaces the endpoint in place.
+        let readiness = probes.readiness.clone().map(|p| (Streak::new(p.failure_threshold), p));
+        let liveness = probes.liveness.clone().map(|p| (Streak::new(p.failure_threshold), p));
+        let (mut readiness, mut liveness) = (readiness, liveness);
+        let started = tokio::time::Instant::now();
+        let (mut next_readiness, mut next_liveness) = (started, started);
         let (mut ready, mut upgrades) = (false, true);
         loop {
-            let passed = match &probe {
-                None => true,
-                Some(probe) => match endpoint.app.probe(&probe.path, &probe_sandbox(&endpoint.sandbox)).await {
-                    Ok(status) => (200..300).contains(&status),
-                    Err(e) => {
-                        tracing::info!("{name}: readiness probe {}: {e}", probe.path);
-                        false
+            let now = tokio::time::Instant::now();
+            if now >= next_readiness {
+                let passed = match &mut readiness {
+                    None => true,
+                    Some((streak, probe)) => {
+                        next_readiness = now + probe.period.0;
+                        let passed = self.check(&endpoint, probe, "readiness").await;
+                        let tripped = streak.record(passed);
+                        // In at the first pass; out only once it failed the threshold in a row.
+                        passed || (!tripped && ready)
                     }
-                },
-            };
-            if passed != ready {
-                ready = passed;
-                if ready {
-                    self.shared.proxy.routes.ready(&key, endpoint.clone());
-                } else {
-                    self.shared.proxy.routes.unready(&key, &name);
-                    let path = probe.as_ref().map_or("", |p| p.path.as_str());
-                    self.event("Unhealthy", format!("readiness probe GET {path} failed"), EventType::Warning);
+                };
+                if passed != ready {
+                    ready = passed;
+                    if ready {
+                        self.shared.proxy.routes.ready(&key, endpoint.clone());
+                    } else {
+                        self.shared.proxy.routes.unready(&key, &name);
+                        let (streak, probe) = readiness.as_ref().expect("only a probe makes it unready");
+                        let message =
+                            format!("readiness probe GET {} failed {} times in a row", probe.path, streak.failures());
+                        self.event("Unhealthy", message, EventType::Warning);
+                    }
+                    self.update(|s| s.ready = ready);
                 }
-                self.update(|s| s.ready = ready);
             }
+            if let Some((streak, probe)) = &mut liveness
+                && now >= next_liveness
+            {
+                next_liveness = now + probe.period.0;
+                let passed = self.check(&endpoint, probe, "liveness").await;
+                if streak.record(passed) {
+                    let message = format!(
+                        "liveness probe GET {} failed {} times in a row; the instance is replaced",
+                        probe.path,
+                        streak.failures()
+                    );
+                    return self.give_up(LIVENESS_FAILED, message);
+                }
+            }
+            let wake = match (&readiness, &liveness) {
+                (None, None) => None,
+                (Some(_), None) => Some(next_readiness),
+                (None, Some(_)) => Some(next_liveness),
+                (Some(_), Some(_)) => Some(next_readiness.min(next_liveness)),
+            };
             tokio::select! {
                 _ = self.cancel.cancelled() => return,
-                _ = tokio::time::sleep(period), if probe.is_some() => {}
+                _ = tokio::time::sleep_until(wake.unwrap_or(now)), if wake.is_some() => {}
                 changed = compiled.changed(), if upgrades => match changed {
                     Err(_) => upgrades = false,
                     Ok(()) => {
@@ -269,6 +308,55 @@ impl Run {
         }
     }
 
+    /// Runs the startup probe until it passes (true), or until it failed `failureThreshold`
+    /// times in a row (false: the instance has been given up on) or the instance is stopped.
+    async fn start_up(&self, endpoint: &Endpoint, probe: &HttpProbe) -> bool {
+        let mut streak = Streak::new(probe.failure_threshold);
+        loop {
+            let passed = self.check(endpoint, probe, "startup").await;
+            if passed {
+                return true;
+            }
+            if streak.record(false) {
+                let message = format!(
+                    "startup probe GET {} failed {} times in a row; the instance is replaced",
+                    probe.path,
+                    streak.failures()
+                );
+                self.give_up(STARTUP_FAILED, message);
+                return false;
+            }
+            if !self.pause(probe.period.0).await {
+                return false;
+            }
+        }
+    }
+
+    /// Whether `probe` passes now (a 2xx).
+    async fn check(&self, endpoint: &Endpoint, probe: &HttpProbe, which: &str) -> bool {
+        match endpoint.app.probe(&probe.path, &probe_sandbox(&endpoint.sandbox)).await {
+            Ok(status) => (200..300).contains(&status),
+            Err(e) => {
+                tracing::info!("{}: {which} probe {}: {e}", self.instance.metadata.name, probe.path);
+                false
+            }
+        }
+    }
+
+    /// Ends the instance for failing a probe: Failed with `reason`, which its workload
+    /// replaces; an `Unhealthy` Event says why.
+    fn give_up(&self, reason: &str, message: String) {
+        tracing::info!("{}: {message}", self.instance.metadata.name);
+        self.event("Unhealthy", message.clone(), EventType::Warning);
+        self.update(|s| {
+            s.phase = Phase::Failed;
+            s.ready = false;
+            s.reason = reason.into();
+            s.message.clone_from(&message);
+            s.last_exit = Some(ExitInfo { code: None, reason: reason.into(), message, finished_at: Some(now()) });
+        });
+    }
+
     async fn run_command(&self, compiled: Compiled, values: &Values) {
         let sandbox = self.sandbox(values);
         let mut delay = BACKOFF_START;
@@ -283,24 +371,41 @@ impl Run {
             let program = compiled.borrow().program.clone();
             let running = command::run(&self.shared.runtime, &program, &sandbox);
             tokio::pin!(running);
+            // With a liveness timeout, a run that writes nothing for that long is stopped
+            // (dropping its future stops the guest at its next epoch).
+            let quiet = silence(self.logs.subscribe(), self.instance.spec.probes.liveness_timeout.map(|d| d.0));
+            tokio::pin!(quiet);
             let exit = tokio::select! {
                 _ = self.cancel.cancelled() => return,
-                exit = &mut running => exit,
+                exit = &mut running => Some(exit),
+                () = &mut quiet => None,
                 _ = tokio::time::sleep(COMMAND_READY_AFTER) => {
                     self.update(|s| s.ready = true);
                     tokio::select! {
                         _ = self.cancel.cancelled() => return,
-                        exit = &mut running => exit,
+                        exit = &mut running => Some(exit),
+                        () = &mut quiet => None,
                     }
                 }
             };
             let info = match &exit {
-                Ok(Exit::Code(0)) => ExitInfo { code: Some(0), reason: "Completed".into(), ..Default::default() },
-                Ok(Exit::Code(code)) => ExitInfo { code: Some(*code), reason: "Error".into(), ..Default::default() },
-                Ok(Exit::Stopped { reason, message }) => {
+                None => {
+                    let limit = self.instance.spec.probes.liveness_timeout.map_or(Duration::ZERO, |d| d.0);
+                    let message = format!(
+                        "wrote no output for {} (probes.livenessTimeout); stopped",
+                        humantime::format_duration(limit)
+                    );
+                    self.event("Unhealthy", message.clone(), EventType::Warning);
+                    ExitInfo { code: None, reason: LIVENESS_TIMEOUT.into(), message, ..Default::default() }
+                }
+                Some(Ok(Exit::Code(0))) => ExitInfo { code: Some(0), reason: "Completed".into(), ..Default::default() },
+                Some(Ok(Exit::Code(code))) => {
+                    ExitInfo { code: Some(*code), reason: "Error".into(), ..Default::default() }
+                }
+                Some(Ok(Exit::Stopped { reason, message })) => {
                     ExitInfo { code: None, reason: reason.to_string(), message: message.clone(), ..Default::default() }
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     ExitInfo { code: None, reason: "StartError".into(), message: e.to_string(), ..Default::default() }
                 }
             };
@@ -342,6 +447,19 @@ impl Run {
             }
             delay = (delay * 2).min(BACKOFF_CAP);
             self.update(|s| s.restarts += 1);
+        }
+    }
+}
+
+/// Completes once `output` has not changed for `limit` (never without a limit, or once the
+/// output can no longer change).
+async fn silence(mut output: watch::Receiver<u64>, limit: Option<Duration>) {
+    let Some(limit) = limit else { return std::future::pending().await };
+    loop {
+        match tokio::time::timeout(limit, output.changed()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) => return std::future::pending().await,
+            Err(_) => return,
         }
     }
 }

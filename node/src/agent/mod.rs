@@ -20,6 +20,7 @@ pub mod events;
 pub mod heartbeat;
 pub mod instance;
 pub mod modules;
+pub mod probes;
 pub mod report;
 pub mod supervisor;
 pub mod values;
