@@ -40,6 +40,7 @@ fn header(kind: Kind, wide: bool) -> Vec<&'static str> {
         Kind::Node => vec!["NAME", "STATUS", "ADDRESS", "AGE"],
         Kind::Event => vec!["NAMESPACE", "TYPE", "REASON", "OBJECT", "COUNT", "MESSAGE"],
         Kind::Secret | Kind::Config => vec!["NAMESPACE", "NAME", "KEYS", "AGE"],
+        Kind::Job => vec!["NAMESPACE", "NAME", "STATUS", "COMPLETIONS", "ACTIVE", "FAILED", "AGE"],
     };
     if wide {
         h.push("RESOURCE-VERSION");
@@ -134,6 +135,12 @@ fn row(object: &AnyObject, wide: bool) -> Vec<String> {
         }
         AnyObject::Secret(sec) => vec![ns, name, sec.spec.data.len().to_string(), age],
         AnyObject::Config(c) => vec![ns, name, c.spec.data.len().to_string(), age],
+        AnyObject::Job(j) => {
+            let s = j.status.clone().unwrap_or_default();
+            let state = j.finished().map_or("Running".to_owned(), |c| c.type_.clone());
+            let completions = format!("{}/{}", s.succeeded, j.spec.completions);
+            vec![ns, name, state, completions, s.active.to_string(), s.failed.to_string(), age]
+        }
         AnyObject::Event(e) => {
             let o = &e.spec.involved_object;
             vec![

@@ -277,3 +277,81 @@ async fn failed_liveness_and_startup_probes_replace_an_instance_and_a_silent_com
     assert_eq!(chatty.len(), 1);
     assert_eq!(chatty[0].status.as_ref().map(|s| s.restarts), Some(0), "{chatty:?}");
 }
+
+fn job_yaml(name: &str, module: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: shoal.dev/v1\nkind: Job\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  template:\n    module: {module}\n{spec}"
+    )
+}
+
+async fn job_status(client: &Client, name: &str) -> Option<shoal_api::resources::job::JobStatus> {
+    match client.get(Kind::Job, Some("default"), name).await {
+        Ok(AnyObject::Job(job)) => job.status,
+        _ => None,
+    }
+}
+
+async fn runs_of(client: &Client, job: &str) -> usize {
+    let selector = format!("{}={job}", shoal_api::resources::job::JOB_LABEL);
+    client.list(Kind::Instance, Some("default"), Some(&selector)).await.unwrap().items.len()
+}
+
+#[tokio::test]
+async fn jobs_run_to_completion_retry_failures_within_their_limit_and_deadline_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &["--job-backoff", "100ms"]);
+    let _node = NodeProcess::start(&control, "n1", &[]);
+    let admin = control.client();
+    let worker = |count: &str| {
+        format!("    env:\n    - name: COUNT\n      value: \"{count}\"\n    - name: INTERVAL_MS\n      value: \"10\"\n")
+    };
+    let yaml = [
+        job_yaml("done", "$WORKER", &format!("{}  completions: 3\n  parallelism: 2\n", worker("2"))),
+        job_yaml("brief", "$WORKER", &format!("{}  ttlAfterFinished: 500ms\n", worker("1"))),
+        job_yaml("fails", "$MISBEHAVE", "    args: [exit, \"3\"]\n  backoffLimit: 2\n"),
+        job_yaml(
+            "late",
+            "$WORKER",
+            &format!("{}  activeDeadline: 1s\n  parallelism: 2\n  completions: 2\n", worker("100000")),
+        ),
+    ]
+    .join("---\n");
+    apply(&control, "jobs", &yaml);
+
+    let finished = |name: &'static str, type_: &'static str| {
+        let admin = admin.clone();
+        async move {
+            wait_for(Duration::from_secs(30), &format!("job {name} to be {type_}"), || async {
+                let status = job_status(&admin, name).await?;
+                status.conditions.iter().any(|c| c.type_ == type_ && c.status == "True").then_some(status)
+            })
+            .await
+        }
+    };
+    let done = finished("done", "Complete").await;
+    assert_eq!((done.succeeded, done.failed), (3, 0), "{done:?}");
+    let logs = ok_stdout(&control.cli(&["logs", "job/done"]));
+    assert_eq!(logs.matches("INFO worker tick 2").count(), 3, "three runs, each to its end:\n{logs}");
+    let table = ok_stdout(&control.cli(&["get", "jobs"]));
+    assert!(table.lines().any(|l| l.contains("done") && l.contains("Complete") && l.contains("3/3")), "{table}");
+
+    let fails = finished("fails", "Failed").await;
+    assert_eq!(fails.failed, 3, "backoffLimit 2: the third failure ends it: {fails:?}");
+    assert_eq!(fails.conditions[0].reason, "BackoffLimitExceeded");
+    assert_eq!(runs_of(&admin, "fails").await, 3, "failed runs stay, with their logs");
+
+    let late = finished("late", "Failed").await;
+    assert_eq!(late.conditions[0].reason, "DeadlineExceeded");
+    wait_for(Duration::from_secs(15), "the late job's runs to be stopped", || async {
+        (runs_of(&admin, "late").await == 0).then_some(())
+    })
+    .await;
+    event_saying(&admin, "DeadlineExceeded", "activeDeadline").await;
+
+    wait_for(Duration::from_secs(15), "the brief job to be deleted after its ttl", || async {
+        let gone =
+            admin.get(Kind::Job, Some("default"), "brief").await.is_err_and(|e| e.reason() == Some(Reason::NotFound));
+        (gone && runs_of(&admin, "brief").await == 0).then_some(())
+    })
+    .await;
+}

@@ -86,17 +86,20 @@ pub enum Kind {
     Secret,
     /// Values for workloads to take (like Kubernetes' ConfigMap).
     Config,
+    /// A command run to completion (like Kubernetes' Job).
+    Job,
 }
 
 impl Kind {
     /// Every kind, in the order `apply` creates them (namespaces before what lives in them).
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Secret,
         Kind::Config,
         Kind::Service,
         Kind::Workload,
+        Kind::Job,
         Kind::Instance,
         Kind::Event,
     ];
@@ -112,6 +115,7 @@ impl Kind {
             Kind::Event => "Event",
             Kind::Secret => "Secret",
             Kind::Config => "Config",
+            Kind::Job => "Job",
         }
     }
 
@@ -126,6 +130,7 @@ impl Kind {
             Kind::Event => "events",
             Kind::Secret => "secrets",
             Kind::Config => "configs",
+            Kind::Job => "jobs",
         }
     }
 
@@ -152,6 +157,7 @@ impl Kind {
             Kind::Event => Some("ev"),
             Kind::Secret => None,
             Kind::Config => Some("cfg"),
+            Kind::Job => None,
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::meta::{FieldError, Kind, Object, ObjectMeta, Resource, validate_label
 use crate::resources::config::{Config, ConfigKind};
 use crate::resources::event::{Event, EventKind};
 use crate::resources::instance::{Instance, InstanceKind};
+use crate::resources::job::{Job, JobKind};
 use crate::resources::namespace::{Namespace, NamespaceKind};
 use crate::resources::node::{Node, NodeKind};
 use crate::resources::secret::{Secret, SecretKind};
@@ -26,6 +27,7 @@ pub enum AnyObject {
     Event(Event),
     Secret(Secret),
     Config(Config),
+    Job(Job),
 }
 
 /// Runs `$body` with `$o` bound to the typed object inside an [`AnyObject`], and `$R` to its
@@ -65,6 +67,10 @@ macro_rules! each_kind {
                 type $R = ConfigKind;
                 $body
             }
+            AnyObject::Job($o) => {
+                type $R = JobKind;
+                $body
+            }
         }
     };
 }
@@ -83,6 +89,7 @@ where
         Kind::Event => AnyObject::Event(serde_path_to_error::deserialize(de)?),
         Kind::Secret => AnyObject::Secret(serde_path_to_error::deserialize(de)?),
         Kind::Config => AnyObject::Config(serde_path_to_error::deserialize(de)?),
+        Kind::Job => AnyObject::Job(serde_path_to_error::deserialize(de)?),
     })
 }
 

@@ -49,17 +49,19 @@ struct LocalModule {
 
 /// Reads the local module file of a workload manifest, if it names one.
 fn read_module(m: &Manifest) -> Result<Option<LocalModule>, ManifestError> {
-    let AnyObject::Workload(w) = &m.object else { return Ok(None) };
-    let module = &w.spec.module;
+    let (module, field) = match &m.object {
+        AnyObject::Workload(w) => (&w.spec.module, "spec.module"),
+        AnyObject::Job(j) => (&j.spec.template.module, "spec.template.module"),
+        _ => return Ok(None),
+    };
     if module.starts_with("sha256:") || module.starts_with("https://") {
         return Ok(None);
     }
     let base = m.file.parent().unwrap_or(Path::new("."));
     let path = base.join(module);
-    let bytes =
-        std::fs::read(&path).map_err(|e| m.error_at("spec.module", format!("cannot read {}: {e}", path.display())))?;
+    let bytes = std::fs::read(&path).map_err(|e| m.error_at(field, format!("cannot read {}: {e}", path.display())))?;
     if wasm_kind(&bytes).is_none() {
-        return Err(m.error_at("spec.module", format!("{} is not a wasm module or component", path.display())));
+        return Err(m.error_at(field, format!("{} is not a wasm module or component", path.display())));
     }
     let digest = sha256_hex(&bytes);
     Ok(Some(LocalModule { bytes, digest }))
@@ -99,18 +101,23 @@ pub async fn apply_paths(client: Option<&Client>, paths: &[PathBuf]) -> anyhow::
     let mut uploaded = HashSet::new();
     let mut failed = false;
     for (m, module) in manifests.iter_mut().zip(modules) {
-        if let (Some(module), AnyObject::Workload(w)) = (module, &mut m.object) {
-            let ns = w.metadata.namespace.as_ref().map_or("default", |n| n.as_str()).to_owned();
+        if let Some(module) = module {
+            let ns = m.object.namespace().unwrap_or("default").to_owned();
+            let named = match &mut m.object {
+                AnyObject::Workload(w) => &mut w.spec.module,
+                AnyObject::Job(j) => &mut j.spec.template.module,
+                _ => unreachable!("only workloads and jobs name local modules"),
+            };
             if !uploaded.contains(&(ns.clone(), module.digest.clone())) {
                 if !client.has_module(&ns, &module.digest).await? {
                     client
                         .put_module(&ns, module.bytes)
                         .await
-                        .map_err(|e| anyhow!("{}: uploading {}: {e}", m.file.display(), w.spec.module))?;
+                        .map_err(|e| anyhow!("{}: uploading {named}: {e}", m.file.display()))?;
                 }
                 uploaded.insert((ns, module.digest.clone()));
             }
-            w.spec.module = format!("sha256:{}", module.digest);
+            *named = format!("sha256:{}", module.digest);
         }
         match apply_one(client, &m.object).await {
             Ok(outcome) => println!("{} {outcome}", m.object.display_name()),

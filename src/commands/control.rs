@@ -63,6 +63,10 @@ pub struct ControlArgs {
     /// How long an Event is kept after it last happened, e.g. 1h.
     #[arg(long, default_value = "1h", value_parser = crate::period::parse)]
     event_ttl: std::time::Duration,
+    /// How long a Job waits after its first failed run before the next, e.g. 10s (doubling
+    /// per failure, to at most 6m).
+    #[arg(long, default_value = "10s", value_parser = crate::period::parse)]
+    job_backoff: std::time::Duration,
     /// Extra ingress domain of the cluster's nodes (besides `localhost`): a namespace owns the
     /// ingress hosts `*.<namespace>.DOMAIN` without a grant.
     #[arg(long, value_name = "DOMAIN")]
@@ -152,6 +156,7 @@ impl ControlArgs {
                 resync: self.controller_resync,
                 module_grace: self.module_grace,
                 event_ttl: self.event_ttl,
+                job_backoff: self.job_backoff,
             },
             dns: self.dns.config()?,
             admission: self.dns.admission(&self.ingress_domain),

@@ -1,4 +1,4 @@
-//! `shoal logs INSTANCE | workload/NAME [-f]`: what instances wrote to stdout and stderr,
+//! `shoal logs INSTANCE | workload/NAME | job/NAME [-f]`: what instances wrote to stdout and stderr,
 //! streamed through the API server from whichever node they run on. For a workload, every
 //! instance's lines, each prefixed with the instance's name when there are several.
 
@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use futures::StreamExt;
 use shoal_api::resources::instance::WORKLOAD_LABEL;
+use shoal_api::resources::job::JOB_LABEL;
 use shoal_api::{Client, Kind};
 use tokio::io::AsyncWriteExt;
 
@@ -15,7 +16,8 @@ use crate::connect::ConnectionArgs;
 /// Flags of `shoal logs`.
 #[derive(clap::Args, Debug)]
 pub struct LogsArgs {
-    /// An instance name (or `instance/NAME`), or `workload/NAME` for all of a workload's.
+    /// An instance name (or `instance/NAME`), or `workload/NAME` or `job/NAME` for all of
+    /// theirs.
     target: String,
     /// The namespace.
     #[arg(short, long, default_value = "default")]
@@ -59,16 +61,17 @@ impl LogsArgs {
         let (kind, name) = self.target.split_once('/').unwrap_or(("instance", &self.target));
         let instances: Vec<String> = match Kind::parse(kind) {
             Some(Kind::Instance) => vec![name.to_owned()],
-            Some(Kind::Workload) => {
-                let selector = format!("{WORKLOAD_LABEL}={name}");
+            Some(kind @ (Kind::Workload | Kind::Job)) => {
+                let label = if kind == Kind::Job { JOB_LABEL } else { WORKLOAD_LABEL };
+                let selector = format!("{label}={name}");
                 let list = client.list(Kind::Instance, Some(&self.namespace), Some(&selector)).await?;
                 let names: Vec<String> = list.items.iter().map(|i| i.meta().name.to_string()).collect();
                 if names.is_empty() {
-                    bail!("workload {}/{name} has no instances", self.namespace);
+                    bail!("{} {}/{name} has no instances", kind.as_str().to_lowercase(), self.namespace);
                 }
                 names
             }
-            _ => bail!("{:?}: expected INSTANCE, instance/NAME or workload/NAME", self.target),
+            _ => bail!("{:?}: expected INSTANCE, instance/NAME, workload/NAME or job/NAME", self.target),
         };
         let several = instances.len() > 1;
         let streams = instances.into_iter().map(|instance| {

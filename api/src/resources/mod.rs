@@ -4,6 +4,7 @@
 pub mod config;
 pub mod event;
 pub mod instance;
+pub mod job;
 pub mod namespace;
 pub mod node;
 pub mod secret;

@@ -235,7 +235,7 @@ pub const MAX_VALUES: usize = 1000;
 /// The most directories of files one workload takes from Secrets and Configs.
 pub const MAX_FILES_FROM: usize = 16;
 
-fn validate_values(field: &str, values: &[EnvVar]) -> Result<(), FieldError> {
+pub(crate) fn validate_values(field: &str, values: &[EnvVar]) -> Result<(), FieldError> {
     if values.len() > MAX_VALUES {
         return Err(FieldError::new(field, format!("{} entries: at most {MAX_VALUES}", values.len())));
     }
@@ -270,7 +270,7 @@ fn is_guest_dir(path: &str) -> bool {
     !rest.is_empty() && path.len() <= 256 && rest.split('/').all(crate::resources::secret::is_valid_key)
 }
 
-fn validate_files(files: &[FilesFrom]) -> Result<(), FieldError> {
+pub(crate) fn validate_files(files: &[FilesFrom]) -> Result<(), FieldError> {
     if files.len() > MAX_FILES_FROM {
         return Err(FieldError::new("spec.files", format!("{} entries: at most {MAX_FILES_FROM}", files.len())));
     }
@@ -420,7 +420,7 @@ fn default_replicas() -> u32 {
     1
 }
 
-fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+pub(crate) fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
 

@@ -85,6 +85,21 @@ impl Admission {
                 }
                 Ok(())
             }
+            AnyObject::Job(job) => {
+                let ns = job.metadata.namespace.as_ref().map_or("default", |n| n.as_str());
+                require_module(store, ns, &job.spec.template.module).await.map_err(|e| {
+                    let mut status = e.0;
+                    status.field = status.field.map(|f| f.replace("spec.module", "spec.template.module"));
+                    status.message = status.message.replace("spec.module", "spec.template.module");
+                    super::error::ApiError(status)
+                })?;
+                if let Some(defaults) = namespace(store, ns)?.and_then(|n| n.spec.default_requests) {
+                    let resources = &mut job.spec.template.resources;
+                    resources.memory = resources.memory.or(defaults.memory);
+                    resources.cpu = resources.cpu.or(defaults.cpu);
+                }
+                Ok(())
+            }
             AnyObject::Service(service) => self.fence_ingress_hosts(store, service),
             _ => Ok(()),
         }

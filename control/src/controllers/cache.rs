@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use shoal_api::module::{MODULES, ModuleRecord};
 use shoal_api::resources::instance::{Instance, InstanceKind, InstanceSpec};
+use shoal_api::resources::job::{Job, JobKind};
 use shoal_api::resources::namespace::{Namespace, NamespaceKind};
 use shoal_api::resources::node::{Node, NodeKind};
 use shoal_api::resources::secret::DataSpec;
@@ -85,11 +86,19 @@ pub fn namespace_of(instance: &Instance) -> &str {
     instance.metadata.namespace.as_ref().map_or("default", |n| n.as_str())
 }
 
-/// The store key of the workload that owns `instance`, if it names one.
+/// The store key of the workload or Job that owns `instance`, if it names one.
 pub fn owner_key(instance: &Instance) -> Option<String> {
     let ns = instance.metadata.namespace.as_ref()?;
-    let workload = instance.spec.workload.as_ref()?;
-    Some(format!("workloads/{ns}/{workload}"))
+    if let Some(workload) = instance.spec.workload.as_ref() {
+        return Some(format!("workloads/{ns}/{workload}"));
+    }
+    let owner = instance.metadata.owner_references.first().filter(|o| o.kind == Kind::Job)?;
+    Some(format!("jobs/{ns}/{}", owner.name))
+}
+
+/// The task that looks at the owner at `key` (a workload's or a Job's store key).
+pub fn owner_task(key: String) -> Task {
+    if key.starts_with("jobs/") { Task::Job(key) } else { Task::Workload(key) }
 }
 
 /// Typed copies of workloads, instances, nodes and services, as of `revision`, and indexes.
@@ -107,6 +116,8 @@ pub struct Cache {
     pub nodes: Objects<NodeKind>,
     /// Every service.
     pub services: Objects<ServiceKind>,
+    /// Every Job.
+    pub jobs: Objects<JobKind>,
     /// Every namespace object (`default` has none unless someone made it).
     pub namespaces: Objects<NamespaceKind>,
     /// What the live instances of each namespace request, by namespace name (for quotas).
@@ -205,7 +216,7 @@ impl Cache {
     fn reload(&mut self, reader: &StoreReader) -> Result<(), crate::store::types::StorageError> {
         *self = Cache::default();
         let mut revision = u64::MAX;
-        for kind in [Kind::Namespace, Kind::Workload, Kind::Instance, Kind::Node, Kind::Service] {
+        for kind in [Kind::Namespace, Kind::Workload, Kind::Job, Kind::Instance, Kind::Node, Kind::Service] {
             let (rev, entries) = reader.entries(&prefix(kind))?;
             revision = revision.min(rev);
             for (key, bytes) in entries {
@@ -255,6 +266,7 @@ impl Cache {
         tasks.extend(self.pending.iter().map(|k| Task::Schedule(k.clone())));
         tasks.extend(self.nodes.values().map(|n| Task::Node(n.metadata.name.to_string())));
         tasks.extend(self.services.keys().map(|k| Task::Endpoints(k.clone())));
+        tasks.extend(self.jobs.keys().map(|k| Task::Job(k.clone())));
         tasks.extend(self.instances.keys().map(|k| Task::Collect(k.clone())));
         tasks.extend(self.namespaces.values().map(|n| Task::Namespace(n.metadata.name.to_string())));
         tasks.extend(self.modules.keys().map(|k| Task::Module(k.clone())));
@@ -275,6 +287,10 @@ impl Cache {
         } else if kind == Kind::Node.plural() {
             if let Some(new) = parsed::<NodeKind>(key, bytes) {
                 self.put_node(key, new, tasks);
+            }
+        } else if kind == Kind::Job.plural() {
+            if let Some(new) = parsed::<JobKind>(key, bytes) {
+                self.put_job(key, new, tasks);
             }
         } else if kind == Kind::Service.plural() {
             if let Some(new) = parsed::<ServiceKind>(key, bytes) {
@@ -487,6 +503,22 @@ impl Cache {
         self.usage.get(ns).copied().unwrap_or_default()
     }
 
+    /// Replaces (or removes) the Job at `key`; adds its tasks.
+    pub fn put_job(&mut self, key: &str, new: Option<Job>, tasks: &mut Vec<Task>) {
+        let old = match &new {
+            Some(j) => self.jobs.insert(key.to_owned(), j.clone()),
+            None => self.jobs.remove(key),
+        };
+        let ns = key.split('/').nth(1).unwrap_or_default().to_owned();
+        if let Some(new) = &new {
+            self.use_module(&ns, &new.spec.template.module, true, tasks);
+        }
+        if let Some(old) = &old {
+            self.use_module(&ns, &old.spec.template.module, false, tasks);
+        }
+        triggers::job(self, key, old.as_ref(), new.as_ref(), tasks);
+    }
+
     /// Replaces (or removes) the service at `key`; adds its tasks.
     pub fn put_service(&mut self, key: &str, new: Option<Service>, tasks: &mut Vec<Task>) {
         match new {
@@ -603,6 +635,7 @@ impl Cache {
         }
         let mut keys: Vec<String> = range(&self.workloads, format!("workloads/{ns}/")).collect();
         keys.extend(range(&self.services, format!("services/{ns}/")));
+        keys.extend(range(&self.jobs, format!("jobs/{ns}/")));
         keys.extend(range(&self.instances, format!("instances/{ns}/")));
         keys.extend(range(&self.modules, format!("{MODULES}/{ns}/")));
         keys.extend(range(&self.events, format!("events/{ns}/")));
@@ -624,6 +657,16 @@ impl Cache {
     /// How many live instances of the workload at `key` are bound to node `name`.
     pub fn placed(&self, workload_key: &str, node: &str) -> u32 {
         self.placed.get(workload_key).and_then(|n| n.get(node)).copied().unwrap_or(0)
+    }
+
+    /// Whether the Job an instance names (by its owner reference) exists and is the one that
+    /// made it (the same uid).
+    pub fn job_owns(&self, instance: &Instance) -> bool {
+        let Some(owner) = instance.metadata.owner_references.first().filter(|o| o.kind == Kind::Job) else {
+            return false;
+        };
+        let Some(key) = owner_key(instance) else { return false };
+        self.jobs.get(&key).is_some_and(|j| j.metadata.uid.as_deref().is_none_or(|uid| uid == owner.uid))
     }
 
     /// The workload an instance belongs to, if it still exists.

@@ -1,5 +1,5 @@
-//! Garbage collection: an instance whose owner is gone (its workload was deleted, or deleted
-//! and made again, which gives it another uid) is deleted. A reconcile looks at one instance;
+//! Garbage collection: an instance whose owner is gone (its workload or Job was deleted, or
+//! deleted and made again, which gives it another uid) is deleted. A reconcile looks at one instance;
 //! it is asked to when the instance appears without its owner, or when the owner goes.
 
 use super::cache::Cache;
@@ -9,7 +9,12 @@ use super::writes::{Action, Write};
 /// Reconciles the instance at `key`.
 pub fn reconcile(cache: &Cache, key: &str) -> Action {
     let Some(instance) = cache.instances.get(key) else { return Action::none() };
-    if instance.spec.workload.is_none() || cache.owner(instance).is_some_and(|w| owns(w, instance)) {
+    let owned = match &instance.spec.workload {
+        Some(_) => cache.owner(instance).is_some_and(|w| owns(w, instance)),
+        // A Job's, or no one's (an instance the admin made by hand stays).
+        None => super::cache::owner_key(instance).is_none() || cache.job_owns(instance),
+    };
+    if owned {
         return Action::none();
     }
     Action::writes(vec![Write::delete(instance)])

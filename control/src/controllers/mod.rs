@@ -34,6 +34,7 @@ pub mod events;
 mod fixtures;
 pub mod flight;
 pub mod gc;
+pub mod job;
 pub mod lifecycle;
 pub mod modules;
 pub mod namespace;
@@ -76,6 +77,8 @@ pub struct ControllerOptions {
     pub module_grace: Duration,
     /// How long an Event is kept after it last happened.
     pub event_ttl: Duration,
+    /// How long a Job waits after its first failed run before the next (doubling per failure).
+    pub job_backoff: Duration,
 }
 
 impl Default for ControllerOptions {
@@ -85,6 +88,7 @@ impl Default for ControllerOptions {
             resync: Duration::from_secs(60),
             module_grace: Duration::from_secs(600),
             event_ttl: Duration::from_secs(3600),
+            job_backoff: Duration::from_secs(10),
         }
     }
 }
@@ -114,9 +118,18 @@ impl Controllers {
                     to_place.push(key.clone());
                     continue;
                 }
-                Task::Workload(key) => {
+                Task::Workload(key) | Task::Job(key) => {
                     let ns = key.split('/').nth(1).unwrap_or("default");
-                    let action = workload::reconcile(&self.cache, key, self.charges.of(ns));
+                    let action = match &task {
+                        Task::Job(_) => job::reconcile(
+                            &self.cache,
+                            key,
+                            self.options.job_backoff,
+                            self.charges.of(ns),
+                            std::time::SystemTime::now(),
+                        ),
+                        _ => workload::reconcile(&self.cache, key, self.charges.of(ns)),
+                    };
                     for write in &action.writes {
                         if let Write::Create(AnyObject::Instance(instance)) = write {
                             let (memory, cpu) = cache::requests(instance);

@@ -33,6 +33,8 @@ pub enum Task {
     Module(String),
     /// An Event that may have expired, by store key.
     Event(String),
+    /// A Job, by store key (`jobs/<ns>/<name>`): its runs, status and expiry.
+    Job(String),
 }
 
 /// Keys with the time each is due.

@@ -3,11 +3,12 @@
 //! before and after the change (`None`: did not exist / was deleted) and the cache around it.
 
 use shoal_api::resources::instance::Instance;
+use shoal_api::resources::job::Job;
 use shoal_api::resources::namespace::Namespace;
 use shoal_api::resources::node::Node;
 use shoal_api::resources::workload::Workload;
 
-use super::cache::{Cache, is_ready, namespace_of, owner_key};
+use super::cache::{Cache, is_ready, namespace_of, owner_key, owner_task};
 use super::endpoints::selects;
 use super::queue::Task;
 use super::workload::REPLICA_FAILURE;
@@ -32,12 +33,14 @@ pub fn workload(cache: &Cache, key: &str, old: Option<&Workload>, new: Option<&W
 /// bound one that ended or went away freed room that pending instances may fit into.
 pub fn instance(cache: &Cache, key: &str, old: Option<&Instance>, new: Option<&Instance>, tasks: &mut Vec<Task>) {
     // The queue keeps one entry per task, so naming the same owner twice costs nothing.
-    tasks.extend([old, new].into_iter().flatten().filter_map(owner_key).map(Task::Workload));
+    tasks.extend([old, new].into_iter().flatten().filter_map(owner_key).map(owner_task));
     if let Some(new) = new {
         if new.spec.node.is_none() && !new.phase().is_terminal() {
             tasks.push(Task::Schedule(key.to_owned()));
         }
-        if new.spec.workload.is_some() && !cache.owner(new).is_some_and(|w| owns(w, new)) {
+        if new.spec.workload.is_some() && !cache.owner(new).is_some_and(|w| owns(w, new))
+            || new.spec.workload.is_none() && owner_key(new).is_some() && !cache.job_owns(new)
+        {
             tasks.push(Task::Collect(key.to_owned()));
         }
     }
@@ -70,6 +73,20 @@ pub fn instance(cache: &Cache, key: &str, old: Option<&Instance>, new: Option<&I
     let held_room = |i: &Instance| i.spec.node.is_some() && !i.phase().is_terminal();
     if old.is_some_and(held_room) && !new.is_some_and(held_room) {
         tasks.extend(cache.pending().iter().map(|k| Task::Schedule(k.clone())));
+    }
+}
+
+/// A Job changed: look at it, and at every instance it made when it is gone or is another Job
+/// now, for garbage collection.
+pub fn job(cache: &Cache, key: &str, old: Option<&Job>, new: Option<&Job>, tasks: &mut Vec<Task>) {
+    tasks.push(Task::Job(key.to_owned()));
+    let replaced = match (old, new) {
+        (Some(o), Some(n)) => o.metadata.uid != n.metadata.uid,
+        (_, None) => true,
+        (None, Some(_)) => false,
+    };
+    if replaced {
+        tasks.extend(cache.instances_of(key).map(|i| Task::Collect(key_of(i).0)));
     }
 }
 
@@ -107,7 +124,7 @@ pub fn node(cache: &Cache, old: Option<&Node>, new: Option<&Node>, tasks: &mut V
     tasks.extend(cache.pending().iter().map(|k| Task::Schedule(k.clone())));
     for instance in cache.instances_on(&name) {
         if let Some(owner) = owner_key(instance) {
-            tasks.push(Task::Workload(owner));
+            tasks.push(owner_task(owner));
         }
         let ns = instance.metadata.namespace.as_ref().map_or("", |n| n.as_str());
         for (service_key, service) in cache.services_in(ns) {
