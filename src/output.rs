@@ -40,6 +40,7 @@ fn header(kind: Kind, wide: bool) -> Vec<&'static str> {
         Kind::Node => vec!["NAME", "STATUS", "ADDRESS", "AGE"],
         Kind::Event => vec!["NAMESPACE", "TYPE", "REASON", "OBJECT", "COUNT", "MESSAGE"],
         Kind::Secret | Kind::Config => vec!["NAMESPACE", "NAME", "KEYS", "AGE"],
+        Kind::CronJob => vec!["NAMESPACE", "NAME", "SCHEDULE", "SUSPEND", "ACTIVE", "LAST-SCHEDULE", "AGE"],
         Kind::Job => vec!["NAMESPACE", "NAME", "STATUS", "COMPLETIONS", "ACTIVE", "FAILED", "AGE"],
     };
     if wide {
@@ -135,6 +136,14 @@ fn row(object: &AnyObject, wide: bool) -> Vec<String> {
         }
         AnyObject::Secret(sec) => vec![ns, name, sec.spec.data.len().to_string(), age],
         AnyObject::Config(c) => vec![ns, name, c.spec.data.len().to_string(), age],
+        AnyObject::CronJob(c) => {
+            let s = c.status.clone().unwrap_or_default();
+            let last = s
+                .last_schedule_time
+                .as_deref()
+                .map_or("<none>".to_owned(), |t| format!("{} ago", crate::output::age(Some(t))));
+            vec![ns, name, c.spec.schedule.clone(), c.spec.suspend.to_string(), s.active.len().to_string(), last, age]
+        }
         AnyObject::Job(j) => {
             let s = j.status.clone().unwrap_or_default();
             let state = j.finished().map_or("Running".to_owned(), |c| c.type_.clone());

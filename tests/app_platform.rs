@@ -355,3 +355,47 @@ async fn jobs_run_to_completion_retry_failures_within_their_limit_and_deadline_a
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_cronjob_makes_jobs_on_a_per_second_schedule_never_two_at_once_under_forbid() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let _node = NodeProcess::start(&control, "n1", &[]);
+    let admin = control.client();
+    // Each run takes about 1.5 s, on a schedule of every second.
+    let yaml = "apiVersion: shoal.dev/v1\nkind: CronJob\nmetadata:\n  name: tick\n  namespace: default\nspec:\n  schedule: \"* * * * * *\"\n  timeZone: Europe/Paris\n  concurrencyPolicy: Forbid\n  successfulJobsHistoryLimit: 2\n  jobTemplate:\n    template:\n      module: $WORKER\n      env:\n      - name: COUNT\n        value: \"2\"\n      - name: INTERVAL_MS\n        value: \"750\"\n";
+    apply(&control, "cron", yaml);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut most_active = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while seen.len() < 4 {
+        assert!(std::time::Instant::now() < deadline, "only {} jobs made in 30 s: {seen:?}", seen.len());
+        let jobs = admin.list_of::<shoal_api::resources::job::JobKind>(Some("default")).await.unwrap().items;
+        seen.extend(jobs.iter().map(|j| j.metadata.name.to_string()));
+        let running = jobs.iter().filter(|j| j.finished().is_none()).count();
+        most_active = most_active.max(running);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(most_active, 1, "Forbid: never two of its jobs at once");
+    // Completed ones beyond the history limit are deleted.
+    wait_for(Duration::from_secs(15), "at most 2 completed jobs kept", || async {
+        let jobs = admin.list_of::<shoal_api::resources::job::JobKind>(Some("default")).await.unwrap().items;
+        let complete = jobs.iter().filter(|j| j.finished().is_some_and(|c| c.type_ == "Complete")).count();
+        (complete <= 2 && seen.len() >= 4).then_some(())
+    })
+    .await;
+    let table = ok_stdout(&control.cli(&["get", "cronjobs"]));
+    assert!(table.contains("tick") && table.contains("* * * * * *"), "{table}");
+    // Deleting the CronJob deletes its Jobs.
+    admin.delete(Kind::CronJob, Some("default"), "tick").await.unwrap();
+    wait_for(Duration::from_secs(15), "its jobs to go with it", || async {
+        admin
+            .list_of::<shoal_api::resources::job::JobKind>(Some("default"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}

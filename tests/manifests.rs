@@ -36,7 +36,7 @@ const CASES: &[(&str, &str)] = &[
     ),
     (
         "unknown-kind.yaml",
-        "2:1: kind: unknown kind \"Deployment\", expected one of Namespace, Node, Secret, Config, Service, Workload, Job, Instance, Event",
+        "2:1: kind: unknown kind \"Deployment\", expected one of Namespace, Node, Secret, Config, Service, Workload, Job, CronJob, Instance, Event",
     ),
     ("wrong-type.yaml", "7:13: spec.replicas: invalid type: string \"three\", expected u32"),
 ];

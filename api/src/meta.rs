@@ -88,11 +88,13 @@ pub enum Kind {
     Config,
     /// A command run to completion (like Kubernetes' Job).
     Job,
+    /// Jobs made on a schedule (like Kubernetes' CronJob).
+    CronJob,
 }
 
 impl Kind {
     /// Every kind, in the order `apply` creates them (namespaces before what lives in them).
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Secret,
@@ -100,6 +102,7 @@ impl Kind {
         Kind::Service,
         Kind::Workload,
         Kind::Job,
+        Kind::CronJob,
         Kind::Instance,
         Kind::Event,
     ];
@@ -116,6 +119,7 @@ impl Kind {
             Kind::Secret => "Secret",
             Kind::Config => "Config",
             Kind::Job => "Job",
+            Kind::CronJob => "CronJob",
         }
     }
 
@@ -131,6 +135,7 @@ impl Kind {
             Kind::Secret => "secrets",
             Kind::Config => "configs",
             Kind::Job => "jobs",
+            Kind::CronJob => "cronjobs",
         }
     }
 
@@ -158,6 +163,7 @@ impl Kind {
             Kind::Secret => None,
             Kind::Config => Some("cfg"),
             Kind::Job => None,
+            Kind::CronJob => Some("cj"),
         }
     }
 }

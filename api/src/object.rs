@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::meta::{FieldError, Kind, Object, ObjectMeta, Resource, validate_labels};
 use crate::resources::config::{Config, ConfigKind};
+use crate::resources::cronjob::{CronJob, CronJobKind};
 use crate::resources::event::{Event, EventKind};
 use crate::resources::instance::{Instance, InstanceKind};
 use crate::resources::job::{Job, JobKind};
@@ -28,6 +29,7 @@ pub enum AnyObject {
     Secret(Secret),
     Config(Config),
     Job(Job),
+    CronJob(CronJob),
 }
 
 /// Runs `$body` with `$o` bound to the typed object inside an [`AnyObject`], and `$R` to its
@@ -71,6 +73,10 @@ macro_rules! each_kind {
                 type $R = JobKind;
                 $body
             }
+            AnyObject::CronJob($o) => {
+                type $R = CronJobKind;
+                $body
+            }
         }
     };
 }
@@ -90,6 +96,7 @@ where
         Kind::Secret => AnyObject::Secret(serde_path_to_error::deserialize(de)?),
         Kind::Config => AnyObject::Config(serde_path_to_error::deserialize(de)?),
         Kind::Job => AnyObject::Job(serde_path_to_error::deserialize(de)?),
+        Kind::CronJob => AnyObject::CronJob(serde_path_to_error::deserialize(de)?),
     })
 }
 

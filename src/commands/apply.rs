@@ -52,6 +52,7 @@ fn read_module(m: &Manifest) -> Result<Option<LocalModule>, ManifestError> {
     let (module, field) = match &m.object {
         AnyObject::Workload(w) => (&w.spec.module, "spec.module"),
         AnyObject::Job(j) => (&j.spec.template.module, "spec.template.module"),
+        AnyObject::CronJob(c) => (&c.spec.job_template.template.module, "spec.jobTemplate.template.module"),
         _ => return Ok(None),
     };
     if module.starts_with("sha256:") || module.starts_with("https://") {
@@ -106,7 +107,8 @@ pub async fn apply_paths(client: Option<&Client>, paths: &[PathBuf]) -> anyhow::
             let named = match &mut m.object {
                 AnyObject::Workload(w) => &mut w.spec.module,
                 AnyObject::Job(j) => &mut j.spec.template.module,
-                _ => unreachable!("only workloads and jobs name local modules"),
+                AnyObject::CronJob(c) => &mut c.spec.job_template.template.module,
+                _ => unreachable!("only workloads, jobs and cronjobs name local modules"),
             };
             if !uploaded.contains(&(ns.clone(), module.digest.clone())) {
                 if !client.has_module(&ns, &module.digest).await? {

@@ -38,41 +38,48 @@ impl Resource for JobKind {
     type Status = JobStatus;
 
     fn validate(object: &Job) -> Result<(), FieldError> {
-        let spec = &object.spec;
-        for (field, value, max) in
-            [("completions", spec.completions, MAX_REPLICAS), ("parallelism", spec.parallelism, MAX_PARALLELISM)]
-        {
-            if value == 0 || value > max {
-                return Err(FieldError::new(format!("spec.{field}"), format!("{value}: from 1 to {max}")));
-            }
-        }
-        if spec.backoff_limit > MAX_BACKOFF_LIMIT {
-            return Err(FieldError::new("spec.backoffLimit", format!("at most {MAX_BACKOFF_LIMIT}")));
-        }
-        let year = std::time::Duration::from_secs(365 * 24 * 3600);
-        for (field, value) in [("activeDeadline", spec.active_deadline), ("ttlAfterFinished", spec.ttl_after_finished)]
-        {
-            if let Some(value) = value {
-                value
-                    .within(std::time::Duration::ZERO, year)
-                    .map_err(|why| FieldError::new(format!("spec.{field}"), why))?;
-            }
-        }
-        let template = &spec.template;
-        if template.module.is_empty() {
-            return Err(FieldError::new(
-                "spec.template.module",
-                "missing: a path to a .wasm file, or a sha256: digest",
-            ));
-        }
-        if template.resources.memory.is_some_and(|m| m.0 < 64 * 1024) {
-            return Err(FieldError::new("spec.template.resources.memory", "must be at least 64Ki (one wasm page)"));
-        }
-        let nested = |e: FieldError| FieldError::new(e.path.replacen("spec.", "spec.template.", 1), e.message);
-        validate_values("spec.env", &template.env).map_err(nested)?;
-        validate_values("spec.wasiConfig", &template.wasi_config).map_err(nested)?;
-        validate_files(&template.files).map_err(nested)
+        validate_job_spec(&object.spec, "spec.")
     }
+}
+
+/// Checks a Job's spec, whose fields are named under `prefix` (`spec.` in a Job,
+/// `spec.jobTemplate.` in a CronJob).
+pub fn validate_job_spec(spec: &JobSpec, prefix: &str) -> Result<(), FieldError> {
+    for (field, value, max) in
+        [("completions", spec.completions, MAX_REPLICAS), ("parallelism", spec.parallelism, MAX_PARALLELISM)]
+    {
+        if value == 0 || value > max {
+            return Err(FieldError::new(format!("{prefix}{field}"), format!("{value}: from 1 to {max}")));
+        }
+    }
+    if spec.backoff_limit > MAX_BACKOFF_LIMIT {
+        return Err(FieldError::new(format!("{prefix}backoffLimit"), format!("at most {MAX_BACKOFF_LIMIT}")));
+    }
+    let year = std::time::Duration::from_secs(365 * 24 * 3600);
+    for (field, value) in [("activeDeadline", spec.active_deadline), ("ttlAfterFinished", spec.ttl_after_finished)] {
+        if let Some(value) = value {
+            value
+                .within(std::time::Duration::ZERO, year)
+                .map_err(|why| FieldError::new(format!("{prefix}{field}"), why))?;
+        }
+    }
+    let template = &spec.template;
+    if template.module.is_empty() {
+        return Err(FieldError::new(
+            format!("{prefix}template.module"),
+            "missing: a path to a .wasm file, or a sha256: digest",
+        ));
+    }
+    if template.resources.memory.is_some_and(|m| m.0 < 64 * 1024) {
+        return Err(FieldError::new(
+            format!("{prefix}template.resources.memory"),
+            "must be at least 64Ki (one wasm page)",
+        ));
+    }
+    let nested = |e: FieldError| FieldError::new(e.path.replacen("spec.", &format!("{prefix}template."), 1), e.message);
+    validate_values("spec.env", &template.env).map_err(nested)?;
+    validate_values("spec.wasiConfig", &template.wasi_config).map_err(nested)?;
+    validate_files(&template.files).map_err(nested)
 }
 
 fn one() -> u32 {

@@ -2,6 +2,7 @@
 //! (`status`).
 
 pub mod config;
+pub mod cronjob;
 pub mod event;
 pub mod instance;
 pub mod job;

@@ -70,6 +70,28 @@ async fn require_module(store: &Store, ns: &str, module: &str) -> Result<(), Api
     )))
 }
 
+/// A Job's spec (or a CronJob's template of one) runs a module of its namespace, and takes the
+/// namespace's default requests where it sets none.
+async fn admit_job_spec(
+    store: &Store,
+    ns: &str,
+    spec: &mut shoal_api::resources::job::JobSpec,
+    field: &str,
+) -> Result<(), ApiError> {
+    require_module(store, ns, &spec.template.module).await.map_err(|e| {
+        let mut status = e.0;
+        status.field = status.field.map(|f| f.replace("spec.module", field));
+        status.message = status.message.replace("spec.module", field);
+        ApiError(status)
+    })?;
+    if let Some(defaults) = namespace(store, ns)?.and_then(|n| n.spec.default_requests) {
+        let resources = &mut spec.template.resources;
+        resources.memory = resources.memory.or(defaults.memory);
+        resources.cpu = resources.cpu.or(defaults.cpu);
+    }
+    Ok(())
+}
+
 impl Admission {
     /// Checks and completes `object`, written by `principal`, before it is written.
     pub async fn admit(&self, store: &Store, principal: &Principal, object: &mut AnyObject) -> Result<(), ApiError> {
@@ -86,19 +108,12 @@ impl Admission {
                 Ok(())
             }
             AnyObject::Job(job) => {
-                let ns = job.metadata.namespace.as_ref().map_or("default", |n| n.as_str());
-                require_module(store, ns, &job.spec.template.module).await.map_err(|e| {
-                    let mut status = e.0;
-                    status.field = status.field.map(|f| f.replace("spec.module", "spec.template.module"));
-                    status.message = status.message.replace("spec.module", "spec.template.module");
-                    super::error::ApiError(status)
-                })?;
-                if let Some(defaults) = namespace(store, ns)?.and_then(|n| n.spec.default_requests) {
-                    let resources = &mut job.spec.template.resources;
-                    resources.memory = resources.memory.or(defaults.memory);
-                    resources.cpu = resources.cpu.or(defaults.cpu);
-                }
-                Ok(())
+                let ns = job.metadata.namespace.as_ref().map_or("default", |n| n.as_str()).to_owned();
+                admit_job_spec(store, &ns, &mut job.spec, "spec.template.module").await
+            }
+            AnyObject::CronJob(cron) => {
+                let ns = cron.metadata.namespace.as_ref().map_or("default", |n| n.as_str()).to_owned();
+                admit_job_spec(store, &ns, &mut cron.spec.job_template, "spec.jobTemplate.template.module").await
             }
             AnyObject::Service(service) => self.fence_ingress_hosts(store, service),
             _ => Ok(()),

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use shoal_api::module::{MODULES, ModuleRecord};
+use shoal_api::resources::cronjob::{CronJob, CronJobKind};
 use shoal_api::resources::instance::{Instance, InstanceKind, InstanceSpec};
 use shoal_api::resources::job::{Job, JobKind};
 use shoal_api::resources::namespace::{Namespace, NamespaceKind};
@@ -118,6 +119,8 @@ pub struct Cache {
     pub services: Objects<ServiceKind>,
     /// Every Job.
     pub jobs: Objects<JobKind>,
+    /// Every CronJob.
+    pub cronjobs: Objects<CronJobKind>,
     /// Every namespace object (`default` has none unless someone made it).
     pub namespaces: Objects<NamespaceKind>,
     /// What the live instances of each namespace request, by namespace name (for quotas).
@@ -216,7 +219,9 @@ impl Cache {
     fn reload(&mut self, reader: &StoreReader) -> Result<(), crate::store::types::StorageError> {
         *self = Cache::default();
         let mut revision = u64::MAX;
-        for kind in [Kind::Namespace, Kind::Workload, Kind::Job, Kind::Instance, Kind::Node, Kind::Service] {
+        for kind in
+            [Kind::Namespace, Kind::Workload, Kind::CronJob, Kind::Job, Kind::Instance, Kind::Node, Kind::Service]
+        {
             let (rev, entries) = reader.entries(&prefix(kind))?;
             revision = revision.min(rev);
             for (key, bytes) in entries {
@@ -267,6 +272,7 @@ impl Cache {
         tasks.extend(self.nodes.values().map(|n| Task::Node(n.metadata.name.to_string())));
         tasks.extend(self.services.keys().map(|k| Task::Endpoints(k.clone())));
         tasks.extend(self.jobs.keys().map(|k| Task::Job(k.clone())));
+        tasks.extend(self.cronjobs.keys().map(|k| Task::CronJob(k.clone())));
         tasks.extend(self.instances.keys().map(|k| Task::Collect(k.clone())));
         tasks.extend(self.namespaces.values().map(|n| Task::Namespace(n.metadata.name.to_string())));
         tasks.extend(self.modules.keys().map(|k| Task::Module(k.clone())));
@@ -291,6 +297,10 @@ impl Cache {
         } else if kind == Kind::Job.plural() {
             if let Some(new) = parsed::<JobKind>(key, bytes) {
                 self.put_job(key, new, tasks);
+            }
+        } else if kind == Kind::CronJob.plural() {
+            if let Some(new) = parsed::<CronJobKind>(key, bytes) {
+                self.put_cronjob(key, new, tasks);
             }
         } else if kind == Kind::Service.plural() {
             if let Some(new) = parsed::<ServiceKind>(key, bytes) {
@@ -519,6 +529,33 @@ impl Cache {
         triggers::job(self, key, old.as_ref(), new.as_ref(), tasks);
     }
 
+    /// Replaces (or removes) the CronJob at `key`; adds its tasks.
+    pub fn put_cronjob(&mut self, key: &str, new: Option<CronJob>, tasks: &mut Vec<Task>) {
+        let old = match &new {
+            Some(c) => self.cronjobs.insert(key.to_owned(), c.clone()),
+            None => self.cronjobs.remove(key),
+        };
+        let ns = key.split('/').nth(1).unwrap_or_default().to_owned();
+        if let Some(new) = &new {
+            self.use_module(&ns, &new.spec.job_template.template.module, true, tasks);
+        }
+        if let Some(old) = &old {
+            self.use_module(&ns, &old.spec.job_template.template.module, false, tasks);
+        }
+        triggers::cronjob(self, key, old.as_ref(), new.as_ref(), tasks);
+    }
+
+    /// The Jobs the CronJob at `key` made (by their owner reference's name; the uid is the
+    /// caller's to check).
+    pub fn jobs_of<'a>(&'a self, cron_key: &str) -> impl Iterator<Item = (&'a String, &'a Job)> + use<'a> {
+        let mut parts = cron_key.splitn(3, '/').skip(1);
+        let (ns, name) = (parts.next().unwrap_or_default().to_owned(), parts.next().unwrap_or_default().to_owned());
+        let from = format!("jobs/{ns}/");
+        self.jobs.range(from.clone()..).take_while(move |(k, _)| k.starts_with(&from)).filter(move |(_, j)| {
+            j.metadata.owner_references.first().is_some_and(|o| o.kind == Kind::CronJob && o.name.as_str() == name)
+        })
+    }
+
     /// Replaces (or removes) the service at `key`; adds its tasks.
     pub fn put_service(&mut self, key: &str, new: Option<Service>, tasks: &mut Vec<Task>) {
         match new {
@@ -636,6 +673,7 @@ impl Cache {
         let mut keys: Vec<String> = range(&self.workloads, format!("workloads/{ns}/")).collect();
         keys.extend(range(&self.services, format!("services/{ns}/")));
         keys.extend(range(&self.jobs, format!("jobs/{ns}/")));
+        keys.extend(range(&self.cronjobs, format!("cronjobs/{ns}/")));
         keys.extend(range(&self.instances, format!("instances/{ns}/")));
         keys.extend(range(&self.modules, format!("{MODULES}/{ns}/")));
         keys.extend(range(&self.events, format!("events/{ns}/")));

@@ -93,6 +93,14 @@ fn event(job: &Job, reason: &str, message: String, type_: EventType, now: System
 /// `in_flight` what creates decided earlier already take of its namespace's quota.
 pub fn reconcile(cache: &Cache, key: &str, backoff: Duration, in_flight: Allocated, now: SystemTime) -> Action {
     let Some(job) = cache.jobs.get(key) else { return Action::none() };
+    if let Some(owner) = job.metadata.owner_references.first().filter(|o| o.kind == Kind::CronJob) {
+        // Made by a CronJob that is gone (or is another now): it goes too.
+        let ns = job.metadata.namespace.as_ref().map_or("default", |n| n.as_str());
+        let cron = cache.cronjobs.get(&format!("cronjobs/{ns}/{}", owner.name));
+        if cron.is_none_or(|c| c.metadata.uid.as_deref().is_some_and(|u| u != owner.uid)) {
+            return Action::writes(vec![Write::delete(job)]);
+        }
+    }
     let runs: Vec<&Instance> = runs_of(cache, key, job).collect();
     let succeeded = runs.iter().filter(|i| i.phase() == Phase::Succeeded).count() as u32;
     let failed: Vec<&Instance> = runs.iter().copied().filter(|i| i.phase() == Phase::Failed).collect();

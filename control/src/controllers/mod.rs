@@ -28,6 +28,7 @@
 //! new leader acts at once: it grants every node a fresh grace period and reconciles all.
 
 pub mod cache;
+pub mod cronjob;
 pub mod endpoints;
 pub mod events;
 #[cfg(test)]
@@ -138,6 +139,7 @@ impl Controllers {
                     }
                     action
                 }
+                Task::CronJob(key) => cronjob::reconcile(&self.cache, key, std::time::SystemTime::now()),
                 Task::Namespace(name) => namespace::reconcile(&self.cache, name),
                 Task::Node(name) => {
                     lifecycle::reconcile(&self.cache, &self.liveness, name, self.options.node_grace, now)

@@ -35,6 +35,8 @@ pub enum Task {
     Event(String),
     /// A Job, by store key (`jobs/<ns>/<name>`): its runs, status and expiry.
     Job(String),
+    /// A CronJob, by store key: the Jobs its schedule makes, and their history.
+    CronJob(String),
 }
 
 /// Keys with the time each is due.

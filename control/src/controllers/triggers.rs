@@ -2,6 +2,7 @@
 //! these keys", so that the cost of a change is what it touches. Each function sees the object
 //! before and after the change (`None`: did not exist / was deleted) and the cache around it.
 
+use shoal_api::resources::cronjob::CronJob;
 use shoal_api::resources::instance::Instance;
 use shoal_api::resources::job::Job;
 use shoal_api::resources::namespace::Namespace;
@@ -80,6 +81,13 @@ pub fn instance(cache: &Cache, key: &str, old: Option<&Instance>, new: Option<&I
 /// now, for garbage collection.
 pub fn job(cache: &Cache, key: &str, old: Option<&Job>, new: Option<&Job>, tasks: &mut Vec<Task>) {
     tasks.push(Task::Job(key.to_owned()));
+    // The CronJob that made it counts its active Jobs and keeps its history.
+    let ns = key.split('/').nth(1).unwrap_or_default();
+    for owner in [old, new].into_iter().flatten().filter_map(|j| j.metadata.owner_references.first()) {
+        if owner.kind == shoal_api::Kind::CronJob {
+            tasks.push(Task::CronJob(format!("cronjobs/{ns}/{}", owner.name)));
+        }
+    }
     let replaced = match (old, new) {
         (Some(o), Some(n)) => o.metadata.uid != n.metadata.uid,
         (_, None) => true,
@@ -87,6 +95,20 @@ pub fn job(cache: &Cache, key: &str, old: Option<&Job>, new: Option<&Job>, tasks
     };
     if replaced {
         tasks.extend(cache.instances_of(key).map(|i| Task::Collect(key_of(i).0)));
+    }
+}
+
+/// A CronJob changed: look at it; and when it is gone (or another now), at its Jobs, which go
+/// with it.
+pub fn cronjob(cache: &Cache, key: &str, old: Option<&CronJob>, new: Option<&CronJob>, tasks: &mut Vec<Task>) {
+    tasks.push(Task::CronJob(key.to_owned()));
+    let replaced = match (old, new) {
+        (Some(o), Some(n)) => o.metadata.uid != n.metadata.uid,
+        (_, None) => true,
+        (None, Some(_)) => false,
+    };
+    if replaced {
+        tasks.extend(cache.jobs_of(key).map(|(k, _)| Task::Job(k.clone())));
     }
 }
 
