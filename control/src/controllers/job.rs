@@ -10,7 +10,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use rand::Rng;
 use shoal_api::meta::OwnerReference;
 use shoal_api::resources::Condition;
 use shoal_api::resources::event::{EventType, ObjectReference, new_event};
@@ -18,11 +17,11 @@ use shoal_api::resources::instance::{Instance, InstanceSpec, Phase};
 use shoal_api::resources::job::{COMPLETE, FAILED, JOB_LABEL, Job, JobStatus};
 use shoal_api::resources::namespace::NamespaceKind;
 use shoal_api::resources::workload::{RestartPolicy, WorkloadType};
-use shoal_api::{AnyObject, Kind, Name, Object};
+use shoal_api::{AnyObject, Kind, Object};
 
 use super::cache::{Allocated, Cache};
 use super::quota;
-use super::workload::MAX_CREATES_PER_PASS;
+use super::workload::{MAX_CREATES_PER_PASS, instance_name};
 use super::writes::{Action, Write};
 use crate::store::UpdateScope;
 
@@ -56,15 +55,10 @@ fn run_spec(job: &Job) -> InstanceSpec {
 }
 
 fn new_run(job: &Job, allow_private_egress: bool) -> Instance {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut rng = rand::rng();
-    let suffix: String = (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
     let base = job.metadata.name.as_str();
-    let name = format!("{}-{suffix}", &base[..base.len().min(57)]);
     let mut spec = run_spec(job);
     spec.allow_private_egress = allow_private_egress;
-    let mut run =
-        Object::new(Name::new(name).expect("a name plus a suffix is a name"), job.metadata.namespace.clone(), spec);
+    let mut run = Object::new(instance_name(&job.metadata.name), job.metadata.namespace.clone(), spec);
     run.metadata.labels = job.metadata.labels.clone();
     run.metadata.labels.insert(JOB_LABEL.into(), base.to_owned());
     run.metadata.owner_references = vec![OwnerReference {
@@ -217,6 +211,7 @@ pub fn reconcile(cache: &Cache, key: &str, backoff: Duration, in_flight: Allocat
 mod tests {
     use super::super::fixtures::Fixture;
     use super::*;
+    use shoal_api::Name;
     use shoal_api::resources::instance::{ExitInfo, InstanceStatus};
 
     const KEY: &str = "jobs/default/batch";

@@ -19,12 +19,7 @@ use super::writes::key_of;
 /// another workload now (its uid changed), for garbage collection.
 pub fn workload(cache: &Cache, key: &str, old: Option<&Workload>, new: Option<&Workload>, tasks: &mut Vec<Task>) {
     tasks.push(Task::Workload(key.to_owned()));
-    let replaced = match (old, new) {
-        (Some(o), Some(n)) => o.metadata.uid != n.metadata.uid,
-        (_, None) => true,
-        (None, Some(_)) => false,
-    };
-    if replaced {
+    if replaced(old, new) {
         tasks.extend(cache.instances_of(key).map(|i| Task::Collect(key_of(i).0)));
     }
 }
@@ -88,12 +83,7 @@ pub fn job(cache: &Cache, key: &str, old: Option<&Job>, new: Option<&Job>, tasks
             tasks.push(Task::CronJob(format!("cronjobs/{ns}/{}", owner.name)));
         }
     }
-    let replaced = match (old, new) {
-        (Some(o), Some(n)) => o.metadata.uid != n.metadata.uid,
-        (_, None) => true,
-        (None, Some(_)) => false,
-    };
-    if replaced {
+    if replaced(old, new) {
         tasks.extend(cache.instances_of(key).map(|i| Task::Collect(key_of(i).0)));
     }
 }
@@ -102,13 +92,18 @@ pub fn job(cache: &Cache, key: &str, old: Option<&Job>, new: Option<&Job>, tasks
 /// with it.
 pub fn cronjob(cache: &Cache, key: &str, old: Option<&CronJob>, new: Option<&CronJob>, tasks: &mut Vec<Task>) {
     tasks.push(Task::CronJob(key.to_owned()));
-    let replaced = match (old, new) {
+    if replaced(old, new) {
+        tasks.extend(cache.jobs_of(key).map(|(k, _)| Task::Job(k.clone())));
+    }
+}
+
+/// Whether an owner's change leaves its dependents without it: it is gone, or it is another
+/// object of the same name now (another uid).
+fn replaced<R: shoal_api::Resource>(old: Option<&shoal_api::Object<R>>, new: Option<&shoal_api::Object<R>>) -> bool {
+    match (old, new) {
         (Some(o), Some(n)) => o.metadata.uid != n.metadata.uid,
         (_, None) => true,
         (None, Some(_)) => false,
-    };
-    if replaced {
-        tasks.extend(cache.jobs_of(key).map(|(k, _)| Task::Job(k.clone())));
     }
 }
 

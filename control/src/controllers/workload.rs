@@ -54,17 +54,20 @@ pub fn template_hash(template: &InstanceSpec) -> String {
     hex::encode(&digest[..5])
 }
 
-fn new_instance(workload: &Workload, template: &InstanceSpec, hash: &str) -> Instance {
+/// A fresh name for an instance of `owner`: its name (cut to fit) and a random suffix of five
+/// characters that spell no words, as Kubernetes names pods.
+pub fn instance_name(owner: &Name) -> Name {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
     let suffix: String = (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    let base = owner.as_str();
+    Name::new(format!("{}-{suffix}", &base[..base.len().min(57)])).expect("a name plus a suffix is a name")
+}
+
+fn new_instance(workload: &Workload, template: &InstanceSpec, hash: &str) -> Instance {
     let base = workload.metadata.name.as_str();
-    let name = format!("{}-{suffix}", &base[..base.len().min(57)]);
-    let mut instance = Object::new(
-        Name::new(name).expect("a workload name plus a suffix is a name"),
-        workload.metadata.namespace.clone(),
-        template.clone(),
-    );
+    let mut instance =
+        Object::new(instance_name(&workload.metadata.name), workload.metadata.namespace.clone(), template.clone());
     let meta = &mut instance.metadata;
     meta.labels = workload.metadata.labels.clone();
     meta.labels.insert(WORKLOAD_LABEL.into(), base.to_owned());
