@@ -118,6 +118,24 @@ async fn secrets_are_sealed_at_rest_redacted_on_read_and_opened_only_for_their_n
         let refused = client.instance_values("alpha", "web-1").await.unwrap_err();
         assert_eq!(refused.reason(), Some(Reason::Forbidden), "{who}: {refused}");
     }
+    // Values are bounded however many places name one large key, and end with the instance.
+    let large = "x".repeat(600 * 1024);
+    alpha.create(&secret("alpha", "large", serde_json::json!({"blob": large}))).await.unwrap();
+    let twice = serde_json::json!([{"name": "A", "valueFrom": {"secret": "large", "key": "blob"}},
+        {"name": "B", "valueFrom": {"secret": "large", "key": "blob"}}]);
+    admin.create(&instance("web-3", twice)).await.unwrap();
+    let refused = nodes[1].instance_values("alpha", "web-3").await.unwrap_err();
+    assert_eq!(refused.reason(), Some(Reason::Invalid), "{refused}");
+    assert!(refused.to_string().contains("at most 1048576"), "{refused}");
+    let mut ended = admin.get(Kind::Instance, Some("alpha"), "web-1").await.unwrap();
+    let AnyObject::Instance(i) = &mut ended else { unreachable!() };
+    i.status = Some(shoal_api::resources::instance::InstanceStatus {
+        phase: shoal_api::resources::instance::Phase::Succeeded,
+        ..Default::default()
+    });
+    nodes[1].put_status(&ended).await.unwrap();
+    let refused = nodes[1].instance_values("alpha", "web-1").await.unwrap_err();
+    assert_eq!(refused.reason(), Some(Reason::Conflict), "{refused}");
     let missing = nodes[1].instance_values("alpha", "web-2").await.unwrap_err();
     assert_eq!(missing.reason(), Some(Reason::Invalid), "{missing}");
     assert!(missing.to_string().contains(r#"secret "db" in namespace "alpha" has no key "pasword""#), "{missing}");
@@ -157,8 +175,14 @@ async fn a_workload_takes_values_as_env_files_and_wasi_config_and_rolls_out_when
     // Nothing else: no host variable, no file beside the granted ones, no write.
     assert_eq!(get(&http, &node.ingress, host, "/env/HOME").await.0, 404);
     assert_eq!(get(&http, &node.ingress, host, "/file/etc/passwd").await.0, 404);
-    let files = dir.path().join("node-n1/values").join(format!("default.{}", first[0].metadata.name));
-    assert!(files.join("0/password").exists(), "the instance's files are on the node while it runs");
+    let prefix = format!("default.{}.", first[0].metadata.name);
+    let files = std::fs::read_dir(dir.path().join("node-n1/values"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&prefix))
+        .expect("the instance's files are on the node while it runs");
+    assert!(files.join("0/password").exists());
 
     // Re-applying changes nothing and rolls nothing out; a changed Secret rolls it out.
     let again = ok_stdout(&control.cli(&["apply", "-f", example]));

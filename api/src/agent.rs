@@ -70,6 +70,11 @@ pub fn logs_path(namespace: &str, instance: &str) -> String {
     format!("/logs/{namespace}/{instance}")
 }
 
+/// The most bytes of values (names, values and file contents) one instance is given: one
+/// Secret's worth. Without it, a thousand variables naming one large key would multiply it a
+/// thousandfold, on the control plane that resolves them and on the node that holds them.
+pub const MAX_VALUES_BYTES: usize = 1 << 20;
+
 /// The values an instance takes from Secrets and Configs, resolved for its node when it starts
 /// (`GET /api/v1/namespaces/{ns}/instances/{name}/values`, for the node it is bound to). Its
 /// `Debug` shows names only: the values are never logged.
@@ -85,6 +90,16 @@ pub struct InstanceValues {
     /// What `wasi:config/store` answers, literal entries included.
     #[serde(default)]
     pub wasi_config: Vec<(String, String)>,
+}
+
+impl InstanceValues {
+    /// How many bytes of names, values and files it holds.
+    pub fn bytes(&self) -> usize {
+        let pairs = |v: &[(String, String)]| v.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>();
+        let files: usize =
+            self.files.iter().map(|(dir, f)| dir.len() + f.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()).sum();
+        pairs(&self.env) + pairs(&self.wasi_config) + files
+    }
 }
 
 impl std::fmt::Debug for InstanceValues {

@@ -232,7 +232,19 @@ impl Client {
         name: &str,
     ) -> Result<crate::agent::InstanceValues, ClientError> {
         let path = format!("{}/values", object_path(Kind::Instance, Some(namespace), name));
-        self.json(Method::GET, &path, None).await
+        let url = format!("{}{path}", self.base);
+        let resp = self.send(Method::GET, &path, None, Some(Duration::from_secs(30))).await?;
+        // JSON escapes can double a value's size; past that the answer is not one to hold.
+        let limit = 2 * crate::agent::MAX_VALUES_BYTES + 64 * 1024;
+        let mut body = Vec::new();
+        let mut chunks = resp.bytes_stream();
+        while let Some(chunk) = chunks.next().await {
+            body.extend_from_slice(&chunk.map_err(|source| ClientError::Transport { url: url.clone(), source })?);
+            if body.len() > limit {
+                return Err(ClientError::Decode { url, message: format!("values larger than {limit} bytes") });
+            }
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::Decode { url, message: e.to_string() })
     }
 
     /// Lists objects of `kind` in `namespace` (all namespaces when `None`), optionally filtered by

@@ -6,14 +6,15 @@
 //! workload out on such a change).
 //!
 //! A Secret, Config or key that is missing is a 422 that names it; the node reports it on the
-//! instance and asks again later.
+//! instance and asks again later. So are values past [`MAX_VALUES_BYTES`] (what one instance
+//! is given, its files included), and an instance that has ended gets none (409).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Extension, Path, State};
-use shoal_api::agent::InstanceValues;
+use shoal_api::agent::{InstanceValues, MAX_VALUES_BYTES};
 use shoal_api::resources::instance::Instance;
 use shoal_api::resources::secret::DataSpec;
 use shoal_api::resources::workload::{EnvVar, Source};
@@ -33,6 +34,7 @@ struct Sources {
 impl Sources {
     fn read(store: &Store, sealer: &Sealer, ns: &str, instance: &Instance) -> Result<Sources, ApiError> {
         let mut read = BTreeMap::new();
+        let mut read_bytes = 0usize;
         for source in instance.spec.sources() {
             let key = ObjectKey::new(source.kind().plural(), Some(ns), source.name().as_str());
             let Some(bytes) = store.reader().get(&key)? else {
@@ -46,6 +48,17 @@ impl Sources {
                 }
                 Source::Config(_) => parse::<shoal_api::resources::config::ConfigKind>(&bytes, source)?.spec.data,
             };
+            read_bytes += data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+            if read_bytes > 4 * MAX_VALUES_BYTES {
+                return Err(ApiError::new(
+                    Reason::Invalid,
+                    format!(
+                        "the Secrets and Configs instance {:?} names hold more than {} bytes",
+                        instance.metadata.name.as_str(),
+                        4 * MAX_VALUES_BYTES
+                    ),
+                ));
+            }
             read.insert((source.kind(), source.name().to_string()), data);
         }
         Ok(Sources { ns: ns.to_owned(), read })
@@ -109,6 +122,10 @@ pub async fn instance_values(
     }
     let instance: Instance = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(Reason::Internal, format!("stored instance {ns}/{name} is damaged: {e}")))?;
+    if instance.phase().is_terminal() {
+        // It will not start again: its node has no use for values any more.
+        return Err(ApiError::new(Reason::Conflict, format!("instances \"{ns}/{name}\" has ended: no values for it")));
+    }
     let sources = Sources::read(&store, &sealer, &ns, &instance)?;
     let spec = &instance.spec;
     let files = spec
@@ -119,9 +136,19 @@ pub async fn instance_values(
             Ok((from.path.clone(), sources.data(source).clone()))
         })
         .collect::<Result<_, ApiError>>()?;
-    Ok(Json(InstanceValues {
+    let values = InstanceValues {
         env: sources.values("spec.env", &spec.env)?,
         files,
         wasi_config: sources.values("spec.wasiConfig", &spec.wasi_config)?,
-    }))
+    };
+    if values.bytes() > MAX_VALUES_BYTES {
+        return Err(ApiError::new(
+            Reason::Invalid,
+            format!(
+                "the values of instances \"{ns}/{name}\" come to {} bytes: at most {MAX_VALUES_BYTES}",
+                values.bytes()
+            ),
+        ));
+    }
+    Ok(Json(values))
 }

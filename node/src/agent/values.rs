@@ -4,7 +4,10 @@
 //! read-only directories of files, and removes those files when the instance stops.
 //!
 //! The files are written under the node's data directory, readable by the node's user alone,
-//! one directory per instance, cleared at start-up as well (a node that died left its own).
+//! one directory per run of an instance, cleared at start-up as well (a node that died left
+//! its own; until it starts again they stay on its disk, which is why the data directory is its
+//! user's alone). What one instance is given, files included, is at most
+//! [`shoal_api::agent::MAX_VALUES_BYTES`].
 
 use std::path::{Path, PathBuf};
 
@@ -13,8 +16,8 @@ use shoal_api::resources::instance::Instance;
 
 use crate::runtime::host::Preopen;
 
-/// What a guest gets of its values.
-#[derive(Debug, Default)]
+/// What a guest gets of its values. Its `Debug` shows names only.
+#[derive(Default)]
 pub struct Values {
     /// Its environment.
     pub env: Vec<(String, String)>,
@@ -24,6 +27,17 @@ pub struct Values {
     pub dirs: Vec<Preopen>,
     /// Where the files are on this node; removed when dropped.
     files: Option<FilesDir>,
+}
+
+impl std::fmt::Debug for Values {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = |v: &[(String, String)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        f.debug_struct("Values")
+            .field("env", &names(&self.env))
+            .field("wasi_config", &names(&self.wasi_config))
+            .field("dirs", &self.dirs)
+            .finish()
+    }
 }
 
 /// A directory that is removed with everything in it when dropped.
@@ -65,11 +79,11 @@ pub fn materialize(root: &Path, ns: &str, name: &str, values: InstanceValues) ->
     if files.is_empty() {
         return Ok(out);
     }
-    // Names are DNS labels, so `ns.name` is one directory per instance.
-    let base = root.join(format!("{ns}.{name}"));
-    if base.exists() {
-        std::fs::remove_dir_all(&base)?;
-    }
+    // Names are DNS labels, so `ns.name.` starts one directory per run; the random rest keeps
+    // a run that starts while an older one of the same name is still stopping from sharing
+    // (and then losing) its files.
+    let run: u64 = rand::random();
+    let base = root.join(format!("{ns}.{name}.{run:016x}"));
     shoal_api::config::private_dir(&base)?;
     let guard = FilesDir(base.clone());
     for (i, (guest, entries)) in files.into_iter().enumerate() {
