@@ -120,8 +120,7 @@ async fn three_members_keep_every_acknowledged_write_across_a_leader_kill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_members_founded_with_peers_form_one_cluster() {
     let dir = tempfile::tempdir().unwrap();
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-    let raft: Vec<String> = (0..3).map(|_| free()).collect();
+    let raft: Vec<String> = (0..3).map(|_| common::fixed_addr()).collect();
     let peers = format!("1={},2={},3={}", raft[0], raft[1], raft[2]);
     let pki = dir.path().join("m1/pki");
     let mut members = Vec::new();

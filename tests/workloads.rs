@@ -381,8 +381,7 @@ async fn an_instance_whose_readiness_probe_fails_gets_no_traffic() {
 #[tokio::test]
 async fn a_node_keeps_serving_while_the_control_plane_is_down_and_reconciles_after() {
     let dir = tempfile::tempdir().unwrap();
-    let free = |_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-    let (api, raft) = (free(()), free(()));
+    let (api, raft) = (common::fixed_addr(), common::fixed_addr());
     let flags = ["--api-listen", api.as_str(), "--raft-listen", raft.as_str()];
     let mut control = ControlProcess::start(dir.path(), &flags);
     let node = NodeProcess::start(&control, "n1", &[]);

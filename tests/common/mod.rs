@@ -251,6 +251,21 @@ impl Drop for NodeProcess {
     }
 }
 
+/// A free loopback address for a process that is stopped and started again on it: its port is
+/// below Linux's ephemeral range (32768 and up), so that no other test's connection or port-0
+/// listener takes it in between.
+pub fn fixed_addr() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+    let mut state = now ^ (u64::from(std::process::id()) << 32);
+    loop {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let port = 20_000 + (state >> 33) % 12_000;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            return listener.local_addr().unwrap().to_string();
+        }
+    }
+}
+
 /// CPU time (user + system) a process has used so far, from /proc.
 pub fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
