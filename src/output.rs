@@ -93,7 +93,8 @@ fn row(object: &AnyObject, wide: bool) -> Vec<String> {
                 ns,
                 name,
                 format!("{:?}", w.spec.type_).to_lowercase(),
-                format!("{}/{}", s.ready_replicas, w.spec.replicas),
+                // An autoscaled workload's wanted count is the autoscaler's.
+                format!("{}/{}", s.ready_replicas, s.desired_replicas.unwrap_or(w.spec.replicas)),
                 s.updated_replicas.to_string(),
                 age,
             ]

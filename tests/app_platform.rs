@@ -423,3 +423,76 @@ async fn a_cronjob_makes_jobs_on_a_per_second_schedule_never_two_at_once_under_f
     })
     .await;
 }
+
+/// The autoscaler's last decision for `name` in `default`.
+async fn desired_replicas(client: &Client, name: &str) -> Option<u32> {
+    match client.get(Kind::Workload, Some("default"), name).await.unwrap() {
+        AnyObject::Workload(w) => w.status.and_then(|s| s.desired_replicas),
+        other => panic!("not a workload: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_autoscaled_workload_scales_from_zero_on_a_request_up_under_load_and_back_to_zero_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let node = NodeProcess::start(&control, "n1", &["--heartbeat", "250ms"]);
+    let admin = control.client();
+    let spec = "  replicas: 0\n  concurrency: 4\n  autoscale:\n    min: 0\n    max: 3\n    targetConcurrency: 1\n    stableWindow: 1s\n";
+    apply(&control, "web", &common::workloads::workload_yaml("web", "$TROUBLE", spec));
+    wait_for(Duration::from_secs(10), "the autoscaler to decide 0 replicas", || async {
+        (desired_replicas(&admin, "web").await == Some(0)).then_some(())
+    })
+    .await;
+    assert!(instances_of(&admin, "web").await.is_empty(), "it starts at zero");
+    let table = ok_stdout(&control.cli(&["get", "workloads"]));
+    assert!(table.contains("0/0"), "{table}");
+
+    // The first request waits at the node while an instance starts, and is answered.
+    let client = http();
+    let started = std::time::Instant::now();
+    let (status, body) = get(&client, &node.ingress, "web.default.localhost", "/").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"), "answered after {:?}", started.elapsed());
+    wait_running(&admin, "web", 1, Some("n1"), Duration::from_secs(10)).await;
+
+    // Three clients each with a request always in flight, at a target of one per instance:
+    // three instances (the most allowed), though the first request left only one.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..3 {
+        let (client, ingress, stop) = (client.clone(), node.ingress.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut answered = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, _) = get(&client, &ingress, "web.default.localhost", "/hold/0/300").await;
+                assert_eq!(status, 200);
+                answered += 1;
+            }
+            answered
+        }));
+    }
+    wait_for(Duration::from_secs(20), "3 instances under load", || async {
+        let running = instances_of(&admin, "web").await.iter().filter(|i| i.is_ready()).count();
+        (running == 3 && desired_replicas(&admin, "web").await == Some(3)).then_some(())
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in load {
+        assert!(task.await.unwrap() > 0);
+    }
+
+    // Idle for the stable window (and a beat or two to report it): back to zero.
+    let idle = std::time::Instant::now();
+    wait_for(Duration::from_secs(20), "back to zero instances when idle", || async {
+        (instances_of(&admin, "web").await.is_empty() && desired_replicas(&admin, "web").await == Some(0)).then_some(())
+    })
+    .await;
+    assert!(idle.elapsed() >= Duration::from_secs(1), "not before the stable window: {:?}", idle.elapsed());
+
+    // At zero again, a request is held and answered again; a workload that is not autoscaled
+    // and has no instance is still a 404 at once.
+    let (status, body) = get(&client, &node.ingress, "web.default.localhost", "/").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, _) = get(&client, &node.ingress, "nothing.default.localhost", "/").await;
+    assert_eq!(status, 404);
+}

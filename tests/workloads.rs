@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::workloads::{apply, get, http, instances_of, wait_running, workload_yaml};
 use common::{ControlProcess, NodeProcess, ok_stdout, wait_for};
-use shoal_api::Reason;
 use shoal_api::resources::instance::{InstanceKind, Phase};
 use shoal_api::resources::workload::WorkloadKind;
+use shoal_api::{AnyObject, Reason};
 
 #[tokio::test]
 async fn examples_run_and_answer_through_the_ingress() {
@@ -311,7 +311,13 @@ async fn a_node_token_reaches_only_its_own_node_and_instances() {
     assert_eq!(err.reason(), Some(Reason::Forbidden), "{err}");
     let err = n2.get(shoal_api::Kind::Node, None, "n1").await.unwrap_err();
     assert_eq!(err.reason(), Some(Reason::Forbidden), "{err}");
-    let err = n2.list(shoal_api::Kind::Workload, None, None).await.unwrap_err();
+    // It reads Workloads (to hold requests for autoscaled ones at zero), and writes none.
+    let workloads = n2.list(shoal_api::Kind::Workload, None, None).await.unwrap();
+    let AnyObject::Workload(mut hello) = workloads.items.into_iter().next().expect("the workload") else {
+        panic!("not a workload")
+    };
+    hello.spec.replicas = 5;
+    let err = n2.put_of(&hello).await.unwrap_err();
     assert_eq!(err.reason(), Some(Reason::Forbidden), "{err}");
     let err = n2.delete(shoal_api::Kind::Instance, Some("default"), pending.metadata.name.as_str()).await.unwrap_err();
     assert_eq!(err.reason(), Some(Reason::Forbidden), "{err}");

@@ -36,6 +36,36 @@ impl std::fmt::Debug for NodeCredentials {
     }
 }
 
+/// What a node says with a heartbeat, besides that it is alive: how loaded the autoscaled
+/// workloads it serves were since its last beat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Heartbeat {
+    /// One entry per autoscaled workload with instances (or requests waiting) on the node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load: Vec<WorkloadLoad>,
+}
+
+/// The most load entries one heartbeat carries.
+pub const MAX_LOAD_ENTRIES: usize = 20_000;
+
+/// The most requests in flight a node may say one workload had on it (more is not believable:
+/// the ingress's connection limit is far below it).
+pub const MAX_REPORTED_CONCURRENCY: f64 = 1e6;
+
+/// One workload's load on one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkloadLoad {
+    /// The workload's namespace.
+    pub namespace: String,
+    /// The workload's name.
+    pub workload: String,
+    /// Its requests in flight on the node (queued ones included), averaged over the time since
+    /// the node's last beat.
+    pub concurrency: f64,
+}
+
 /// The control plane's answer to a heartbeat.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

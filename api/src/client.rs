@@ -360,20 +360,31 @@ impl Client {
         self.json(Method::POST, &format!("/api/v1/nodes/{name}/credentials"), Some(&body)).await
     }
 
-    /// Tells the control plane that node `name` (this node token's own) is alive. The beat is
-    /// held in the raft leader's memory. The answer names the nodes whose certificates are
-    /// revoked, unless they are those of `known_revocations` (the tag of an earlier answer).
+    /// Tells the control plane that node `name` (this node token's own) is alive, and how
+    /// loaded its autoscaled workloads were. The beat is held in the raft leader's memory. The
+    /// answer names the nodes whose certificates are revoked, unless they are those of
+    /// `known_revocations` (the tag of an earlier answer).
     pub async fn heartbeat(
         &self,
         name: &str,
         known_revocations: u64,
+        beat: &crate::agent::Heartbeat,
     ) -> Result<crate::agent::HeartbeatAnswer, ClientError> {
         let path = format!("/api/v1/nodes/{name}/heartbeat?revocations={known_revocations}");
-        let response = self.send(Method::POST, &path, None, Some(Duration::from_secs(10))).await?;
+        let body = (!beat.load.is_empty()).then(|| reqwest::Body::from(serde_json::to_vec(beat).expect("serializes")));
+        let response = self.send(Method::POST, &path, body, Some(Duration::from_secs(10))).await?;
         let url = format!("{}{path}", self.base);
         let bytes = response.bytes().await.map_err(|source| ClientError::Transport { url, source })?;
         // An older control plane answers `null`.
         Ok(serde_json::from_slice::<Option<crate::agent::HeartbeatAnswer>>(&bytes).ok().flatten().unwrap_or_default())
+    }
+
+    /// Asks for an instance of the autoscaled workload `namespace/name` (a node holding a
+    /// request for it while it has none); the control plane's leader scales it up at once.
+    pub async fn activate(&self, namespace: &str, name: &str) -> Result<(), ClientError> {
+        let path = format!("/api/v1/namespaces/{namespace}/workloads/{name}/activate");
+        self.send(Method::POST, &path, None, Some(Duration::from_secs(10))).await?;
+        Ok(())
     }
 
     /// An instance's logs: what it has written so far and, with `follow`, what it writes next,

@@ -9,6 +9,7 @@
 //! - [`pki`]: the cluster CA, certificates and tokens.
 //! - [`controllers`]: the scheduler and the reconcile loops, active on the raft leader.
 //! - [`liveness`]: node heartbeats, held in the leader's memory.
+//! - [`load`]: autoscaled workloads' load, reported with the heartbeats, held beside them.
 //! - [`stamp`]: uid and times, decided before a write is proposed.
 //! - [`dns`]: the cluster DNS server, answering from the local replica.
 //!
@@ -23,6 +24,7 @@ pub mod blobs;
 pub mod controllers;
 pub mod dns;
 pub mod liveness;
+pub mod load;
 pub mod pki;
 pub mod raft_service;
 pub mod sealing;
@@ -183,7 +185,9 @@ impl ControlPlane {
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let liveness = Arc::new(liveness::Liveness::new(config.controllers.node_grace));
-        let raft_router = raft_service::router(store.clone(), blobs.clone(), liveness.clone(), &pki.cluster_token);
+        let load = Arc::new(load::Load::new(config.controllers.node_grace));
+        let leader_memory = raft_service::LeaderMemory { liveness: liveness.clone(), load: load.clone() };
+        let raft_router = raft_service::router(store.clone(), blobs.clone(), leader_memory.clone(), &pki.cluster_token);
         tasks.spawn(shoal_api::serve::serve_tls(
             raft_listener,
             tls.clone(),
@@ -200,7 +204,7 @@ impl ControlPlane {
         let api_router = api::router(
             store.clone(),
             pki.clone(),
-            liveness.clone(),
+            leader_memory,
             hub,
             blobs.clone(),
             Arc::new(config.admission.clone()),
@@ -212,7 +216,7 @@ impl ControlPlane {
         tasks.spawn(shoal_api::serve::serve_tls(api_listener, tls, api_router, config.api_limits, shutdown.clone()));
 
         tasks.spawn(blobs.run(config.controllers.module_grace, shutdown.clone()));
-        tasks.spawn(controllers::run(store.clone(), liveness, config.controllers.clone(), shutdown.clone()));
+        tasks.spawn(controllers::run(store.clone(), liveness, load, config.controllers.clone(), shutdown.clone()));
         let dns_addr = match &config.dns {
             Some(dns) => Some(dns::start(dns, store.reader().clone(), &mut tasks, shutdown.clone()).await?),
             None => None,

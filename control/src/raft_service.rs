@@ -16,21 +16,32 @@ use serde::de::DeserializeOwned;
 
 use crate::blobs::{Blobs, hashes_to, paths as blob_paths};
 use crate::liveness::Liveness;
+use crate::load::Load;
 use crate::pki::constant_time_eq;
 use crate::store::network::paths;
 use crate::store::{JoinRequest, Store};
+
+/// What the raft leader holds in memory only, and followers forward to it: node liveness and
+/// autoscaled workloads' load.
+#[derive(Clone)]
+pub struct LeaderMemory {
+    /// Node heartbeats.
+    pub liveness: Arc<Liveness>,
+    /// Load reports and activations.
+    pub load: Arc<Load>,
+}
 
 #[derive(Clone)]
 struct RaftState {
     store: Arc<Store>,
     blobs: Arc<Blobs>,
-    liveness: Arc<Liveness>,
+    memory: LeaderMemory,
     token: Arc<str>,
 }
 
 /// The router of the raft listener.
-pub fn router(store: Arc<Store>, blobs: Arc<Blobs>, liveness: Arc<Liveness>, cluster_token: &str) -> Router {
-    let state = RaftState { store, blobs, liveness, token: cluster_token.into() };
+pub fn router(store: Arc<Store>, blobs: Arc<Blobs>, memory: LeaderMemory, cluster_token: &str) -> Router {
+    let state = RaftState { store, blobs, memory, token: cluster_token.into() };
     Router::new()
         .route(paths::APPEND, post(append))
         .route(paths::VOTE, post(vote))
@@ -39,6 +50,7 @@ pub fn router(store: Arc<Store>, blobs: Arc<Blobs>, liveness: Arc<Liveness>, clu
         .route(paths::READ_INDEX, post(read_index))
         .route(paths::JOIN, post(join))
         .route(paths::HEARTBEAT, post(heartbeat))
+        .route(paths::ACTIVATE, post(activate))
         .route(blob_paths::MODULE, get(module_get).put(module_put))
         .route(blob_paths::PRESENT, get(module_present))
         .layer(middleware::from_fn_with_state(state.clone(), require_cluster_token))
@@ -111,8 +123,15 @@ async fn join(State(s): State<RaftState>, body: Bytes) -> Response {
 }
 
 async fn heartbeat(State(s): State<RaftState>, body: Bytes) -> Response {
+    match decode::<crate::api::heartbeat::Forwarded>(&body) {
+        Ok(beat) => encode(&crate::api::heartbeat::forwarded(&s.store, &s.memory, beat)),
+        Err(r) => r,
+    }
+}
+
+async fn activate(State(s): State<RaftState>, body: Bytes) -> Response {
     match decode::<String>(&body) {
-        Ok(node) => encode(&crate::api::heartbeat::forwarded(&s.store, &s.liveness, &node)),
+        Ok(key) => encode(&crate::api::activate::forwarded(&s.store, &s.memory.load, &key)),
         Err(r) => r,
     }
 }

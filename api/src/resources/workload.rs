@@ -62,6 +62,9 @@ impl Resource for WorkloadKind {
             return Err(FieldError::new("spec.resources.memory", "must be at least 64Ki (one wasm page)"));
         }
         validate_probes(spec.type_, &spec.probes)?;
+        if let Some(autoscale) = &spec.autoscale {
+            validate_autoscale(spec, autoscale)?;
+        }
         validate_values("spec.env", &spec.env)?;
         validate_values("spec.wasiConfig", &spec.wasi_config)?;
         validate_files(&spec.files)
@@ -378,6 +381,76 @@ fn validate_probes(type_: WorkloadType, probes: &Probes) -> Result<(), FieldErro
     Ok(())
 }
 
+/// Replicas that follow the requests in flight, Knative-style: as many instances as keep each
+/// at `targetConcurrency` requests in flight (counted by the nodes, queued ones included), at
+/// once when load rises, and fewer only after load has stayed lower for `stableWindow`. With
+/// `min: 0` an idle workload has no instance; its first request waits at the node while one
+/// starts. For `http` workloads only: a command has no requests to count, so it does not
+/// autoscale (it keeps `replicas`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Autoscale {
+    /// Fewest replicas (0 allowed: scale to zero).
+    #[serde(default)]
+    pub min: u32,
+    /// Most replicas.
+    pub max: u32,
+    /// Requests in flight per instance to aim for.
+    pub target_concurrency: u32,
+    /// How long load must stay lower before replicas are taken away (default `60s`).
+    #[serde(default = "default_stable_window")]
+    pub stable_window: Duration,
+}
+
+fn default_stable_window() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Autoscale {
+    /// `replicas` brought within `min` and `max`.
+    pub fn clamp(&self, replicas: u32) -> u32 {
+        replicas.clamp(self.min, self.max)
+    }
+}
+
+/// The longest stable window.
+const MAX_STABLE_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn validate_autoscale(spec: &WorkloadSpec, autoscale: &Autoscale) -> Result<(), FieldError> {
+    if spec.type_ != WorkloadType::Http {
+        return Err(FieldError::new(
+            "spec.autoscale",
+            "is for http workloads: a command has no requests in flight to scale on (set replicas)",
+        ));
+    }
+    if autoscale.max == 0 || autoscale.max > MAX_REPLICAS {
+        return Err(FieldError::new("spec.autoscale.max", format!("{}: from 1 to {MAX_REPLICAS}", autoscale.max)));
+    }
+    if autoscale.min > autoscale.max {
+        return Err(FieldError::new(
+            "spec.autoscale.min",
+            format!("{} is more than max, {}", autoscale.min, autoscale.max),
+        ));
+    }
+    let target = autoscale.target_concurrency;
+    if target == 0 || target > MAX_CONCURRENCY {
+        return Err(FieldError::new(
+            "spec.autoscale.targetConcurrency",
+            format!("{target}: from 1 to {MAX_CONCURRENCY}"),
+        ));
+    }
+    if let Some(limit) = spec.concurrency.filter(|limit| target > *limit) {
+        return Err(FieldError::new(
+            "spec.autoscale.targetConcurrency",
+            format!("{target} is more than spec.concurrency, {limit}: instances would turn requests away first"),
+        ));
+    }
+    autoscale
+        .stable_window
+        .within(std::time::Duration::from_millis(100), MAX_STABLE_WINDOW)
+        .map_err(|why| FieldError::new("spec.autoscale.stableWindow", why))
+}
+
 /// Where instances may run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -434,9 +507,13 @@ pub struct WorkloadSpec {
     /// `http` (default) or `command`.
     #[serde(default, rename = "type")]
     pub type_: WorkloadType,
-    /// How many instances to keep.
+    /// How many instances to keep; for an autoscaled workload, how many it starts with
+    /// (brought within `autoscale.min` and `max`).
     #[serde(default = "default_replicas")]
     pub replicas: u32,
+    /// Replicas that follow the load (`http` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<Autoscale>,
     /// Per-instance limits.
     #[serde(default, skip_serializing_if = "is_default")]
     pub resources: Resources,
@@ -488,6 +565,7 @@ impl Default for WorkloadSpec {
             module: String::new(),
             type_: WorkloadType::default(),
             replicas: default_replicas(),
+            autoscale: None,
             resources: Resources::default(),
             env: Vec::new(),
             files: Vec::new(),
@@ -523,6 +601,10 @@ pub struct WorkloadStatus {
     /// Ready instances running the current spec.
     #[serde(default)]
     pub available_replicas: u32,
+    /// For an autoscaled workload: the replicas the autoscaler chose last (a new leader starts
+    /// from it, so a change of leader takes no replicas away).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<u32>,
     /// Progressing, Available, ...
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -560,6 +642,36 @@ mod tests {
         }
         let not_a_duration = check(http(serde_json::json!({"liveness": {"path": "/", "period": 5}}))).unwrap_err();
         assert!(not_a_duration.message.contains("duration"), "{not_a_duration}");
+    }
+
+    #[test]
+    fn autoscaling_is_for_http_within_its_bounds() {
+        let module = "sha256:".to_owned() + &"0".repeat(64);
+        let with = |extra: serde_json::Value| {
+            let mut spec = serde_json::json!({"module": module});
+            spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            check(spec)
+        };
+        let scale = |a| serde_json::json!({"autoscale": a});
+        assert!(with(scale(serde_json::json!({"min": 0, "max": 5, "targetConcurrency": 2}))).is_ok());
+        let refused = [
+            (serde_json::json!({"type": "command", "autoscale": {"max": 5, "targetConcurrency": 2}}), "spec.autoscale"),
+            (scale(serde_json::json!({"min": 6, "max": 5, "targetConcurrency": 2})), "spec.autoscale.min"),
+            (scale(serde_json::json!({"max": 0, "targetConcurrency": 2})), "spec.autoscale.max"),
+            (scale(serde_json::json!({"max": 20000, "targetConcurrency": 2})), "spec.autoscale.max"),
+            (scale(serde_json::json!({"max": 5, "targetConcurrency": 0})), "targetConcurrency"),
+            (
+                serde_json::json!({"concurrency": 4, "autoscale": {"max": 5, "targetConcurrency": 8}}),
+                "targetConcurrency",
+            ),
+            (scale(serde_json::json!({"max": 5, "targetConcurrency": 1, "stableWindow": "1ms"})), "stableWindow"),
+        ];
+        for (extra, field) in refused {
+            let error = with(extra.clone()).unwrap_err();
+            assert!(error.path.contains(field), "{extra}: {error}");
+        }
+        let missing = with(scale(serde_json::json!({"max": 5}))).unwrap_err();
+        assert!(missing.message.contains("targetConcurrency"), "{missing}");
     }
 
     #[test]

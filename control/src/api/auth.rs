@@ -10,7 +10,9 @@
 //! (and its status), list and watch the Instances bound to it (the list is filtered to them),
 //! read and report the status of those Instances and read the values they take from Secrets
 //! and Configs (the handlers check the binding), list and
-//! watch Services (it routes them), record Events, and download modules. Nothing else.
+//! watch Services (it routes them) and Workloads (to hold requests for autoscaled ones that
+//! have no instance, and ask for one: `activate`), record Events, and download modules.
+//! Nothing else.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -210,6 +212,11 @@ fn authorize(principal: &Principal, method: &Method, path: &str) -> Result<(), A
             ["nodes", node, "heartbeat"] => method == Method::POST && *node == &**name,
             ["instances"] => reads,
             ["services"] => reads,
+            // Which workloads are autoscaled (a request for one with no instance is held). A
+            // node may be given any tenant's instances, whose specs are their workloads'; no
+            // Secret's value is in a Workload.
+            ["workloads"] => reads,
+            ["namespaces", _, "workloads", _, "activate"] => method == Method::POST,
             ["namespaces", _, "instances", _] => reads,
             ["namespaces", _, "instances", _, "status"] => method == Method::PUT,
             ["namespaces", _, "instances", _, "values"] => reads,
@@ -353,8 +360,13 @@ mod tests {
         assert!(!ok(Method::DELETE, "/api/v1/nodes/n1"));
         assert!(!ok(Method::PUT, "/api/v1/namespaces/a/instances/i"));
         assert!(!ok(Method::DELETE, "/api/v1/namespaces/a/instances/i"));
-        assert!(!ok(Method::GET, "/api/v1/workloads"));
+        // Workloads, to hold requests for autoscaled ones at zero: read them all, write none.
+        assert!(ok(Method::GET, "/api/v1/workloads"));
+        assert!(ok(Method::POST, "/api/v1/namespaces/a/workloads/w/activate"));
+        assert!(!ok(Method::POST, "/api/v1/workloads"));
         assert!(!ok(Method::GET, "/api/v1/namespaces/a/workloads"));
+        assert!(!ok(Method::PUT, "/api/v1/namespaces/a/workloads/w"));
+        assert!(!ok(Method::GET, "/api/v1/namespaces/a/workloads/w/activate"));
         assert!(!ok(Method::PUT, "/api/v1/modules/abc"));
         assert!(!ok(Method::PUT, "/api/v1/namespaces/a/modules/abc"));
         assert!(!ok(Method::POST, "/api/v1/tokens"));

@@ -1,6 +1,7 @@
-//! `POST /api/v1/nodes/{name}/heartbeat`: a node saying it is alive. The beat goes to the raft
-//! leader's memory ([`Liveness`]), forwarded there by a follower: no raft write, no store read,
-//! no controller pass. A beat of a node that is not registered is held like any other and
+//! `POST /api/v1/nodes/{name}/heartbeat`: a node saying it is alive, and how loaded its
+//! autoscaled workloads are. The beat goes to the raft leader's memory ([`Liveness`], and
+//! [`crate::load::Load`]), forwarded there by a follower: no raft write, no store read, no
+//! controller pass. A beat of a node that is not registered is held like any other and
 //! ignored by the lifecycle controller (a node token beats only for its own node).
 //!
 //! The answer names the revoked nodes (see `tokens::revoke`), read by the member that took the
@@ -11,11 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use shoal_api::agent::HeartbeatAnswer;
+use shoal_api::Reason;
+use shoal_api::agent::{Heartbeat, HeartbeatAnswer, MAX_LOAD_ENTRIES, WorkloadLoad};
 
 use super::error::ApiError;
-use crate::liveness::Liveness;
+use crate::raft_service::LeaderMemory;
 use crate::store::network::paths;
 use crate::store::{PeerRefusal, Store};
 
@@ -24,8 +27,8 @@ use crate::store::{PeerRefusal, Store};
 pub struct HeartbeatState {
     /// The store (to know whether this member leads, and to reach the leader if not).
     pub store: Arc<Store>,
-    /// The leader's record of beats.
-    pub liveness: Arc<Liveness>,
+    /// The leader's record of beats and load.
+    pub memory: LeaderMemory,
     /// The answer, as last read.
     answer: Arc<Mutex<Option<KeptAnswer>>>,
 }
@@ -38,8 +41,8 @@ const ANSWER_TTL: Duration = Duration::from_secs(1);
 
 impl HeartbeatState {
     /// Heartbeats of `liveness`, answered from `store`.
-    pub fn new(store: Arc<Store>, liveness: Arc<Liveness>) -> Self {
-        HeartbeatState { store, liveness, answer: Arc::default() }
+    pub fn new(store: Arc<Store>, memory: LeaderMemory) -> Self {
+        HeartbeatState { store, memory, answer: Arc::default() }
     }
 
     /// The revocations now (read at most once per [`ANSWER_TTL`]), tagged.
@@ -76,26 +79,63 @@ pub struct BeatQuery {
     revocations: u64,
 }
 
+/// A beat as a follower forwards it to the leader.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Forwarded {
+    /// The node.
+    pub node: String,
+    /// Its report.
+    pub load: Vec<WorkloadLoad>,
+}
+
+/// The beat's body: empty, or a [`Heartbeat`] of at most [`MAX_LOAD_ENTRIES`] entries.
+fn parse(body: &[u8]) -> Result<Vec<WorkloadLoad>, ApiError> {
+    if body.is_empty() {
+        return Ok(Vec::new());
+    }
+    let beat: Heartbeat =
+        serde_json::from_slice(body).map_err(|e| ApiError::new(Reason::Invalid, format!("heartbeat body: {e}")))?;
+    if beat.load.len() > MAX_LOAD_ENTRIES {
+        return Err(ApiError::new(
+            Reason::Invalid,
+            format!("load: {} entries, at most {MAX_LOAD_ENTRIES}", beat.load.len()),
+        ));
+    }
+    Ok(beat.load)
+}
+
 /// Records a beat of node `name`, here when this member leads, else at the leader.
 pub async fn beat(
     State(state): State<HeartbeatState>,
     Path(name): Path<String>,
     Query(query): Query<BeatQuery>,
+    body: Bytes,
 ) -> Result<Json<Arc<HeartbeatAnswer>>, ApiError> {
     let now = Instant::now();
+    let load = parse(&body)?;
     if state.store.is_leader() {
-        state.liveness.beat(&name, now);
+        record(&state.memory, &name, &load, now);
     } else {
-        state.store.call_leader::<_, ()>(paths::HEARTBEAT, &name).await?;
+        state.store.call_leader::<_, ()>(paths::HEARTBEAT, &Forwarded { node: name, load }).await?;
     }
     Ok(Json(state.answer(now, query.revocations)?))
 }
 
+fn record(memory: &LeaderMemory, node: &str, load: &[WorkloadLoad], now: Instant) {
+    memory.liveness.beat(node, now);
+    if !load.is_empty() {
+        memory.load.report(node, load, now);
+    }
+}
+
 /// Answers a heartbeat forwarded by a follower (on the raft listener).
-pub fn forwarded(store: &Store, liveness: &Liveness, name: &str) -> Result<(), PeerRefusal> {
+pub fn forwarded(store: &Store, memory: &LeaderMemory, beat: Forwarded) -> Result<(), PeerRefusal> {
     if !store.is_leader() {
         return Err(PeerRefusal::NotLeader { leader: None });
     }
-    liveness.beat(name, Instant::now());
+    if beat.load.len() > MAX_LOAD_ENTRIES {
+        return Err(PeerRefusal::Failed(format!("load: more than {MAX_LOAD_ENTRIES} entries")));
+    }
+    record(memory, &beat.node, &beat.load, Instant::now());
     Ok(())
 }

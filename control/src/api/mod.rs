@@ -3,6 +3,7 @@
 //! Handlers are thin: parse into typed objects, call the store, map its typed errors to
 //! statuses ([`error`]). Authentication is one middleware ([`auth`]).
 
+pub mod activate;
 pub mod admission;
 pub mod agents;
 pub mod auth;
@@ -24,7 +25,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post, put};
 
-use crate::liveness::Liveness;
 use crate::pki::Pki;
 use crate::store::Store;
 
@@ -48,7 +48,7 @@ pub struct ApiLimits {
 pub fn router(
     store: Arc<Store>,
     pki: Arc<Pki>,
-    liveness: Arc<Liveness>,
+    memory: crate::raft_service::LeaderMemory,
     hub: Arc<watch::WatchHub>,
     blobs: Arc<crate::blobs::Blobs>,
     admission: Arc<admission::Admission>,
@@ -63,9 +63,12 @@ pub fn router(
         cache: tokens.clone(),
         connections: Arc::new(per_principal::PerPrincipal::new("connections", max_connections_per_principal)),
     };
+    let activations = Router::new()
+        .route("/api/v1/namespaces/{ns}/workloads/{name}/activate", post(activate::activate))
+        .with_state(activate::ActivateState { store: store.clone(), load: memory.load.clone() });
     let heartbeats = Router::new()
         .route("/api/v1/nodes/{name}/heartbeat", post(heartbeat::beat))
-        .with_state(heartbeat::HeartbeatState::new(store.clone(), liveness));
+        .with_state(heartbeat::HeartbeatState::new(store.clone(), memory));
     let modules = Router::new()
         .route("/api/v1/modules/{digest}", get(modules::get_any))
         .route("/api/v1/namespaces/{ns}/modules", get(modules::list))
@@ -101,6 +104,7 @@ pub fn router(
         .with_state(store.clone())
         .merge(agents)
         .merge(heartbeats)
+        .merge(activations)
         .merge(modules)
         .layer(axum::Extension(hub))
         .layer(axum::Extension(admission))

@@ -12,7 +12,9 @@
 //!   [`workload`] (replicas, rollouts, status), [`scheduler`] (binds pending instances),
 //!   [`lifecycle`] (node liveness → NotReady, instances moved), [`endpoints`] (Service →
 //!   serving nodes), [`gc`] (instances whose owner is gone), [`namespace`] (usage),
-//!   [`modules`] (module records nothing uses), [`events`] (expired Events).
+//!   [`modules`] (module records nothing uses), [`events`] (expired Events), [`job`] and
+//!   [`cronjob`]; and [`autoscale`], the replicas of autoscaled workloads, decided from the
+//!   load the nodes report ([`crate::load`]) as their workload is reconciled.
 //!
 //! # The loop
 //! One task per control node ([`run`]), shaped like kube-rs' controller runtime: after every
@@ -27,6 +29,7 @@
 //! left undone is done then). Every member keeps its cache warm, so a
 //! new leader acts at once: it grants every node a fresh grace period and reconciles all.
 
+pub mod autoscale;
 pub mod cache;
 pub mod cronjob;
 pub mod endpoints;
@@ -61,6 +64,7 @@ use self::queue::{Task, WorkQueue};
 use self::scheduler::Scheduler;
 pub use self::writes::{Action, Write};
 use crate::liveness::Liveness;
+use crate::load::Load;
 use crate::store::{ObjectKey, Store};
 
 /// How many writes of one round are in flight at once.
@@ -104,6 +108,10 @@ struct Controllers {
     /// Since when unused module records have been unused.
     unused_modules: modules::Unused,
     liveness: Arc<Liveness>,
+    /// Autoscaled workloads' load, as the nodes report it.
+    load: Arc<Load>,
+    /// The stable windows of autoscaled workloads.
+    autoscaler: autoscale::Autoscaler,
     options: ControllerOptions,
 }
 
@@ -129,7 +137,7 @@ impl Controllers {
                             self.charges.of(ns),
                             std::time::SystemTime::now(),
                         ),
-                        _ => workload::reconcile(&self.cache, key, self.charges.of(ns)),
+                        _ => self.reconcile_workload(key, now),
                     };
                     for write in &action.writes {
                         if let Write::Create(AnyObject::Instance(instance)) = write {
@@ -167,6 +175,27 @@ impl Controllers {
         let placed = self.scheduler.schedule(&self.cache, &to_place, &mut fresh);
         done.extend(to_place.into_iter().map(Task::Schedule).zip(placed));
         done
+    }
+
+    /// Reconciles the workload at `key`, with the replicas the autoscaler decides for it now
+    /// if it is autoscaled (looked at again when they may fall).
+    fn reconcile_workload(&mut self, key: &str, now: Instant) -> Action {
+        let ns = key.split('/').nth(1).unwrap_or("default");
+        let decision = match self.cache.workloads.get(key) {
+            Some(w) => match &w.spec.autoscale {
+                Some(autoscale) => Some(self.autoscaler.decide(&self.load, key, w, autoscale, now)),
+                None => None,
+            },
+            None => None,
+        };
+        if decision.is_none() && self.autoscaler.forget(key) {
+            self.load.forget(key);
+        }
+        let mut action = workload::reconcile(&self.cache, key, self.charges.of(ns), decision.map(|d| d.replicas));
+        if let Some(recheck) = decision.and_then(|d| d.recheck) {
+            action.requeue_after = Some(action.requeue_after.map_or(recheck, |after| after.min(recheck)));
+        }
+        action
     }
 
     /// Records how `task` went: a success resets its back-off and, if it asked, brings it back
@@ -222,7 +251,13 @@ async fn make_writes(store: &Store, round: Vec<(Task, Action)>) -> Outcomes {
 }
 
 /// Runs the controllers until `shutdown`.
-pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: ControllerOptions, shutdown: CancellationToken) {
+pub async fn run(
+    store: Arc<Store>,
+    liveness: Arc<Liveness>,
+    load: Arc<Load>,
+    options: ControllerOptions,
+    shutdown: CancellationToken,
+) {
     let mut c = Controllers {
         cache: Cache::default(),
         queue: WorkQueue::default(),
@@ -230,6 +265,8 @@ pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: Controller
         charges: quota::Charges::default(),
         unused_modules: modules::Unused::default(),
         liveness,
+        load,
+        autoscaler: autoscale::Autoscaler::default(),
         options,
     };
     let mut flights = Flights::default();
@@ -272,6 +309,8 @@ pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: Controller
             c.scheduler.forget_assumed();
             c.charges.clear();
             c.unused_modules.clear();
+            c.autoscaler.clear();
+            c.load.clear();
             landing = FuturesUnordered::new();
             if term.is_some() {
                 tracing::info!("controllers: leading; reconciling everything");
@@ -289,6 +328,9 @@ pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: Controller
             }
             for node in c.liveness.take_revived() {
                 c.queue.add(Task::Node(node), now);
+            }
+            for workload in c.load.take_poked() {
+                c.queue.add(Task::Workload(workload), now);
             }
             if now >= next_resync {
                 for task in c.cache.every_task() {
@@ -334,6 +376,7 @@ pub async fn run(store: Arc<Store>, liveness: Arc<Liveness>, options: Controller
                 }
             }
             _ = c.liveness.revived(), if leader => {}
+            _ = c.load.poked(), if leader => {}
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
     }

@@ -127,13 +127,14 @@ pub const MAX_CREATES_PER_PASS: usize = 500;
 pub const REPLICA_FAILURE: &str = "ReplicaFailure";
 
 /// Reconciles the workload at `key`; `in_flight` is what creates decided earlier, not yet in
-/// the cache, already take of its namespace's quota.
-pub fn reconcile(cache: &Cache, key: &str, in_flight: Allocated) -> Action {
+/// the cache, already take of its namespace's quota; `autoscaled` is the replicas the
+/// autoscaler decided, for an autoscaled workload (recorded in its status).
+pub fn reconcile(cache: &Cache, key: &str, in_flight: Allocated, autoscaled: Option<u32>) -> Action {
     let Some(workload) = cache.workloads.get(key) else { return Action::none() };
     let instances: Vec<&Instance> = cache.instances_of(key).filter(|i| owns(workload, i)).collect();
     let mut writes = Vec::new();
     let Some((template, hash)) = cache.template(key) else { return Action::none() };
-    let replicas = workload.spec.replicas as usize;
+    let replicas = autoscaled.unwrap_or(workload.spec.replicas) as usize;
     let rollout = &workload.spec.rollout;
     let hash = hash.as_str();
     let is_new = |i: &&Instance| i.metadata.labels.get(TEMPLATE_LABEL).is_some_and(|h| h == hash);
@@ -192,6 +193,7 @@ pub fn reconcile(cache: &Cache, key: &str, in_flight: Allocated) -> Action {
         ready_replicas: serving as u32,
         updated_replicas: new.len() as u32,
         available_replicas: new.iter().filter(|i| cache.serving(i)).count() as u32,
+        desired_replicas: autoscaled,
         conditions: Vec::new(),
     };
     let mut status = status;
@@ -258,7 +260,7 @@ mod tests {
         let mut f = Fixture::default();
         f.workload(w.clone()).node(node("a", 1024, 1000, 10));
         f.instance(serving(&w, "web-a", "a"));
-        let action = reconcile(&f.cache, &key("web"), Allocated::default());
+        let action = reconcile(&f.cache, &key("web"), Allocated::default(), None);
         assert_eq!(created(&action), 2);
         let status = action.writes.iter().find_map(|w| match w {
             Write::Update(AnyObject::Workload(w), UpdateScope::Status) => w.status.clone(),
@@ -273,7 +275,7 @@ mod tests {
         let w = workload("big", 10_000);
         let mut f = Fixture::default();
         f.workload(w.clone());
-        let action = reconcile(&f.cache, &key("big"), Allocated::default());
+        let action = reconcile(&f.cache, &key("big"), Allocated::default(), None);
         assert_eq!(created(&action), MAX_CREATES_PER_PASS);
         for (i, write) in action.writes.into_iter().enumerate() {
             if let Write::Create(AnyObject::Instance(mut instance)) = write {
@@ -281,7 +283,7 @@ mod tests {
                 f.instance(instance);
             }
         }
-        assert_eq!(created(&reconcile(&f.cache, &key("big"), Allocated::default())), MAX_CREATES_PER_PASS);
+        assert_eq!(created(&reconcile(&f.cache, &key("big"), Allocated::default(), None)), MAX_CREATES_PER_PASS);
     }
 
     #[test]
@@ -292,7 +294,7 @@ mod tests {
         f.instance(serving(&w, "web-old", "a"));
         f.instance(instance(&w, "web-starting", Some("a"), Phase::Running, false));
         f.instance(instance(&w, "web-unbound", None, Phase::Pending, false));
-        let action = reconcile(&f.cache, &key("web"), Allocated::default());
+        let action = reconcile(&f.cache, &key("web"), Allocated::default(), None);
         assert_eq!(deleted(&action), ["instances/default/web-starting", "instances/default/web-unbound"]);
     }
 
@@ -304,18 +306,18 @@ mod tests {
         let mut f = Fixture::default();
         f.workload(new_spec.clone()).node(node("a", 1024, 1000, 10));
         f.instance(serving(&old_spec, "web-1", "a")).instance(serving(&old_spec, "web-2", "a"));
-        let action = reconcile(&f.cache, &key("web"), Allocated::default());
+        let action = reconcile(&f.cache, &key("web"), Allocated::default(), None);
         assert_eq!((created(&action), deleted(&action).len()), (1, 0), "surge one, keep both old");
 
         // An old one that serves nothing goes at once; a serving one only while two others serve.
         f.instance(serving(&new_spec, "web-n1", "a"));
         f.instance(instance(&old_spec, "web-2", Some("a"), Phase::CrashLoopBackOff, false));
-        let action = reconcile(&f.cache, &key("web"), Allocated::default());
+        let action = reconcile(&f.cache, &key("web"), Allocated::default(), None);
         assert_eq!(deleted(&action), ["instances/default/web-2"]);
         assert_eq!(created(&action), 0, "replicas + maxSurge in all");
 
         f.remove_instance("web-2").instance(serving(&new_spec, "web-n2", "a"));
-        let action = reconcile(&f.cache, &key("web"), Allocated::default());
+        let action = reconcile(&f.cache, &key("web"), Allocated::default(), None);
         assert_eq!(deleted(&action), ["instances/default/web-1"]);
     }
 
@@ -328,9 +330,9 @@ mod tests {
         let mut f = Fixture::default();
         f.workload(old_spec.clone()).node(node("a", 1024, 1000, 10));
         f.instance(serving(&old_spec, "web-1", "a"));
-        assert_eq!(created(&reconcile(&f.cache, &key("web"), Allocated::default())), 0, "up to date");
+        assert_eq!(created(&reconcile(&f.cache, &key("web"), Allocated::default(), None)), 0, "up to date");
         f.workload(new_spec.clone());
-        let action = reconcile(&f.cache, &key("web"), Allocated::default());
+        let action = reconcile(&f.cache, &key("web"), Allocated::default(), None);
         let made = action.writes.iter().find_map(|w| match w {
             Write::Create(AnyObject::Instance(i)) => Some(i.spec.args.clone()),
             _ => None,
@@ -353,7 +355,7 @@ mod tests {
         let (_, hash) = f.cache.template(&key("web")).unwrap();
         running.metadata.labels.insert(TEMPLATE_LABEL.into(), hash.clone());
         f.instance(running);
-        assert_eq!(created(&reconcile(&f.cache, &key("web"), Allocated::default())), 0, "up to date");
+        assert_eq!(created(&reconcile(&f.cache, &key("web"), Allocated::default(), None)), 0, "up to date");
         f.take_tasks();
 
         // A Secret it does not use changes: nothing to look at.
@@ -366,7 +368,7 @@ mod tests {
         f.secret("db", Some("two"));
         assert_eq!(f.take_tasks(), vec![Task::Workload(key("web"))]);
         assert_ne!(f.cache.template(&key("web")).unwrap().1, hash);
-        assert_eq!(created(&reconcile(&f.cache, &key("web"), Allocated::default())), 1, "a surge of one");
+        assert_eq!(created(&reconcile(&f.cache, &key("web"), Allocated::default(), None)), 1, "a surge of one");
         // Deleted, too (its instances cannot start until it is back, and say so).
         f.secret("db", None);
         assert_eq!(f.take_tasks(), vec![Task::Workload(key("web"))]);
@@ -381,7 +383,7 @@ mod tests {
         unhealthy.status.as_mut().unwrap().reason = shoal_api::resources::instance::LIVENESS_FAILED.into();
         let failed = instance(&w, "web-2", Some("a"), Phase::Failed, false);
         f.instance(unhealthy).instance(failed);
-        let action = reconcile(&f.cache, &key("web"), Allocated::default());
+        let action = reconcile(&f.cache, &key("web"), Allocated::default(), None);
         assert_eq!(deleted(&action), ["instances/default/web-1"]);
         assert_eq!(created(&action), 1, "one replacement; web-2 ended for its own reasons and stays");
     }
@@ -394,8 +396,8 @@ mod tests {
         let mut f = Fixture::default();
         f.workload(new_spec.clone());
         f.instance(instance(&old_spec, "job-1", Some("a"), Phase::Succeeded, false));
-        let action = reconcile(&f.cache, &key("job"), Allocated::default());
+        let action = reconcile(&f.cache, &key("job"), Allocated::default(), None);
         assert_eq!(deleted(&action), ["instances/default/job-1"]);
-        assert!(reconcile(&f.cache, &key("gone"), Allocated::default()).writes.is_empty());
+        assert!(reconcile(&f.cache, &key("gone"), Allocated::default(), None).writes.is_empty());
     }
 }

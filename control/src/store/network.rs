@@ -27,6 +27,9 @@ pub mod paths {
     pub const JOIN: &str = "/raft/join";
     /// A node's heartbeat, forwarded by a follower to the leader, which holds liveness.
     pub const HEARTBEAT: &str = "/raft/heartbeat";
+    /// A node's request for an instance of an autoscaled workload at zero, forwarded to the
+    /// leader, which holds the autoscaler's load.
+    pub const ACTIVATE: &str = "/raft/activate";
 }
 
 /// Makes a [`Connection`] per target member.

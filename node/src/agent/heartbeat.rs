@@ -2,8 +2,9 @@
 //! address and labels; an operator's `unschedulable` is kept), its status once after that
 //! (capacity, `Ready=True`, the time), and then a heartbeat every `--heartbeat` to the leader,
 //! which keeps it in memory. The control plane's node lifecycle controller marks the node
-//! NotReady when the heartbeats stop, and Ready again when they resume. Each answer names the
-//! revoked nodes, whose certificates the proxy then refuses.
+//! NotReady when the heartbeats stop, and Ready again when they resume. Each beat carries the
+//! load of the autoscaled workloads the node serves; each answer names the revoked nodes,
+//! whose certificates the proxy then refuses.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use shoal_api::resources::node::{Capacity, Node, NodeKind, NodeSpec, NodeStatus}
 use shoal_api::{AnyObject, Client, ClientError, Kind, Name, Object, Reason};
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::peers::Revocations;
+use crate::proxy::Proxy;
 
 /// Creates or updates the Node object.
 pub async fn register(
@@ -55,13 +56,14 @@ fn status(capacity: &Capacity) -> NodeStatus {
 
 /// Beats, writes the Node's status (capacity, `Ready=True`) once, then beats every `interval` until
 /// `shutdown`. A beat is no raft write: the leader holds it in memory, and the node lifecycle
-/// controller writes the Node only when its readiness changes.
+/// controller writes the Node only when its readiness changes. With a `proxy` (a real node,
+/// not a hollow one), each beat reports its load and each answer updates its revocations.
 pub async fn run(
     client: Client,
     name: Name,
     capacity: Capacity,
     interval: Duration,
-    revocations: Option<Arc<Revocations>>,
+    proxy: Option<Arc<Proxy>>,
     shutdown: CancellationToken,
 ) {
     let mut node: Node = Object::new(name.clone(), None, NodeSpec::default());
@@ -72,11 +74,12 @@ pub async fn run(
     loop {
         // The beat first: a node back after an absence must not show itself Ready to a leader
         // whose last beat of it is stale.
-        match client.heartbeat(name.as_str(), known_revocations).await {
+        let beat = proxy.as_ref().map(|p| p.load_report()).unwrap_or_default();
+        match client.heartbeat(name.as_str(), known_revocations, &beat).await {
             Ok(answer) => {
                 if let Some(revoked) = &answer.revoked {
-                    if let Some(revocations) = &revocations {
-                        revocations.replace(revoked);
+                    if let Some(proxy) = &proxy {
+                        proxy.revocations.replace(revoked);
                     }
                     known_revocations = answer.revocations_tag;
                 }

@@ -209,7 +209,8 @@ impl Run {
             Some(before) => before.gate.clone(),
             None => Arc::new(Gate::new(in_flight, self.shared.instance_queue)),
         };
-        Ok(Arc::new(Endpoint { instance: self.instance.metadata.name.to_string(), app, sandbox, gate }))
+        let meter = self.shared.proxy.loads.meter(&route_key(&self.instance));
+        Ok(Arc::new(Endpoint { instance: self.instance.metadata.name.to_string(), app, sandbox, gate, meter }))
     }
 
     async fn serve_http(&self, mut compiled: Compiled, values: &Values) {

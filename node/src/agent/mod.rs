@@ -198,6 +198,11 @@ impl Agent {
             ingress_domains: config.ingress_domains.clone(),
             cluster_domain: config.cluster_domain.trim_end_matches('.').to_ascii_lowercase(),
             guest_slots: FairGate::new(config.guest_slots, config.namespace_guest_slots),
+            loads: Default::default(),
+            scalable: Default::default(),
+            activator: crate::proxy::scalable::Activator::new(config.client.clone()),
+            held: Default::default(),
+            request_timeout: config.request_timeout,
         });
         let shared = Arc::new(Shared {
             client: config.client.clone(),
@@ -222,12 +227,13 @@ impl Agent {
             config.name.to_string(),
             shutdown.clone(),
         ));
+        tasks.spawn(crate::proxy::scalable::run(config.client.clone(), proxy.scalable.clone(), shutdown.clone()));
         tasks.spawn(heartbeat::run(
             config.client.clone(),
             config.name.clone(),
             config.capacity.clone(),
             config.heartbeat,
-            Some(proxy.revocations.clone()),
+            Some(proxy.clone()),
             shutdown.clone(),
         ));
         tasks.spawn(supervisor::run(shared.clone(), shutdown.clone()));

@@ -100,7 +100,23 @@ async fn handle(request: hyper::Request<Incoming>, proxy: &Proxy) -> hyper::Resp
             );
         }
     };
-    match proxy.routes.lookup(namespace, name) {
+    let mut lookup = proxy.routes.lookup(namespace, name);
+    if !matches!(lookup, Lookup::Ready(_))
+        && let Some(info) = proxy.scalable.at_zero(namespace, name)
+    {
+        // An autoscaled workload with no instance ready anywhere: held while one starts.
+        let key = (namespace.to_owned(), name.to_owned());
+        let timeout = info.timeout.unwrap_or(proxy.request_timeout);
+        let ready = || match proxy.routes.lookup(namespace, name) {
+            Lookup::Ready(endpoint) => Some(endpoint),
+            _ => None,
+        };
+        match super::scalable::hold(proxy, std::slice::from_ref(&key), timeout, ready).await {
+            Ok(endpoint) => lookup = Lookup::Ready(endpoint),
+            Err(e) => return e.response(),
+        }
+    }
+    match lookup {
         Lookup::Unknown => text_response(
             404,
             format!("no service or workload {name:?} in namespace {namespace:?} serves on this node\n"),
@@ -139,6 +155,7 @@ async fn to_service(proxy: &Proxy, service: &ServiceRoute, request: hyper::Reque
     let request = routed(request, &service.namespace);
     match super::serve(proxy, service, &Caller::Outside, request).await {
         Ok(response) => response,
+        Err(super::ProxyError::Held(e)) => e.response(),
         Err(e) => {
             tracing::info!("{}/{}: {e}", service.namespace, service.name);
             text_response(e.status(), format!("{e}\n"))

@@ -9,7 +9,9 @@
 //!   caller may not set;
 //! - [`services`], [`routes`]: the Services this node routes and the ready instances here;
 //! - [`routes::Gate`]: per-instance concurrency (the node's threads are shared between
-//!   namespaces by [`crate::runtime::fair`], which every guest runs under).
+//!   namespaces by [`crate::runtime::fair`], which every guest runs under);
+//! - [`load`], [`scalable`]: requests in flight per workload, for the autoscaler, and requests
+//!   held for an autoscaled workload with no instance while one starts.
 //!
 //! A request for a Service goes to a ready instance on this node when there is one (in
 //! process: no socket), else to another node that has one, balanced round robin. A peer whose
@@ -19,9 +21,11 @@
 pub mod calls;
 pub mod forwarded;
 pub mod ingress;
+pub mod load;
 pub mod peer_tls;
 pub mod peers;
 pub mod routes;
+pub mod scalable;
 pub mod services;
 
 use std::sync::Arc;
@@ -55,6 +59,24 @@ pub struct Proxy {
     pub cluster_domain: String,
     /// The node's threads as guests take turns on them (see [`crate::runtime::fair`]).
     pub guest_slots: Arc<crate::runtime::fair::FairGate>,
+    /// Requests in flight per workload here.
+    pub loads: load::Loads,
+    /// The autoscaled workloads (kept current by a watch).
+    pub scalable: Arc<scalable::Scalable>,
+    /// Asks for instances of autoscaled workloads at zero.
+    pub activator: scalable::Activator,
+    /// Requests held for them.
+    pub held: scalable::Held,
+    /// How long a request is held when its workload sets no deadline.
+    pub request_timeout: std::time::Duration,
+}
+
+impl Proxy {
+    /// The load of the autoscaled workloads here, for the heartbeat.
+    pub fn load_report(&self) -> shoal_api::agent::Heartbeat {
+        let load = self.loads.report(|ns, name| self.scalable.contains(ns, name), std::time::Instant::now());
+        shoal_api::agent::Heartbeat { load }
+    }
 }
 
 /// Largest request body forwarded to another node (it is buffered, so that an idempotent
@@ -81,6 +103,9 @@ pub enum ProxyError {
     /// The request body could not be read or is too large to forward.
     #[error("request body: {0}")]
     Body(String),
+    /// A request held for an autoscaled workload at zero did not go on.
+    #[error("{0}")]
+    Held(#[from] scalable::HoldError),
 }
 
 impl ProxyError {
@@ -91,6 +116,7 @@ impl ProxyError {
             ProxyError::Local(e) => e.status(),
             ProxyError::Peers { .. } => 502,
             ProxyError::Body(_) => 413,
+            ProxyError::Held(e) => e.status(),
         }
     }
 }
@@ -132,11 +158,34 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<wasmtime_wasi_http::Error> + Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let request = match serve_here(proxy, service, request).await {
+    let mut request = match serve_here(proxy, service, request).await {
         Ok(answered) => return Ok(answered?),
         Err(request) => request,
     };
     let name = format!("{}/{}", service.namespace, service.name);
+    let held;
+    let mut service = service;
+    if service.peers.is_empty() {
+        // Nothing ready anywhere: an autoscaled workload it selects may be at zero.
+        let at_zero = proxy.scalable.selected_at_zero(&service.namespace, &service.selector);
+        if at_zero.is_empty() {
+            return Err(ProxyError::NoneReady(name));
+        }
+        let keys: Vec<_> = at_zero.iter().map(|(key, _)| key.clone()).collect();
+        let timeout = at_zero[0].1.timeout.unwrap_or(proxy.request_timeout);
+        let (namespace, service_name) = (&service.namespace, &service.name);
+        held = scalable::hold(proxy, &keys, timeout, || {
+            let fresh = proxy.services.get(namespace, service_name)?;
+            let here = matches!(proxy.routes.lookup_selected(namespace, &fresh.selector), Lookup::Ready(_));
+            (here || !fresh.peers.is_empty()).then_some(fresh)
+        })
+        .await?;
+        service = &*held;
+        request = match serve_here(proxy, service, request).await {
+            Ok(answered) => return Ok(answered?),
+            Err(request) => request,
+        };
+    }
     let peers = service.peers_in_order(&proxy.peer_health);
     if peers.is_empty() {
         return Err(ProxyError::NoneReady(name));

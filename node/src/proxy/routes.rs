@@ -24,6 +24,8 @@ pub struct Endpoint {
     /// How many of its requests run at once, and how many may wait (kept across the
     /// instance's code upgrades).
     pub gate: Arc<Gate>,
+    /// Its workload's requests in flight on this node (for the autoscaler).
+    pub meter: Arc<super::load::Meter>,
 }
 
 impl Endpoint {
@@ -36,8 +38,9 @@ impl Endpoint {
         B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
+        let busy = self.meter.busy();
         let permit = self.gate.enter().await?;
-        self.app.handle_holding(request, &self.sandbox, permit).await
+        self.app.handle_holding(request, &self.sandbox, (permit, busy)).await
     }
 }
 
@@ -112,6 +115,8 @@ impl Route {
 #[derive(Default)]
 pub struct Routes {
     table: RwLock<HashMap<(String, String), Route>>,
+    /// Told whenever an instance becomes ready (held requests look again).
+    changed: tokio::sync::Notify,
 }
 
 type Key = (String, String);
@@ -143,6 +148,13 @@ impl Routes {
         let route = table.entry(key.clone()).or_default();
         route.ready.retain(|e| e.instance != endpoint.instance);
         route.ready.push(endpoint);
+        drop(table);
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves when an instance becomes ready after this is enabled (or first polled).
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     /// The instance stopped being ready (its probe fails); it stays a member.

@@ -115,12 +115,19 @@ impl PeerHealth {
 pub struct Services {
     by_name: RwLock<HashMap<(String, String), Arc<ServiceRoute>>>,
     by_host: RwLock<HashMap<String, (String, String)>>,
+    /// Told whenever a Service changes (held requests look again for its endpoints).
+    changed: tokio::sync::Notify,
 }
 
 impl Services {
     /// The Service `namespace/name`.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<ServiceRoute>> {
         self.by_name.read().expect("services lock").get(&(namespace.to_owned(), name.to_owned())).cloned()
+    }
+
+    /// Resolves when a Service changes after this is enabled (or first polled).
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     /// The Service that lists `host` among its ingress hosts.
@@ -135,6 +142,8 @@ impl Services {
         let mut by_name = self.by_name.write().expect("services lock");
         by_name.insert(key, Arc::new(route));
         *self.by_host.write().expect("services lock") = claims(&by_name);
+        drop(by_name);
+        self.changed.notify_waiters();
     }
 
     fn remove(&self, service: &Service) {
@@ -183,6 +192,7 @@ impl Follower<ServiceKind> for ServiceFollower {
         let by_host = claims(&by_name);
         *self.services.by_name.write().expect("services lock") = by_name;
         *self.services.by_host.write().expect("services lock") = by_host;
+        self.services.changed.notify_waiters();
     }
 
     fn change(&mut self, kind: EventType, service: Service) {
