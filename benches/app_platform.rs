@@ -111,6 +111,11 @@ async fn scale_from_zero() {
         assert!(std::time::Instant::now() < deadline, "{at_zero} of {count} workloads at zero");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let instances_at_zero = || async {
+        let list = client.list_of::<InstanceKind>(Some("default")).await.unwrap();
+        list.items.iter().filter(|i| i.metadata.name.as_str().starts_with("zero-")).count()
+    };
+    assert_eq!(instances_at_zero().await, 0, "no instance before the first requests");
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     timed_get(&http, &node.ingress, "warm.default.localhost", "/").await;
     let (mut cold, mut warm) = (Vec::with_capacity(count), Vec::with_capacity(count));
@@ -118,6 +123,7 @@ async fn scale_from_zero() {
         cold.push(timed_get(&http, &node.ingress, &format!("zero-{i}.default.localhost"), "/").await);
         warm.push(timed_get(&http, &node.ingress, "warm.default.localhost", "/").await);
     }
+    assert_eq!(instances_at_zero().await, count, "each request made its workload an instance");
     cold.sort();
     warm.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;

@@ -64,6 +64,10 @@ pub struct WorkloadLoad {
     /// Its requests in flight on the node (queued ones included), averaged over the time since
     /// the node's last beat.
     pub concurrency: f64,
+    /// With none in flight now: how long ago the last one ended, in milliseconds (so that the
+    /// stable window is counted from when the load stopped, not from when it was reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_ms: Option<u64>,
 }
 
 /// The control plane's answer to a heartbeat.

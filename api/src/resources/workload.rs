@@ -413,6 +413,10 @@ impl Autoscale {
     }
 }
 
+/// The shortest stable window: a node's load arrives with its heartbeat (every second by
+/// default), so a shorter one would let a starting instance go before its first request counts.
+const MIN_STABLE_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The longest stable window.
 const MAX_STABLE_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -447,7 +451,7 @@ fn validate_autoscale(spec: &WorkloadSpec, autoscale: &Autoscale) -> Result<(), 
     }
     autoscale
         .stable_window
-        .within(std::time::Duration::from_millis(100), MAX_STABLE_WINDOW)
+        .within(MIN_STABLE_WINDOW, MAX_STABLE_WINDOW)
         .map_err(|why| FieldError::new("spec.autoscale.stableWindow", why))
 }
 

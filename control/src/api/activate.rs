@@ -12,7 +12,6 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use shoal_api::Reason;
-use shoal_api::resources::workload::Workload;
 
 use super::error::ApiError;
 use crate::load::Load;
@@ -39,14 +38,24 @@ pub async fn activate(
         .reader()
         .get(&key)?
         .ok_or_else(|| ApiError::new(Reason::NotFound, format!("workload \"{ns}/{name}\" not found")))?;
-    let workload: Workload = serde_json::from_slice(&bytes)
+    // Only whether it is autoscaled, not the whole spec.
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        spec: StoredSpec,
+    }
+    #[derive(serde::Deserialize)]
+    struct StoredSpec {
+        #[serde(default)]
+        autoscale: Option<serde::de::IgnoredAny>,
+    }
+    let workload: Stored = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(Reason::Internal, format!("stored workload \"{ns}/{name}\" is damaged: {e}")))?;
     if workload.spec.autoscale.is_none() {
         return Err(ApiError::new(Reason::Conflict, format!("workload \"{ns}/{name}\" is not autoscaled")));
     }
     let key = format!("workloads/{ns}/{name}");
     if state.store.is_leader() {
-        state.load.activate(&key);
+        state.load.activate(&key, std::time::Instant::now());
     } else {
         state.store.call_leader::<_, ()>(paths::ACTIVATE, &key).await?;
     }
@@ -59,6 +68,6 @@ pub fn forwarded(store: &Store, load: &Load, key: &str) -> Result<(), PeerRefusa
     if !store.is_leader() {
         return Err(PeerRefusal::NotLeader { leader: None });
     }
-    load.activate(key);
+    load.activate(key, std::time::Instant::now());
     Ok(())
 }

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use shoal_api::Reason;
 use shoal_api::agent::{Heartbeat, HeartbeatAnswer, MAX_LOAD_ENTRIES, WorkloadLoad};
 
 use super::error::ApiError;
@@ -89,17 +88,13 @@ pub struct Forwarded {
 }
 
 /// The beat's body: empty, or a [`Heartbeat`] of at most [`MAX_LOAD_ENTRIES`] entries.
-fn parse(body: &[u8]) -> Result<Vec<WorkloadLoad>, ApiError> {
+fn parse(body: &[u8]) -> Result<Vec<WorkloadLoad>, String> {
     if body.is_empty() {
         return Ok(Vec::new());
     }
-    let beat: Heartbeat =
-        serde_json::from_slice(body).map_err(|e| ApiError::new(Reason::Invalid, format!("heartbeat body: {e}")))?;
+    let beat: Heartbeat = serde_json::from_slice(body).map_err(|e| format!("heartbeat body: {e}"))?;
     if beat.load.len() > MAX_LOAD_ENTRIES {
-        return Err(ApiError::new(
-            Reason::Invalid,
-            format!("load: {} entries, at most {MAX_LOAD_ENTRIES}", beat.load.len()),
-        ));
+        return Err(format!("load: {} entries, at most {MAX_LOAD_ENTRIES}", beat.load.len()));
     }
     Ok(beat.load)
 }
@@ -112,7 +107,12 @@ pub async fn beat(
     body: Bytes,
 ) -> Result<Json<Arc<HeartbeatAnswer>>, ApiError> {
     let now = Instant::now();
-    let load = parse(&body)?;
+    // A load report that does not parse is dropped, never the beat: a node must not go
+    // NotReady for what its tenants' traffic looks like.
+    let load = parse(&body).unwrap_or_else(|why| {
+        tracing::warn!("node {name}: ignoring its load report: {why}");
+        Vec::new()
+    });
     if state.store.is_leader() {
         record(&state.memory, &name, &load, now);
     } else {
@@ -133,9 +133,7 @@ pub fn forwarded(store: &Store, memory: &LeaderMemory, beat: Forwarded) -> Resul
     if !store.is_leader() {
         return Err(PeerRefusal::NotLeader { leader: None });
     }
-    if beat.load.len() > MAX_LOAD_ENTRIES {
-        return Err(PeerRefusal::Failed(format!("load: more than {MAX_LOAD_ENTRIES} entries")));
-    }
-    record(memory, &beat.node, &beat.load, Instant::now());
+    let load = if beat.load.len() > MAX_LOAD_ENTRIES { &[][..] } else { &beat.load[..] };
+    record(memory, &beat.node, load, Instant::now());
     Ok(())
 }

@@ -183,12 +183,20 @@ impl Controllers {
         let ns = key.split('/').nth(1).unwrap_or("default");
         let decision = match self.cache.workloads.get(key) {
             Some(w) => match &w.spec.autoscale {
-                Some(autoscale) => Some(self.autoscaler.decide(&self.load, key, w, autoscale, now)),
+                Some(autoscale) => {
+                    let current = self
+                        .cache
+                        .instances_of(key)
+                        .filter(|i| triggers::owns(w, i) && !i.phase().is_terminal())
+                        .count() as u32;
+                    Some(self.autoscaler.decide(&self.load, key, w, autoscale, current, now))
+                }
                 None => None,
             },
             None => None,
         };
-        if decision.is_none() && self.autoscaler.forget(key) {
+        if decision.is_none() {
+            self.autoscaler.forget(key);
             self.load.forget(key);
         }
         let mut action = workload::reconcile(&self.cache, key, self.charges.of(ns), decision.map(|d| d.replicas));
@@ -309,7 +317,8 @@ pub async fn run(
             c.scheduler.forget_assumed();
             c.charges.clear();
             c.unused_modules.clear();
-            c.autoscaler.clear();
+            // Until the nodes have reported to this leader, nothing is scaled down.
+            c.autoscaler.clear(now, c.options.node_grace);
             c.load.clear();
             landing = FuturesUnordered::new();
             if term.is_some() {

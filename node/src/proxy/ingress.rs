@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::Proxy;
 use super::peers::Caller;
 use super::routes::Lookup;
+use super::scalable::Look;
 use super::services::ServiceRoute;
 use crate::runtime::http::{Body, text_response};
 
@@ -101,17 +102,16 @@ async fn handle(request: hyper::Request<Incoming>, proxy: &Proxy) -> hyper::Resp
         }
     };
     let mut lookup = proxy.routes.lookup(namespace, name);
-    if !matches!(lookup, Lookup::Ready(_))
-        && let Some(info) = proxy.scalable.at_zero(namespace, name)
-    {
-        // An autoscaled workload with no instance ready anywhere: held while one starts.
+    if !matches!(lookup, Lookup::Ready(_)) && proxy.scalable.at_zero(namespace, name) {
+        // An autoscaled workload with no instance ready anywhere: held while one starts (here:
+        // this host routes to this node's instances only).
         let key = (namespace.to_owned(), name.to_owned());
-        let timeout = info.timeout.unwrap_or(proxy.request_timeout);
-        let ready = || match proxy.routes.lookup(namespace, name) {
-            Lookup::Ready(endpoint) => Some(endpoint),
-            _ => None,
+        let look = || match proxy.routes.lookup(namespace, name) {
+            Lookup::Ready(endpoint) => Look::Ready(endpoint),
+            _ if proxy.scalable.at_zero(namespace, name) => Look::Waiting,
+            _ => Look::Gone,
         };
-        match super::scalable::hold(proxy, std::slice::from_ref(&key), timeout, ready).await {
+        match super::scalable::hold(proxy, std::slice::from_ref(&key), look).await {
             Ok(endpoint) => lookup = Lookup::Ready(endpoint),
             Err(e) => return e.response(),
         }

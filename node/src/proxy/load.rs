@@ -24,6 +24,8 @@ struct MeterState {
     integral: f64,
     /// When the last report was taken.
     reported: Instant,
+    /// When the last request ended (or the meter was made), while none is in flight.
+    idle_since: Instant,
 }
 
 impl MeterState {
@@ -41,14 +43,20 @@ pub struct Busy(Arc<Meter>);
 impl Drop for Busy {
     fn drop(&mut self) {
         let mut state = self.0.state.lock().expect("meter lock");
-        state.advance(Instant::now());
+        let now = Instant::now();
+        state.advance(now);
         state.current = state.current.saturating_sub(1);
+        if state.current == 0 {
+            state.idle_since = now;
+        }
     }
 }
 
 impl Meter {
     fn new(now: Instant) -> Self {
-        Meter { state: Mutex::new(MeterState { current: 0, since: now, integral: 0.0, reported: now }) }
+        Meter {
+            state: Mutex::new(MeterState { current: 0, since: now, integral: 0.0, reported: now, idle_since: now }),
+        }
     }
 
     /// Counts a request until the guard is dropped.
@@ -60,20 +68,28 @@ impl Meter {
         Busy(self.clone())
     }
 
-    /// The average in flight since the last call (or since the meter was made), and whether
-    /// any request is in flight now.
-    fn take(&self, now: Instant) -> (f64, bool) {
+    /// The average in flight since the last call (or since the meter was made), and, with
+    /// none in flight now, how long since the last one ended.
+    fn take(&self, now: Instant) -> (f64, Option<std::time::Duration>) {
         let mut state = self.state.lock().expect("meter lock");
         state.advance(now);
         let span = now.saturating_duration_since(state.reported).as_secs_f64();
         let average = if span > 0.0 { state.integral / span } else { f64::from(state.current) };
         state.integral = 0.0;
         state.reported = now;
-        (average, state.current > 0)
+        let idle = (state.current == 0).then(|| now.saturating_duration_since(state.idle_since));
+        (average, idle)
     }
 }
 
 type Key = (String, String);
+
+/// The most bytes of load one heartbeat carries (its body may have 1.5 MiB): a node with more
+/// autoscaled workloads than fit reports the busiest.
+pub const MAX_LOAD_BYTES: usize = 512 << 10;
+
+/// What an entry takes in JSON besides its names.
+const ENTRY_OVERHEAD: usize = 80;
 
 /// Every workload's meter on this node, by `(namespace, workload)`.
 #[derive(Default)]
@@ -95,11 +111,26 @@ impl Loads {
         let mut meters = self.meters.lock().expect("loads lock");
         let mut load = Vec::new();
         meters.retain(|(namespace, workload), meter| {
-            let (concurrency, busy) = meter.take(now);
-            if wanted(namespace, workload) && load.len() < MAX_LOAD_ENTRIES {
-                load.push(WorkloadLoad { namespace: namespace.clone(), workload: workload.clone(), concurrency });
+            let (concurrency, idle) = meter.take(now);
+            if wanted(namespace, workload) {
+                let idle_ms = idle.map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64);
+                load.push(WorkloadLoad {
+                    namespace: namespace.clone(),
+                    workload: workload.clone(),
+                    concurrency,
+                    idle_ms,
+                });
             }
-            busy || concurrency > 0.0 || Arc::strong_count(meter) > 1
+            idle.is_none() || concurrency > 0.0 || Arc::strong_count(meter) > 1
+        });
+        drop(meters);
+        // The busiest first, as many as fit a heartbeat well within its body limit.
+        load.sort_by(|a, b| b.concurrency.total_cmp(&a.concurrency));
+        let mut bytes = 0;
+        load.truncate(MAX_LOAD_ENTRIES);
+        load.retain(|entry| {
+            bytes += entry.namespace.len() + entry.workload.len() + ENTRY_OVERHEAD;
+            bytes <= MAX_LOAD_BYTES
         });
         load
     }
@@ -122,12 +153,14 @@ mod tests {
             state.advance(t0 + Duration::from_millis(500));
             state.current = 0;
         }
-        let (average, busy) = meter.take(t0 + Duration::from_secs(1));
+        let (average, idle) = meter.take(t0 + Duration::from_secs(1));
         assert!((average - 1.0).abs() < 1e-9, "{average}");
-        assert!(!busy);
+        assert_eq!(idle, Some(Duration::from_secs(1)), "idle since it was made, as far as it knows");
         let held = meter.busy();
-        assert!(meter.take(Instant::now() + Duration::from_millis(10)).1, "a request in flight is busy");
+        assert_eq!(meter.take(Instant::now() + Duration::from_millis(10)).1, None, "a request in flight");
         drop(held);
+        let idle = meter.take(Instant::now() + Duration::from_millis(30)).1.expect("idle");
+        assert!(idle >= Duration::from_millis(30) && idle < Duration::from_secs(1), "{idle:?}");
     }
 
     #[test]
@@ -147,10 +180,24 @@ mod tests {
         drop(held);
         // Idle and unheld: one last report of zero, then it goes.
         let report = loads.report(|_, _| true, now + Duration::from_millis(100));
-        assert_eq!(
-            report,
-            vec![WorkloadLoad { namespace: "default".into(), workload: "web".into(), concurrency: 0.0 }]
-        );
+        assert_eq!(report.len(), 1);
+        assert_eq!((report[0].workload.as_str(), report[0].concurrency), ("web", 0.0));
+        assert!(report[0].idle_ms.is_some());
         assert!(loads.meters.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_report_fits_a_heartbeat_busiest_first() {
+        let loads = Loads::default();
+        let long = "x".repeat(63);
+        let meters: Vec<Arc<Meter>> =
+            (0..10_000).map(|i| loads.meter(&(long.clone(), format!("{long:.55}{i:08}")))).collect();
+        let busy = meters[7_777].busy();
+        let report = loads.report(|_, _| true, Instant::now() + Duration::from_millis(10));
+        let json = serde_json::to_vec(&shoal_api::agent::Heartbeat { load: report.clone() }).unwrap();
+        assert!(json.len() <= MAX_LOAD_BYTES, "{} bytes", json.len());
+        assert!(report.len() > 1000 && report.len() < 10_000, "{}", report.len());
+        assert!(report[0].workload.ends_with("00007777"), "the busy one first: {}", report[0].workload);
+        drop(busy);
     }
 }

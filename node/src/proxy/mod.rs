@@ -171,13 +171,17 @@ where
         if at_zero.is_empty() {
             return Err(ProxyError::NoneReady(name));
         }
-        let keys: Vec<_> = at_zero.iter().map(|(key, _)| key.clone()).collect();
-        let timeout = at_zero[0].1.timeout.unwrap_or(proxy.request_timeout);
         let (namespace, service_name) = (&service.namespace, &service.name);
-        held = scalable::hold(proxy, &keys, timeout, || {
-            let fresh = proxy.services.get(namespace, service_name)?;
-            let here = matches!(proxy.routes.lookup_selected(namespace, &fresh.selector), Lookup::Ready(_));
-            (here || !fresh.peers.is_empty()).then_some(fresh)
+        held = scalable::hold(proxy, &at_zero, || {
+            let Some(fresh) = proxy.services.get(namespace, service_name) else { return scalable::Look::Gone };
+            if matches!(proxy.routes.lookup_selected(namespace, &fresh.selector), Lookup::Ready(_))
+                || !fresh.peers.is_empty()
+            {
+                return scalable::Look::Ready(fresh);
+            }
+            // Still held while one of its workloads is at zero.
+            let waiting = at_zero.iter().any(|(ns, name)| proxy.scalable.at_zero(ns, name));
+            if waiting { scalable::Look::Waiting } else { scalable::Look::Gone }
         })
         .await?;
         service = &*held;

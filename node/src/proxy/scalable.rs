@@ -5,9 +5,11 @@
 //! ([`Activator`], not waiting for its next heartbeat), and the request goes on as soon as an
 //! instance is ready here or the Service has one on another node.
 //!
-//! Bounded: at most [`MAX_HELD_PER_WORKLOAD`] requests wait per workload (more get a 503 with
-//! `Retry-After`), each at most its request timeout; at most one ask per workload per
-//! [`RESEND`], and [`MAX_ASKS_IN_FLIGHT`] at once.
+//! Bounded: at most [`MAX_HELD_PER_WORKLOAD`] requests wait per workload and
+//! [`MAX_HELD_PER_NAMESPACE`] per namespace (more get a 503 with `Retry-After`), each at most
+//! the node's request timeout, and none once its workload is gone, no longer autoscaled, or
+//! ready elsewhere; at most one ask per workload per [`RESEND`], and [`MAX_ASKS_IN_FLIGHT`] at
+//! once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -27,6 +29,9 @@ type Key = (String, String);
 /// The most requests held at once for one workload.
 pub const MAX_HELD_PER_WORKLOAD: usize = 1000;
 
+/// The most requests held at once for the workloads of one namespace.
+pub const MAX_HELD_PER_NAMESPACE: usize = 2000;
+
 /// How often a held request's workload is asked for again while it waits.
 pub const RESEND: Duration = Duration::from_secs(1);
 
@@ -35,13 +40,11 @@ pub const MAX_ASKS_IN_FLIGHT: usize = 64;
 
 /// What the node knows of one autoscaled workload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScaleInfo {
+struct ScaleInfo {
     /// The labels its instances get (what Service selectors match).
     labels: BTreeMap<String, String>,
     /// Whether its status last said an instance is ready somewhere (then nothing is held).
     ready_somewhere: bool,
-    /// Its per-request deadline, if its spec sets one (a request is held at most that long).
-    pub timeout: Option<Duration>,
 }
 
 impl ScaleInfo {
@@ -53,7 +56,6 @@ impl ScaleInfo {
         Some(ScaleInfo {
             labels,
             ready_somewhere: status.is_some_and(|s| s.ready_replicas > 0 && s.desired_replicas != Some(0)),
-            timeout: workload.spec.request_timeout_ms.map(Duration::from_millis),
         })
     }
 }
@@ -62,6 +64,8 @@ impl ScaleInfo {
 #[derive(Default)]
 pub struct Scalable {
     by_key: RwLock<HashMap<Key, ScaleInfo>>,
+    /// Told whenever a workload changes (held requests look again).
+    changed: tokio::sync::Notify,
 }
 
 impl Scalable {
@@ -70,28 +74,40 @@ impl Scalable {
         self.by_key.read().expect("scalable lock").contains_key(&(namespace.to_owned(), name.to_owned()))
     }
 
-    /// The workload `namespace/name`, if it is autoscaled and has no instance ready anywhere.
-    pub fn at_zero(&self, namespace: &str, name: &str) -> Option<ScaleInfo> {
+    /// Whether `namespace/name` is autoscaled and has no instance ready anywhere.
+    pub fn at_zero(&self, namespace: &str, name: &str) -> bool {
         let by_key = self.by_key.read().expect("scalable lock");
-        by_key.get(&(namespace.to_owned(), name.to_owned())).filter(|i| !i.ready_somewhere).cloned()
+        by_key.get(&(namespace.to_owned(), name.to_owned())).is_some_and(|i| !i.ready_somewhere)
     }
 
     /// The autoscaled workloads with no instance ready anywhere that `selector` selects in
     /// `namespace`, in name order.
-    pub fn selected_at_zero(&self, namespace: &str, selector: &ServiceSelector) -> Vec<(Key, ScaleInfo)> {
+    pub fn selected_at_zero(&self, namespace: &str, selector: &ServiceSelector) -> Vec<Key> {
         let by_key = self.by_key.read().expect("scalable lock");
-        let mut found: Vec<(Key, ScaleInfo)> = by_key
-            .iter()
-            .filter(|((ns, name), info)| {
-                ns == namespace
-                    && !info.ready_somewhere
-                    && selector.workload.as_ref().is_none_or(|w| w.as_str() == name)
-                    && selector.labels.iter().all(|(k, v)| info.labels.get(k) == Some(v))
-            })
-            .map(|(key, info)| (key.clone(), info.clone()))
-            .collect();
-        found.sort_by(|a, b| a.0.cmp(&b.0));
+        let selects = |name: &str, info: &ScaleInfo| {
+            !info.ready_somewhere
+                && selector.workload.as_ref().is_none_or(|w| w.as_str() == name)
+                && selector.labels.iter().all(|(k, v)| info.labels.get(k) == Some(v))
+        };
+        let mut found: Vec<Key> = match &selector.workload {
+            // One lookup, not a scan, when the Service names its workload.
+            Some(workload) => {
+                let key = (namespace.to_owned(), workload.to_string());
+                by_key.get(&key).filter(|info| selects(&key.1, info)).map(|_| key).into_iter().collect()
+            }
+            None => by_key
+                .iter()
+                .filter(|((ns, name), info)| ns == namespace && selects(name, info))
+                .map(|(key, _)| key.clone())
+                .collect(),
+        };
+        found.sort();
         found
+    }
+
+    /// Resolves when a workload changes after this is enabled (or first polled).
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 }
 
@@ -110,16 +126,25 @@ impl Follower<WorkloadKind> for ScalableFollower {
     fn replace(&mut self, workloads: Vec<Workload>) {
         let by_key = workloads.iter().filter_map(|w| Some((key_of(w), ScaleInfo::of(w)?))).collect();
         *self.scalable.by_key.write().expect("scalable lock") = by_key;
+        self.scalable.changed.notify_waiters();
     }
 
     fn change(&mut self, kind: EventType, workload: Workload) {
         let key = key_of(&workload);
         let info = (kind != EventType::Deleted).then(|| ScaleInfo::of(&workload)).flatten();
         let mut by_key = self.scalable.by_key.write().expect("scalable lock");
-        match info {
-            Some(info) => by_key.insert(key, info),
-            None => by_key.remove(&key),
+        let touched = match info {
+            Some(info) => {
+                let changed = by_key.get(&key) != Some(&info);
+                by_key.insert(key, info);
+                changed
+            }
+            None => by_key.remove(&key).is_some(),
         };
+        drop(by_key);
+        if touched {
+            self.scalable.changed.notify_waiters();
+        }
     }
 }
 
@@ -178,9 +203,16 @@ pub enum HoldError {
     /// Too many requests already wait for this workload.
     #[error("{0} requests already wait for an instance of workload {1}")]
     Full(usize, String),
+    /// Too many requests already wait for this namespace's workloads.
+    #[error("{0} requests already wait for instances of namespace {1}'s workloads")]
+    NamespaceFull(usize, String),
     /// No instance became ready in time.
     #[error("no instance of workload {1} became ready within {0:?}")]
     Timeout(Duration, String),
+    /// The workload is no longer at zero without an instance here (deleted, no longer
+    /// autoscaled, or ready on another node only).
+    #[error("workload {0} has no ready instance on this node")]
+    Elsewhere(String),
 }
 
 impl HoldError {
@@ -199,64 +231,93 @@ impl HoldError {
 
 /// A place among a workload's held requests.
 struct Place<'a> {
-    held: &'a Mutex<HashMap<Key, usize>>,
+    held: &'a Mutex<Counts>,
     key: Key,
+}
+
+/// Held requests per workload and per namespace.
+#[derive(Default)]
+struct Counts {
+    workloads: HashMap<Key, usize>,
+    namespaces: HashMap<String, usize>,
+}
+
+fn count_down<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(count) = counts.get_mut(key) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(key);
+        }
+    }
 }
 
 impl Drop for Place<'_> {
     fn drop(&mut self) {
         let mut held = self.held.lock().expect("held lock");
-        if let Some(count) = held.get_mut(&self.key) {
-            *count -= 1;
-            if *count == 0 {
-                held.remove(&self.key);
-            }
-        }
+        count_down(&mut held.workloads, &self.key);
+        count_down(&mut held.namespaces, &self.key.0);
     }
 }
 
 /// Requests held per workload.
 #[derive(Default)]
 pub struct Held {
-    counts: Mutex<HashMap<Key, usize>>,
+    counts: Mutex<Counts>,
 }
 
 impl Held {
     fn take(&self, key: &Key) -> Result<Place<'_>, HoldError> {
         let mut counts = self.counts.lock().expect("held lock");
-        let count = counts.entry(key.clone()).or_default();
+        let in_namespace = counts.namespaces.get(&key.0).copied().unwrap_or(0);
+        if in_namespace >= MAX_HELD_PER_NAMESPACE {
+            return Err(HoldError::NamespaceFull(in_namespace, key.0.clone()));
+        }
+        let count = counts.workloads.entry(key.clone()).or_default();
         if *count >= MAX_HELD_PER_WORKLOAD {
             return Err(HoldError::Full(*count, format!("{}/{}", key.0, key.1)));
         }
         *count += 1;
+        *counts.namespaces.entry(key.0.clone()).or_default() += 1;
         Ok(Place { held: &self.counts, key: key.clone() })
     }
 }
 
+/// Where a held request stands.
+pub enum Look<T> {
+    /// It can go on, there.
+    Ready(T),
+    /// Not yet.
+    Waiting,
+    /// It is no longer held for: its workloads are not at zero without an instance here.
+    Gone,
+}
+
 /// Holds a request for the workloads `keys` (at zero; the first is charged with it) until
-/// `ready` finds where it can go, asking for instances meanwhile; at most `timeout`.
-pub async fn hold<T>(
-    proxy: &Proxy,
-    keys: &[Key],
-    timeout: Duration,
-    mut ready: impl FnMut() -> Option<T>,
-) -> Result<T, HoldError> {
+/// `look` finds where it can go, asking for instances meanwhile; at most the node's request
+/// timeout.
+pub async fn hold<T>(proxy: &Proxy, keys: &[Key], mut look: impl FnMut() -> Look<T>) -> Result<T, HoldError> {
     let first = keys.first().expect("a request is held for at least one workload");
+    let name = || format!("{}/{}", first.0, first.1);
     let _place = proxy.held.take(first)?;
     let _busy = proxy.loads.meter(first).busy();
+    let timeout = proxy.request_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let routes_changed = proxy.routes.changed();
         let services_changed = proxy.services.changed();
-        tokio::pin!(routes_changed, services_changed);
+        let workloads_changed = proxy.scalable.changed();
+        tokio::pin!(routes_changed, services_changed, workloads_changed);
         routes_changed.as_mut().enable();
         services_changed.as_mut().enable();
-        if let Some(found) = ready() {
-            return Ok(found);
+        workloads_changed.as_mut().enable();
+        match look() {
+            Look::Ready(found) => return Ok(found),
+            Look::Gone => return Err(HoldError::Elsewhere(name())),
+            Look::Waiting => {}
         }
         let now = tokio::time::Instant::now();
         if now >= deadline {
-            return Err(HoldError::Timeout(timeout, format!("{}/{}", first.0, first.1)));
+            return Err(HoldError::Timeout(timeout, name()));
         }
         for key in keys {
             proxy.activator.ask(key);
@@ -264,6 +325,7 @@ pub async fn hold<T>(
         tokio::select! {
             _ = routes_changed => {}
             _ = services_changed => {}
+            _ = workloads_changed => {}
             _ = tokio::time::sleep_until(deadline.min(now + RESEND)) => {}
         }
     }
@@ -300,17 +362,17 @@ mod tests {
             workload("fixed", false, 0, 0),
             workload("up", true, 1, 1),
         ]);
-        assert!(scalable.at_zero("default", "zero").is_some());
-        assert!(scalable.at_zero("default", "fixed").is_none(), "not autoscaled: not held");
-        assert!(scalable.at_zero("default", "up").is_none(), "ready somewhere: not held");
+        assert!(scalable.at_zero("default", "zero"));
+        assert!(!scalable.at_zero("default", "fixed"), "not autoscaled: not held");
+        assert!(!scalable.at_zero("default", "up"), "ready somewhere: not held");
         assert!(scalable.contains("default", "up"));
         // Going down to zero: held as soon as the autoscaler decided it, before the status
         // counts the last instance gone.
         follower.change(EventType::Modified, workload("up", true, 1, 0));
-        assert!(scalable.at_zero("default", "up").is_some());
+        assert!(scalable.at_zero("default", "up"));
         let by_label = ServiceSelector { workload: None, labels: [("app".to_owned(), "shop".to_owned())].into() };
         let names: Vec<String> =
-            scalable.selected_at_zero("default", &by_label).into_iter().map(|((_, name), _)| name).collect();
+            scalable.selected_at_zero("default", &by_label).into_iter().map(|(_, name)| name).collect();
         assert_eq!(names, ["up", "zero"]);
         let by_name = ServiceSelector { workload: Some(Name::new("zero").unwrap()), labels: Default::default() };
         assert_eq!(scalable.selected_at_zero("default", &by_name).len(), 1);
@@ -327,7 +389,16 @@ mod tests {
         assert!(matches!(held.take(&key), Err(HoldError::Full(MAX_HELD_PER_WORKLOAD, _))));
         assert!(held.take(&("default".to_owned(), "other".to_owned())).is_ok(), "another workload is not held up");
         drop(places);
-        assert!(held.counts.lock().unwrap().is_empty(), "every place was given back");
+        let counts = held.counts.lock().unwrap();
+        assert!(counts.workloads.is_empty() && counts.namespaces.is_empty(), "every place was given back");
+        drop(counts);
         assert!(held.take(&key).is_ok());
+        // One namespace's workloads together hold no more than their share.
+        let many: Vec<Place<'_>> = (0..MAX_HELD_PER_NAMESPACE)
+            .map(|i| held.take(&("flood".to_owned(), format!("w{}", i % 4))).unwrap())
+            .collect();
+        assert!(matches!(held.take(&("flood".to_owned(), "w9".to_owned())), Err(HoldError::NamespaceFull(..))));
+        assert!(held.take(&("calm".to_owned(), "w".to_owned())).is_ok(), "another namespace is not held up");
+        drop(many);
     }
 }
