@@ -188,21 +188,27 @@ async fn autoscale() {
         ok += o;
         refused += r;
     }
+    // The last requests ended as their clients saw them answered, a moment before this.
     let stopped = std::time::Instant::now();
-    let mut down = None;
-    while stopped.elapsed() < window * 3 {
+    let (mut decided, mut down) = (None, None);
+    while stopped.elapsed() < window * 3 && down.is_none() {
+        let desired = workloads(&client).await["step"].status.as_ref().and_then(|s| s.desired_replicas);
+        if decided.is_none() && desired == Some(1) {
+            decided = Some(stopped.elapsed());
+        }
         if instances(&client, "step").await.1 == 1 {
             down = Some(stopped.elapsed());
-            break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let down = down.expect("not back at min within 3 stable windows");
+    let decided = decided.unwrap_or(down);
     println!(
-        "autoscale: a step to 10x targetConcurrency (20 in flight at 2): 10 instances ready {:.2} s after the step ({} ready, {} in all, a moment later; {ok} requests answered, {refused} refused meanwhile); back to min (1) {:.2} s after the load stopped, with a stable window of {:.0} s",
+        "autoscale: a step to 10x targetConcurrency (20 in flight at 2): 10 instances ready {:.2} s after the step ({} ready, {} in all, a moment later; {ok} requests answered, {refused} refused meanwhile); back to min (1) decided {:.2} s and its instances gone {:.2} s after the load stopped, with a stable window of {:.0} s",
         up.as_secs_f64(),
         peak.0,
         peak.1,
+        decided.as_secs_f64(),
         down.as_secs_f64(),
         window.as_secs_f64(),
     );
