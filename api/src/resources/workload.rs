@@ -648,16 +648,17 @@ mod tests {
         assert!(not_a_duration.message.contains("duration"), "{not_a_duration}");
     }
 
+    /// Checks a spec of a module and `extra`.
+    fn with_module(extra: serde_json::Value) -> Result<(), FieldError> {
+        let mut spec = serde_json::json!({"module": "sha256:".to_owned() + &"0".repeat(64)});
+        spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        check(spec)
+    }
+
     #[test]
     fn autoscaling_is_for_http_within_its_bounds() {
-        let module = "sha256:".to_owned() + &"0".repeat(64);
-        let with = |extra: serde_json::Value| {
-            let mut spec = serde_json::json!({"module": module});
-            spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-            check(spec)
-        };
         let scale = |a| serde_json::json!({"autoscale": a});
-        assert!(with(scale(serde_json::json!({"min": 0, "max": 5, "targetConcurrency": 2}))).is_ok());
+        assert!(with_module(scale(serde_json::json!({"min": 0, "max": 5, "targetConcurrency": 2}))).is_ok());
         let refused = [
             (serde_json::json!({"type": "command", "autoscale": {"max": 5, "targetConcurrency": 2}}), "spec.autoscale"),
             (scale(serde_json::json!({"min": 6, "max": 5, "targetConcurrency": 2})), "spec.autoscale.min"),
@@ -671,23 +672,17 @@ mod tests {
             (scale(serde_json::json!({"max": 5, "targetConcurrency": 1, "stableWindow": "1ms"})), "stableWindow"),
         ];
         for (extra, field) in refused {
-            let error = with(extra.clone()).unwrap_err();
+            let error = with_module(extra.clone()).unwrap_err();
             assert!(error.path.contains(field), "{extra}: {error}");
         }
-        let missing = with(scale(serde_json::json!({"max": 5}))).unwrap_err();
+        let missing = with_module(scale(serde_json::json!({"max": 5}))).unwrap_err();
         assert!(missing.message.contains("targetConcurrency"), "{missing}");
     }
 
     #[test]
     fn values_name_one_source_and_are_not_set_twice() {
-        let module = "sha256:".to_owned() + &"0".repeat(64);
-        let with = |extra: serde_json::Value| {
-            let mut spec = serde_json::json!({"module": module});
-            spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-            check(spec)
-        };
         let env = |v| serde_json::json!({"env": v});
-        assert!(with(env(serde_json::json!([{"name": "A", "valueFrom": {"secret": "s", "key": "k"}}]))).is_ok());
+        assert!(with_module(env(serde_json::json!([{"name": "A", "valueFrom": {"secret": "s", "key": "k"}}]))).is_ok());
         let refused = [
             (
                 env(serde_json::json!([{"name": "A", "valueFrom": {"secret": "s", "config": "c", "key": "k"}}])),
@@ -704,7 +699,7 @@ mod tests {
             (serde_json::json!({"files": [{"path": "/etc/db"}]}), "files[0]"),
         ];
         for (extra, field) in refused {
-            let error = with(extra.clone()).unwrap_err();
+            let error = with_module(extra.clone()).unwrap_err();
             assert!(error.path.contains(field), "{extra}: {error}");
         }
     }
