@@ -24,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod digest;
 pub mod duration;
+pub mod exposition;
 pub mod identity;
 pub mod manifest;
 pub mod meta;

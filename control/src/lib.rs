@@ -10,6 +10,7 @@
 //! - [`controllers`]: the scheduler and the reconcile loops, active on the raft leader.
 //! - [`liveness`]: node heartbeats, held in the leader's memory.
 //! - [`load`]: autoscaled workloads' load, reported with the heartbeats, held beside them.
+//! - [`metrics`]: what `GET /metrics` shows.
 //! - [`stamp`]: uid and times, decided before a write is proposed.
 //! - [`dns`]: the cluster DNS server, answering from the local replica.
 //!
@@ -25,6 +26,7 @@ pub mod controllers;
 pub mod dns;
 pub mod liveness;
 pub mod load;
+pub mod metrics;
 pub mod pki;
 pub mod raft_service;
 pub mod sealing;
@@ -186,6 +188,7 @@ impl ControlPlane {
         let mut tasks = JoinSet::new();
         let liveness = Arc::new(liveness::Liveness::new(config.controllers.node_grace));
         let load = Arc::new(load::Load::new(config.controllers.node_grace));
+        let metrics = Arc::new(metrics::Metrics::default());
         let leader_memory = raft_service::LeaderMemory { liveness: liveness.clone(), load: load.clone() };
         let raft_router = raft_service::router(store.clone(), blobs.clone(), leader_memory.clone(), &pki.cluster_token);
         tasks.spawn(shoal_api::serve::serve_tls(
@@ -201,13 +204,17 @@ impl ControlPlane {
             config.watch_bookmark_interval,
             shutdown.clone(),
         );
-        let api_router = api::router(
-            store.clone(),
-            pki.clone(),
-            leader_memory,
+        let parts = api::ApiParts {
+            store: store.clone(),
+            pki: pki.clone(),
+            memory: leader_memory,
+            metrics: metrics.clone(),
             hub,
-            blobs.clone(),
-            Arc::new(config.admission.clone()),
+            blobs: blobs.clone(),
+            admission: Arc::new(config.admission.clone()),
+        };
+        let api_router = api::router(
+            parts,
             api::ApiLimits {
                 node_cert_validity: config.node_cert_validity,
                 max_connections_per_principal: config.max_connections_per_principal,
@@ -216,9 +223,16 @@ impl ControlPlane {
         tasks.spawn(shoal_api::serve::serve_tls(api_listener, tls, api_router, config.api_limits, shutdown.clone()));
 
         tasks.spawn(blobs.run(config.controllers.module_grace, shutdown.clone()));
-        tasks.spawn(controllers::run(store.clone(), liveness, load, config.controllers.clone(), shutdown.clone()));
+        tasks.spawn(controllers::run(
+            store.clone(),
+            liveness,
+            load,
+            metrics.clone(),
+            config.controllers.clone(),
+            shutdown.clone(),
+        ));
         let dns_addr = match &config.dns {
-            Some(dns) => Some(dns::start(dns, store.reader().clone(), &mut tasks, shutdown.clone()).await?),
+            Some(dns) => Some(dns::start(dns, store.reader().clone(), metrics, &mut tasks, shutdown.clone()).await?),
             None => None,
         };
         match &config.join {

@@ -168,11 +168,47 @@ pub async fn logs(
     let Some(node_name) = instance.spec.node else {
         return Err(ApiError::new(Reason::BadRequest, format!("{what} is not on a node yet (Pending)")));
     };
-    let node: Node = read(store, &ObjectKey::new(Kind::Node.plural(), None, node_name.as_str()), "its node")?;
+    let path = format!("{}?follow={}", logs_path(&ns, &name), query.follow);
+    let response = agent_get(&access, node_name.as_str(), &path).await?;
+    let body = Body::from_stream(response.bytes_stream().map(|chunk| chunk.map_err(std::io::Error::other)));
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+}
+
+/// The most bytes of a node's metrics passed on (a node with 10,000 workloads has a few MiB).
+pub const MAX_NODE_METRICS_BYTES: usize = 32 << 20;
+
+/// `GET /api/v1/nodes/{name}/metrics` (the admin's token): the node's own metrics, fetched from
+/// its agent, for a Prometheus that scrapes the API server only.
+pub async fn node_metrics(State(access): State<AgentAccess>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let response = agent_get(&access, &name, "/metrics").await?;
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("text/plain; version=0.0.4")
+        .to_owned();
+    let unreachable = |e: String| ApiError::new(Reason::Unavailable, format!("node {name}: {e}"));
+    let mut body = Vec::new();
+    let mut chunks = std::pin::pin!(response.bytes_stream());
+    while let Some(chunk) = chunks.next().await {
+        body.extend_from_slice(&chunk.map_err(|e| unreachable(e.to_string()))?);
+        if body.len() > MAX_NODE_METRICS_BYTES {
+            return Err(unreachable(format!("its metrics are more than {MAX_NODE_METRICS_BYTES} bytes")));
+        }
+    }
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// GETs `path` from node `node_name`'s agent, taking the answer only from that node's
+/// certificate in its current generation, and only a success.
+async fn agent_get(access: &AgentAccess, node_name: &str, path: &str) -> Result<reqwest::Response, ApiError> {
+    let store = &access.store;
+    let node: Node =
+        read(store, &ObjectKey::new(Kind::Node.plural(), None, node_name), &format!("node {node_name:?}"))?;
     if node.spec.agent_address.is_empty() {
         return Err(ApiError::new(Reason::Unavailable, format!("node {node_name} has no agent address")));
     }
-    let url = format!("https://{}{}?follow={}", node.spec.agent_address, logs_path(&ns, &name), query.follow);
+    let url = format!("https://{}{path}", node.spec.agent_address);
     let unreachable = |e: String| ApiError::new(Reason::Unavailable, format!("node {node_name} ({url}): {e}"));
     let response = access.client()?.get(&url).send().await.map_err(|e| unreachable(e.to_string()))?;
     // Another node's agent (or anything else the node CA signed) at that address is not it.
@@ -181,10 +217,9 @@ pub async fn logs(
         .get::<reqwest::tls::TlsInfo>()
         .and_then(|tls| tls.peer_certificate())
         .map(shoal_api::identity::of_certificate);
-    let generation = registration::generation(store, node_name.as_str())?;
+    let generation = registration::generation(store, node_name)?;
     match presented {
-        Some(Ok(Identity::Node { name, generation: presented }))
-            if name == node_name.as_str() && presented >= generation => {}
+        Some(Ok(Identity::Node { name, generation: presented })) if name == node_name && presented >= generation => {}
         Some(Ok(identity)) => {
             return Err(unreachable(format!(
                 "the agent there is {identity:?}, not this node in generation {generation}"
@@ -199,6 +234,5 @@ pub async fn logs(
         let reason = if status.as_u16() == 404 { Reason::NotFound } else { Reason::Unavailable };
         return Err(ApiError::new(reason, format!("node {node_name}: {status}: {}", text.trim())));
     }
-    let body = Body::from_stream(response.bytes_stream().map(|chunk| chunk.map_err(std::io::Error::other)));
-    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+    Ok(response)
 }

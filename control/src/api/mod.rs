@@ -21,12 +21,35 @@ pub mod watch;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::middleware;
+use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 
 use crate::pki::Pki;
 use crate::store::Store;
+
+/// `GET /metrics` (the admin's token): the exposition, with raft's figures as of now.
+async fn metrics_page(
+    State(store): State<Arc<Store>>,
+    axum::Extension(metrics): axum::Extension<Arc<crate::metrics::Metrics>>,
+) -> axum::response::Response {
+    metrics.raft(store.raft_figures());
+    ([(axum::http::header::CONTENT_TYPE, shoal_api::exposition::CONTENT_TYPE)], metrics.render()).into_response()
+}
+
+/// Counts and times every API request, whoever made it and however it was answered.
+async fn count_request(
+    State(metrics): State<Arc<crate::metrics::Metrics>>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    let (verb, kind) = crate::metrics::classify(request.method(), request.uri().path(), request.uri().query());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    metrics.request(verb, kind, response.status().as_u16(), started.elapsed());
+    response
+}
 
 /// Largest module upload accepted.
 pub const MAX_MODULE_BYTES: usize = 128 << 20;
@@ -44,16 +67,27 @@ pub struct ApiLimits {
     pub max_connections_per_principal: usize,
 }
 
+/// What the API server's handlers are served from.
+pub struct ApiParts {
+    /// The replicated store.
+    pub store: Arc<Store>,
+    /// The cluster's keys and tokens.
+    pub pki: Arc<Pki>,
+    /// What the raft leader holds in memory (liveness, load).
+    pub memory: crate::raft_service::LeaderMemory,
+    /// What `/metrics` shows.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The watches.
+    pub hub: Arc<watch::WatchHub>,
+    /// The module store.
+    pub blobs: Arc<crate::blobs::Blobs>,
+    /// Admission defaults and limits.
+    pub admission: Arc<admission::Admission>,
+}
+
 /// The API router.
-pub fn router(
-    store: Arc<Store>,
-    pki: Arc<Pki>,
-    memory: crate::raft_service::LeaderMemory,
-    hub: Arc<watch::WatchHub>,
-    blobs: Arc<crate::blobs::Blobs>,
-    admission: Arc<admission::Admission>,
-    limits: ApiLimits,
-) -> anyhow::Result<Router> {
+pub fn router(parts: ApiParts, limits: ApiLimits) -> anyhow::Result<Router> {
+    let ApiParts { store, pki, memory, metrics, hub, blobs, admission } = parts;
     let ApiLimits { node_cert_validity, max_connections_per_principal } = limits;
     let tokens = Arc::new(auth::TokenCache::default());
     let pki_secrets_key = pki.secrets_key;
@@ -81,6 +115,7 @@ pub fn router(
     let agents = Router::new()
         .route("/api/v1/nodes/{name}/credentials", post(agents::credentials))
         .route("/api/v1/namespaces/{ns}/instances/{name}/log", get(agents::logs))
+        .route("/api/v1/nodes/{name}/metrics", get(agents::node_metrics))
         .with_state(agents::AgentAccess::new(store.clone(), pki, node_cert_validity)?);
     use objects::*;
     let api = Router::new()
@@ -101,6 +136,7 @@ pub fn router(
         )
         .route("/api/v1/namespaces/{ns}/{plural}/{name}/status", put(put_namespaced_status))
         .route("/api/v1/namespaces/{ns}/instances/{name}/values", get(values::instance_values))
+        .route("/metrics", get(metrics_page))
         .with_state(store.clone())
         .merge(agents)
         .merge(heartbeats)
@@ -111,12 +147,14 @@ pub fn router(
         .layer(axum::Extension(Arc::new(crate::sealing::Sealer::new(&pki_secrets_key))))
         .layer(axum::Extension(tokens))
         .layer(axum::Extension(tokens::NodeCertValidity(node_cert_validity)))
-        .layer(middleware::from_fn_with_state(auth, auth::require_token));
+        .layer(middleware::from_fn_with_state(auth, auth::require_token))
+        .layer(axum::Extension(metrics.clone()));
     Ok(Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .merge(api)
         .layer(DefaultBodyLimit::max(MAX_OBJECT_BYTES))
+        .layer(middleware::from_fn_with_state(metrics, count_request))
         .with_state(store)
         .fallback(|| async { error::ApiError::new(shoal_api::Reason::NotFound, "no such endpoint") }))
 }

@@ -112,6 +112,8 @@ struct Controllers {
     load: Arc<Load>,
     /// The stable windows of autoscaled workloads.
     autoscaler: autoscale::Autoscaler,
+    /// Queue depth, reconcile times, writes and binds.
+    metrics: Arc<crate::metrics::Metrics>,
     options: ControllerOptions,
 }
 
@@ -122,6 +124,7 @@ impl Controllers {
         let mut to_place = Vec::new();
         let mut done = Vec::with_capacity(tasks.len());
         for task in tasks {
+            let started = Instant::now();
             let action = match &task {
                 Task::Schedule(key) => {
                     to_place.push(key.clone());
@@ -161,9 +164,12 @@ impl Controllers {
                     modules::reconcile(&self.cache, &mut self.unused_modules, key, self.options.module_grace, now)
                 }
             };
+            let label = crate::metrics::TaskLabels { task: task.label() };
+            self.metrics.reconcile_latency.get_or_create(&label).observe(started.elapsed().as_secs_f64());
             done.push((task, action));
         }
         to_place.sort();
+        let started = Instant::now();
         let mut fresh: Vec<&mut Instance> = done
             .iter_mut()
             .flat_map(|(_, action)| action.writes.iter_mut())
@@ -173,6 +179,13 @@ impl Controllers {
             })
             .collect();
         let placed = self.scheduler.schedule(&self.cache, &to_place, &mut fresh);
+        let bound_fresh = fresh.iter().filter(|i| i.spec.node.is_some()).count();
+        if !to_place.is_empty() || bound_fresh > 0 {
+            let label = crate::metrics::TaskLabels { task: "schedule" };
+            self.metrics.reconcile_latency.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+        }
+        let binds = placed.iter().flat_map(|a| &a.writes).filter(|w| matches!(w, Write::Bind(..))).count();
+        self.metrics.binds.inc_by((binds + bound_fresh) as u64);
         done.extend(to_place.into_iter().map(Task::Schedule).zip(placed));
         done
     }
@@ -263,6 +276,7 @@ pub async fn run(
     store: Arc<Store>,
     liveness: Arc<Liveness>,
     load: Arc<Load>,
+    metrics: Arc<crate::metrics::Metrics>,
     options: ControllerOptions,
     shutdown: CancellationToken,
 ) {
@@ -275,6 +289,7 @@ pub async fn run(
         liveness,
         load,
         autoscaler: autoscale::Autoscaler::default(),
+        metrics,
         options,
     };
     let mut flights = Flights::default();
@@ -353,7 +368,10 @@ pub async fn run(
             for (task, action) in settled {
                 c.settle(task, action.requeue_after, true, now);
             }
+            c.metrics.queue_depth.set(c.queue.len() as i64);
             if !round.is_empty() {
+                let writes: usize = round.iter().map(|(_, action)| action.writes.len()).sum();
+                c.metrics.controller_writes.inc_by(writes as u64);
                 flights.start(round.iter().map(|(task, _)| task));
                 landing.push(make_writes(&store, round));
             }

@@ -39,6 +39,24 @@ pub enum Task {
     CronJob(String),
 }
 
+impl Task {
+    /// What kind of task it is, as a metric's label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Task::Workload(_) => "workload",
+            Task::Schedule(_) => "schedule",
+            Task::Node(_) => "node",
+            Task::Endpoints(_) => "endpoints",
+            Task::Collect(_) => "collect",
+            Task::Namespace(_) => "namespace",
+            Task::Module(_) => "module",
+            Task::Event(_) => "event",
+            Task::Job(_) => "job",
+            Task::CronJob(_) => "cronjob",
+        }
+    }
+}
+
 /// Keys with the time each is due.
 #[derive(Default)]
 pub struct WorkQueue {

@@ -18,12 +18,27 @@ const EDNS_VERSION: u8 = 0;
 /// Serves queries from the latest zone the feed published.
 pub struct ZoneHandler {
     zone: watch::Receiver<Arc<Zone>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl ZoneHandler {
-    /// A handler that always answers from the newest value of `zone`.
-    pub fn new(zone: watch::Receiver<Arc<Zone>>) -> Self {
-        ZoneHandler { zone }
+    /// A handler that always answers from the newest value of `zone`, counted in `metrics`.
+    pub fn new(zone: watch::Receiver<Arc<Zone>>, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        ZoneHandler { zone, metrics }
+    }
+}
+
+/// A response code as a label value (a closed set).
+fn rcode_label(code: &ResponseCode) -> &'static str {
+    match code {
+        ResponseCode::NoError => "NoError",
+        ResponseCode::NXDomain => "NXDomain",
+        ResponseCode::Refused => "Refused",
+        ResponseCode::NotImp => "NotImp",
+        ResponseCode::FormErr => "FormErr",
+        ResponseCode::ServFail => "ServFail",
+        ResponseCode::BADVERS => "BADVERS",
+        _ => "other",
     }
 }
 
@@ -85,6 +100,8 @@ impl RequestHandler for ZoneHandler {
                     },
                 }
             };
+        let label = crate::metrics::DnsLabels { rcode: rcode_label(&metadata.response_code) };
+        self.metrics.dns_queries.get_or_create(&label).inc();
         let message = builder.build(metadata, answers, empty, soa, additionals);
         match response.send_response(message).await {
             Ok(info) => info,

@@ -67,6 +67,7 @@ pub fn parse_domain(domain: &str) -> anyhow::Result<Name> {
 pub async fn start(
     config: &DnsConfig,
     reader: StoreReader,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     tasks: &mut JoinSet<()>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
@@ -78,7 +79,7 @@ pub async fn start(
     let (zone_tx, zone_rx) = watch::channel(Arc::new(zone));
     tasks.spawn(feed::run(reader, domain, config.ttl, revision, zone_tx, shutdown.clone()));
 
-    let mut server = Server::new(handler::ZoneHandler::new(zone_rx));
+    let mut server = Server::new(handler::ZoneHandler::new(zone_rx, metrics));
     server.register_socket(udp);
     server.register_listener(tcp, TCP_IDLE, 32);
     tasks.spawn(async move {

@@ -271,7 +271,19 @@ impl Store {
         }
     }
 
-    /// Whether this member currently leads.
+    /// What raft says of this member now, for the metrics.
+    pub fn raft_figures(&self) -> crate::metrics::RaftFigures {
+        let m = self.raft.metrics().borrow().clone();
+        crate::metrics::RaftFigures {
+            term: m.current_term,
+            leader: m.current_leader,
+            is_leader: m.current_leader == Some(self.id),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |id| id.index),
+        }
+    }
+
+    /// Whether this member leads now.
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.id)
     }

@@ -29,15 +29,30 @@ fn text(status: StatusCode, message: String) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
 }
 
+/// Whether the peer is the control plane (a node's certificate comes from the same CA, and
+/// names a node).
+fn is_control_plane(peer: &Option<rustls::pki_types::CertificateDer<'static>>) -> bool {
+    let identity = peer.as_deref().and_then(|der| shoal_api::identity::of_certificate(der).ok());
+    identity == Some(shoal_api::identity::Identity::ControlPlane)
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>, Extension(TlsPeer(peer)): Extension<TlsPeer>) -> Response {
+    if !is_control_plane(&peer) {
+        return text(StatusCode::UNAUTHORIZED, "this API is for the control plane only\n".into());
+    }
+    let running = shared.logs.lock().expect("logs lock").len();
+    let content_type = shoal_api::exposition::CONTENT_TYPE;
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], super::metrics::render(&shared.proxy, running))
+        .into_response()
+}
+
 async fn logs(
     State(shared): State<Arc<Shared>>,
     Extension(TlsPeer(peer)): Extension<TlsPeer>,
     Path((namespace, name)): Path<(String, String)>,
     Query(query): Query<LogsQuery>,
 ) -> Response {
-    // A node's certificate comes from the same CA, and names a node.
-    let identity = peer.as_deref().and_then(|der| shoal_api::identity::of_certificate(der).ok());
-    if identity != Some(shoal_api::identity::Identity::ControlPlane) {
+    if !is_control_plane(&peer) {
         return text(StatusCode::UNAUTHORIZED, "this API is for the control plane only\n".into());
     }
     let key = format!("{namespace}/{name}");
@@ -94,6 +109,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let proxy = shared.proxy.clone();
     Router::new()
         .route("/logs/{namespace}/{name}", get(logs))
+        .route("/metrics", get(metrics))
         .with_state(shared)
         .layer(axum::middleware::from_fn_with_state(proxy, service_traffic_by_header))
 }

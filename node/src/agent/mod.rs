@@ -10,6 +10,7 @@
 //! - [`api`]: the agent's HTTPS API for the control plane (instance logs), and for Service
 //!   traffic other nodes forward.
 //! - [`credentials`]: the node's certificate, renewed as it ages.
+//! - [`metrics`]: what the node's `/metrics` shows.
 //!
 //! The ingress, Services and guests' calls to them are the [`crate::proxy`]'s, which the agent
 //! starts and feeds (its instance tasks say which instances are ready).
@@ -19,6 +20,7 @@ pub mod credentials;
 pub mod events;
 pub mod heartbeat;
 pub mod instance;
+pub mod metrics;
 pub mod modules;
 pub mod probes;
 pub mod report;

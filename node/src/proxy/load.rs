@@ -5,14 +5,31 @@
 //! is not missed, as a sample would miss it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use shoal_api::agent::{MAX_LOAD_ENTRIES, WorkloadLoad};
 
-/// One workload's requests in flight.
+/// One workload's requests in flight, and the counts `/metrics` shows.
 pub struct Meter {
     state: Mutex<MeterState>,
+    /// Requests answered, by status class (`2xx` for anything below 300, `3xx`, `4xx`, `5xx`).
+    answered: [AtomicU64; 4],
+}
+
+/// The status classes a meter counts by.
+pub const STATUS_CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+
+/// What a meter shows `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Figures {
+    /// Requests in flight now.
+    pub in_flight: u32,
+    /// Request-seconds in flight since the meter was made (the sum of requests' times).
+    pub seconds: f64,
+    /// Requests answered, by [`STATUS_CLASSES`].
+    pub answered: [u64; 4],
 }
 
 struct MeterState {
@@ -22,6 +39,8 @@ struct MeterState {
     since: Instant,
     /// Request-seconds since the last report.
     integral: f64,
+    /// Request-seconds since the meter was made.
+    total: f64,
     /// When the last report was taken.
     reported: Instant,
     /// When the last request ended (or the meter was made), while none is in flight.
@@ -31,7 +50,9 @@ struct MeterState {
 impl MeterState {
     fn advance(&mut self, now: Instant) {
         if now > self.since {
-            self.integral += f64::from(self.current) * (now - self.since).as_secs_f64();
+            let added = f64::from(self.current) * (now - self.since).as_secs_f64();
+            self.integral += added;
+            self.total += added;
             self.since = now;
         }
     }
@@ -54,9 +75,8 @@ impl Drop for Busy {
 
 impl Meter {
     fn new(now: Instant) -> Self {
-        Meter {
-            state: Mutex::new(MeterState { current: 0, since: now, integral: 0.0, reported: now, idle_since: now }),
-        }
+        let state = MeterState { current: 0, since: now, integral: 0.0, total: 0.0, reported: now, idle_since: now };
+        Meter { state: Mutex::new(state), answered: Default::default() }
     }
 
     /// Counts a request until the guard is dropped.
@@ -66,6 +86,23 @@ impl Meter {
         state.current += 1;
         drop(state);
         Busy(self.clone())
+    }
+
+    /// Counts a request answered with `status`.
+    pub fn answered(&self, status: u16) {
+        let class = usize::from(status / 100).saturating_sub(2).min(3);
+        self.answered[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What it shows `/metrics` at `now`.
+    pub fn figures(&self, now: Instant) -> Figures {
+        let mut state = self.state.lock().expect("meter lock");
+        state.advance(now);
+        Figures {
+            in_flight: state.current,
+            seconds: state.total,
+            answered: std::array::from_fn(|i| self.answered[i].load(Ordering::Relaxed)),
+        }
     }
 
     /// The average in flight since the last call (or since the meter was made), and, with
@@ -102,6 +139,15 @@ impl Loads {
     pub fn meter(&self, key: &Key) -> Arc<Meter> {
         let mut meters = self.meters.lock().expect("loads lock");
         meters.entry(key.clone()).or_insert_with(|| Arc::new(Meter::new(Instant::now()))).clone()
+    }
+
+    /// Every workload's figures at `now`, in key order.
+    pub fn figures(&self, now: Instant) -> Vec<(Key, Figures)> {
+        let meters: Vec<(Key, Arc<Meter>)> =
+            self.meters.lock().expect("loads lock").iter().map(|(k, m)| (k.clone(), m.clone())).collect();
+        let mut figures: Vec<(Key, Figures)> = meters.into_iter().map(|(k, m)| (k, m.figures(now))).collect();
+        figures.sort_by(|a, b| a.0.cmp(&b.0));
+        figures
     }
 
     /// The load of each workload `wanted` names since the last report, at most

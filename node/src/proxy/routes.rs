@@ -39,8 +39,15 @@ impl Endpoint {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let busy = self.meter.busy();
-        let permit = self.gate.enter().await?;
-        self.app.handle_holding(request, &self.sandbox, (permit, busy)).await
+        let answered = match self.gate.enter().await {
+            Ok(permit) => self.app.handle_holding(request, &self.sandbox, (permit, busy)).await,
+            Err(refused) => Err(refused),
+        };
+        self.meter.answered(match &answered {
+            Ok(response) => response.status().as_u16(),
+            Err(e) => e.status(),
+        });
+        answered
     }
 }
 
