@@ -7,7 +7,8 @@
 //!   pod startup SLO p99 ≤ 5 s; containerd-shim-spin ~1.1 s end to end).
 //! - `density`: N distinct HTTP workloads (default 5000; `SHOAL_DENSITY=N`) on one node, all
 //!   made to answer through the ingress; reports how many answered and the resident memory of
-//!   the `shoal dev` process per idle workload.
+//!   the `shoal dev` process per idle workload; then the time and size of one scrape of the
+//!   node's metrics through the API server (issue 15: at most 1 s and 10 MiB at 10,000).
 //!
 //! `cargo bench --bench workloads` (both), or `cargo bench --bench workloads -- density`.
 
@@ -160,6 +161,11 @@ async fn density() {
             }
         })
         .await;
+    // The node's metrics now cover every workload (each answered once).
+    let scraped = Instant::now();
+    let metrics = dev.admin.node_metrics("dev").await.unwrap();
+    let scrape = scraped.elapsed();
+    let series = metrics.lines().filter(|l| l.starts_with("shoal_node_workload_requests_total{")).count();
     // Let the request burst's transient allocations settle before reading the idle footprint.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = common::rss_kib(dev.child.id());
@@ -174,6 +180,11 @@ async fn density() {
         before / 1024,
         after / 1024,
         (after.saturating_sub(before)) as f64 / n as f64
+    );
+    println!(
+        "node metrics with {series} workloads counted: scraped through the API server in {:.0} ms, {:.1} MiB (goal: at most 1 s and 10 MiB at 10,000 workloads)",
+        scrape.as_secs_f64() * 1000.0,
+        metrics.len() as f64 / (1024.0 * 1024.0),
     );
     println!("anchor: Kubernetes' default limit is 110 pods per node");
 }

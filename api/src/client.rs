@@ -379,6 +379,15 @@ impl Client {
         Ok(serde_json::from_slice::<Option<crate::agent::HeartbeatAnswer>>(&bytes).ok().flatten().unwrap_or_default())
     }
 
+    /// Node `name`'s metrics (Prometheus text), fetched from its agent by the control plane
+    /// (the admin's token).
+    pub async fn node_metrics(&self, name: &str) -> Result<String, ClientError> {
+        let path = format!("/api/v1/nodes/{name}/metrics");
+        let response = self.send(Method::GET, &path, None, Some(Duration::from_secs(30))).await?;
+        let url = format!("{}{path}", self.base);
+        response.text().await.map_err(|source| ClientError::Transport { url, source })
+    }
+
     /// Asks for an instance of the autoscaled workload `namespace/name` (a node holding a
     /// request for it while it has none); the control plane's leader scales it up at once.
     pub async fn activate(&self, namespace: &str, name: &str) -> Result<(), ClientError> {
