@@ -38,9 +38,10 @@ impl Drop for Dev {
     }
 }
 
-fn start_dev(dir: &Path) -> Dev {
+/// A release `shoal dev` in `dir`, with `extra` arguments.
+fn start_dev(dir: &Path, extra: &[&str]) -> Dev {
     let data = dir.join("data");
-    let args = [
+    let mut args = vec![
         "dev",
         "--data-dir",
         data.to_str().unwrap(),
@@ -51,6 +52,7 @@ fn start_dev(dir: &Path) -> Dev {
         "--ingress-listen",
         "127.0.0.1:0",
     ];
+    args.extend(extra);
     let (child, announced) = common::spawn_announcing(
         &args,
         &dir.join("config.yaml"),
@@ -88,7 +90,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 async fn cold_start() {
     let dir = tempfile::tempdir().unwrap();
-    let dev = start_dev(dir.path());
+    let dev = start_dev(dir.path(), &[]);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     let base = std::fs::read(shoal_guest_artifacts::HELLO).unwrap();
     // One warm-up workload, so that the first sample does not pay for process start-up.
@@ -122,7 +124,9 @@ async fn cold_start() {
 async fn density() {
     let n: usize = std::env::var("SHOAL_DENSITY").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
     let dir = tempfile::tempdir().unwrap();
-    let dev = start_dev(dir.path());
+    // Room on the node for the N and the baseline workload.
+    let room = (n + 16).to_string();
+    let dev = start_dev(dir.path(), &["--max-instances", &room]);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let digest = dev.admin.put_module("default", std::fs::read(shoal_guest_artifacts::HELLO).unwrap()).await.unwrap();
     // A first workload, so that the baseline includes the compiled module and warm caches.

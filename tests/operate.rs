@@ -1,5 +1,6 @@
-//! Operating Shoal end to end: the control plane's `/metrics`, for the admin only, counting what
-//! it serves, in an exposition `promtool check metrics` accepts.
+//! Operating Shoal end to end: the control plane's `/metrics` and a node's, for the admin only,
+//! counting what they serve, in an exposition `promtool check metrics` accepts and a real
+//! Prometheus scrapes.
 
 mod common;
 
@@ -22,21 +23,32 @@ fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-/// `promtool check metrics` on `text`, when promtool is installed (CI installs it; with
-/// `CI=true` its absence fails the test).
+/// Whether `tool` (from Debian's `prometheus` package, which CI installs) runs here; with
+/// `CI=true` its absence fails the test.
+fn have(tool: &str) -> bool {
+    match std::process::Command::new(tool).arg("--version").output() {
+        Ok(output) if output.status.success() => true,
+        other if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("{tool} is needed in CI: {other:?}"),
+        other => {
+            eprintln!("skipping what needs {tool}: {other:?} (apt-get install prometheus)");
+            false
+        }
+    }
+}
+
+/// `promtool check metrics` on `text`, when promtool is installed.
 fn promtool_check(text: &str) {
     use std::io::Write;
-    let child = std::process::Command::new("promtool")
+    if !have("promtool") {
+        return;
+    }
+    let mut child = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("promtool is needed in CI: {e}"),
-        Err(e) => return eprintln!("skipping promtool check metrics: {e} (apt-get install prometheus)"),
-    };
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let output = child.wait_with_output().unwrap();
     let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
@@ -65,6 +77,10 @@ async fn the_control_plane_serves_metrics_to_the_admin_that_count_its_requests_a
     let scrapes = r#"shoal_api_requests_total{verb="get",kind="other",code="200"}"#;
     assert!(sample(&after, scrapes).is_some_and(|n| n >= 1.0), "the scrape before is counted:\n{after}");
     assert!(sample(&after, "shoal_raft_applied_index").is_some_and(|i| i > 0.0), "{after}");
+    let commits = sample(&after, "shoal_raft_commit_duration_seconds_count");
+    assert!(commits.is_some_and(|n| n >= 1.0), "the namespace's create was a commit:\n{after}");
+    assert!(sample(&after, "shoal_raft_log_entries").is_some_and(|n| n >= 1.0), "{after}");
+    assert!(sample(&after, "shoal_store_file_bytes").is_some_and(|n| n > 0.0), "{after}");
 
     // Only the admin: a tenant gets 403, no token 401, and what they asked for is counted
     // under closed label values.
@@ -109,8 +125,49 @@ async fn a_node_serves_its_workloads_metrics_through_the_control_plane_to_the_ad
     assert_eq!(sample(&text, answered), Some(5.0), "{text}");
     let seconds = r#"shoal_node_workload_request_seconds_total{namespace="default",workload="hello"}"#;
     assert!(sample(&text, seconds).is_some_and(|s| s > 0.0), "{text}");
-    assert_eq!(sample(&text, "shoal_node_instances"), Some(1.0), "{text}");
+    let series = |name: &str, workload: &str| format!(r#"{name}{{namespace="default",workload="{workload}"}}"#);
+    assert_eq!(sample(&text, &series("shoal_node_workload_instances", "hello")), Some(1.0), "{text}");
+    let idle = sample(&text, &series("shoal_node_workload_memory_bytes", "hello"));
+    assert_eq!(idle, Some(0.0), "every request has a store of its own: nothing is held between them:\n{text}");
+    let cpu = sample(&text, &series("shoal_node_workload_cpu_seconds_total", "hello"));
+    assert!(cpu.is_some_and(|s| s > 0.0), "its requests' time on the threads:\n{text}");
+    assert_eq!(sample(&text, &series("shoal_node_workload_restarts_total", "hello")), None, "http never restarts");
+
+    // What a request holds is counted while it runs.
+    common::workloads::apply(&control, "big", &common::workloads::workload_yaml("big", "$TROUBLE", "  replicas: 1\n"));
+    common::workloads::wait_running(&admin, "big", 1, Some("n1"), std::time::Duration::from_secs(20)).await;
+    let (client, ingress) = (http.clone(), node.ingress.clone());
+    let holding = tokio::spawn(async move {
+        common::workloads::get(&client, &ingress, "big.default.localhost", "/hold/16/5000").await.0
+    });
+    let memory = series("shoal_node_workload_memory_bytes", "big");
+    common::wait_for(std::time::Duration::from_secs(20), "a request's 16 MiB counted", || async {
+        let response = control.raw_http().get(&url).bearer_auth(&admin_token).send().await.ok()?;
+        sample(&response.text().await.ok()?, &memory).filter(|m| *m >= 16.0 * 1024.0 * 1024.0)
+    })
+    .await;
+    assert_eq!(holding.await.unwrap(), 200);
+
+    // A command that exits restarts, and its restarts are counted.
+    let crash = common::workloads::workload_yaml(
+        "crash",
+        "$CRASH",
+        "  type: command\n  replicas: 1\n  env:\n  - name: CRASH_AFTER_MS\n    value: \"20\"\n",
+    );
+    common::workloads::apply(&control, "crash", &crash);
+    let restarts = series("shoal_node_workload_restarts_total", "crash");
+    let text = common::wait_for(std::time::Duration::from_secs(30), "the command's restarts counted", || async {
+        let response = control.raw_http().get(&url).bearer_auth(&admin_token).send().await.ok()?;
+        let text = response.text().await.ok()?;
+        sample(&text, &restarts).is_some_and(|n| n >= 1.0).then_some(text)
+    })
+    .await;
+    assert_eq!(sample(&text, "shoal_node_instances"), Some(3.0), "{text}");
     promtool_check(&text);
+    let (_, control_text) = scrape(&control, Some(&admin_token)).await;
+    let bound = sample(&control_text, "shoal_scheduler_bind_duration_seconds_count");
+    assert!(bound.is_some_and(|n| n >= 3.0), "three instances bound:\n{control_text}");
+    assert_eq!(sample(&control_text, "shoal_scheduler_pending_instances"), Some(0.0), "{control_text}");
 
     let request =
         TokenRequest { name: Name::new("t").unwrap(), namespaces: vec![Name::new("default").unwrap()], node: false };
@@ -119,4 +176,98 @@ async fn a_node_serves_its_workloads_metrics_through_the_control_plane_to_the_ad
     assert_eq!(refused.status(), 403);
     let missing = control.raw_http().get(format!("{}/api/v1/nodes/n9/metrics", control.api_url));
     assert_eq!(missing.bearer_auth(&admin_token).send().await.unwrap().status(), 404);
+}
+
+/// A Prometheus server, stopped when dropped.
+struct Prometheus {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    /// Starts Prometheus in `dir`, scraping every second the control plane's `/metrics` and,
+    /// through it, `node`'s, with the admin's token.
+    fn start(dir: &std::path::Path, control: &ControlProcess, node: &str) -> Prometheus {
+        let config = control.client_config();
+        std::fs::write(dir.join("ca.pem"), &config.ca).unwrap();
+        std::fs::write(dir.join("token"), &config.token).unwrap();
+        let target = control.api_url.trim_start_matches("https://");
+        let job = |name: &str, path: &str| {
+            format!(
+                "  - job_name: {name}\n    scheme: https\n    metrics_path: {path}\n    tls_config: {{ca_file: {ca}}}\n    authorization: {{credentials_file: {token}}}\n    static_configs: [{{targets: ['{target}']}}]\n",
+                ca = dir.join("ca.pem").display(),
+                token = dir.join("token").display(),
+            )
+        };
+        let yaml = format!(
+            "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\nscrape_configs:\n{}{}",
+            job("control", "/metrics"),
+            job("node", &format!("/api/v1/nodes/{node}/metrics")),
+        );
+        std::fs::write(dir.join("prometheus.yml"), yaml).unwrap();
+        let listen = common::fixed_addr();
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={listen}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Prometheus { child, url: format!("http://{listen}") }
+    }
+
+    /// The samples of an instant `query`, as (labels, value).
+    async fn query(&self, query: &str) -> Option<Vec<(serde_json::Value, f64)>> {
+        let url = reqwest::Url::parse_with_params(&format!("{}/api/v1/query", self.url), [("query", query)]).ok()?;
+        let response = reqwest::Client::new().get(url).send().await.ok()?;
+        let body: serde_json::Value = response.json().await.ok()?;
+        let results = body["data"]["result"].as_array()?;
+        results.iter().map(|r| Some((r["metric"].clone(), r["value"][1].as_str()?.parse().ok()?))).collect()
+    }
+}
+
+#[tokio::test]
+async fn a_real_prometheus_scrapes_the_control_plane_and_a_node_through_it() {
+    if !have("prometheus") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(&dir.path().join("control"), &[]);
+    let node = common::NodeProcess::start(&control, "n1", &[]);
+    let admin = control.client();
+    common::workloads::apply(
+        &control,
+        "hello",
+        &common::workloads::workload_yaml("hello", "$HELLO", "  replicas: 1\n"),
+    );
+    common::workloads::wait_running(&admin, "hello", 1, Some("n1"), std::time::Duration::from_secs(20)).await;
+    let http = common::workloads::http();
+    for _ in 0..3 {
+        assert_eq!(common::workloads::get(&http, &node.ingress, "hello.default.localhost", "/").await.0, 200);
+    }
+    let prometheus = Prometheus::start(dir.path(), &control, "n1");
+    let timeout = std::time::Duration::from_secs(60);
+    let up = common::wait_for(timeout, "Prometheus to scrape both targets", || async {
+        let up = prometheus.query("up").await?;
+        (up.len() == 2 && up.iter().all(|(_, v)| *v == 1.0)).then_some(up)
+    })
+    .await;
+    assert!(up.iter().any(|(m, _)| m["job"] == "node"), "{up:?}");
+    let answered = r#"shoal_node_workload_requests_total{workload="hello",code="2xx"}"#;
+    let requests = common::wait_for(timeout, "the node's request count in Prometheus", || async {
+        prometheus.query(answered).await.filter(|r| !r.is_empty())
+    })
+    .await;
+    assert_eq!(requests[0].1, 3.0, "{requests:?}");
+    let leader = prometheus.query("shoal_raft_is_leader").await.unwrap();
+    assert_eq!(leader.iter().map(|(_, v)| *v).collect::<Vec<_>>(), [1.0], "{leader:?}");
 }

@@ -188,7 +188,7 @@ impl ControlPlane {
         let mut tasks = JoinSet::new();
         let liveness = Arc::new(liveness::Liveness::new(config.controllers.node_grace));
         let load = Arc::new(load::Load::new(config.controllers.node_grace));
-        let metrics = Arc::new(metrics::Metrics::default());
+        let metrics = Arc::new(metrics::Metrics::new(store.commit_latency()));
         let leader_memory = raft_service::LeaderMemory { liveness: liveness.clone(), load: load.clone() };
         let raft_router = raft_service::router(store.clone(), blobs.clone(), leader_memory.clone(), &pki.cluster_token);
         tasks.spawn(shoal_api::serve::serve_tls(

@@ -1,9 +1,10 @@
 //! The control plane's metrics, served at `GET /metrics` (admin token) in the Prometheus text
 //! exposition (written by prometheus-client, in the classic format:
 //! [`shoal_api::exposition`]): API requests by verb, kind and code
-//! with latency histograms; raft (term, leadership and its changes, log and applied indexes);
-//! the controllers (queue depth, reconcile latency per task kind, writes, binds); DNS queries by
-//! answer. Label values come from closed sets (verbs, kinds, codes, task kinds), never from
+//! with latency histograms; raft (term, leadership and its changes, commit latency, log and
+//! applied indexes, log entries, snapshot, store size); the controllers (queue depth, reconcile
+//! latency per task kind, writes); the scheduler (binds, instances pending, bind latency); DNS
+//! queries by answer. Label values come from closed sets (verbs, kinds, codes, task kinds), never from
 //! what a caller names, so a hostile client cannot grow the series.
 
 use std::sync::Mutex;
@@ -53,8 +54,8 @@ pub struct DnsLabels {
 
 type Timings<L> = Family<L, Histogram, fn() -> Histogram>;
 
-fn latency_buckets() -> Histogram {
-    // 100 µs to about 3 s.
+/// Latency buckets: 100 µs to about 3 s.
+pub fn latency_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 15))
 }
 
@@ -70,6 +71,9 @@ pub struct Metrics {
     raft_leader_changes: Counter,
     raft_last_log_index: Gauge,
     raft_applied_index: Gauge,
+    raft_log_entries: Gauge,
+    raft_snapshot_index: Gauge,
+    store_bytes: Gauge,
     /// The last leader seen, to count changes at scrape time and as they are noticed.
     last_leader: Mutex<Option<u64>>,
     /// Tasks waiting in the controllers' queue.
@@ -80,51 +84,92 @@ pub struct Metrics {
     pub controller_writes: Counter,
     /// Instances the scheduler bound.
     pub binds: Counter,
+    /// Instances waiting for a node.
+    pub pending: Gauge,
+    /// How long instances waited for their node.
+    pub bind_latency: Histogram,
     /// DNS queries answered.
     pub dns_queries: Family<DnsLabels, Counter>,
 }
 
+/// A histogram per label set, with [`latency_buckets`].
+fn timings<L: Clone + std::hash::Hash + Eq>() -> Timings<L> {
+    Timings::new_with_constructor(latency_buckets as fn() -> Histogram)
+}
+
+/// Registers `metric` in `registry` and gives it back.
+fn add<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("shoal");
-        let api_requests = Family::<RequestLabels, Counter>::default();
-        registry.register("api_requests", "API requests answered, by verb, kind and status code", api_requests.clone());
-        let api_latency = Timings::<RouteLabels>::new_with_constructor(latency_buckets as fn() -> Histogram);
-        registry.register(
+        Metrics::new(latency_buckets())
+    }
+}
+
+impl Metrics {
+    /// The metrics of a member whose store times its raft commits in `commits`.
+    pub fn new(commits: Histogram) -> Self {
+        let mut r = Registry::with_prefix("shoal");
+        let api_requests =
+            add(&mut r, "api_requests", "API requests answered, by verb, kind and status code", Family::default());
+        let api_latency = add(
+            &mut r,
             "api_request_duration_seconds",
             "Time to answer an API request (to the head of a watch)",
-            api_latency.clone(),
+            timings(),
         );
-        let raft_term = Gauge::default();
-        registry.register("raft_term", "The raft term this member is in", raft_term.clone());
-        let raft_leader = Gauge::default();
-        registry.register("raft_is_leader", "1 if this member leads", raft_leader.clone());
-        let raft_leader_changes = Counter::default();
-        registry.register("raft_leader_changes", "Changes of leader this member saw", raft_leader_changes.clone());
-        let raft_last_log_index = Gauge::default();
-        registry.register(
-            "raft_last_log_index",
-            "The last index in this member's raft log",
-            raft_last_log_index.clone(),
+        add(
+            &mut r,
+            "raft_commit_duration_seconds",
+            "Time from proposing a raft entry to its commit and apply",
+            commits,
         );
-        let raft_applied_index = Gauge::default();
-        registry.register("raft_applied_index", "The last raft index this member applied", raft_applied_index.clone());
-        let queue_depth = Gauge::default();
-        registry.register("controller_queue_depth", "Tasks waiting in the controllers' queue", queue_depth.clone());
-        let reconcile_latency = Timings::<TaskLabels>::new_with_constructor(latency_buckets as fn() -> Histogram);
-        registry.register(
+        let raft_term = add(&mut r, "raft_term", "The raft term this member is in", Gauge::default());
+        let raft_leader = add(&mut r, "raft_is_leader", "1 if this member leads", Gauge::default());
+        let raft_leader_changes =
+            add(&mut r, "raft_leader_changes", "Changes of leader this member saw", Counter::default());
+        let raft_last_log_index =
+            add(&mut r, "raft_last_log_index", "The last index in this member's raft log", Gauge::default());
+        let raft_applied_index =
+            add(&mut r, "raft_applied_index", "The last raft index this member applied", Gauge::default());
+        let raft_log_entries = add(
+            &mut r,
+            "raft_log_entries",
+            "Entries in this member's raft log (not yet purged after a snapshot)",
+            Gauge::default(),
+        );
+        let raft_snapshot_index =
+            add(&mut r, "raft_snapshot_index", "The last raft index this member's snapshot holds", Gauge::default());
+        let store_bytes =
+            add(&mut r, "store_file_bytes", "Size of this member's store file (log and objects)", Gauge::default());
+        let queue_depth =
+            add(&mut r, "controller_queue_depth", "Tasks waiting in the controllers' queue", Gauge::default());
+        let reconcile_latency = add(
+            &mut r,
             "controller_reconcile_duration_seconds",
             "Time the reconciles of one round took, by task kind",
-            reconcile_latency.clone(),
+            timings(),
         );
-        let controller_writes = Counter::default();
-        registry.register("controller_writes", "Writes the controllers made", controller_writes.clone());
-        let binds = Counter::default();
-        registry.register("scheduler_binds", "Instances the scheduler bound to nodes", binds.clone());
-        let dns_queries = Family::<DnsLabels, Counter>::default();
-        registry.register("dns_queries", "DNS queries answered, by response code", dns_queries.clone());
+        let controller_writes = add(&mut r, "controller_writes", "Writes the controllers made", Counter::default());
+        let binds = add(&mut r, "scheduler_binds", "Instances the scheduler bound to nodes", Counter::default());
+        let pending = add(&mut r, "scheduler_pending_instances", "Instances waiting for a node", Gauge::default());
+        let bind_latency = add(
+            &mut r,
+            "scheduler_bind_duration_seconds",
+            "Time from when the scheduler first saw an instance waiting to its bind (placed as it was made: its round's time)",
+            latency_buckets(),
+        );
+        let dns_queries = add(&mut r, "dns_queries", "DNS queries answered, by response code", Family::default());
         Metrics {
-            registry,
+            registry: r,
             api_requests,
             api_latency,
             raft_term,
@@ -132,11 +177,16 @@ impl Default for Metrics {
             raft_leader_changes,
             raft_last_log_index,
             raft_applied_index,
+            raft_log_entries,
+            raft_snapshot_index,
+            store_bytes,
             last_leader: Mutex::new(None),
             queue_depth,
             reconcile_latency,
             controller_writes,
             binds,
+            pending,
+            bind_latency,
             dns_queries,
         }
     }
@@ -155,6 +205,12 @@ pub struct RaftFigures {
     pub last_log_index: u64,
     /// The last index it applied.
     pub applied_index: u64,
+    /// Entries in its log.
+    pub log_entries: u64,
+    /// The last index its snapshot holds.
+    pub snapshot_index: u64,
+    /// The size of its store file.
+    pub store_bytes: u64,
 }
 
 impl Metrics {
@@ -170,6 +226,9 @@ impl Metrics {
         self.raft_leader.set(i64::from(figures.is_leader));
         self.raft_last_log_index.set(figures.last_log_index as i64);
         self.raft_applied_index.set(figures.applied_index as i64);
+        self.raft_log_entries.set(figures.log_entries as i64);
+        self.raft_snapshot_index.set(figures.snapshot_index as i64);
+        self.store_bytes.set(figures.store_bytes as i64);
         let mut last = self.last_leader.lock().expect("metrics lock");
         if figures.leader.is_some() && figures.leader != *last {
             if last.is_some() {
@@ -247,7 +306,15 @@ mod tests {
     fn the_exposition_names_every_family_and_counts_leader_changes() {
         let metrics = Metrics::default();
         metrics.request("get", "workloads", 200, Duration::from_millis(3));
-        metrics.raft(RaftFigures { term: 2, leader: Some(1), is_leader: true, last_log_index: 10, applied_index: 9 });
+        let figures = RaftFigures {
+            term: 2,
+            leader: Some(1),
+            is_leader: true,
+            last_log_index: 10,
+            log_entries: 4,
+            ..Default::default()
+        };
+        metrics.raft(figures);
         metrics.raft(RaftFigures { term: 3, leader: Some(2), ..Default::default() });
         metrics.binds.inc();
         let text = metrics.render();

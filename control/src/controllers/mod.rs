@@ -49,6 +49,7 @@ pub mod triggers;
 pub mod workload;
 pub mod writes;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -114,6 +115,8 @@ struct Controllers {
     autoscaler: autoscale::Autoscaler,
     /// Queue depth, reconcile times, writes and binds.
     metrics: Arc<crate::metrics::Metrics>,
+    /// Since when each pending instance has waited for a node, as this leader saw it.
+    waiting: HashMap<String, Instant>,
     options: ControllerOptions,
 }
 
@@ -178,14 +181,34 @@ impl Controllers {
                 _ => None,
             })
             .collect();
+        for key in &to_place {
+            self.waiting.entry(key.clone()).or_insert(now);
+        }
         let placed = self.scheduler.schedule(&self.cache, &to_place, &mut fresh);
         let bound_fresh = fresh.iter().filter(|i| i.spec.node.is_some()).count();
+        let took = started.elapsed().as_secs_f64();
         if !to_place.is_empty() || bound_fresh > 0 {
             let label = crate::metrics::TaskLabels { task: "schedule" };
-            self.metrics.reconcile_latency.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+            self.metrics.reconcile_latency.get_or_create(&label).observe(took);
         }
-        let binds = placed.iter().flat_map(|a| &a.writes).filter(|w| matches!(w, Write::Bind(..))).count();
+        let mut binds = 0;
+        for (key, action) in to_place.iter().zip(&placed) {
+            if action.writes.iter().any(|w| matches!(w, Write::Bind(..))) {
+                binds += 1;
+                let waited = self.waiting.remove(key).map_or(0.0, |since| since.elapsed().as_secs_f64());
+                self.metrics.bind_latency.observe(waited.max(took));
+            }
+        }
+        for _ in 0..bound_fresh {
+            self.metrics.bind_latency.observe(took);
+        }
         self.metrics.binds.inc_by((binds + bound_fresh) as u64);
+        // Those no longer pending (deleted, ended) before a bind are forgotten.
+        if self.waiting.len() > self.cache.pending().len() {
+            let pending = self.cache.pending();
+            self.waiting.retain(|key, _| pending.contains(key));
+        }
+        self.metrics.pending.set(self.cache.pending().len() as i64);
         done.extend(to_place.into_iter().map(Task::Schedule).zip(placed));
         done
     }
@@ -290,6 +313,7 @@ pub async fn run(
         load,
         autoscaler: autoscale::Autoscaler::default(),
         metrics,
+        waiting: HashMap::new(),
         options,
     };
     let mut flights = Flights::default();

@@ -144,6 +144,8 @@ pub struct StoreOptions {
 /// One member's store.
 pub struct Store {
     id: MemberId,
+    /// Its redb file.
+    path: std::path::PathBuf,
     raft: Raft,
     proposer: proposer::Proposer,
     reader: StoreReader,
@@ -172,7 +174,7 @@ impl Store {
         let raft = Raft::new(options.id, config, network::Network::new(peers.clone()), log, sm).await?;
         tokio::spawn(quiet_after_restart(raft.clone()));
         let proposer = proposer::Proposer::start(raft.clone());
-        Ok(Arc::new(Store { id: options.id, raft, proposer, reader, peers }))
+        Ok(Arc::new(Store { id: options.id, path: path.to_owned(), raft, proposer, reader, peers }))
     }
 
     /// Makes this member part of a cluster of `members` (id → raft address) if it is not in one
@@ -280,7 +282,19 @@ impl Store {
             is_leader: m.current_leader == Some(self.id),
             last_log_index: m.last_log_index.unwrap_or(0),
             applied_index: m.last_applied.map_or(0, |id| id.index),
+            log_entries: match (m.last_log_index, m.purged) {
+                (Some(last), Some(purged)) => last.saturating_sub(purged.index),
+                (Some(last), None) => last + 1,
+                (None, _) => 0,
+            },
+            snapshot_index: m.snapshot.map_or(0, |id| id.index),
+            store_bytes: std::fs::metadata(&self.path).map_or(0, |m| m.len()),
         }
+    }
+
+    /// How long raft entries take from proposal to commit, for the metrics.
+    pub fn commit_latency(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.proposer.commit_latency()
     }
 
     /// Whether this member leads now.

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::types::{Command, CommandResult, MemberId, Raft};
@@ -33,14 +34,21 @@ struct Proposal {
 #[derive(Clone)]
 pub struct Proposer {
     queue: mpsc::UnboundedSender<Proposal>,
+    commits: Histogram,
 }
 
 impl Proposer {
     /// Starts the proposer task for `raft`.
     pub fn start(raft: Raft) -> Proposer {
         let (queue, proposals) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, proposals));
-        Proposer { queue }
+        let commits = crate::metrics::latency_buckets();
+        tokio::spawn(run(raft, proposals, commits.clone()));
+        Proposer { queue, commits }
+    }
+
+    /// How long its entries took from proposal to commit (and apply), for the metrics.
+    pub fn commit_latency(&self) -> Histogram {
+        self.commits.clone()
     }
 
     /// Proposes `command` (possibly together with others) and waits for its result.
@@ -53,7 +61,7 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft, mut proposals: mpsc::UnboundedReceiver<Proposal>) {
+async fn run(raft: Raft, mut proposals: mpsc::UnboundedReceiver<Proposal>, commits: Histogram) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
         // Wait for a free slot first, so that what queues up meanwhile goes into one entry.
@@ -66,16 +74,21 @@ async fn run(raft: Raft, mut proposals: mpsc::UnboundedReceiver<Proposal>) {
                 Err(_) => break,
             }
         }
-        let raft = raft.clone();
+        let (raft, commits) = (raft.clone(), commits.clone());
         tokio::spawn(async move {
             let _slot = slot;
+            let started = std::time::Instant::now();
+            let timed = |outcome| {
+                commits.observe(started.elapsed().as_secs_f64());
+                outcome
+            };
             if batch.len() == 1 {
                 let Proposal { command, reply } = batch.pop().expect("one proposal");
-                let _ = reply.send(raft.client_write(command).await.map(|r| r.data));
+                let _ = reply.send(timed(raft.client_write(command).await).map(|r| r.data));
                 return;
             }
             let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-            match raft.client_write(Command::Batch(commands)).await {
+            match timed(raft.client_write(Command::Batch(commands)).await) {
                 Ok(response) => match response.data {
                     CommandResult::Batch(results) if results.len() == replies.len() => {
                         for (reply, result) in replies.into_iter().zip(results) {

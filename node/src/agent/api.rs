@@ -40,9 +40,9 @@ async fn metrics(State(shared): State<Arc<Shared>>, Extension(TlsPeer(peer)): Ex
     if !is_control_plane(&peer) {
         return text(StatusCode::UNAUTHORIZED, "this API is for the control plane only\n".into());
     }
-    let running = shared.logs.lock().expect("logs lock").len();
+    let hosted: Vec<_> = shared.hosted.lock().expect("hosted lock").values().cloned().collect();
     let content_type = shoal_api::exposition::CONTENT_TYPE;
-    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], super::metrics::render(&shared.proxy, running))
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], super::metrics::render(&shared.proxy, &hosted))
         .into_response()
 }
 
@@ -56,7 +56,7 @@ async fn logs(
         return text(StatusCode::UNAUTHORIZED, "this API is for the control plane only\n".into());
     }
     let key = format!("{namespace}/{name}");
-    let Some(buffer) = shared.logs.lock().expect("logs lock").get(&key).cloned() else {
+    let Some(buffer) = shared.hosted.lock().expect("hosted lock").get(&key).map(|h| h.logs.clone()) else {
         return text(StatusCode::NOT_FOUND, format!("instance {key} does not run on node {}\n", shared.name));
     };
     let (kept, offset) = buffer.snapshot();
@@ -70,7 +70,7 @@ async fn logs(
         (buffer, changes, offset, shared, key),
         |(buffer, mut changes, offset, shared, key)| async move {
             loop {
-                let gone = !shared.logs.lock().expect("logs lock").contains_key(&key);
+                let gone = !shared.hosted.lock().expect("hosted lock").contains_key(&key);
                 if gone {
                     return None;
                 }

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::hosted::{Hosted, Usage};
 use super::modules::{Code, Compiled};
 use super::probes::Streak;
 use super::report::{self, now};
@@ -59,6 +60,7 @@ struct Run {
     instance: Instance,
     status: watch::Sender<InstanceStatus>,
     logs: LogBuffer,
+    usage: Arc<Usage>,
     cancel: CancellationToken,
 }
 
@@ -107,9 +109,10 @@ impl Run {
         };
         // Its turns on the node's threads, as a guest of its namespace.
         let namespace = self.instance.metadata.namespace.as_ref().map_or("default", |n| n.as_str());
-        sandbox.turns = Some(Turns { gate: self.shared.proxy.guest_slots.clone(), namespace: namespace.into() });
-        // One limit for all its requests in flight, not one each.
-        sandbox.memory_pool = spec.resources.memory.map(|m| crate::runtime::limits::MemoryPool::new(m.0));
+        let (gate, cpu) = (self.shared.proxy.guest_slots.clone(), self.usage.cpu.clone());
+        sandbox.turns = Some(Turns { gate, namespace: namespace.into(), cpu });
+        // One limit for all its requests in flight, not one each, and what they hold counted.
+        sandbox.memory_pool = Some(self.usage.memory.clone());
         sandbox
     }
 
@@ -198,10 +201,8 @@ impl Run {
     /// in flight on the old code count against the same limits.
     fn endpoint(&self, code: &Code, before: Option<&Endpoint>, values: &Values) -> Result<Arc<Endpoint>, String> {
         let app = code.http_app(&self.shared.runtime)?;
+        // The instance's memory pool is its own (its usage's), whichever code serves it.
         let mut sandbox = self.sandbox(values);
-        if let Some(before) = before {
-            sandbox.memory_pool.clone_from(&before.sandbox.memory_pool);
-        }
         let timeout = self.instance.spec.request_timeout_ms.map_or(self.shared.request_timeout, Duration::from_millis);
         sandbox.limits.timeout = Some(timeout);
         let in_flight = self.instance.spec.concurrency.unwrap_or(self.shared.instance_concurrency);
@@ -448,6 +449,7 @@ impl Run {
             }
             delay = (delay * 2).min(BACKOFF_CAP);
             self.update(|s| s.restarts += 1);
+            self.usage.restarted();
         }
     }
 }
@@ -473,7 +475,7 @@ fn probe_sandbox(sandbox: &Sandbox) -> Sandbox {
 }
 
 /// Runs `instance` until `cancel`.
-pub async fn run(shared: Arc<Shared>, instance: Instance, logs: LogBuffer, cancel: CancellationToken) {
+pub async fn run(shared: Arc<Shared>, instance: Instance, hosted: Hosted, cancel: CancellationToken) {
     let initial = instance.status.clone().unwrap_or_default();
     let (status, receiver) = watch::channel(InstanceStatus { phase: Phase::Pending, ready: false, ..initial });
     let reporter = tokio::spawn(report::push_status(shared.client.clone(), instance.clone(), receiver, cancel.clone()));
@@ -482,7 +484,7 @@ pub async fn run(shared: Arc<Shared>, instance: Instance, logs: LogBuffer, cance
     if is_http {
         shared.proxy.routes.join(&key, &instance.metadata.labels);
     }
-    let run = Run { shared: shared.clone(), instance, status, logs, cancel };
+    let run = Run { shared: shared.clone(), instance, status, logs: hosted.logs, usage: hosted.usage, cancel };
     if let Some(program) = run.program().await
         && let Some(values) = run.values().await
     {

@@ -10,6 +10,7 @@
 //! - [`api`]: the agent's HTTPS API for the control plane (instance logs), and for Service
 //!   traffic other nodes forward.
 //! - [`credentials`]: the node's certificate, renewed as it ages.
+//! - [`hosted`]: what the node keeps of each instance (output, usage).
 //! - [`metrics`]: what the node's `/metrics` shows.
 //!
 //! The ingress, Services and guests' calls to them are the [`crate::proxy`]'s, which the agent
@@ -19,6 +20,7 @@ pub mod api;
 pub mod credentials;
 pub mod events;
 pub mod heartbeat;
+pub mod hosted;
 pub mod instance;
 pub mod metrics;
 pub mod modules;
@@ -47,7 +49,6 @@ use crate::proxy::Proxy;
 use crate::proxy::routes::Routes;
 use crate::proxy::services::{PeerHealth, Services};
 use crate::runtime::fair::FairGate;
-use crate::runtime::log::LogBuffer;
 use crate::runtime::{Runtime, RuntimeConfig};
 
 /// How to start a node agent.
@@ -120,8 +121,8 @@ pub struct Shared {
     pub modules: ModuleCache,
     /// The node's service proxy: ingress, Services, and the fences on their paths.
     pub proxy: Arc<Proxy>,
-    /// Output of every running instance, by `namespace/name`.
-    pub logs: Mutex<HashMap<String, LogBuffer>>,
+    /// Every instance it runs (its output and usage), by `namespace/name`.
+    pub hosted: Mutex<HashMap<String, hosted::Hosted>>,
     /// Default per-request deadline.
     pub request_timeout: Duration,
     /// This node's certificate, renewed as it ages.
@@ -212,7 +213,7 @@ impl Agent {
             runtime,
             modules,
             proxy: proxy.clone(),
-            logs: Mutex::new(HashMap::new()),
+            hosted: Mutex::new(HashMap::new()),
             request_timeout: config.request_timeout,
             credentials: credentials.clone(),
             events: events::Events::new(config.event_pacing),

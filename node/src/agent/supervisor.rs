@@ -10,6 +10,7 @@ use shoal_api::resources::instance::{Instance, InstanceKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::hosted::Hosted;
 use super::{Shared, instance};
 use crate::follow;
 use crate::runtime::log::LogBuffer;
@@ -47,11 +48,11 @@ impl Supervisor {
             self.stop(&key);
         }
         tracing::debug!("starting instance {key}");
-        let logs = LogBuffer::new(LOG_BYTES);
-        self.shared.logs.lock().expect("logs lock").insert(key.clone(), logs.clone());
+        let hosted = Hosted::new(&instance, LogBuffer::new(LOG_BYTES));
+        self.shared.hosted.lock().expect("hosted lock").insert(key.clone(), hosted.clone());
         let cancel = self.shutdown.child_token();
         let uid = instance.metadata.uid.clone();
-        let task = tokio::spawn(instance::run(self.shared.clone(), instance, logs, cancel.clone()));
+        let task = tokio::spawn(instance::run(self.shared.clone(), instance, hosted, cancel.clone()));
         self.running.insert(key, Running { uid, cancel, task });
     }
 
@@ -60,7 +61,7 @@ impl Supervisor {
             tracing::info!("stopping instance {key}");
             running.cancel.cancel();
             drop(running.task);
-            self.shared.logs.lock().expect("logs lock").remove(key);
+            self.shared.hosted.lock().expect("hosted lock").remove(key);
         }
     }
 

@@ -14,8 +14,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -162,13 +164,34 @@ impl FairGate {
     }
 }
 
-/// Where a guest takes its turns: the node's gate, as a guest of `namespace`.
+/// Where a guest takes its turns: the node's gate, as a guest of `namespace`, its turns' time
+/// added to `cpu`.
 #[derive(Clone)]
 pub struct Turns {
     /// The node's gate.
     pub gate: Arc<FairGate>,
     /// The guest's namespace.
     pub namespace: Arc<str>,
+    /// Where the time of its turns adds up.
+    pub cpu: Arc<CpuTime>,
+}
+
+/// The time a guest's turns took on the node's threads, added up: its CPU time as near as
+/// the future that runs it can tell (a turn the kernel preempts counts the wait too), measured
+/// around each poll, so a request shorter than an epoch tick still counts.
+#[derive(Debug, Default)]
+pub struct CpuTime(AtomicU64);
+
+impl CpuTime {
+    fn add(&self, took: Duration) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.0.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// The seconds taken so far.
+    pub fn seconds(&self) -> f64 {
+        self.0.load(Ordering::Relaxed) as f64 / 1e9
+    }
 }
 
 /// Whose turns a connection takes: the namespace its current request was routed to, set by
@@ -217,6 +240,8 @@ pub struct Fair<F> {
     whose: Whose,
     /// A slot being waited for, and for which namespace.
     waiting: Option<(Arc<str>, Entering)>,
+    /// Where its turns' time adds up (a guest's; a connection's is no guest's).
+    cpu: Option<Arc<CpuTime>>,
 }
 
 /// A wait for a slot.
@@ -225,20 +250,25 @@ type Entering = Pin<Box<dyn Future<Output = Slot> + Send>>;
 impl<F> Fair<F> {
     /// `inner`, run in `turns`.
     pub fn new(inner: F, turns: Turns) -> Self {
-        Fair { inner: Box::pin(inner), gate: turns.gate, whose: Whose::Namespace(turns.namespace), waiting: None }
+        let whose = Whose::Namespace(turns.namespace);
+        Fair { inner: Box::pin(inner), gate: turns.gate, whose, waiting: None, cpu: Some(turns.cpu) }
     }
 
     /// `inner` (a connection), run in the turns of whichever namespace `owner` names.
     pub fn owned(inner: F, gate: Arc<FairGate>, owner: Owner) -> Self {
-        Fair { inner: Box::pin(inner), gate, whose: Whose::Owner(owner), waiting: None }
+        Fair { inner: Box::pin(inner), gate, whose: Whose::Owner(owner), waiting: None, cpu: None }
     }
 }
 
 impl<F: Future> Fair<F> {
     /// Polls `inner` once, holding `slot`.
     fn run(&mut self, slot: Slot, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let started = self.cpu.as_ref().map(|_| Instant::now());
         let result = self.inner.as_mut().poll(cx);
         drop(slot);
+        if let (Some(cpu), Some(started)) = (&self.cpu, started) {
+            cpu.add(started.elapsed());
+        }
         result
     }
 }
@@ -357,9 +387,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_guests_turns_add_up_to_its_cpu_time_and_its_waits_do_not() {
+        let gate = FairGate::new(1, 1);
+        let cpu = Arc::new(CpuTime::default());
+        let turns = Turns { gate: gate.clone(), namespace: ns("alpha"), cpu: cpu.clone() };
+        let (tx, rx) = oneshot::channel::<()>();
+        let guest = tokio::spawn(Fair::new(
+            async move {
+                std::thread::sleep(Duration::from_millis(30));
+                let _ = rx.await;
+                std::thread::sleep(Duration::from_millis(30));
+            },
+            turns,
+        ));
+        // Its first turn counts once it returns pending on its wait.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cpu.seconds() == 0.0 {
+            assert!(Instant::now() < deadline, "the guest's first turn never counted");
+            tokio::task::yield_now().await;
+        }
+        let before = cpu.seconds();
+        assert!((0.03..1.0).contains(&before), "its first turn counted: {before}");
+        // While it waits, nothing adds up.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(cpu.seconds(), before, "its wait counted");
+        tx.send(()).unwrap();
+        guest.await.unwrap();
+        let after = cpu.seconds();
+        assert!(after - before >= 0.03, "its second turn counted: {before} then {after}");
+    }
+
+    #[tokio::test]
     async fn a_guest_waiting_on_io_holds_no_slot() {
         let gate = FairGate::new(1, 1);
-        let turns = Turns { gate: gate.clone(), namespace: ns("alpha") };
+        let turns = Turns { gate: gate.clone(), namespace: ns("alpha"), cpu: Default::default() };
         let (tx, rx) = oneshot::channel::<()>();
         let slow = tokio::spawn(Fair::new(rx, turns));
         tokio::task::yield_now().await;
