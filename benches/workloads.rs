@@ -167,7 +167,7 @@ async fn density() {
         .await;
     // The node's metrics now cover every workload (each answered once).
     let scraped = Instant::now();
-    let metrics = dev.admin.node_metrics("dev").await.unwrap();
+    let metrics = dev.admin.node_metrics("dev", false).await.unwrap();
     let scrape = scraped.elapsed();
     let series = metrics.lines().filter(|l| l.starts_with("shoal_node_workload_requests_total{")).count();
     // Let the request burst's transient allocations settle before reading the idle footprint.

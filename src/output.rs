@@ -50,7 +50,7 @@ fn header(kind: Kind, wide: bool) -> Vec<&'static str> {
 }
 
 /// Bytes in the largest binary unit they fill, to one decimal (`100.1Mi`).
-fn rounded_bytes(bytes: u64) -> String {
+pub fn rounded_bytes(bytes: u64) -> String {
     for (suffix, unit) in [("Gi", 1u64 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
         if bytes >= unit {
             let value = bytes as f64 / unit as f64;
@@ -173,6 +173,11 @@ fn row(object: &AnyObject, wide: bool) -> Vec<String> {
 pub fn table(kind: Kind, objects: &[AnyObject], wide: bool) -> String {
     let mut rows = vec![header(kind, wide).into_iter().map(str::to_owned).collect::<Vec<_>>()];
     rows.extend(objects.iter().map(|o| row(o, wide)));
+    align(rows)
+}
+
+/// Rows (the first a header) as aligned columns.
+pub fn align(rows: Vec<Vec<String>>) -> String {
     let widths: Vec<usize> =
         (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();

@@ -5,6 +5,8 @@
 mod common;
 
 use common::{ControlProcess, namespace};
+use std::time::Duration;
+
 use shoal_api::Name;
 use shoal_api::token::TokenRequest;
 
@@ -270,4 +272,86 @@ async fn a_real_prometheus_scrapes_the_control_plane_and_a_node_through_it() {
     assert_eq!(requests[0].1, 3.0, "{requests:?}");
     let leader = prometheus.query("shoal_raft_is_leader").await.unwrap();
     assert_eq!(leader.iter().map(|(_, v)| *v).collect::<Vec<_>>(), [1.0], "{leader:?}");
+}
+
+/// The row of `output` (a `shoal top` table) whose cells include every one of `cells`.
+fn row_with<'a>(output: &'a str, cells: &[&str]) -> Option<Vec<&'a str>> {
+    output.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).find(|row| cells.iter().all(|c| row.contains(c)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shoal_top_shows_requests_cpu_and_memory_of_nodes_workloads_and_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let node = common::NodeProcess::start(&control, "n1", &[]);
+    let admin = control.client();
+    common::workloads::apply(&control, "big", &common::workloads::workload_yaml("big", "$TROUBLE", "  replicas: 1\n"));
+    let instances = common::workloads::wait_running(&admin, "big", 1, Some("n1"), Duration::from_secs(20)).await;
+    let instance = instances[0].metadata.name.to_string();
+    // Requests all the while, each holding 8 MiB for 100 ms.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = tokio::spawn({
+        let (http, ingress, stop) = (common::workloads::http(), node.ingress.clone(), stop.clone());
+        async move {
+            while !stop.is_cancelled() {
+                common::workloads::get(&http, &ingress, "big.default.localhost", "/hold/8/100").await;
+            }
+        }
+    });
+    let top = |what: &'static str| {
+        let control = &control;
+        async move {
+            let output = tokio::task::block_in_place(|| control.cli(&["top", what, "--interval", "1500ms"]));
+            common::ok_stdout(&output)
+        }
+    };
+    let requests_per_second = |cell: &str| cell.parse::<f64>().unwrap();
+
+    let workloads = top("workloads").await;
+    let row = row_with(&workloads, &["default", "big"]).unwrap_or_else(|| panic!("no row for big:\n{workloads}"));
+    assert_eq!(row[2], "1", "one instance:\n{workloads}");
+    let rate = requests_per_second(row[3]);
+    assert!((2.0..=12.0).contains(&rate), "about 9 requests a second:\n{workloads}");
+    assert!(row[4].ends_with('m'), "{workloads}");
+
+    let listed = top("instances").await;
+    let row =
+        row_with(&listed, &[&instance, "big", "n1"]).unwrap_or_else(|| panic!("no row for {instance}:\n{listed}"));
+    assert!(requests_per_second(row[4]) > 1.0, "{listed}");
+
+    let nodes = top("nodes").await;
+    let row = row_with(&nodes, &["n1"]).unwrap_or_else(|| panic!("no row for n1:\n{nodes}"));
+    assert_eq!(row[1], "1", "{nodes}");
+    assert!(requests_per_second(row[2]) > 1.0, "{nodes}");
+    stop.cancel();
+    load.await.unwrap();
+
+    // Memory is what requests hold: one held long enough is seen.
+    let (http, ingress) = (common::workloads::http(), node.ingress.clone());
+    let holding = tokio::spawn(async move {
+        common::workloads::get(&http, &ingress, "big.default.localhost", "/hold/32/4000").await.0
+    });
+    let listed = common::wait_for(Duration::from_secs(20), "top to see 32 MiB held", || async {
+        let listed = top("instances").await;
+        let row = row_with(&listed, &[&instance])?;
+        let memory = row[6].strip_suffix("Mi")?.parse::<f64>().ok()?;
+        (memory >= 32.0).then_some(listed.clone())
+    })
+    .await;
+    assert!(listed.contains("n1"), "{listed}");
+    assert_eq!(holding.await.unwrap(), 200);
+
+    // A tenant cannot read the nodes' metrics, and is told so.
+    let request =
+        TokenRequest { name: Name::new("t").unwrap(), namespaces: vec![Name::new("default").unwrap()], node: false };
+    let tenant = admin.create_token(&request).await.unwrap().token;
+    let refused = tokio::task::block_in_place(|| {
+        std::process::Command::new(common::shoal_bin())
+            .args(["top", "workloads", "--token", &tenant])
+            .env("SHOAL_CONFIG", &control.config_path)
+            .output()
+            .unwrap()
+    });
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("admin"), "{refused:?}");
 }

@@ -380,9 +380,12 @@ impl Client {
     }
 
     /// Node `name`'s metrics (Prometheus text), fetched from its agent by the control plane
-    /// (the admin's token).
-    pub async fn node_metrics(&self, name: &str) -> Result<String, ClientError> {
-        let path = format!("/api/v1/nodes/{name}/metrics");
+    /// (the admin's token): per workload, or with `per_instance` per instance.
+    pub async fn node_metrics(&self, name: &str, per_instance: bool) -> Result<String, ClientError> {
+        let path = match per_instance {
+            true => format!("/api/v1/nodes/{name}/metrics/resource"),
+            false => format!("/api/v1/nodes/{name}/metrics"),
+        };
         let response = self.send(Method::GET, &path, None, Some(Duration::from_secs(30))).await?;
         let url = format!("{}{path}", self.base);
         response.text().await.map_err(|source| ClientError::Transport { url, source })

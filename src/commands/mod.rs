@@ -11,6 +11,7 @@ mod node;
 mod rollout;
 mod run;
 mod token;
+mod top;
 
 use std::process::ExitCode;
 
@@ -41,6 +42,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Issue, list and revoke tenant tokens (limited to some namespaces).
     Token(token::TokenArgs),
+    /// Show requests per second, CPU and memory of nodes, workloads or instances.
+    Top(top::TopArgs),
 }
 
 impl Command {
@@ -58,6 +61,7 @@ impl Command {
             Command::Delete(args) => args.execute(connection).await,
             Command::Token(args) => args.execute(connection).await,
             Command::Run(args) => args.execute(connection).await,
+            Command::Top(args) => args.execute(connection).await,
         }
     }
 }

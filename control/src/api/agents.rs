@@ -180,7 +180,21 @@ pub const MAX_NODE_METRICS_BYTES: usize = 32 << 20;
 /// `GET /api/v1/nodes/{name}/metrics` (the admin's token): the node's own metrics, fetched from
 /// its agent, for a Prometheus that scrapes the API server only.
 pub async fn node_metrics(State(access): State<AgentAccess>, Path(name): Path<String>) -> Result<Response, ApiError> {
-    let response = agent_get(&access, &name, "/metrics").await?;
+    relay_metrics(&access, &name, "/metrics").await
+}
+
+/// `GET /api/v1/nodes/{name}/metrics/resource` (the admin's token): the node's instances' usage.
+pub async fn node_resource_metrics(
+    State(access): State<AgentAccess>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    relay_metrics(&access, &name, "/metrics/resource").await
+}
+
+/// Passes on the exposition at `path` of node `name`'s agent, at most
+/// [`MAX_NODE_METRICS_BYTES`] of it.
+async fn relay_metrics(access: &AgentAccess, name: &str, path: &str) -> Result<Response, ApiError> {
+    let response = agent_get(access, name, path).await?;
     let content_type = response
         .headers()
         .get(reqwest::header::CONTENT_TYPE)

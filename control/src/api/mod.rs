@@ -116,6 +116,7 @@ pub fn router(parts: ApiParts, limits: ApiLimits) -> anyhow::Result<Router> {
         .route("/api/v1/nodes/{name}/credentials", post(agents::credentials))
         .route("/api/v1/namespaces/{ns}/instances/{name}/log", get(agents::logs))
         .route("/api/v1/nodes/{name}/metrics", get(agents::node_metrics))
+        .route("/api/v1/nodes/{name}/metrics/resource", get(agents::node_resource_metrics))
         .with_state(agents::AgentAccess::new(store.clone(), pki, node_cert_validity)?);
     use objects::*;
     let api = Router::new()

@@ -13,6 +13,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
 use shoal_api::serve::TlsPeer;
 
@@ -36,14 +37,25 @@ fn is_control_plane(peer: &Option<rustls::pki_types::CertificateDer<'static>>) -
     identity == Some(shoal_api::identity::Identity::ControlPlane)
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>, Extension(TlsPeer(peer)): Extension<TlsPeer>) -> Response {
-    if !is_control_plane(&peer) {
+/// The node's metrics: per workload, or (`resource`) per instance.
+async fn exposition(shared: &Shared, peer: &Option<CertificateDer<'static>>, resource: bool) -> Response {
+    if !is_control_plane(peer) {
         return text(StatusCode::UNAUTHORIZED, "this API is for the control plane only\n".into());
     }
     let hosted: Vec<_> = shared.hosted.lock().expect("hosted lock").values().cloned().collect();
-    let content_type = shoal_api::exposition::CONTENT_TYPE;
-    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], super::metrics::render(&shared.proxy, &hosted))
-        .into_response()
+    let body = match resource {
+        true => super::metrics::render_resource(hosted),
+        false => super::metrics::render(&shared.proxy, &hosted),
+    };
+    (StatusCode::OK, [(header::CONTENT_TYPE, shoal_api::exposition::CONTENT_TYPE)], body).into_response()
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>, Extension(TlsPeer(peer)): Extension<TlsPeer>) -> Response {
+    exposition(&shared, &peer, false).await
+}
+
+async fn resource_metrics(State(shared): State<Arc<Shared>>, Extension(TlsPeer(peer)): Extension<TlsPeer>) -> Response {
+    exposition(&shared, &peer, true).await
 }
 
 async fn logs(
@@ -110,6 +122,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/logs/{namespace}/{name}", get(logs))
         .route("/metrics", get(metrics))
+        .route("/metrics/resource", get(resource_metrics))
         .with_state(shared)
         .layer(axum::middleware::from_fn_with_state(proxy, service_traffic_by_header))
 }

@@ -2,7 +2,7 @@
 //! what it uses (memory, CPU time, restarts), for the agent API's logs and the node's metrics.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use shoal_api::resources::instance::Instance;
 use shoal_api::resources::workload::WorkloadType;
@@ -15,6 +15,8 @@ use crate::runtime::log::LogBuffer;
 /// One instance on this node.
 #[derive(Clone)]
 pub struct Hosted {
+    /// Its name.
+    pub name: String,
     /// Its `(namespace, workload)`.
     pub route: (String, String),
     /// Whether it is a command (which restarts; an HTTP instance never does).
@@ -32,6 +34,8 @@ pub struct Usage {
     pub memory: Arc<MemoryPool>,
     /// The time its guests' turns took on the node's threads.
     pub cpu: Arc<CpuTime>,
+    /// The requests it answered (an HTTP instance's).
+    pub answered: Arc<AtomicU64>,
     restarts: AtomicU32,
 }
 
@@ -51,8 +55,14 @@ impl Hosted {
     /// The record of `instance`, which writes into `logs`.
     pub fn new(instance: &Instance, logs: LogBuffer) -> Hosted {
         let limit = instance.spec.resources.memory.map_or(u64::MAX, |m| m.0);
-        let usage = Usage { memory: MemoryPool::new(limit), cpu: Default::default(), restarts: AtomicU32::new(0) };
+        let usage = Usage {
+            memory: MemoryPool::new(limit),
+            cpu: Default::default(),
+            answered: Default::default(),
+            restarts: AtomicU32::new(0),
+        };
         Hosted {
+            name: instance.metadata.name.to_string(),
             route: route_key(instance),
             command: instance.spec.type_ == WorkloadType::Command,
             logs,

@@ -211,7 +211,8 @@ impl Run {
             None => Arc::new(Gate::new(in_flight, self.shared.instance_queue)),
         };
         let meter = self.shared.proxy.loads.meter(&route_key(&self.instance));
-        Ok(Arc::new(Endpoint { instance: self.instance.metadata.name.to_string(), app, sandbox, gate, meter }))
+        let (instance, answered) = (self.instance.metadata.name.to_string(), self.usage.answered.clone());
+        Ok(Arc::new(Endpoint { instance, app, sandbox, gate, meter, answered }))
     }
 
     async fn serve_http(&self, mut compiled: Compiled, values: &Values) {

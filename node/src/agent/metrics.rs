@@ -6,7 +6,10 @@
 //! - from its instances' usage: how many run here, the memory their stores hold, the CPU time
 //!   their guests took, and (commands only: an HTTP instance never restarts) their restarts.
 //!
-//! CPU time and restarts are the sums over the instances here now, so they fall when one
+//! Per instance (`/metrics/resource`, like the kubelet's): its CPU time, memory, requests
+//! answered (HTTP) or restarts (commands), for `shoal top instances`.
+//!
+//! A workload's CPU time and restarts are the sums over the instances here now, so they fall when one
 //! leaves, which Prometheus reads as a counter reset. All is read at scrape time by a
 //! prometheus-client collector, so a request costs two atomic adds, not a map lookup. A
 //! workload has about six series (a series per status class it answered with), about 0.5 KiB
@@ -125,6 +128,62 @@ impl Collector for Workloads {
     }
 }
 
+/// Each instance's usage at one scrape.
+struct Instances(Vec<Hosted>);
+
+impl std::fmt::Debug for Instances {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Instances({})", self.0.len())
+    }
+}
+
+impl Collector for Instances {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        type Figure = fn(&Hosted) -> Option<f64>;
+        let families: [(&str, &str, MetricType, Figure); 4] = [
+            ("instance_cpu_seconds", "Seconds the instance ran on the node's threads", MetricType::Counter, |h| {
+                Some(h.usage.cpu.seconds())
+            }),
+            ("instance_memory_bytes", "Bytes of memory the instance holds now", MetricType::Gauge, |h| {
+                Some(h.usage.memory.used() as f64)
+            }),
+            ("instance_requests", "Requests the HTTP instance answered", MetricType::Counter, |h| {
+                (!h.command).then(|| h.usage.answered.load(std::sync::atomic::Ordering::Relaxed) as f64)
+            }),
+            ("instance_restarts", "Restarts of the command instance", MetricType::Counter, |h| {
+                h.command.then(|| f64::from(h.usage.restarts()))
+            }),
+        ];
+        for (name, help, kind, figure) in families {
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+            for hosted in &self.0 {
+                let Some(value) = figure(hosted) else { continue };
+                let (namespace, workload) = &hosted.route;
+                let labels = [("namespace", namespace.as_str()), ("instance", &hosted.name), ("workload", workload)];
+                let encoder = family.encode_family(&labels)?;
+                match kind {
+                    MetricType::Counter => ConstCounter::new(value).encode(encoder)?,
+                    _ => ConstGauge::new(value).encode(encoder)?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The per-instance exposition.
+pub fn render_resource(hosted: Vec<Hosted>) -> String {
+    let mut registry = Registry::with_prefix("shoal_node");
+    registry.register_collector(Box::new(Instances(hosted)));
+    encode(&registry)
+}
+
+fn encode(registry: &Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("writing to a String");
+    shoal_api::exposition::to_prometheus_text(&text)
+}
+
 /// The exposition: the workloads' figures, and the node's instances and workloads serving.
 pub fn render(proxy: &Proxy, hosted: &[Hosted]) -> String {
     let mut registry = Registry::with_prefix("shoal_node");
@@ -135,7 +194,5 @@ pub fn render(proxy: &Proxy, hosted: &[Hosted]) -> String {
     serving.set(proxy.routes.serving() as i64);
     registry.register("serving_workloads", "HTTP workloads with a ready instance on this node", serving);
     registry.register_collector(Box::new(Workloads::read(proxy, hosted)));
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry).expect("writing to a String");
-    shoal_api::exposition::to_prometheus_text(&text)
+    encode(&registry)
 }

@@ -3,7 +3,7 @@
 //! become ready or go away.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use shoal_api::resources::service::ServiceSelector;
@@ -26,6 +26,8 @@ pub struct Endpoint {
     pub gate: Arc<Gate>,
     /// Its workload's requests in flight on this node (for the autoscaler).
     pub meter: Arc<super::load::Meter>,
+    /// The requests this instance answered (for its metrics).
+    pub answered: Arc<AtomicU64>,
 }
 
 impl Endpoint {
@@ -47,6 +49,7 @@ impl Endpoint {
             Ok(response) => response.status().as_u16(),
             Err(e) => e.status(),
         });
+        self.answered.fetch_add(1, Ordering::Relaxed);
         answered
     }
 }
