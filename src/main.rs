@@ -5,15 +5,17 @@
 
 mod commands;
 mod connect;
+mod jsonpath;
 mod output;
 mod period;
+mod targets;
 
 use clap::Parser;
 
 /// Shoal: run WebAssembly workloads across a cluster, declared in YAML.
 #[derive(Parser)]
 #[command(name = "shoal", version, about, propagate_version = true)]
-struct Cli {
+pub struct Cli {
     #[command(flatten)]
     connection: connect::ConnectionArgs,
     #[command(subcommand)]

@@ -1,12 +1,13 @@
-//! Printing objects: aligned tables (one row per object, columns per kind), YAML and JSON.
+//! Printing objects: aligned tables (one row per object, columns per kind), YAML, JSON,
+//! `KIND/NAME` names, and jsonpath templates.
 
 use std::time::{Duration, SystemTime};
 
 use shoal_api::resources::instance::Phase;
 use shoal_api::{AnyObject, Kind};
 
-/// How `get` prints.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How `get` prints (`-o`).
+#[derive(Debug, Default)]
 pub enum Format {
     /// Aligned columns.
     #[default]
@@ -17,6 +18,43 @@ pub enum Format {
     Yaml,
     /// JSON.
     Json,
+    /// `kind/name`, one a line.
+    Name,
+    /// A jsonpath template, filled from each object (or from the list).
+    JsonPath(crate::jsonpath::Template),
+}
+
+impl Format {
+    /// Reads `-o`: `table`, `wide`, `yaml`, `json`, `name` or `jsonpath=TEMPLATE`.
+    pub fn parse(text: &str) -> anyhow::Result<Format> {
+        Ok(match text {
+            "table" => Format::Table,
+            "wide" => Format::Wide,
+            "yaml" => Format::Yaml,
+            "json" => Format::Json,
+            "name" => Format::Name,
+            other => match other.strip_prefix("jsonpath=") {
+                Some(template) => Format::JsonPath(crate::jsonpath::parse(template)?),
+                None => anyhow::bail!("-o {other:?}: expected table, wide, yaml, json, name or jsonpath=TEMPLATE"),
+            },
+        })
+    }
+}
+
+/// What a table shows besides the kind's columns.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TableOptions {
+    /// More columns.
+    pub wide: bool,
+    /// A LABELS column.
+    pub show_labels: bool,
+    /// No header row.
+    pub no_headers: bool,
+}
+
+/// `kind/name`, as `-o name` prints an object.
+pub fn name(object: &AnyObject) -> String {
+    format!("{}/{}", object.kind().as_str().to_lowercase(), object.meta().name)
 }
 
 /// `5s`, `3m`, `2h`, `4d`: how long ago an RFC 3339 time was.
@@ -64,7 +102,8 @@ pub fn rounded_bytes(bytes: u64) -> String {
     bytes.to_string()
 }
 
-fn row(object: &AnyObject, wide: bool) -> Vec<String> {
+fn row(object: &AnyObject, options: TableOptions) -> Vec<String> {
+    let wide = options.wide;
     let meta = object.meta();
     let ns = object.namespace().unwrap_or("").to_owned();
     let age = age(meta.creation_timestamp.as_deref());
@@ -166,20 +205,32 @@ fn row(object: &AnyObject, wide: bool) -> Vec<String> {
     if wide {
         r.push(meta.resource_version.map_or(String::new(), |v| v.to_string()));
     }
+    if options.show_labels {
+        let labels: Vec<String> = meta.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        r.push(if labels.is_empty() { "<none>".into() } else { labels.join(",") });
+    }
     r
 }
 
 /// Renders objects of one kind as an aligned table.
-pub fn table(kind: Kind, objects: &[AnyObject], wide: bool) -> String {
-    let mut rows = vec![header(kind, wide).into_iter().map(str::to_owned).collect::<Vec<_>>()];
-    rows.extend(objects.iter().map(|o| row(o, wide)));
+pub fn table(kind: Kind, objects: &[AnyObject], options: TableOptions) -> String {
+    let mut head: Vec<String> = header(kind, options.wide).into_iter().map(str::to_owned).collect();
+    if options.show_labels {
+        head.push("LABELS".into());
+    }
+    let mut rows = vec![head];
+    rows.extend(objects.iter().map(|o| row(o, options)));
+    if options.no_headers {
+        rows.remove(0);
+    }
     align(rows)
 }
 
 /// Rows (the first a header) as aligned columns.
 pub fn align(rows: Vec<Vec<String>>) -> String {
+    let Some(first) = rows.first() else { return String::new() };
     let widths: Vec<usize> =
-        (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+        (0..first.len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for r in rows {
         let line: Vec<String> = r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();

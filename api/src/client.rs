@@ -420,6 +420,11 @@ impl Client {
         self.json(Method::GET, "/api/v1/whoami", None).await
     }
 
+    /// The server's release.
+    pub async fn server_version(&self) -> Result<crate::status::Version, ClientError> {
+        self.json(Method::GET, "/version", None).await
+    }
+
     /// The answering control node's view of the raft cluster.
     pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
         self.json(Method::GET, "/api/v1/cluster", None).await

@@ -1,6 +1,11 @@
 //! The client configuration file (like a kubeconfig): where the API server is, the CA that
 //! signed its certificate, and the bearer token. The control plane writes it on start; the CLI
 //! finds it with no flags.
+//!
+//! The file may also hold contexts of a user's own (other clusters, or other tokens for this
+//! one: [`ConfigFile::contexts`]), which of them is current, and each one's default namespace.
+//! The connection at the top level is the context named [`DEFAULT_CONTEXT`]; the control plane
+//! rewrites only that, keeping the rest.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +25,103 @@ pub struct ClientConfig {
     pub ca: String,
     /// Bearer token.
     pub token: String,
+}
+
+/// The name of the context at the top level of the file.
+pub const DEFAULT_CONTEXT: &str = "default";
+
+/// A context of the config file's own: a connection and its default namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Context {
+    /// As in [`ClientConfig`].
+    pub server: String,
+    /// As in [`ClientConfig`].
+    pub ca: String,
+    /// As in [`ClientConfig`].
+    pub token: String,
+    /// The namespace commands use when given none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// The whole client config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConfigFile {
+    /// The [`DEFAULT_CONTEXT`]'s server, as the control plane wrote it.
+    pub server: String,
+    /// Its CA.
+    pub ca: String,
+    /// Its token.
+    pub token: String,
+    /// Its default namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The context commands use (none: [`DEFAULT_CONTEXT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_context: Option<String>,
+    /// The other contexts, by name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub contexts: std::collections::BTreeMap<String, Context>,
+}
+
+impl ConfigFile {
+    /// Reads the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+        serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
+    }
+
+    /// The current context's name.
+    pub fn current_name(&self) -> &str {
+        self.current_context.as_deref().unwrap_or(DEFAULT_CONTEXT)
+    }
+
+    /// The context called `name`, or `None` if there is none.
+    pub fn context(&self, name: &str) -> Option<Context> {
+        if name == DEFAULT_CONTEXT {
+            let (server, ca, token) = (self.server.clone(), self.ca.clone(), self.token.clone());
+            return Some(Context { server, ca, token, namespace: self.namespace.clone() });
+        }
+        self.contexts.get(name).cloned()
+    }
+
+    /// The current context (an error naming it if the file has no such context).
+    pub fn current(&self) -> Result<Context, String> {
+        let name = self.current_name();
+        self.context(name).ok_or_else(|| format!("the current context {name:?} is not in the file"))
+    }
+
+    /// Replaces (or adds) the context called `name`.
+    pub fn set(&mut self, name: &str, context: Context) {
+        if name == DEFAULT_CONTEXT {
+            (self.server, self.ca, self.token, self.namespace) =
+                (context.server, context.ca, context.token, context.namespace);
+        } else {
+            self.contexts.insert(name.to_owned(), context);
+        }
+    }
+
+    /// Writes the file to `path` (readable by its owner only: it holds tokens), creating
+    /// parent directories. The file is replaced atomically.
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let io = |source| ConfigError::Io { path: path.to_owned(), source };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let text = serde_yaml::to_string(self).expect("config serializes");
+        // A temporary name of this writer's own: two control nodes started at once on one
+        // machine both write the default config, and must not rename each other's file away.
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        let unique = format!("{}.{}.tmp", std::process::id(), WRITES.fetch_add(1, Ordering::Relaxed));
+        let tmp = path.with_extension(unique);
+        let written = write_private(&tmp, text.as_bytes()).and_then(|()| std::fs::rename(&tmp, path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.map_err(io)
+    }
 }
 
 /// Why the config could not be read or written.
@@ -43,6 +145,14 @@ pub enum ConfigError {
         #[source]
         source: serde_yaml::Error,
     },
+    /// The file names a current context it does not hold.
+    #[error("{path}: {message}")]
+    Context {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// Neither `$SHOAL_CONFIG` nor `$HOME` is set.
     #[error("no config path: set ${CONFIG_ENV} or $HOME")]
     NoPath,
@@ -58,30 +168,25 @@ impl ClientConfig {
         Ok(PathBuf::from(home).join(".config/shoal/config.yaml"))
     }
 
-    /// Reads the config at `path`.
+    /// Reads the connection of the current context of the config file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
-        serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
+        let context = ConfigFile::load(path)?
+            .current()
+            .map_err(|message| ConfigError::Context { path: path.to_owned(), message })?;
+        Ok(ClientConfig { server: context.server, ca: context.ca, token: context.token })
     }
 
-    /// Writes the config to `path` (readable by its owner only: it holds a token), creating
-    /// parent directories. The file is replaced atomically.
+    /// Writes this connection as the [`DEFAULT_CONTEXT`] of the file at `path`, keeping what
+    /// else the file holds (a file that does not parse is replaced).
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        let io = |source| ConfigError::Io { path: path.to_owned(), source };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let text = serde_yaml::to_string(self).expect("config serializes");
-        // A temporary name of this writer's own: two control nodes started at once on one
-        // machine both write the default config, and must not rename each other's file away.
-        static WRITES: AtomicU64 = AtomicU64::new(0);
-        let unique = format!("{}.{}.tmp", std::process::id(), WRITES.fetch_add(1, Ordering::Relaxed));
-        let tmp = path.with_extension(unique);
-        let written = write_private(&tmp, text.as_bytes()).and_then(|()| std::fs::rename(&tmp, path));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written.map_err(io)
+        let (server, ca, token) = (self.server.clone(), self.ca.clone(), self.token.clone());
+        let file = match ConfigFile::load(path) {
+            Ok(file) => ConfigFile { server, ca, token, ..file },
+            Err(_) => {
+                ConfigFile { server, ca, token, namespace: None, current_context: None, contexts: Default::default() }
+            }
+        };
+        file.save(path)
     }
 }
 
@@ -150,5 +255,28 @@ mod tests {
         assert!(configs.contains(&ClientConfig::load(&path).unwrap()));
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from("config.yaml")]);
+    }
+
+    #[test]
+    fn a_save_by_the_control_plane_keeps_the_users_contexts_and_the_current_one_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        let admin = ClientConfig { server: "https://a:1".into(), ca: "ca".into(), token: "admin".into() };
+        admin.save(&path).unwrap();
+        let mut file = ConfigFile::load(&path).unwrap();
+        let tenant = Context { token: "tenant".into(), namespace: Some("alpha".into()), ..file.current().unwrap() };
+        file.set("alpha", tenant);
+        file.current_context = Some("alpha".into());
+        file.save(&path).unwrap();
+        assert_eq!(ClientConfig::load(&path).unwrap().token, "tenant");
+        // The control plane restarts with a new port: the default context changes, alpha stays.
+        ClientConfig { server: "https://a:2".into(), ..admin }.save(&path).unwrap();
+        let file = ConfigFile::load(&path).unwrap();
+        assert_eq!(file.server, "https://a:2");
+        assert_eq!(file.current().unwrap().namespace.as_deref(), Some("alpha"));
+        let broken = ConfigFile { current_context: Some("gone".into()), ..file };
+        broken.save(&path).unwrap();
+        let err = ClientConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("\"gone\" is not in the file"), "{err}");
     }
 }

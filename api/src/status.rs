@@ -78,6 +78,14 @@ pub struct List<T> {
     pub items: Vec<T>,
 }
 
+/// What `GET /version` says: the server's build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Version {
+    /// The release, e.g. `0.1.0`.
+    pub version: String,
+}
+
 /// What happened to an object, in a watch stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]

@@ -15,9 +15,9 @@ pub struct DescribeArgs {
     kind: String,
     /// Its name.
     name: String,
-    /// Its namespace.
-    #[arg(short, long, default_value = "default")]
-    namespace: String,
+    /// Its namespace [default: the context's, else `default`].
+    #[arg(short, long)]
+    namespace: Option<String>,
     /// For a Secret: show its values (the token must be for its namespace).
     #[arg(long)]
     show_secrets: bool,
@@ -27,12 +27,13 @@ impl DescribeArgs {
     pub async fn execute(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
         let Some(kind) = Kind::parse(&self.kind) else { bail!("unknown kind {:?}", self.kind) };
         let client = connection.client()?;
+        let namespace = connection.namespace(&self.namespace);
         if self.show_secrets && kind != Kind::Secret {
             bail!("--show-secrets is for secrets");
         }
         let object = match self.show_secrets {
-            true => client.get_secret_shown(&self.namespace, &self.name).await?,
-            false => client.get(kind, Some(&self.namespace), &self.name).await?,
+            true => client.get_secret_shown(&namespace, &self.name).await?,
+            false => client.get(kind, kind.namespaced().then_some(namespace.as_str()), &self.name).await?,
         };
         print!("{}", output::yaml(std::slice::from_ref(&object)));
         let events_ns = object.namespace().unwrap_or("default").to_owned();
@@ -52,7 +53,7 @@ impl DescribeArgs {
         if events.is_empty() {
             println!("  <none>");
         } else {
-            for line in output::table(Kind::Event, &events, false).lines() {
+            for line in output::table(Kind::Event, &events, Default::default()).lines() {
                 println!("  {line}");
             }
         }

@@ -19,9 +19,9 @@ pub struct LogsArgs {
     /// An instance name (or `instance/NAME`), or `workload/NAME` or `job/NAME` for all of
     /// theirs.
     target: String,
-    /// The namespace.
-    #[arg(short, long, default_value = "default")]
-    namespace: String,
+    /// The namespace [default: the context's, else `default`].
+    #[arg(short, long)]
+    namespace: Option<String>,
     /// Keep streaming what they write.
     #[arg(short, long)]
     follow: bool,
@@ -58,16 +58,17 @@ async fn stream_one(
 impl LogsArgs {
     pub async fn execute(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
         let client = connection.client()?;
+        let namespace = connection.namespace(&self.namespace);
         let (kind, name) = self.target.split_once('/').unwrap_or(("instance", &self.target));
         let instances: Vec<String> = match Kind::parse(kind) {
             Some(Kind::Instance) => vec![name.to_owned()],
             Some(kind @ (Kind::Workload | Kind::Job)) => {
                 let label = if kind == Kind::Job { JOB_LABEL } else { WORKLOAD_LABEL };
                 let selector = format!("{label}={name}");
-                let list = client.list(Kind::Instance, Some(&self.namespace), Some(&selector)).await?;
+                let list = client.list(Kind::Instance, Some(&namespace), Some(&selector)).await?;
                 let names: Vec<String> = list.items.iter().map(|i| i.meta().name.to_string()).collect();
                 if names.is_empty() {
-                    bail!("{} {}/{name} has no instances", kind.as_str().to_lowercase(), self.namespace);
+                    bail!("{} {}/{name} has no instances", kind.as_str().to_lowercase(), namespace);
                 }
                 names
             }
@@ -76,7 +77,7 @@ impl LogsArgs {
         let several = instances.len() > 1;
         let streams = instances.into_iter().map(|instance| {
             let prefix = if several { format!("[{instance}] ") } else { String::new() };
-            tokio::spawn(stream_one(client.clone(), self.namespace.clone(), instance, self.follow, prefix))
+            tokio::spawn(stream_one(client.clone(), namespace.clone(), instance, self.follow, prefix))
         });
         for result in futures::future::join_all(streams).await {
             result??;

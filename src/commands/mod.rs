@@ -1,17 +1,22 @@
 //! The subcommands, one file each.
 
 mod apply;
+mod completion;
+mod config;
 mod control;
 mod delete;
 mod describe;
 mod dev;
+mod events;
 mod get;
 mod logs;
 mod node;
 mod rollout;
 mod run;
+mod scale;
 mod token;
 mod top;
+mod version;
 
 use std::process::ExitCode;
 
@@ -44,6 +49,16 @@ pub enum Command {
     Token(token::TokenArgs),
     /// Show requests per second, CPU and memory of nodes, workloads or instances.
     Top(top::TopArgs),
+    /// Set how many replicas workloads want.
+    Scale(scale::ScaleArgs),
+    /// Print this client's release and the server's.
+    Version(version::VersionArgs),
+    /// List (and follow) Events, oldest first.
+    Events(events::EventsArgs),
+    /// Show and change the client config's contexts and their default namespaces.
+    Config(config::ConfigArgs),
+    /// Print a shell completion script (e.g. `source <(shoal completion bash)`).
+    Completion(completion::CompletionArgs),
 }
 
 impl Command {
@@ -62,6 +77,11 @@ impl Command {
             Command::Token(args) => args.execute(connection).await,
             Command::Run(args) => args.execute(connection).await,
             Command::Top(args) => args.execute(connection).await,
+            Command::Scale(args) => args.execute(connection).await,
+            Command::Version(args) => args.execute(connection).await,
+            Command::Completion(args) => args.execute(),
+            Command::Events(args) => args.execute(connection).await,
+            Command::Config(args) => args.execute(connection).await,
         }
     }
 }

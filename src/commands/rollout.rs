@@ -26,9 +26,9 @@ enum RolloutAction {
     Status {
         /// `workload/NAME` (or just NAME).
         target: String,
-        /// The namespace.
-        #[arg(short, long, default_value = "default")]
-        namespace: String,
+        /// The namespace [default: the context's, else `default`].
+        #[arg(short, long)]
+        namespace: Option<String>,
         /// Give up after this long, e.g. 5m.
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         timeout: Duration,
@@ -92,6 +92,7 @@ async fn progress(client: &Client, namespace: &str, name: &str) -> anyhow::Resul
 impl RolloutArgs {
     pub async fn execute(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
         let RolloutAction::Status { target, namespace, timeout } = &self.action;
+        let namespace = &connection.namespace(namespace);
         let name = target.strip_prefix("workload/").or_else(|| target.strip_prefix("workloads/")).unwrap_or(target);
         let client = connection.client()?;
         let bar = ProgressBar::new(1);

@@ -33,9 +33,9 @@ pub struct TopArgs {
     /// nodes, workloads or instances.
     #[arg(value_enum)]
     what: What,
-    /// Namespace to show (workloads and instances).
-    #[arg(short, long, default_value = "default")]
-    namespace: String,
+    /// Namespace to show (workloads and instances) [default: the context's, else `default`].
+    #[arg(short, long)]
+    namespace: Option<String>,
     /// Show every namespace.
     #[arg(short = 'A', long, conflicts_with = "namespace")]
     all_namespaces: bool,
@@ -168,7 +168,8 @@ impl TopArgs {
             eprintln!("warning: node {node}: {failure}");
         }
         let seconds = started.elapsed().as_secs_f64();
-        let shown = |ns: &str| self.all_namespaces || ns == self.namespace;
+        let namespace = connection.namespace(&self.namespace);
+        let shown = |ns: &str| self.all_namespaces || ns == namespace;
         let rates = rates(&first, last, seconds);
         let mut rows = Vec::new();
         match self.what {

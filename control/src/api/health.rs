@@ -13,6 +13,11 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// `GET /version`: the server's release (to anyone, as Kubernetes' is).
+pub async fn version() -> Json<shoal_api::status::Version> {
+    Json(shoal_api::status::Version { version: env!("CARGO_PKG_VERSION").to_owned() })
+}
+
 /// `GET /readyz`: this member knows a leader and so can serve requests.
 pub async fn readyz(State(store): State<Arc<Store>>) -> (StatusCode, &'static str) {
     match store.status().leader {

@@ -153,6 +153,7 @@ pub fn router(parts: ApiParts, limits: ApiLimits) -> anyhow::Result<Router> {
     Ok(Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/version", get(health::version))
         .merge(api)
         .layer(DefaultBodyLimit::max(MAX_OBJECT_BYTES))
         .layer(middleware::from_fn_with_state(metrics, count_request))

@@ -1,0 +1,188 @@
+//! kubectl's habits, end to end against a real control plane through the `shoal` binary:
+//! naming objects (`KIND NAME...`, `KIND/NAME`), output (`-o name|jsonpath=...`,
+//! `--show-labels`, `--no-headers`), `get -w`, `delete -l|--all|--ignore-not-found`, `scale`,
+//! `events`, contexts and a default namespace, `version`, `completion`.
+
+mod common;
+
+use std::io::BufRead;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{ControlProcess, ok_stdout};
+
+/// A Workload named `name` with label `tier`, in `namespace`, and no node to run on.
+fn workload(control: &ControlProcess, name: &str, namespace: &str, tier: &str) {
+    let yaml = format!(
+        "apiVersion: shoal.dev/v1\nkind: Workload\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels:\n    tier: {tier}\nspec:\n  module: $HELLO\n  replicas: 1\n"
+    );
+    common::workloads::apply(control, name, &yaml);
+}
+
+fn failed(output: &Output) -> String {
+    assert!(!output.status.success(), "expected a failure: {output:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn objects_are_named_printed_and_deleted_as_kubectl_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    for (name, tier) in [("web", "front"), ("api", "back"), ("db", "back")] {
+        workload(&control, name, "default", tier);
+    }
+
+    // Several names, KIND/NAME, -o name, --no-headers, --show-labels.
+    let names = ok_stdout(&control.cli(&["get", "workloads", "web", "api", "-o", "name"]));
+    assert_eq!(names, "workload/web\nworkload/api\n");
+    control.client().create(&common::namespace("alpha")).await.unwrap();
+    let mixed = ok_stdout(&control.cli(&["get", "workload/db", "namespace/alpha", "-o", "name"]));
+    assert_eq!(mixed, "workload/db\nnamespace/alpha\n");
+    let table = ok_stdout(&control.cli(&["get", "wl", "--no-headers", "--show-labels"]));
+    assert!(!table.contains("NAME"), "{table}");
+    assert_eq!(table.lines().count(), 3, "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("default") && l.contains("web") && l.ends_with("tier=front")),
+        "{table}"
+    );
+    let missing = control.cli(&["get", "workloads", "web", "nope"]);
+    assert!(failed(&missing).contains("nope"), "{missing:?}");
+    assert!(String::from_utf8_lossy(&missing.stdout).contains("web"), "what was found is still shown");
+
+    // jsonpath on one object and on a list.
+    let one = ok_stdout(&control.cli(&["get", "workload", "web", "-o", "jsonpath={.spec.replicas}"]));
+    assert_eq!(one, "1");
+    let path = "jsonpath={.items[*].metadata.name}";
+    let all = ok_stdout(&control.cli(&["get", "workloads", "-l", "tier=back", "-o", path]));
+    assert_eq!(all, "api db");
+    assert!(failed(&control.cli(&["get", "workloads", "-o", "jsonpath={range .items[*]}"])).contains("not supported"));
+    assert!(failed(&control.cli(&["get", "workloads", "-o", "xml"])).contains("expected table"));
+
+    // scale, and an autoscaled workload refused with the reason.
+    assert_eq!(ok_stdout(&control.cli(&["scale", "workload/web", "--replicas", "3"])), "workload/web scaled to 3\n");
+    let replicas = ok_stdout(&control.cli(&["get", "workload/web", "-o", "jsonpath={.spec.replicas}"]));
+    assert_eq!(replicas, "3");
+    let autoscaled = "  autoscale:\n    min: 0\n    max: 4\n    targetConcurrency: 1\n";
+    common::workloads::apply(&control, "auto", &common::workloads::workload_yaml("auto", "$HELLO", autoscaled));
+    let refused = failed(&control.cli(&["scale", "workload", "auto", "--replicas", "2"]));
+    assert!(refused.contains("autoscaled") && refused.contains("spec.autoscale"), "{refused}");
+    assert!(failed(&control.cli(&["scale", "service/web", "--replicas", "2"])).contains("only workloads"));
+
+    // delete: by selector, a missing one with and without --ignore-not-found, then --all.
+    let deleted = ok_stdout(&control.cli(&["delete", "workloads", "-l", "tier=back"]));
+    assert_eq!(deleted.lines().count(), 2, "{deleted}");
+    let left = ok_stdout(&control.cli(&["get", "workloads", "-o", "name"]));
+    assert_eq!(left, "workload/auto\nworkload/web\n");
+    assert!(!control.cli(&["delete", "workload", "api"]).status.success());
+    ok_stdout(&control.cli(&["delete", "workload", "api", "--ignore-not-found"]));
+    assert!(failed(&control.cli(&["delete", "workloads"])).contains("--all"), "deleting everything is asked for");
+    ok_stdout(&control.cli(&["delete", "workloads", "--all"]));
+    assert_eq!(ok_stdout(&control.cli(&["get", "workloads", "-o", "name"])), "");
+}
+
+#[tokio::test]
+async fn get_watch_prints_each_change_as_it_happens() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    workload(&control, "web", "default", "front");
+    let mut watcher = Command::new(common::shoal_bin())
+        .args(["get", "workloads", "-w", "-o", "jsonpath={.metadata.name}={.spec.replicas}{\"\\n\"}"])
+        .env("SHOAL_CONFIG", &control.config_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    let stdout = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let next = || seen.recv_timeout(Duration::from_secs(20)).expect("a line from the watch within 20 s");
+    assert_eq!(next(), "web=1", "the list first");
+    ok_stdout(&control.cli(&["scale", "workload/web", "--replicas", "2"]));
+    // The change comes as it happens (the controller may also write the workload's status).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while next() != "web=2" {
+        assert!(std::time::Instant::now() < deadline, "the scale never showed");
+    }
+    workload(&control, "api", "default", "back");
+    while next() != "api=1" {
+        assert!(std::time::Instant::now() < deadline, "the new workload never showed");
+    }
+    watcher.kill().unwrap();
+    watcher.wait().unwrap();
+}
+
+#[tokio::test]
+async fn contexts_choose_the_connection_and_the_namespace_commands_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let admin = control.client();
+    admin.create(&common::namespace("alpha")).await.unwrap();
+    workload(&control, "in-alpha", "alpha", "front");
+    workload(&control, "in-default", "default", "front");
+
+    // A tenant context for alpha, with alpha as its namespace.
+    let request = shoal_api::token::TokenRequest {
+        name: shoal_api::Name::new("alpha").unwrap(),
+        namespaces: vec![shoal_api::Name::new("alpha").unwrap()],
+        node: false,
+    };
+    let token_file = dir.path().join("alpha.token");
+    std::fs::write(&token_file, admin.create_token(&request).await.unwrap().token).unwrap();
+    let token = token_file.to_str().unwrap();
+    ok_stdout(&control.cli(&["config", "set-context", "tenant", "--token-file", token, "--namespace", "alpha"]));
+    let contexts = ok_stdout(&control.cli(&["config", "get-contexts"]));
+    assert!(contexts.lines().any(|l| l.starts_with('*') && l.contains("default")), "{contexts}");
+    assert!(contexts.lines().any(|l| l.contains("tenant") && l.ends_with("alpha")), "{contexts}");
+    assert!(!std::fs::read_to_string(&control.config_path).unwrap().is_empty());
+    assert!(!contexts.contains(&std::fs::read_to_string(&token_file).unwrap()), "a token is never printed");
+
+    ok_stdout(&control.cli(&["config", "use-context", "tenant"]));
+    assert_eq!(ok_stdout(&control.cli(&["config", "current-context"])), "tenant\n");
+    assert_eq!(ok_stdout(&control.cli(&["get", "workloads", "-o", "name"])), "workload/in-alpha\n");
+    assert!(!control.cli(&["get", "workloads", "-n", "default"]).status.success(), "the tenant's token is used");
+    // --context picks another for one command.
+    let other = ok_stdout(&control.cli(&["get", "workloads", "-o", "name", "--context", "default"]));
+    assert_eq!(other, "workload/in-default\n");
+    assert!(failed(&control.cli(&["config", "use-context", "nowhere"])).contains("no context"));
+
+    // The admin's own default namespace, and the control plane's rewrite keeps the contexts.
+    ok_stdout(&control.cli(&["config", "use-context", "default"]));
+    ok_stdout(&control.cli(&["config", "set-namespace", "alpha"]));
+    assert_eq!(ok_stdout(&control.cli(&["get", "workloads", "-o", "name"])), "workload/in-alpha\n");
+    let written = shoal_api::config::ConfigFile::load(&control.config_path).unwrap();
+    shoal_api::ClientConfig { server: written.server.clone(), ca: written.ca.clone(), token: written.token.clone() }
+        .save(&control.config_path)
+        .unwrap();
+    let kept = shoal_api::config::ConfigFile::load(&control.config_path).unwrap();
+    assert!(kept.contexts.contains_key("tenant"), "{kept:?}");
+    assert!(failed(&control.cli(&["config", "delete-context", "default"])).contains("cannot be deleted"));
+    ok_stdout(&control.cli(&["config", "delete-context", "tenant"]));
+}
+
+#[tokio::test]
+async fn events_version_and_completion() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    // An instance with no node to go to is reported by the scheduler.
+    workload(&control, "stuck", "default", "front");
+    let events = common::wait_for(Duration::from_secs(20), "an Event about the stuck instance", || async {
+        let out = control.cli(&["events"]);
+        let text = ok_stdout(&out);
+        text.contains("FailedScheduling").then_some(text)
+    })
+    .await;
+    assert!(events.starts_with("NAMESPACE"), "{events}");
+    let about = ok_stdout(&control.cli(&["events", "--for", "workload/stuck", "--no-headers"]));
+    assert!(!about.contains("FailedScheduling"), "only Events about the workload itself:\n{about}");
+
+    let version = ok_stdout(&control.cli(&["version"]));
+    let release = env!("CARGO_PKG_VERSION");
+    assert_eq!(version, format!("client: {release}\nserver: {release}\n"));
+    let bash = ok_stdout(&control.cli(&["completion", "bash"]));
+    assert!(bash.contains("complete") && bash.contains("shoal"), "{bash}");
+    assert!(!control.cli(&["completion", "cmd.exe"]).status.success());
+}
