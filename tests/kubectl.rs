@@ -186,3 +186,54 @@ async fn events_version_and_completion() {
     assert!(bash.contains("complete") && bash.contains("shoal"), "{bash}");
     assert!(!control.cli(&["completion", "cmd.exe"]).status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_moves_instances_off_a_node_and_never_below_max_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let admin = control.client();
+    let _n1 = common::NodeProcess::start(&control, "n1", &[]);
+    // maxSurge 1, maxUnavailable 0 (the defaults): both replicas must serve throughout.
+    common::workloads::apply(&control, "web", &common::workloads::workload_yaml("web", "$HELLO", "  replicas: 2\n"));
+    common::workloads::wait_running(&admin, "web", 2, Some("n1"), Duration::from_secs(30)).await;
+    let _n2 = common::NodeProcess::start(&control, "n2", &[]);
+    common::wait_for(Duration::from_secs(20), "n2 ready", || async {
+        let nodes = ok_stdout(&control.cli(&["get", "nodes", "--no-headers"]));
+        nodes.lines().any(|l| l.starts_with("n2") && l.contains(" Ready")).then_some(())
+    })
+    .await;
+
+    // Watch how many serve while the drain runs.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let watcher = tokio::spawn({
+        let (admin, stop) = (admin.clone(), stop.clone());
+        async move {
+            let (mut least, mut looks) = (usize::MAX, 0);
+            while !stop.is_cancelled() || looks == 0 {
+                looks += 1;
+                let instances = common::workloads::instances_of(&admin, "web").await;
+                least = least.min(instances.iter().filter(|i| i.is_ready()).count());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (least, looks)
+        }
+    });
+    let drained = tokio::task::block_in_place(|| control.cli(&["drain", "n1", "--timeout", "60s"]));
+    let said = ok_stdout(&drained);
+    assert!(said.contains("node/n1 drained"), "{said}");
+    stop.cancel();
+    let (least, looks) = watcher.await.unwrap();
+    assert!(least >= 2, "{least} served at one look of {looks} during the drain (maxUnavailable 0)");
+    common::workloads::wait_running(&admin, "web", 2, Some("n2"), Duration::from_secs(30)).await;
+    let spec = ok_stdout(&control.cli(&["get", "node/n1", "-o", "jsonpath={.spec.unschedulable} {.spec.draining}"]));
+    assert_eq!(spec, "true true");
+
+    // Cordoned, a node takes nothing new; uncordoned, it does again.
+    ok_stdout(&control.cli(&["uncordon", "n1"]));
+    ok_stdout(&control.cli(&["cordon", "n2"]));
+    let spec = ok_stdout(&control.cli(&["get", "node/n1", "node/n2", "-o", "jsonpath={.items[*].spec.unschedulable}"]));
+    assert_eq!(spec, "false true", "several objects are a list");
+    common::workloads::apply(&control, "more", &common::workloads::workload_yaml("more", "$HELLO", "  replicas: 1\n"));
+    common::workloads::wait_running(&admin, "more", 1, Some("n1"), Duration::from_secs(30)).await;
+    assert_eq!(common::workloads::instances_of(&admin, "web").await.len(), 2, "a cordon moves nothing");
+}

@@ -7,6 +7,7 @@ mod control;
 mod delete;
 mod describe;
 mod dev;
+mod drain;
 mod events;
 mod get;
 mod logs;
@@ -55,6 +56,12 @@ pub enum Command {
     Version(version::VersionArgs),
     /// List (and follow) Events, oldest first.
     Events(events::EventsArgs),
+    /// Mark a node unschedulable: nothing new is bound to it.
+    Cordon(drain::CordonArgs),
+    /// Make a node schedulable again (and stop a drain).
+    Uncordon(drain::CordonArgs),
+    /// Cordon a node and move every instance off it, within each workload's rollout bounds.
+    Drain(drain::DrainArgs),
     /// Show and change the client config's contexts and their default namespaces.
     Config(config::ConfigArgs),
     /// Print a shell completion script (e.g. `source <(shoal completion bash)`).
@@ -82,6 +89,9 @@ impl Command {
             Command::Completion(args) => args.execute(),
             Command::Events(args) => args.execute(connection).await,
             Command::Config(args) => args.execute(connection).await,
+            Command::Cordon(args) => args.cordon(connection).await,
+            Command::Uncordon(args) => args.uncordon(connection).await,
+            Command::Drain(args) => args.execute(connection).await,
         }
     }
 }

@@ -17,6 +17,14 @@ impl Resource for NodeKind {
     const KIND: Kind = Kind::Node;
     type Spec = NodeSpec;
     type Status = NodeStatus;
+
+    fn validate(object: &Node) -> Result<(), crate::meta::FieldError> {
+        if object.spec.draining && !object.spec.unschedulable {
+            let why = "a draining node is also unschedulable (else what leaves could come back)";
+            return Err(crate::meta::FieldError::new("spec.draining", why));
+        }
+        Ok(())
+    }
 }
 
 /// What is declared about a node (by its agent at registration, or by an operator).
@@ -32,6 +40,11 @@ pub struct NodeSpec {
     /// When true, the scheduler binds nothing new to it.
     #[serde(default)]
     pub unschedulable: bool,
+    /// When true (with `unschedulable`), its workloads' instances are moved off it as a
+    /// rollout moves them: replacements elsewhere first, within each workload's `maxSurge`,
+    /// and at most `maxUnavailable` of them not serving at any time (`shoal drain`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// How much a node has.

@@ -255,6 +255,9 @@ fn fence_node(store: &Store, node: &Node) -> Result<(), ApiError> {
     if stored.spec.unschedulable != node.spec.unschedulable {
         return refuse("change spec.unschedulable (an operator's cordon)".into());
     }
+    if stored.spec.draining != node.spec.draining {
+        return refuse("change spec.draining (an operator's drain)".into());
+    }
     Ok(())
 }
 

@@ -128,6 +128,7 @@ pub fn node(cache: &Cache, old: Option<&Node>, new: Option<&Node>, tasks: &mut V
             (
                 is_ready(n),
                 n.spec.unschedulable,
+                n.spec.draining,
                 n.metadata.labels.clone(),
                 status.map(|s| s.allocatable.clone()),
                 n.spec.address.clone(),

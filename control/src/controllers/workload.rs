@@ -1,5 +1,6 @@
 //! The workload controller: keeps `replicas` instances of every workload, made from its current
-//! spec, rolls a changed spec out within `maxSurge`/`maxUnavailable`, deletes the instances of a
+//! spec, rolls a changed spec out within `maxSurge`/`maxUnavailable` (and so moves instances off
+//! a draining node), deletes the instances of a
 //! deleted workload (owner references), and reports counts in the workload's status.
 //!
 //! A reconcile looks at one workload and starts from what is (the cache), never from what it
@@ -137,7 +138,10 @@ pub fn reconcile(cache: &Cache, key: &str, in_flight: Allocated, autoscaled: Opt
     let replicas = autoscaled.unwrap_or(workload.spec.replicas) as usize;
     let rollout = &workload.spec.rollout;
     let hash = hash.as_str();
-    let is_new = |i: &&Instance| i.metadata.labels.get(TEMPLATE_LABEL).is_some_and(|h| h == hash);
+    // An instance on a draining node is as good as old: it is replaced as a rollout would.
+    let draining =
+        |i: &&Instance| i.spec.node.as_ref().and_then(|n| cache.node(n.as_str())).is_some_and(|n| n.spec.draining);
+    let is_new = |i: &&Instance| i.metadata.labels.get(TEMPLATE_LABEL).is_some_and(|h| h == hash) && !draining(i);
     let (mut new, old): (Vec<&Instance>, Vec<&Instance>) = instances.iter().copied().partition(is_new);
     // Old instances that have ended are gone for every purpose but the record.
     let (old_ended, mut old): (Vec<&Instance>, Vec<&Instance>) = old.into_iter().partition(|i| i.phase().is_terminal());
@@ -319,6 +323,35 @@ mod tests {
         f.remove_instance("web-2").instance(serving(&new_spec, "web-n2", "a"));
         let action = reconcile(&f.cache, &key("web"), Allocated::default(), None);
         assert_eq!(deleted(&action), ["instances/default/web-1"]);
+    }
+
+    #[test]
+    fn a_draining_nodes_instances_are_replaced_elsewhere_first_within_the_rollout_bounds() {
+        let w = workload("web", 2);
+        let mut drained = node("a", 1024, 1000, 10);
+        (drained.spec.unschedulable, drained.spec.draining) = (true, true);
+        let mut f = Fixture::default();
+        f.workload(w.clone()).node(drained).node(node("b", 1024, 1000, 10));
+        f.instance(serving(&w, "web-1", "a")).instance(serving(&w, "web-2", "a"));
+        // maxSurge 1, maxUnavailable 0: one replacement, and nothing leaves the node yet.
+        let action = reconcile(&f.cache, &key("web"), Allocated::default(), None);
+        assert_eq!((created(&action), deleted(&action).len()), (1, 0));
+        // Once it serves elsewhere, one on the draining node may go; and so on.
+        f.instance(serving(&w, "web-b1", "b"));
+        let action = reconcile(&f.cache, &key("web"), Allocated::default(), None);
+        assert_eq!(deleted(&action).len(), 1);
+        assert_eq!(created(&action), 0, "replicas + maxSurge in all");
+        f.remove_instance("web-1").instance(serving(&w, "web-b2", "b"));
+        let action = reconcile(&f.cache, &key("web"), Allocated::default(), None);
+        assert_eq!(deleted(&action), ["instances/default/web-2"]);
+        // A cordoned node that is not draining keeps what it runs.
+        let mut f = Fixture::default();
+        let mut cordoned = node("a", 1024, 1000, 10);
+        cordoned.spec.unschedulable = true;
+        f.workload(w.clone()).node(cordoned);
+        f.instance(serving(&w, "web-1", "a")).instance(serving(&w, "web-2", "a"));
+        let action = reconcile(&f.cache, &key("web"), Allocated::default(), None);
+        assert_eq!((created(&action), deleted(&action).len()), (0, 0));
     }
 
     #[test]
