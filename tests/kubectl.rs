@@ -237,3 +237,60 @@ async fn drain_moves_instances_off_a_node_and_never_below_max_unavailable() {
     common::workloads::wait_running(&admin, "more", 1, Some("n1"), Duration::from_secs(30)).await;
     assert_eq!(common::workloads::instances_of(&admin, "web").await.len(), 2, "a cordon moves nothing");
 }
+
+#[tokio::test]
+async fn rollout_history_undo_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let admin = control.client();
+    let _node = common::NodeProcess::start(&control, "n1", &[]);
+    let v1 = common::workloads::workload_yaml("web", "$HELLO", "  replicas: 1\n");
+    common::workloads::apply(&control, "web", &v1);
+    let first = common::workloads::wait_running(&admin, "web", 1, Some("n1"), Duration::from_secs(30)).await;
+    let v2 = common::workloads::workload_yaml("web", "$HELLO", "  replicas: 1\n  args: [v2]\n");
+    common::workloads::apply(&control, "web", &v2);
+    ok_stdout(&control.cli(&["rollout", "status", "workload/web", "--timeout", "60s"]));
+    let history = common::wait_for(Duration::from_secs(20), "two revisions", || async {
+        let history = ok_stdout(&control.cli(&["rollout", "history", "workload/web"]));
+        (history.lines().count() == 3).then_some(history)
+    })
+    .await;
+    assert!(history.lines().nth(1).unwrap().contains("created"), "{history}");
+    assert!(history.lines().nth(2).unwrap().starts_with('2') && history.contains("spec changed"), "{history}");
+    let shown = ok_stdout(&control.cli(&["rollout", "history", "web", "--revision", "2"]));
+    assert!(shown.contains("- v2"), "{shown}");
+
+    // Undo: revision 1's spec comes back, as revision 3.
+    assert_eq!(
+        ok_stdout(&control.cli(&["rollout", "undo", "workload/web"])),
+        "workload/web rolled back to revision 1\n"
+    );
+    let args = ok_stdout(&control.cli(&["get", "workload/web", "-o", "jsonpath={.spec.args}"]));
+    assert_eq!(args, "", "no args, as in revision 1");
+    ok_stdout(&control.cli(&["rollout", "status", "workload/web", "--timeout", "60s"]));
+    let history = common::wait_for(Duration::from_secs(20), "revision 3", || async {
+        let history = ok_stdout(&control.cli(&["rollout", "history", "workload/web"]));
+        let numbers: Vec<&str> = history.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
+        (numbers == ["2", "3"]).then_some(history)
+    })
+    .await;
+    assert!(history.contains("spec changed"), "{history}");
+    let stale = control.cli(&["rollout", "undo", "web", "--to-revision", "1"]);
+    assert!(failed(&stale).contains("no revision 1"), "revision 1 is now 3");
+
+    // Restart: every instance replaced, nothing else changed.
+    let before = common::workloads::wait_running(&admin, "web", 1, Some("n1"), Duration::from_secs(30)).await;
+    assert_ne!(before[0].metadata.name, first[0].metadata.name, "the undo replaced the instance");
+    assert_eq!(ok_stdout(&control.cli(&["rollout", "restart", "workload/web"])), "workload/web restarted\n");
+    ok_stdout(&control.cli(&["rollout", "status", "workload/web", "--timeout", "60s"]));
+    let after = common::workloads::wait_running(&admin, "web", 1, Some("n1"), Duration::from_secs(30)).await;
+    assert_ne!(after[0].metadata.name, before[0].metadata.name, "a new instance");
+    assert!(after[0].spec.args.is_empty());
+    let history = ok_stdout(&control.cli(&["rollout", "history", "workload/web"]));
+    assert!(history.lines().last().unwrap().contains("restarted at"), "{history}");
+    let bad = "  replicas: 1\n  restartedAt: yesterday\n";
+    let yaml = common::workloads::workload_yaml("web", "$HELLO", bad).replace("$HELLO", shoal_guest_artifacts::HELLO);
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    assert!(failed(&control.cli(&["apply", "-f", path.to_str().unwrap()])).contains("spec.restartedAt"));
+}

@@ -42,7 +42,7 @@ pub enum Command {
     Delete(delete::DeleteArgs),
     /// Print (or follow) what instances write to stdout and stderr.
     Logs(logs::LogsArgs),
-    /// Follow a workload's rollout until it completes or fails.
+    /// Follow a rollout, list a workload's revisions, undo one, or restart every instance.
     Rollout(rollout::RolloutArgs),
     /// Run a wasm module once, here, as a node would (or serve an HTTP component).
     Run(run::RunArgs),

@@ -1,6 +1,10 @@
 //! `shoal rollout status workload/NAME`: follows a workload's rollout with a progress bar until
 //! every replica runs the current spec and is available (exit 0), or until it fails: a new
 //! instance keeps crashing or cannot be placed, or the deadline passes (exit 1, saying why).
+//!
+//! `rollout history` lists the specs the workload ran (its status keeps the last ten),
+//! `rollout undo` puts an earlier one back (its replicas, autoscaling and rollout bounds stay
+//! as they are now), and `rollout restart` replaces every instance with nothing else changed.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -8,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
 use shoal_api::resources::instance::{Phase, TEMPLATE_LABEL, WORKLOAD_LABEL};
-use shoal_api::resources::workload::Workload;
+use shoal_api::resources::workload::{Workload, WorkloadSpec};
 use shoal_api::{AnyObject, Client, Kind};
 
 use crate::connect::ConnectionArgs;
@@ -33,6 +37,146 @@ enum RolloutAction {
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// List the specs the workload ran, or show one.
+    History {
+        /// `workload/NAME` (or just NAME).
+        target: String,
+        /// The namespace [default: the context's, else `default`].
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Show this revision's spec.
+        #[arg(long)]
+        revision: Option<u64>,
+    },
+    /// Put back an earlier spec (by default the one before the current).
+    Undo {
+        /// `workload/NAME` (or just NAME).
+        target: String,
+        /// The namespace [default: the context's, else `default`].
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// The revision to go back to.
+        #[arg(long)]
+        to_revision: Option<u64>,
+    },
+    /// Replace every instance, as a rollout does, with nothing else changed.
+    Restart {
+        /// `workload/NAME` (or just NAME).
+        target: String,
+        /// The namespace [default: the context's, else `default`].
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+}
+
+/// How often a change is tried again when the workload changed meanwhile.
+const CONFLICT_RETRIES: usize = 5;
+
+/// The workload's name in `target` (`workload/NAME` or `NAME`).
+fn workload_name(target: &str) -> &str {
+    target.strip_prefix("workload/").or_else(|| target.strip_prefix("workloads/")).unwrap_or(target)
+}
+
+async fn get_workload(client: &Client, namespace: &str, name: &str) -> anyhow::Result<Workload> {
+    match client.get(Kind::Workload, Some(namespace), name).await? {
+        AnyObject::Workload(workload) => Ok(workload),
+        _ => bail!("{name}: not a workload"),
+    }
+}
+
+/// Changes the workload's spec with `change` (which may refuse), retried on conflicts.
+async fn change_spec(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    change: impl Fn(&mut Workload) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    for attempt in 1.. {
+        let mut workload = get_workload(client, namespace, name).await?;
+        change(&mut workload)?;
+        match client.put(&AnyObject::Workload(workload)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.reason() == Some(shoal_api::Reason::Conflict) && attempt < CONFLICT_RETRIES => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// What changed in `spec` from `before`, in a few words.
+fn summary(spec: &WorkloadSpec, before: Option<&WorkloadSpec>) -> String {
+    let Some(before) = before else { return "created".into() };
+    let mut said = Vec::new();
+    if spec.module != before.module {
+        said.push(format!("module {}", spec.module.chars().take(19).collect::<String>()));
+    }
+    if spec.restarted_at != before.restarted_at {
+        said.push(format!("restarted at {}", spec.restarted_at.as_deref().unwrap_or("-")));
+    }
+    let unchanged = |s: &WorkloadSpec| WorkloadSpec { module: String::new(), restarted_at: None, ..s.clone() };
+    if unchanged(spec) != unchanged(before) {
+        said.push("spec changed".into());
+    }
+    if said.is_empty() { "values from Secrets or Configs".into() } else { said.join(", ") }
+}
+
+async fn history(client: &Client, namespace: &str, name: &str, revision: Option<u64>) -> anyhow::Result<ExitCode> {
+    let workload = get_workload(client, namespace, name).await?;
+    let revisions = workload.status.map(|s| s.revisions).unwrap_or_default();
+    if let Some(number) = revision {
+        let Some(found) = revisions.iter().find(|r| r.revision == number) else {
+            bail!("workload {namespace}/{name} has no revision {number} (rollout history lists them)");
+        };
+        print!("{}", serde_yaml::to_string(&found.spec).expect("specs serialize"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![["REVISION", "CREATED", "CHANGE"].map(str::to_owned).to_vec()];
+    for (i, r) in revisions.iter().enumerate() {
+        let before = i.checked_sub(1).map(|b| &revisions[b].spec);
+        let age = crate::output::age(r.created_at.as_deref());
+        rows.push(vec![r.revision.to_string(), age, summary(&r.spec, before)]);
+    }
+    print!("{}", crate::output::align(rows));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn undo(client: &Client, namespace: &str, name: &str, to: Option<u64>) -> anyhow::Result<ExitCode> {
+    let revisions = get_workload(client, namespace, name).await?.status.map(|s| s.revisions).unwrap_or_default();
+    let target = match to {
+        Some(number) => revisions.iter().find(|r| r.revision == number),
+        None => revisions.iter().rev().nth(1),
+    };
+    let Some(target) = target.cloned() else {
+        match to {
+            Some(number) => bail!("workload {namespace}/{name} has no revision {number} (rollout history lists them)"),
+            None => bail!("workload {namespace}/{name} has no earlier revision to go back to"),
+        }
+    };
+    change_spec(client, namespace, name, |workload| {
+        let now = &workload.spec;
+        // What it runs comes back; how many and how they roll stay as they are.
+        workload.spec = WorkloadSpec {
+            replicas: now.replicas,
+            autoscale: now.autoscale.clone(),
+            rollout: now.rollout.clone(),
+            ..target.spec.clone()
+        };
+        Ok(())
+    })
+    .await?;
+    println!("workload/{name} rolled back to revision {}", target.revision);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn restart(client: &Client, namespace: &str, name: &str) -> anyhow::Result<ExitCode> {
+    let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    change_spec(client, namespace, name, |workload| {
+        workload.spec.restarted_at = Some(at.clone());
+        Ok(())
+    })
+    .await?;
+    println!("workload/{name} restarted");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Restarts after which a crashing new instance fails the rollout.
@@ -91,10 +235,23 @@ async fn progress(client: &Client, namespace: &str, name: &str) -> anyhow::Resul
 
 impl RolloutArgs {
     pub async fn execute(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
-        let RolloutAction::Status { target, namespace, timeout } = &self.action;
-        let namespace = &connection.namespace(namespace);
-        let name = target.strip_prefix("workload/").or_else(|| target.strip_prefix("workloads/")).unwrap_or(target);
         let client = connection.client()?;
+        let (target, namespace, timeout) = match &self.action {
+            RolloutAction::Status { target, namespace, timeout } => (target, namespace, timeout),
+            RolloutAction::History { target, namespace, revision } => {
+                let namespace = connection.namespace(namespace);
+                return history(&client, &namespace, workload_name(target), *revision).await;
+            }
+            RolloutAction::Undo { target, namespace, to_revision } => {
+                let namespace = connection.namespace(namespace);
+                return undo(&client, &namespace, workload_name(target), *to_revision).await;
+            }
+            RolloutAction::Restart { target, namespace } => {
+                return restart(&client, &connection.namespace(namespace), workload_name(target)).await;
+            }
+        };
+        let namespace = &connection.namespace(namespace);
+        let name = workload_name(target);
         let bar = ProgressBar::new(1);
         bar.set_style(
             ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} available {msg}")

@@ -62,6 +62,11 @@ impl Resource for WorkloadKind {
             return Err(FieldError::new("spec.resources.memory", "must be at least 64Ki (one wasm page)"));
         }
         validate_probes(spec.type_, &spec.probes)?;
+        if let Some(at) = &spec.restarted_at
+            && humantime::parse_rfc3339(at).is_err()
+        {
+            return Err(FieldError::new("spec.restartedAt", format!("{at:?} is not an RFC 3339 time")));
+        }
         if let Some(autoscale) = &spec.autoscale {
             validate_autoscale(spec, autoscale)?;
         }
@@ -558,6 +563,10 @@ pub struct WorkloadSpec {
     /// (`shoal node --instance-concurrency`, 8); at most [`MAX_CONCURRENCY`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// When set (RFC 3339, by `shoal rollout restart`), a change of it replaces every instance
+    /// as a rollout does, with nothing else changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<String>,
 }
 
 /// The most requests one instance may be allowed to serve at once.
@@ -582,8 +591,33 @@ impl Default for WorkloadSpec {
             allowed_outbound_hosts: Vec::new(),
             request_timeout_ms: None,
             concurrency: None,
+            restarted_at: None,
         }
     }
+}
+
+/// How many revisions of its spec a workload's status keeps (Kubernetes' default
+/// `revisionHistoryLimit`).
+pub const REVISION_HISTORY: usize = 10;
+
+/// The most bytes a workload's revisions take in its status together; past it the oldest go
+/// (a large spec keeps fewer).
+pub const REVISION_HISTORY_BYTES: usize = 256 * 1024;
+
+/// One spec a workload has run, for `shoal rollout history` and `undo`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Revision {
+    /// Its number: 1 for the first spec, one more for each new one (an undo makes an old spec
+    /// the newest, with a new number).
+    pub revision: u64,
+    /// The hash of its instances' template.
+    pub template_hash: String,
+    /// When it was first seen (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// The spec.
+    pub spec: WorkloadSpec,
 }
 
 /// What the workload controller observed.
@@ -612,6 +646,9 @@ pub struct WorkloadStatus {
     /// Progressing, Available, ...
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The specs it ran, oldest first, at most [`REVISION_HISTORY`]; the last is the current.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revisions: Vec<Revision>,
 }
 
 #[cfg(test)]

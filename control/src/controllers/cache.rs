@@ -425,7 +425,7 @@ impl Cache {
                 let spec_changed = self.templates.get(key).is_none_or(|(g, _, _)| *g != w.metadata.generation);
                 if spec_changed {
                     let template = super::workload::template(w);
-                    let hash = super::workload::template_hash(&template);
+                    let hash = super::workload::template_hash(&template, w.spec.restarted_at.as_deref());
                     self.templates.insert(key.to_owned(), (w.metadata.generation, Arc::new(template), hash));
                 }
                 self.workloads.insert(key.to_owned(), w.clone())
@@ -443,6 +443,12 @@ impl Cache {
             self.use_module(ns, &old.spec.module, false, tasks);
         }
         triggers::workload(self, key, old.as_ref(), new.as_ref(), tasks);
+    }
+
+    /// The hash of the workload at `key`'s spec alone (its revision's), computed once per
+    /// generation.
+    pub fn spec_hash(&self, key: &str) -> Option<&str> {
+        self.templates.get(key).map(|(_, _, hash)| hash.as_str())
     }
 
     /// The instance spec the workload at `key` makes now, and its hash: of the spec (computed

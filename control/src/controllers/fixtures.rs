@@ -51,7 +51,7 @@ pub fn with_ready(mut node: Node, status: &str) -> Node {
 /// `phase` and `ready`.
 pub fn instance(workload: &Workload, name: &str, node: Option<&str>, phase: Phase, ready: bool) -> Instance {
     let spec = template(workload);
-    let hash = template_hash(&spec);
+    let hash = template_hash(&spec, workload.spec.restarted_at.as_deref());
     let mut i: Instance = serde_json::from_value(json!({
         "apiVersion": "shoal.dev/v1", "kind": "Instance",
         "metadata": {"name": name, "namespace": "default", "resourceVersion": 2,

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use shoal_api::meta::OwnerReference;
 use shoal_api::resources::instance::{Instance, InstanceSpec, TEMPLATE_LABEL, WORKLOAD_LABEL};
 use shoal_api::resources::namespace::NamespaceKind;
-use shoal_api::resources::workload::{Workload, WorkloadStatus};
+use shoal_api::resources::workload::{REVISION_HISTORY, REVISION_HISTORY_BYTES, Revision, Workload, WorkloadStatus};
 use shoal_api::{AnyObject, Kind, Name, Object};
 
 use shoal_api::resources::Condition;
@@ -49,10 +49,35 @@ pub fn template(workload: &Workload) -> InstanceSpec {
     }
 }
 
-/// A short hash of a template: instances with another hash are from an older spec.
-pub fn template_hash(template: &InstanceSpec) -> String {
-    let digest = Sha256::digest(serde_json::to_vec(template).expect("specs serialize"));
-    hex::encode(&digest[..5])
+/// A short hash of a template and the restart it was made for: instances with another hash
+/// are from an older spec (or from before a `rollout restart`).
+pub fn template_hash(template: &InstanceSpec, restarted_at: Option<&str>) -> String {
+    let mut digest = Sha256::new();
+    digest.update(serde_json::to_vec(template).expect("specs serialize"));
+    if let Some(at) = restarted_at {
+        digest.update(format!("\nrestartedAt={at}").as_bytes());
+    }
+    hex::encode(&digest.finalize()[..5])
+}
+
+/// The workload's revisions with its current spec (of template hash `hash`) the newest: as
+/// they were if it is already, else with it added (or moved up, after an undo) under the next
+/// number, keeping at most [`REVISION_HISTORY`] in [`REVISION_HISTORY_BYTES`].
+pub fn revisions(workload: &Workload, hash: &str, now: String) -> Vec<Revision> {
+    let mut revisions = workload.status.as_ref().map(|s| s.revisions.clone()).unwrap_or_default();
+    if revisions.last().is_some_and(|r| r.template_hash == hash) {
+        return revisions;
+    }
+    let number = revisions.iter().map(|r| r.revision).max().unwrap_or(0) + 1;
+    revisions.retain(|r| r.template_hash != hash);
+    let spec = workload.spec.clone();
+    revisions.push(Revision { revision: number, template_hash: hash.to_owned(), created_at: Some(now), spec });
+    let size = |r: &Revision| serde_json::to_vec(r).map_or(0, |v| v.len());
+    let mut total: usize = revisions.iter().map(size).sum();
+    while revisions.len() > REVISION_HISTORY || (total > REVISION_HISTORY_BYTES && revisions.len() > 1) {
+        total -= size(&revisions.remove(0));
+    }
+    revisions
 }
 
 /// A fresh name for an instance of `owner`: its name (cut to fit) and a random suffix of five
@@ -199,6 +224,10 @@ pub fn reconcile(cache: &Cache, key: &str, in_flight: Allocated, autoscaled: Opt
         available_replicas: new.iter().filter(|i| cache.serving(i)).count() as u32,
         desired_replicas: autoscaled,
         conditions: Vec::new(),
+        revisions: match cache.spec_hash(key) {
+            Some(spec_hash) => revisions(workload, spec_hash, now_rfc3339()),
+            None => Vec::new(),
+        },
     };
     let mut status = status;
     if let Some(message) = admitted.refused {
@@ -352,6 +381,49 @@ mod tests {
         f.instance(serving(&w, "web-1", "a")).instance(serving(&w, "web-2", "a"));
         let action = reconcile(&f.cache, &key("web"), Allocated::default(), None);
         assert_eq!((created(&action), deleted(&action).len()), (0, 0));
+    }
+
+    #[test]
+    fn revisions_record_each_new_spec_move_an_undone_one_up_and_keep_ten() {
+        let mut w = workload("web", 1);
+        let at = || "2026-12-02T00:00:00Z".to_owned();
+        let numbers = |revisions: &[Revision]| {
+            revisions.iter().map(|r| (r.revision, r.template_hash.clone())).collect::<Vec<_>>()
+        };
+        let first = revisions(&w, "h1", at());
+        assert_eq!(numbers(&first), [(1, "h1".into())]);
+        w.status = Some(WorkloadStatus { revisions: first.clone(), ..Default::default() });
+        assert_eq!(revisions(&w, "h1", at()), first, "the same spec: nothing new");
+        w.spec.args = vec!["v2".into()];
+        let second = revisions(&w, "h2", at());
+        assert_eq!(numbers(&second), [(1, "h1".into()), (2, "h2".into())]);
+        assert_eq!(second[1].spec.args, ["v2"], "each keeps its spec");
+        // An undo to h1 makes it the newest, under a new number.
+        w.status = Some(WorkloadStatus { revisions: second, ..Default::default() });
+        assert_eq!(numbers(&revisions(&w, "h1", at())), [(2, "h2".into()), (3, "h1".into())]);
+        // At most ten.
+        for i in 0..20 {
+            let next = revisions(&w, &format!("x{i}"), at());
+            w.status = Some(WorkloadStatus { revisions: next, ..Default::default() });
+        }
+        let kept = &w.status.as_ref().unwrap().revisions;
+        assert_eq!(kept.len(), REVISION_HISTORY);
+        assert_eq!(kept.last().unwrap().revision, 22);
+        // And a spec too large for ten keeps fewer.
+        w.spec.args = vec!["x".repeat(REVISION_HISTORY_BYTES / 3)];
+        for i in 0..5 {
+            let next = revisions(&w, &format!("big{i}"), at());
+            w.status = Some(WorkloadStatus { revisions: next, ..Default::default() });
+        }
+        assert!(w.status.as_ref().unwrap().revisions.len() <= 3);
+    }
+
+    #[test]
+    fn a_restart_is_a_new_template_with_the_same_spec() {
+        let w = workload("web", 1);
+        let spec = template(&w);
+        assert_ne!(template_hash(&spec, None), template_hash(&spec, Some("2026-12-02T00:00:00Z")));
+        assert_eq!(template_hash(&spec, Some("a")), template_hash(&spec, Some("a")));
     }
 
     #[test]
