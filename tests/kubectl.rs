@@ -294,3 +294,66 @@ async fn rollout_history_undo_and_restart() {
     std::fs::write(&path, yaml).unwrap();
     assert!(failed(&control.cli(&["apply", "-f", path.to_str().unwrap()])).contains("spec.restartedAt"));
 }
+
+/// Runs `shoal ARGS` against `control` with `input` on its stdin.
+fn cli_with_stdin(control: &ControlProcess, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(common::shoal_bin())
+        .args(args)
+        .env("SHOAL_CONFIG", &control.config_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn apply_from_stdin_a_server_dry_run_and_diff() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let manifest = |replicas: u32| {
+        common::workloads::workload_yaml("web", shoal_guest_artifacts::HELLO, &format!("  replicas: {replicas}\n"))
+    };
+    let replicas = || ok_stdout(&control.cli(&["get", "workload/web", "-o", "jsonpath={.spec.replicas}"]));
+
+    // A server dry run of something new writes nothing.
+    let said = ok_stdout(&cli_with_stdin(&control, &["apply", "--dry-run=server", "-f", "-"], &manifest(1)));
+    assert_eq!(said, "workloads/default/web created (server dry run)\n");
+    assert!(!control.cli(&["get", "workload/web"]).status.success(), "nothing was written");
+    // From stdin, for real.
+    let said = ok_stdout(&cli_with_stdin(&control, &["apply", "-f", "-"], &manifest(1)));
+    assert_eq!(said, "workloads/default/web created\n");
+    assert_eq!(replicas(), "1");
+
+    // A change, dry run: what it would be, and nothing changed; the server's checks apply.
+    let said = ok_stdout(&cli_with_stdin(&control, &["apply", "--dry-run=server", "-f", "-"], &manifest(3)));
+    assert_eq!(said, "workloads/default/web configured (server dry run)\n");
+    let said = ok_stdout(&cli_with_stdin(&control, &["apply", "--dry-run=server", "-f", "-"], &manifest(1)));
+    assert_eq!(said, "workloads/default/web unchanged (server dry run)\n");
+    assert_eq!(replicas(), "1");
+    let refused = cli_with_stdin(&control, &["apply", "--dry-run=server", "-f", "-"], &manifest(1_000_000));
+    assert!(failed(&refused).contains("spec.replicas"), "{refused:?}");
+    let bad =
+        control.raw_http().put(format!("{}/api/v1/namespaces/default/workloads/web?dryRun=Some", control.api_url));
+    let bad = bad.bearer_auth(control.client_config().token).body("{}").send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // diff: exit 1 with the change, 0 once applied.
+    let path = dir.path().join("web.yaml");
+    std::fs::write(&path, manifest(3)).unwrap();
+    let path = path.to_str().unwrap();
+    let diff = control.cli(&["diff", "-f", path]);
+    assert_eq!(diff.status.code(), Some(1), "{diff:?}");
+    let text = String::from_utf8_lossy(&diff.stdout);
+    assert!(text.contains("-  replicas: 1") && text.contains("+  replicas: 3"), "{text}");
+    assert!(!text.contains("resourceVersion") && !text.contains("status"), "{text}");
+    ok_stdout(&control.cli(&["apply", "-f", path]));
+    let same = control.cli(&["diff", "-f", path]);
+    assert_eq!(same.status.code(), Some(0), "{same:?}");
+    assert!(same.stdout.is_empty());
+    let broken = control.cli(&["diff", "-f", "/nonexistent.yaml"]);
+    assert_eq!(broken.status.code(), Some(2), "{broken:?}");
+}

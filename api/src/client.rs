@@ -205,6 +205,14 @@ impl Client {
         self.object(kind, Method::PUT, &path, Some(&object.to_json())).await
     }
 
+    /// What [`Client::put`] of `object` would store, checked and admitted by the server but
+    /// not written (a server-side dry run).
+    pub async fn put_dry_run(&self, object: &AnyObject) -> Result<AnyObject, ClientError> {
+        let kind = object.kind();
+        let path = object_path(kind, object.namespace(), object.meta().name.as_str()) + "?dryRun=All";
+        self.object(kind, Method::PUT, &path, Some(&object.to_json())).await
+    }
+
     /// Replaces the status of `object` (its spec is left alone).
     pub async fn put_status(&self, object: &AnyObject) -> Result<AnyObject, ClientError> {
         let kind = object.kind();

@@ -1,5 +1,10 @@
-//! `shoal apply -f FILE|DIR`: create or update what the manifests declare. A Workload's local
+//! `shoal apply -f FILE|DIR|-`: create or update what the manifests declare. A Workload's local
 //! `.wasm` module is uploaded once (by digest) and the object stores the digest.
+//!
+//! `--dry-run` (or `--dry-run=client`) checks the manifests and modules here and writes
+//! nothing; `--dry-run=server` has the API server check and admit each object as it would be
+//! written, and prints what would be stored, writing no object (modules are still uploaded:
+//! they are content-addressed, and collected after the module grace if nothing uses them).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -12,23 +17,57 @@ use shoal_api::{AnyObject, Client, Kind, Reason};
 
 use crate::connect::ConnectionArgs;
 
+/// Where a dry run stops.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DryRun {
+    /// Check the manifests and modules here.
+    Client,
+    /// Have the API server check and admit each object, and print what it would store.
+    Server,
+}
+
 /// Flags of `shoal apply`.
 #[derive(clap::Args, Debug)]
 pub struct ApplyArgs {
-    /// Manifest file or directory (repeatable).
-    #[arg(short = 'f', long = "filename", required = true, value_name = "FILE|DIR")]
+    /// Manifest file or directory (repeatable); `-` reads manifests from stdin.
+    #[arg(short = 'f', long = "filename", required = true, value_name = "FILE|DIR|-")]
     files: Vec<PathBuf>,
-    /// Check everything locally and print what would be applied, changing nothing.
-    #[arg(long)]
-    dry_run: bool,
+    /// Write nothing: `client` (a bare `--dry-run`) checks here, `server` has the API server
+    /// check and admit.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "client", require_equals = true)]
+    dry_run: Option<DryRun>,
 }
 
-/// Loads manifests from every path: what parsed, and every error.
+/// The name stdin's manifests go by in errors.
+pub const STDIN: &str = "<stdin>";
+
+/// Loads manifests from every path (`-`: stdin, read once): what parsed, and every error.
 pub fn load_all(paths: &[PathBuf]) -> (Vec<Manifest>, Vec<ManifestError>) {
     let mut manifests = Vec::new();
     let mut errors = Vec::new();
+    let mut stdin_read = false;
     for path in paths {
-        let (found, failed) = manifest::load_partial(path);
+        let (found, failed) = if path.as_os_str() == "-" {
+            if std::mem::replace(&mut stdin_read, true) {
+                continue;
+            }
+            let mut text = String::new();
+            let file = Path::new(STDIN);
+            match std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+                Ok(_) => match manifest::parse_str(file, &text) {
+                    Ok(found) => (found, Vec::new()),
+                    Err(ManifestErrors(failed)) => (Vec::new(), failed),
+                },
+                Err(e) => {
+                    let message = format!("reading stdin: {e}");
+                    let error =
+                        ManifestError { file: file.to_owned(), line: 0, column: 0, path: String::new(), message };
+                    (Vec::new(), vec![error])
+                }
+            }
+        } else {
+            manifest::load_partial(path)
+        };
         manifests.extend(found);
         errors.extend(failed);
     }
@@ -70,16 +109,24 @@ fn read_module(m: &Manifest) -> Result<Option<LocalModule>, ManifestError> {
 
 impl ApplyArgs {
     pub async fn execute(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
-        if self.dry_run {
-            return apply_paths(None, &self.files).await;
+        match self.dry_run {
+            Some(DryRun::Client) => apply_paths(None, &self.files).await,
+            Some(DryRun::Server) => apply_with(Some(&connection.client()?), &self.files, true).await,
+            None => apply_paths(Some(&connection.client()?), &self.files).await,
         }
-        apply_paths(Some(&connection.client()?), &self.files).await
     }
 }
 
 /// Applies every manifest under `paths` with `client` (or, without one, only checks them):
 /// nothing is written unless every manifest and module checks out.
 pub async fn apply_paths(client: Option<&Client>, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    apply_with(client, paths, false).await
+}
+
+/// The manifests under `paths`, loaded and checked with their local modules read (in the order
+/// they are applied: what others live in first); or the errors, printed, and the failing exit
+/// code.
+fn checked(paths: &[PathBuf]) -> Result<(Vec<Manifest>, Vec<Option<LocalModule>>), ExitCode> {
     let (mut manifests, mut errors) = load_all(paths);
     manifests.sort_by_key(|m| Kind::ALL.iter().position(|k| *k == m.object.kind()));
     let mut modules = Vec::new();
@@ -91,37 +138,72 @@ pub async fn apply_paths(client: Option<&Client>, paths: &[PathBuf]) -> anyhow::
     }
     if !errors.is_empty() {
         errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
-        return Ok(report(&ManifestErrors(errors)));
+        return Err(report(&ManifestErrors(errors)));
     }
+    Ok((manifests, modules))
+}
+
+/// As [`checked`], with the local modules uploaded and named by digest (what `apply` writes).
+pub async fn prepared(client: &Client, paths: &[PathBuf]) -> anyhow::Result<Result<Vec<Manifest>, ExitCode>> {
+    let (mut manifests, modules) = match checked(paths) {
+        Ok(found) => found,
+        Err(code) => return Ok(Err(code)),
+    };
+    let mut uploaded = HashSet::new();
+    for (m, module) in manifests.iter_mut().zip(modules) {
+        upload(client, m, module, &mut uploaded).await?;
+    }
+    Ok(Ok(manifests))
+}
+
+/// Uploads `m`'s local module, unless `uploaded` says it is in its namespace already, and
+/// names it by digest in the manifest.
+async fn upload(
+    client: &Client,
+    m: &mut Manifest,
+    module: Option<LocalModule>,
+    uploaded: &mut HashSet<(String, String)>,
+) -> anyhow::Result<()> {
+    let Some(module) = module else { return Ok(()) };
+    let ns = m.object.namespace().unwrap_or("default").to_owned();
+    let named = match &mut m.object {
+        AnyObject::Workload(w) => &mut w.spec.module,
+        AnyObject::Job(j) => &mut j.spec.template.module,
+        AnyObject::CronJob(c) => &mut c.spec.job_template.template.module,
+        _ => unreachable!("only workloads, jobs and cronjobs name local modules"),
+    };
+    if !uploaded.contains(&(ns.clone(), module.digest.clone())) {
+        if !client.has_module(&ns, &module.digest).await? {
+            client
+                .put_module(&ns, module.bytes)
+                .await
+                .map_err(|e| anyhow!("{}: uploading {named}: {e}", m.file.display()))?;
+        }
+        uploaded.insert((ns, module.digest.clone()));
+    }
+    *named = format!("sha256:{}", module.digest);
+    Ok(())
+}
+
+/// As [`apply_paths`]; with `server_dry_run`, each write is the server's dry run.
+async fn apply_with(client: Option<&Client>, paths: &[PathBuf], server_dry_run: bool) -> anyhow::Result<ExitCode> {
+    let (mut manifests, modules) = match checked(paths) {
+        Ok(found) => found,
+        Err(code) => return Ok(code),
+    };
     let Some(client) = client else {
         for m in &manifests {
             println!("{} checked (dry run)", m.object.display_name());
         }
         return Ok(ExitCode::SUCCESS);
     };
-    let mut uploaded = HashSet::new();
-    let mut failed = false;
+    let (mut uploaded, mut failed) = (HashSet::new(), false);
+    // Each module goes up just before its object: the namespace it goes to may be made by an
+    // object before it.
     for (m, module) in manifests.iter_mut().zip(modules) {
-        if let Some(module) = module {
-            let ns = m.object.namespace().unwrap_or("default").to_owned();
-            let named = match &mut m.object {
-                AnyObject::Workload(w) => &mut w.spec.module,
-                AnyObject::Job(j) => &mut j.spec.template.module,
-                AnyObject::CronJob(c) => &mut c.spec.job_template.template.module,
-                _ => unreachable!("only workloads, jobs and cronjobs name local modules"),
-            };
-            if !uploaded.contains(&(ns.clone(), module.digest.clone())) {
-                if !client.has_module(&ns, &module.digest).await? {
-                    client
-                        .put_module(&ns, module.bytes)
-                        .await
-                        .map_err(|e| anyhow!("{}: uploading {named}: {e}", m.file.display()))?;
-                }
-                uploaded.insert((ns, module.digest.clone()));
-            }
-            *named = format!("sha256:{}", module.digest);
-        }
-        match apply_one(client, &m.object).await {
+        upload(client, m, module, &mut uploaded).await?;
+        match apply_one(client, &m.object, server_dry_run).await {
+            Ok(outcome) if server_dry_run => println!("{} {outcome} (server dry run)", m.object.display_name()),
             Ok(outcome) => println!("{} {outcome}", m.object.display_name()),
             Err(e) => {
                 failed = true;
@@ -132,20 +214,25 @@ pub async fn apply_paths(client: Option<&Client>, paths: &[PathBuf]) -> anyhow::
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-/// Writes one object; says whether it was created, configured or left unchanged.
-async fn apply_one(client: &Client, object: &AnyObject) -> Result<&'static str, shoal_api::ClientError> {
+/// Writes one object (or, with `dry_run`, has the server check it); says whether it was (or
+/// would be) created, configured or left unchanged.
+async fn apply_one(client: &Client, object: &AnyObject, dry_run: bool) -> Result<&'static str, shoal_api::ClientError> {
     let name = object.meta().name.as_str();
     let before = match client.get(object.kind(), object.namespace(), name).await {
-        Ok(o) => o.meta().resource_version,
+        Ok(o) => Some(o),
         Err(e) if e.reason() == Some(Reason::NotFound) => None,
         Err(e) => return Err(e),
     };
     let mut object = object.clone();
     object.meta_mut().resource_version = None;
-    let after = client.put(&object).await?;
+    let after = match dry_run {
+        true => client.put_dry_run(&object).await?,
+        false => client.put(&object).await?,
+    };
     Ok(match before {
         None => "created",
-        Some(rv) if Some(rv) == after.meta().resource_version => "unchanged",
+        Some(before) if !dry_run && before.meta().resource_version == after.meta().resource_version => "unchanged",
+        Some(before) if dry_run && super::diff::comparable(&before) == super::diff::comparable(&after) => "unchanged",
         Some(_) => "configured",
     })
 }

@@ -7,6 +7,7 @@ mod control;
 mod delete;
 mod describe;
 mod dev;
+mod diff;
 mod drain;
 mod events;
 mod get;
@@ -60,6 +61,8 @@ pub enum Command {
     Cordon(drain::CordonArgs),
     /// Make a node schedulable again (and stop a drain).
     Uncordon(drain::CordonArgs),
+    /// Show what `apply` would change, as a unified diff (exit 1 when it would change something).
+    Diff(diff::DiffArgs),
     /// Cordon a node and move every instance off it, within each workload's rollout bounds.
     Drain(drain::DrainArgs),
     /// Show and change the client config's contexts and their default namespaces.
@@ -92,6 +95,7 @@ impl Command {
             Command::Cordon(args) => args.cordon(connection).await,
             Command::Uncordon(args) => args.uncordon(connection).await,
             Command::Drain(args) => args.execute(connection).await,
+            Command::Diff(args) => args.execute(connection).await,
         }
     }
 }

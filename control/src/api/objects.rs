@@ -46,6 +46,26 @@ pub struct GetQuery {
     pub show_secrets: bool,
 }
 
+/// Query parameters of writes of an object's spec.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteQuery {
+    /// `All`: check and admit the write and answer with what would be stored, writing nothing
+    /// (Kubernetes' server-side dry run).
+    #[serde(default)]
+    pub dry_run: Option<String>,
+}
+
+impl WriteQuery {
+    fn dry_run(&self) -> Result<bool, ApiError> {
+        match self.dry_run.as_deref() {
+            None => Ok(false),
+            Some("All") => Ok(true),
+            Some(other) => Err(ApiError::new(Reason::BadRequest, format!("dryRun={other:?}: the one value is All"))),
+        }
+    }
+}
+
 /// Query parameters of deletes.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -242,6 +262,8 @@ struct Writer<'a> {
     store: &'a Store,
     admission: &'a Admission,
     sealer: &'a Sealer,
+    /// Check and admit only: answer with what would be written.
+    dry_run: bool,
 }
 
 /// Seals a Secret's values before they travel to the store (see [`crate::sealing`]), keeping
@@ -257,7 +279,7 @@ fn seal(store: &Store, sealer: &Sealer, object: &mut AnyObject, key: Option<&Obj
 }
 
 async fn create(writer: Writer<'_>, principal: &Principal, target: Target, body: &[u8]) -> Result<Response, ApiError> {
-    let Writer { store, admission, sealer } = writer;
+    let Writer { store, admission, sealer, dry_run } = writer;
     let mut object = parse_body(&target, body, None)?;
     if !matches!(principal, Principal::Admin) {
         object.clear_status();
@@ -269,6 +291,13 @@ async fn create(writer: Writer<'_>, principal: &Principal, target: Target, body:
     stamp_new(&mut object);
     object.meta_mut().resource_version = None;
     let name = object.meta().name.to_string();
+    if dry_run {
+        let result = match store.reader().get(&target.key(&name))? {
+            Some(_) => CommandResult::AlreadyExists,
+            None => CommandResult::Ok { object: Some(to_bytes(&object)) },
+        };
+        return write_result(result, &target, &name, StatusCode::CREATED);
+    }
     let result = store.write(Command::Create { key: target.key(&name), object: to_bytes(&object) }).await?;
     write_result(result, &target, &name, StatusCode::CREATED)
 }
@@ -281,7 +310,7 @@ async fn update(
     body: &[u8],
     scope: UpdateScope,
 ) -> Result<Response, ApiError> {
-    let Writer { store, admission, sealer } = writer;
+    let Writer { store, admission, sealer, dry_run } = writer;
     if scope == UpdateScope::Status && matches!(target.kind, Kind::Secret | Kind::Config) {
         // Nothing observes them; and a status write would carry a Secret's values, unsealed,
         // into the raft log.
@@ -301,6 +330,9 @@ async fn update(
         admission.admit(store, principal, &mut object).await?;
         seal(store, sealer, &mut object, Some(&target.key(name)))?;
         stamp_new(&mut object);
+        if dry_run {
+            return write_result(would_update(store, &target, name, object, expected)?, &target, name, StatusCode::OK);
+        }
         let command = Command::Update { key: target.key(name), object: to_bytes(&object), expected, scope };
         return write_result(store.write(command).await?, &target, name, StatusCode::OK);
     }
@@ -317,6 +349,43 @@ async fn update(
         other => other,
     };
     write_result(result, &target, name, StatusCode::OK)
+}
+
+/// What an update of the object at `name` to `object` would store, as a dry run answers: the
+/// stored object's identity and status kept, or the conflict it would meet.
+fn would_update(
+    store: &Store,
+    target: &Target,
+    name: &str,
+    mut object: AnyObject,
+    expected: Option<u64>,
+) -> Result<CommandResult, ApiError> {
+    let Some(bytes) = store.reader().get(&target.key(name))? else {
+        return Ok(match expected {
+            Some(_) => CommandResult::NotFound,
+            None => CommandResult::Ok { object: Some(to_bytes(&object)) },
+        });
+    };
+    let stored: AnyObject = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| AnyObject::from_json(target.kind, &v).ok())
+        .ok_or_else(|| ApiError::new(Reason::Internal, format!("stored {} is damaged", target.display(name))))?;
+    let current = stored.meta().resource_version.unwrap_or(0);
+    if expected.is_some_and(|e| e != current) {
+        return Ok(CommandResult::Conflict { current });
+    }
+    let (meta, old) = (object.meta_mut(), stored.meta());
+    meta.uid.clone_from(&old.uid);
+    meta.creation_timestamp.clone_from(&old.creation_timestamp);
+    meta.resource_version = Some(current);
+    meta.generation = old.generation;
+    // A spec write keeps the status the store holds.
+    let mut value = object.to_json();
+    match stored.to_json().get("status") {
+        Some(status) => value["status"] = status.clone(),
+        None => drop(value.as_object_mut().map(|o| o.remove("status"))),
+    }
+    Ok(CommandResult::Ok { object: Some(serde_json::to_vec(&value).expect("objects serialize")) })
 }
 
 /// How a stored Secret is shown: redacted, or (asked for, by a token for its namespace) opened.
@@ -545,10 +614,11 @@ pub async fn create_any(
     Extension(sealer): Extension<Arc<Sealer>>,
     Extension(principal): Extension<Principal>,
     Path(plural): Path<String>,
+    Query(write): Query<WriteQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     create(
-        Writer { store: &store, admission: &admission, sealer: &sealer },
+        Writer { store: &store, admission: &admission, sealer: &sealer, dry_run: write.dry_run()? },
         &principal,
         Target::new(&plural, None)?,
         &body,
@@ -576,10 +646,11 @@ pub async fn create_namespaced(
     Extension(sealer): Extension<Arc<Sealer>>,
     Extension(principal): Extension<Principal>,
     Path((ns, plural)): Path<(String, String)>,
+    Query(write): Query<WriteQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     create(
-        Writer { store: &store, admission: &admission, sealer: &sealer },
+        Writer { store: &store, admission: &admission, sealer: &sealer, dry_run: write.dry_run()? },
         &principal,
         Target::new(&plural, Some(ns))?,
         &body,
@@ -601,7 +672,7 @@ pub async fn put_namespace_status(
         return Err(ApiError::new(Reason::NotFound, format!("cannot PUT a collection: /api/v1/namespaces/{ns}/{sub}")));
     }
     update(
-        Writer { store: &store, admission: &admission, sealer: &sealer },
+        Writer { store: &store, admission: &admission, sealer: &sealer, dry_run: false },
         &principal,
         Target::new("namespaces", None)?,
         &ns,
@@ -630,10 +701,11 @@ pub async fn put_cluster(
     Extension(sealer): Extension<Arc<Sealer>>,
     Extension(principal): Extension<Principal>,
     Path((plural, name)): Path<(String, String)>,
+    Query(write): Query<WriteQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     update(
-        Writer { store: &store, admission: &admission, sealer: &sealer },
+        Writer { store: &store, admission: &admission, sealer: &sealer, dry_run: write.dry_run()? },
         &principal,
         Target::for_object(&plural, None)?,
         &name,
@@ -653,7 +725,7 @@ pub async fn put_cluster_status(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     update(
-        Writer { store: &store, admission: &admission, sealer: &sealer },
+        Writer { store: &store, admission: &admission, sealer: &sealer, dry_run: false },
         &principal,
         Target::for_object(&plural, None)?,
         &name,
@@ -691,10 +763,11 @@ pub async fn put_namespaced(
     Extension(sealer): Extension<Arc<Sealer>>,
     Extension(principal): Extension<Principal>,
     Path((ns, plural, name)): Path<(String, String, String)>,
+    Query(write): Query<WriteQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     update(
-        Writer { store: &store, admission: &admission, sealer: &sealer },
+        Writer { store: &store, admission: &admission, sealer: &sealer, dry_run: write.dry_run()? },
         &principal,
         Target::for_object(&plural, Some(ns))?,
         &name,
@@ -718,7 +791,7 @@ pub async fn put_namespaced_status(
         Some(node) if target.kind == Kind::Instance => report(&store, &principal, target, &name, &body, node).await,
         _ => {
             update(
-                Writer { store: &store, admission: &admission, sealer: &sealer },
+                Writer { store: &store, admission: &admission, sealer: &sealer, dry_run: false },
                 &principal,
                 target,
                 &name,
