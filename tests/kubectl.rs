@@ -357,3 +357,44 @@ async fn apply_from_stdin_a_server_dry_run_and_diff() {
     let broken = control.cli(&["diff", "-f", "/nonexistent.yaml"]);
     assert_eq!(broken.status.code(), Some(2), "{broken:?}");
 }
+
+#[tokio::test]
+async fn logs_tail_since_timestamps_and_the_previous_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), &[]);
+    let admin = control.client();
+    let _node = common::NodeProcess::start(&control, "n1", &[]);
+    let env = "  type: command\n  replicas: 1\n  env:\n  - name: COUNT\n    value: \"3\"\n  - name: INTERVAL_MS\n    value: \"10\"\n";
+    common::workloads::apply(&control, "ticker", &common::workloads::workload_yaml("ticker", "$WORKER", env));
+    let instance = common::wait_for(Duration::from_secs(30), "the ticker restarted", || async {
+        let instances = common::workloads::instances_of(&admin, "ticker").await;
+        let restarted = instances.into_iter().find(|i| i.status.as_ref().is_some_and(|s| s.restarts >= 1))?;
+        Some(restarted.metadata.name.to_string())
+    })
+    .await;
+    let logs = |args: &[&str]| {
+        let mut all = vec!["logs", instance.as_str()];
+        all.extend(args);
+        control.cli(&all)
+    };
+    let previous = ok_stdout(&logs(&["--previous"]));
+    let ticks: Vec<&str> = previous.lines().filter(|l| l.starts_with("tick")).collect();
+    assert_eq!(ticks, ["tick 1", "tick 2", "tick 3"], "one whole run:\n{previous}");
+    let tail = ok_stdout(&logs(&["--previous", "--tail", "2"]));
+    assert_eq!(tail.lines().count(), 2, "{tail}");
+    assert!(previous.ends_with(&tail), "the last two lines:\n{previous}\n--\n{tail}");
+    let stamped = ok_stdout(&logs(&["--previous", "--timestamps"]));
+    for line in stamped.lines() {
+        let (at, rest) = line.split_once(' ').unwrap();
+        assert!(humantime::parse_rfc3339(at).is_ok(), "{line:?}");
+        assert!(previous.contains(rest), "{line:?}");
+    }
+    assert!(!ok_stdout(&logs(&["--since", "1h"])).is_empty());
+    assert!(failed(&logs(&["--previous", "-f"])).contains("cannot be used with"));
+
+    // An HTTP instance never restarts: it has no previous run, and says so.
+    common::workloads::apply(&control, "web", &common::workloads::workload_yaml("web", "$HELLO", "  replicas: 1\n"));
+    let web = common::workloads::wait_running(&admin, "web", 1, Some("n1"), Duration::from_secs(30)).await;
+    let none = control.cli(&["logs", web[0].metadata.name.as_str(), "--previous"]);
+    assert!(failed(&none).contains("no previous run"), "{none:?}");
+}

@@ -604,7 +604,7 @@ async fn a_node_renews_its_certificate_and_keeps_serving() {
     .await;
     // Past the first certificate's 3 s: the control plane still reaches the agent API (logs go
     // through it), so the agent serves the renewed certificate.
-    let logs = client.logs("default", running[0].metadata.name.as_str(), false).await.unwrap();
+    let logs = client.logs("default", running[0].metadata.name.as_str(), &Default::default()).await.unwrap();
     drop(logs);
     let (status, body) =
         common::workloads::get(&common::workloads::http(), &node.ingress, "hello.default.localhost", "/").await;

@@ -321,7 +321,7 @@ async fn a_node_token_reaches_only_its_own_node_and_instances() {
     assert_eq!(err.reason(), Some(Reason::Forbidden), "{err}");
     let err = n2.delete(shoal_api::Kind::Instance, Some("default"), pending.metadata.name.as_str()).await.unwrap_err();
     assert_eq!(err.reason(), Some(Reason::Forbidden), "{err}");
-    let err = n2.logs("default", pending.metadata.name.as_str(), false).await.err().unwrap();
+    let err = n2.logs("default", pending.metadata.name.as_str(), &Default::default()).await.err().unwrap();
     assert_eq!(err.reason(), Some(Reason::Forbidden), "{err}");
     let err = n2.node_credentials("n1", &shoal_api::agent::CredentialsRequest { hosts: vec![] }).await.unwrap_err();
     assert_eq!(err.reason(), Some(Reason::Forbidden), "{err}");

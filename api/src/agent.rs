@@ -104,6 +104,42 @@ pub fn logs_path(namespace: &str, instance: &str) -> String {
     format!("/logs/{namespace}/{instance}")
 }
 
+/// What a read of an instance's logs asks for (the query of the log paths, as `kubectl logs`
+/// has it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LogOptions {
+    /// Keep streaming what the instance writes.
+    #[serde(default)]
+    pub follow: bool,
+    /// Only the last this many lines of what is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<u64>,
+    /// Only lines begun in the last this many seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_seconds: Option<u64>,
+    /// Each line begins with when it began (RFC 3339, to the nanosecond).
+    #[serde(default)]
+    pub timestamps: bool,
+    /// The run before the last restart (a command's), instead of the current one.
+    #[serde(default)]
+    pub previous: bool,
+}
+
+impl LogOptions {
+    /// As a query string.
+    pub fn to_query(&self) -> String {
+        let mut query = format!("follow={}&timestamps={}&previous={}", self.follow, self.timestamps, self.previous);
+        if let Some(tail) = self.tail {
+            query.push_str(&format!("&tail={tail}"));
+        }
+        if let Some(since) = self.since_seconds {
+            query.push_str(&format!("&sinceSeconds={since}"));
+        }
+        query
+    }
+}
+
 /// The most bytes of values (names, values and file contents) one instance is given: one
 /// Secret's worth. Without it, a thousand variables naming one large key would multiply it a
 /// thousandfold, on the control plane that resolves them and on the node that holds them.

@@ -413,9 +413,9 @@ impl Client {
         &self,
         namespace: &str,
         instance: &str,
-        follow: bool,
+        options: &crate::agent::LogOptions,
     ) -> Result<impl Stream<Item = Result<Bytes, ClientError>> + use<>, ClientError> {
-        let path = format!("/api/v1/namespaces/{namespace}/instances/{instance}/log?follow={follow}");
+        let path = format!("/api/v1/namespaces/{namespace}/instances/{instance}/log?{}", options.to_query());
         let url = format!("{}{path}", self.base);
         let resp = self.send(Method::GET, &path, None, None).await?;
         Ok(resp

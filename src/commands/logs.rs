@@ -1,11 +1,14 @@
 //! `shoal logs INSTANCE | workload/NAME | job/NAME [-f]`: what instances wrote to stdout and stderr,
 //! streamed through the API server from whichever node they run on. For a workload, every
 //! instance's lines, each prefixed with the instance's name when there are several.
+//! `--tail`, `--since`, `--timestamps` and `--previous` (a command's run before its last
+//! restart) are kubectl's, done on the node.
 
 use std::process::ExitCode;
 
 use anyhow::bail;
 use futures::StreamExt;
+use shoal_api::agent::LogOptions;
 use shoal_api::resources::instance::WORKLOAD_LABEL;
 use shoal_api::resources::job::JOB_LABEL;
 use shoal_api::{Client, Kind};
@@ -23,8 +26,20 @@ pub struct LogsArgs {
     #[arg(short, long)]
     namespace: Option<String>,
     /// Keep streaming what they write.
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "previous")]
     follow: bool,
+    /// Only the last N lines of what each instance kept.
+    #[arg(long, value_name = "N")]
+    tail: Option<u64>,
+    /// Only lines begun this recently, e.g. `5m`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    since: Option<std::time::Duration>,
+    /// Begin each line with when it began (RFC 3339).
+    #[arg(long)]
+    timestamps: bool,
+    /// The run before the last restart (a command's).
+    #[arg(short, long)]
+    previous: bool,
 }
 
 /// Streams one instance's log to stdout, each line prefixed with `prefix`.
@@ -32,10 +47,10 @@ async fn stream_one(
     client: Client,
     namespace: String,
     instance: String,
-    follow: bool,
+    options: LogOptions,
     prefix: String,
 ) -> anyhow::Result<()> {
-    let mut chunks = Box::pin(client.logs(&namespace, &instance, follow).await?);
+    let mut chunks = Box::pin(client.logs(&namespace, &instance, &options).await?);
     let mut pending: Vec<u8> = Vec::new();
     let mut stdout = tokio::io::stdout();
     while let Some(chunk) = chunks.next().await {
@@ -75,9 +90,17 @@ impl LogsArgs {
             _ => bail!("{:?}: expected INSTANCE, instance/NAME, workload/NAME or job/NAME", self.target),
         };
         let several = instances.len() > 1;
+        let options = LogOptions {
+            follow: self.follow,
+            tail: self.tail,
+            // A part of a second asks for that whole second.
+            since_seconds: self.since.map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
+            timestamps: self.timestamps,
+            previous: self.previous,
+        };
         let streams = instances.into_iter().map(|instance| {
             let prefix = if several { format!("[{instance}] ") } else { String::new() };
-            tokio::spawn(stream_one(client.clone(), namespace.clone(), instance, self.follow, prefix))
+            tokio::spawn(stream_one(client.clone(), namespace.clone(), instance, options.clone(), prefix))
         });
         for result in futures::future::join_all(streams).await {
             result??;

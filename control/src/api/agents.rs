@@ -16,8 +16,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use serde::Deserialize;
-use shoal_api::agent::{CredentialsRequest, NodeCredentials, logs_path};
+use shoal_api::agent::{CredentialsRequest, LogOptions, NodeCredentials, logs_path};
 use shoal_api::resources::instance::Instance;
 use shoal_api::resources::node::Node;
 use shoal_api::{Kind, Reason};
@@ -140,14 +139,6 @@ pub async fn credentials(
     Ok(Json(NodeCredentials { cert, key, renew_after_secs }))
 }
 
-/// Query of a logs request.
-#[derive(Debug, Default, Deserialize)]
-pub struct LogsQuery {
-    /// Keep streaming what the instance writes.
-    #[serde(default)]
-    pub follow: bool,
-}
-
 fn read<T: serde::de::DeserializeOwned>(store: &Store, key: &ObjectKey, what: &str) -> Result<T, ApiError> {
     let bytes = store.reader().get(key)?.ok_or_else(|| ApiError::new(Reason::NotFound, format!("{what} not found")))?;
     serde_json::from_slice(&bytes)
@@ -159,7 +150,7 @@ fn read<T: serde::de::DeserializeOwned>(store: &Store, key: &ObjectKey, what: &s
 pub async fn logs(
     State(access): State<AgentAccess>,
     Path((ns, name)): Path<(String, String)>,
-    Query(query): Query<LogsQuery>,
+    Query(query): Query<LogOptions>,
 ) -> Result<Response, ApiError> {
     let store = &access.store;
     store.linearize().await?;
@@ -168,7 +159,10 @@ pub async fn logs(
     let Some(node_name) = instance.spec.node else {
         return Err(ApiError::new(Reason::BadRequest, format!("{what} is not on a node yet (Pending)")));
     };
-    let path = format!("{}?follow={}", logs_path(&ns, &name), query.follow);
+    if query.previous && query.follow {
+        return Err(ApiError::new(Reason::BadRequest, "a previous run has ended: follow only the current one"));
+    }
+    let path = format!("{}?{}", logs_path(&ns, &name), query.to_query());
     let response = agent_get(&access, node_name.as_str(), &path).await?;
     let body = Body::from_stream(response.bytes_stream().map(|chunk| chunk.map_err(std::io::Error::other)));
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())

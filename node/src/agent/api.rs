@@ -4,7 +4,7 @@
 //! by other nodes (which present their own certificates; [`crate::proxy::forwarded`] serves it).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::Extension;
 use axum::Router;
@@ -14,16 +14,41 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rustls::pki_types::CertificateDer;
-use serde::Deserialize;
+use shoal_api::agent::LogOptions;
 use shoal_api::serve::TlsPeer;
 
 use super::Shared;
+use crate::runtime::log::Piece;
 
-/// Query of a logs request.
-#[derive(Debug, Default, Deserialize)]
-struct LogsQuery {
-    #[serde(default)]
-    follow: bool,
+/// `pieces` as they are sent: with `timestamps`, each line begun with when it began.
+fn render(pieces: &[Piece], timestamps: bool) -> bytes::Bytes {
+    let mut out = Vec::new();
+    for piece in pieces {
+        if timestamps && piece.starts_line {
+            let at = piece.time.map_or("-".to_owned(), |t| humantime::format_rfc3339_nanos(t).to_string());
+            out.extend_from_slice(at.as_bytes());
+            out.push(b' ');
+        }
+        out.extend_from_slice(&piece.bytes);
+    }
+    out.into()
+}
+
+/// What of `pieces` `options` keeps: lines begun in the last `sinceSeconds`, then the last
+/// `tail` lines.
+fn chosen(mut pieces: Vec<Piece>, options: &LogOptions) -> Vec<Piece> {
+    if let Some(since) = options.since_seconds {
+        let from = SystemTime::now() - Duration::from_secs(since);
+        pieces.retain(|p| p.time.is_some_and(|t| t >= from));
+    }
+    if let Some(tail) = options.tail {
+        let lines = usize::try_from(tail).unwrap_or(usize::MAX);
+        let starts: Vec<usize> = pieces.iter().enumerate().filter(|(_, p)| p.starts_line).map(|(i, _)| i).collect();
+        if let Some(first) = starts.len().checked_sub(lines).map(|i| starts.get(i).copied().unwrap_or(pieces.len())) {
+            pieces.drain(..first);
+        }
+    }
+    pieces
 }
 
 fn text(status: StatusCode, message: String) -> Response {
@@ -62,7 +87,7 @@ async fn logs(
     State(shared): State<Arc<Shared>>,
     Extension(TlsPeer(peer)): Extension<TlsPeer>,
     Path((namespace, name)): Path<(String, String)>,
-    Query(query): Query<LogsQuery>,
+    Query(query): Query<LogOptions>,
 ) -> Response {
     if !is_control_plane(&peer) {
         return text(StatusCode::UNAUTHORIZED, "this API is for the control plane only\n".into());
@@ -71,16 +96,25 @@ async fn logs(
     let Some(buffer) = shared.hosted.lock().expect("hosted lock").get(&key).map(|h| h.logs.clone()) else {
         return text(StatusCode::NOT_FOUND, format!("instance {key} does not run on node {}\n", shared.name));
     };
-    let (kept, offset) = buffer.snapshot();
+    if query.previous {
+        let Some(previous) = buffer.previous() else {
+            return text(StatusCode::NOT_FOUND, format!("instance {key} has not restarted: it has no previous run\n"));
+        };
+        let body = render(&chosen(previous, &query), query.timestamps);
+        return (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response();
+    }
+    let (pieces, offset) = buffer.pieces_since(0);
+    let kept = render(&chosen(pieces, &query), query.timestamps);
     if !query.follow {
         return (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], kept).into_response();
     }
+    let timestamps = query.timestamps;
     // Follow: what is kept, then whatever is written next, until the instance leaves this node.
     let changes = buffer.subscribe();
-    let first = futures::stream::once(async move { Ok::<_, std::io::Error>(bytes::Bytes::from(kept)) });
+    let first = futures::stream::once(async move { Ok::<_, std::io::Error>(kept) });
     let rest = futures::stream::unfold(
         (buffer, changes, offset, shared, key),
-        |(buffer, mut changes, offset, shared, key)| async move {
+        move |(buffer, mut changes, offset, shared, key)| async move {
             loop {
                 let gone = !shared.hosted.lock().expect("hosted lock").contains_key(&key);
                 if gone {
@@ -90,9 +124,9 @@ async fn logs(
                     changed = changes.changed() => if changed.is_err() { return None },
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                 }
-                let (bytes, next) = buffer.since(offset);
-                if !bytes.is_empty() {
-                    return Some((Ok(bytes::Bytes::from(bytes)), (buffer, changes, next, shared, key)));
+                let (pieces, next) = buffer.pieces_since(offset);
+                if !pieces.is_empty() {
+                    return Some((Ok(render(&pieces, timestamps)), (buffer, changes, next, shared, key)));
                 }
             }
         },

@@ -451,6 +451,8 @@ impl Run {
             delay = (delay * 2).min(BACKOFF_CAP);
             self.update(|s| s.restarts += 1);
             self.usage.restarted();
+            // What the run that ended wrote is the previous run's now (`logs --previous`).
+            self.logs.rotate();
         }
     }
 }

@@ -1,22 +1,92 @@
 //! Bounded buffers for a guest's stdout and stderr. A guest can print without end; the node
 //! keeps the last `capacity` bytes and counts what it dropped, and the guest never sees an error
 //! for it (a full pipe must not crash a workload).
+//!
+//! When each line began is kept too, as marks: one per write that starts a line (the lines a
+//! write starts share its time), at most [`MAX_MARKS`], so a line's time is that of the last
+//! mark at or before it. A command's restart [`LogBuffer::rotate`]s the buffer: what the run
+//! wrote is kept as the previous run's (`shoal logs --previous`).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use tokio::sync::watch;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+/// The most line-time marks one buffer keeps (16 bytes each).
+pub const MAX_MARKS: usize = 1024;
+
 struct State {
     bytes: VecDeque<u8>,
     capacity: usize,
     /// Bytes ever written, including those since dropped: readers resume from an offset.
     written: u64,
+    /// When lines began: (offset, time), oldest first.
+    marks: VecDeque<(u64, SystemTime)>,
+    /// The previous run's output, as pieces.
+    previous: Option<Vec<Piece>>,
+    /// Whether the next byte begins a line (nothing written yet, or a newline last).
+    at_line_start: bool,
+}
+
+/// A piece of output: one line at most (with its newline if it has one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    /// Whether it begins its line (a read from an offset inside a line begins with the rest).
+    pub starts_line: bool,
+    /// When its line began, if known.
+    pub time: Option<SystemTime>,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl State {
+    fn kept_from(&self) -> u64 {
+        self.written - self.bytes.len() as u64
+    }
+
+    /// What was written after `from` (of what is kept), split into lines. One pass over the
+    /// bytes and the marks together.
+    fn pieces(&self, from: u64) -> Vec<Piece> {
+        let kept_from = self.kept_from();
+        let start = from.max(kept_from);
+        let mut marks = self.marks.iter().peekable();
+        let mut latest: Option<&(u64, SystemTime)> = None;
+        // The time of the line at `at`, and whether a mark says a line begins there.
+        let mut line_at = |at: u64| {
+            while let Some(mark) = marks.next_if(|(o, _)| *o <= at) {
+                latest = Some(mark);
+            }
+            latest.map(|(o, t)| (*t, *o == at))
+        };
+        let begins = |at: u64, marked: bool| {
+            at == 0 || marked || (at > kept_from && self.bytes[(at - kept_from - 1) as usize] == b'\n')
+        };
+        let mut pieces = Vec::new();
+        let (mut offset, mut piece_start, mut piece) = (start, start, Vec::new());
+        let mut finish = |piece_start: u64, bytes: Vec<u8>, pieces: &mut Vec<Piece>| {
+            let found = line_at(piece_start);
+            let starts_line = begins(piece_start, found.is_some_and(|(_, marked)| marked));
+            pieces.push(Piece { starts_line, time: found.map(|(t, _)| t), bytes });
+        };
+        for &byte in self.bytes.iter().skip((start - kept_from) as usize) {
+            piece.push(byte);
+            offset += 1;
+            if byte == b'\n' {
+                finish(piece_start, std::mem::take(&mut piece), &mut pieces);
+                piece_start = offset;
+            }
+        }
+        if !piece.is_empty() {
+            finish(piece_start, piece, &mut pieces);
+        }
+        pieces
+    }
 }
 
 /// A bounded, shareable output buffer.
@@ -29,7 +99,14 @@ pub struct LogBuffer {
 impl LogBuffer {
     /// A buffer that keeps the last `capacity` bytes.
     pub fn new(capacity: usize) -> Self {
-        let state = State { bytes: VecDeque::new(), capacity, written: 0 };
+        let state = State {
+            bytes: VecDeque::new(),
+            capacity,
+            written: 0,
+            marks: VecDeque::new(),
+            previous: None,
+            at_line_start: true,
+        };
         LogBuffer { state: Arc::new(Mutex::new(state)), changed: Arc::new(watch::channel(0).0) }
     }
 
@@ -37,7 +114,22 @@ impl LogBuffer {
     pub fn append(&self, data: &[u8]) {
         let written = {
             let mut s = self.state.lock().expect("log lock");
+            // The first line this write starts: at its first byte, or after its first newline.
+            let first_start = match s.at_line_start {
+                true => Some(0),
+                false => data.iter().position(|b| *b == b'\n').map(|i| i + 1).filter(|i| *i < data.len()),
+            };
+            if let Some(i) = first_start {
+                if s.marks.len() == MAX_MARKS {
+                    s.marks.pop_front();
+                }
+                let at = s.written + i as u64;
+                s.marks.push_back((at, SystemTime::now()));
+            }
             s.written += data.len() as u64;
+            if let Some(last) = data.last() {
+                s.at_line_start = *last == b'\n';
+            }
             let keep = &data[data.len().saturating_sub(s.capacity)..];
             let overflow = (s.bytes.len() + keep.len()).saturating_sub(s.capacity);
             s.bytes.drain(..overflow);
@@ -59,6 +151,27 @@ impl LogBuffer {
         let kept_from = s.written - s.bytes.len() as u64;
         let skip = from.saturating_sub(kept_from).min(s.bytes.len() as u64) as usize;
         (s.bytes.iter().skip(skip).copied().collect(), s.written)
+    }
+
+    /// What was written after offset `from`, in lines with their times, and the new offset.
+    pub fn pieces_since(&self, from: u64) -> (Vec<Piece>, u64) {
+        let s = self.state.lock().expect("log lock");
+        (s.pieces(from), s.written)
+    }
+
+    /// Starts a new run: what the buffer holds becomes the previous run's, and it is emptied
+    /// (offsets go on from where they were).
+    pub fn rotate(&self) {
+        let mut s = self.state.lock().expect("log lock");
+        let from = s.kept_from();
+        s.previous = Some(s.pieces(from));
+        s.bytes.clear();
+        s.marks.clear();
+    }
+
+    /// The previous run's output, if there was one.
+    pub fn previous(&self) -> Option<Vec<Piece>> {
+        self.state.lock().expect("log lock").previous.clone()
     }
 
     /// A receiver that changes whenever something is written.
@@ -134,5 +247,37 @@ mod tests {
         assert_eq!(log.since(0).0, b"o world!");
         log.append(&[b'x'; 20]);
         assert_eq!(log.snapshot().0, [b'x'; 8]);
+    }
+
+    #[test]
+    fn lines_keep_when_they_began_and_a_rotation_keeps_the_run_before() {
+        let log = LogBuffer::new(1024);
+        log.append(b"one\ntw");
+        let between = SystemTime::now();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        log.append(b"o\nthree\n");
+        let (pieces, end) = log.pieces_since(0);
+        let lines: Vec<&[u8]> = pieces.iter().map(|p| p.bytes.as_slice()).collect();
+        assert_eq!(lines, [&b"one\n"[..], b"two\n", b"three\n"]);
+        assert!(
+            pieces[0].time.unwrap() <= between && pieces[1].time.unwrap() <= between,
+            "two began in the first write"
+        );
+        assert!(pieces[2].time.unwrap() > between, "three began in the second");
+        assert!(pieces.iter().all(|p| p.starts_line));
+        // From inside a line: the rest of it does not start a line.
+        let (rest, _) = log.pieces_since(5);
+        assert_eq!((rest[0].bytes.as_slice(), rest[0].starts_line), (&b"wo\n"[..], false));
+        log.rotate();
+        assert_eq!(log.previous().unwrap().len(), 3);
+        assert_eq!(log.pieces_since(0).0, [], "the new run has written nothing");
+        log.append(b"again\n");
+        let (again, after) = log.pieces_since(end);
+        assert_eq!((again.len(), after, again[0].starts_line), (1, end + 6, true));
+        // However many writes, the marks stay bounded.
+        for _ in 0..(MAX_MARKS * 2) {
+            log.append(b"x\n");
+        }
+        assert_eq!(log.state.lock().unwrap().marks.len(), MAX_MARKS);
     }
 }
