@@ -101,6 +101,17 @@ async fn the_control_plane_serves_metrics_to_the_admin_that_count_its_requests_a
     promtool_check(&last);
 }
 
+/// Runs `hello` on node n1 and has it answer `requests` requests; the HTTP client it used.
+async fn serve_hello(control: &ControlProcess, node: &common::NodeProcess, requests: usize) -> reqwest::Client {
+    common::workloads::apply(control, "hello", &common::workloads::workload_yaml("hello", "$HELLO", "  replicas: 1\n"));
+    common::workloads::wait_running(&control.client(), "hello", 1, Some("n1"), Duration::from_secs(20)).await;
+    let http = common::workloads::http();
+    for _ in 0..requests {
+        assert_eq!(common::workloads::get(&http, &node.ingress, "hello.default.localhost", "/").await.0, 200);
+    }
+    http
+}
+
 #[tokio::test]
 async fn a_node_serves_its_workloads_metrics_through_the_control_plane_to_the_admin_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -108,17 +119,7 @@ async fn a_node_serves_its_workloads_metrics_through_the_control_plane_to_the_ad
     let node = common::NodeProcess::start(&control, "n1", &[]);
     let admin = control.client();
     let admin_token = control.client_config().token;
-    common::workloads::apply(
-        &control,
-        "hello",
-        &common::workloads::workload_yaml("hello", "$HELLO", "  replicas: 1\n"),
-    );
-    common::workloads::wait_running(&admin, "hello", 1, Some("n1"), std::time::Duration::from_secs(20)).await;
-    let http = common::workloads::http();
-    for _ in 0..5 {
-        let (status, _) = common::workloads::get(&http, &node.ingress, "hello.default.localhost", "/").await;
-        assert_eq!(status, 200);
-    }
+    let http = serve_hello(&control, &node, 5).await;
     let url = format!("{}/api/v1/nodes/n1/metrics", control.api_url);
     let response = control.raw_http().get(&url).bearer_auth(&admin_token).send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -245,17 +246,7 @@ async fn a_real_prometheus_scrapes_the_control_plane_and_a_node_through_it() {
     let dir = tempfile::tempdir().unwrap();
     let control = ControlProcess::start(&dir.path().join("control"), &[]);
     let node = common::NodeProcess::start(&control, "n1", &[]);
-    let admin = control.client();
-    common::workloads::apply(
-        &control,
-        "hello",
-        &common::workloads::workload_yaml("hello", "$HELLO", "  replicas: 1\n"),
-    );
-    common::workloads::wait_running(&admin, "hello", 1, Some("n1"), std::time::Duration::from_secs(20)).await;
-    let http = common::workloads::http();
-    for _ in 0..3 {
-        assert_eq!(common::workloads::get(&http, &node.ingress, "hello.default.localhost", "/").await.0, 200);
-    }
+    serve_hello(&control, &node, 3).await;
     let prometheus = Prometheus::start(dir.path(), &control, "n1");
     let timeout = std::time::Duration::from_secs(60);
     let up = common::wait_for(timeout, "Prometheus to scrape both targets", || async {
