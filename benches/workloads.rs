@@ -8,7 +8,8 @@
 //! - `density`: N distinct HTTP workloads (default 5000; `SHOAL_DENSITY=N`) on one node, all
 //!   made to answer through the ingress; reports how many answered and the resident memory of
 //!   the `shoal dev` process per idle workload; then the time and size of one scrape of the
-//!   node's metrics through the API server (issue 15: at most 1 s and 10 MiB at 10,000).
+//!   node's metrics through the API server (issue 15: at most 1 s and 10 MiB at 10,000), and
+//!   of its per-instance metrics.
 //!
 //! `cargo bench --bench workloads` (both), or `cargo bench --bench workloads -- density`.
 
@@ -170,6 +171,9 @@ async fn density() {
     let metrics = dev.admin.node_metrics("dev", false).await.unwrap();
     let scrape = scraped.elapsed();
     let series = metrics.lines().filter(|l| l.starts_with("shoal_node_workload_requests_total{")).count();
+    let scraped = Instant::now();
+    let per_instance = dev.admin.node_metrics("dev", true).await.unwrap();
+    let instance_scrape = scraped.elapsed();
     // Let the request burst's transient allocations settle before reading the idle footprint.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = common::rss_kib(dev.child.id());
@@ -189,6 +193,11 @@ async fn density() {
         "node metrics with {series} workloads counted: scraped through the API server in {:.0} ms, {:.1} MiB (goal: at most 1 s and 10 MiB at 10,000 workloads)",
         scrape.as_secs_f64() * 1000.0,
         metrics.len() as f64 / (1024.0 * 1024.0),
+    );
+    println!(
+        "node per-instance metrics (/metrics/resource, what shoal top reads): {:.0} ms, {:.1} MiB",
+        instance_scrape.as_secs_f64() * 1000.0,
+        per_instance.len() as f64 / (1024.0 * 1024.0),
     );
     println!("anchor: Kubernetes' default limit is 110 pods per node");
 }
