@@ -153,6 +153,10 @@ async fn contexts_choose_the_connection_and_the_namespace_commands_use() {
     ok_stdout(&control.cli(&["config", "use-context", "default"]));
     ok_stdout(&control.cli(&["config", "set-namespace", "alpha"]));
     assert_eq!(ok_stdout(&control.cli(&["get", "workloads", "-o", "name"])), "workload/in-alpha\n");
+    // A manifest that names no namespace goes to the context's.
+    let module = shoal_guest_artifacts::HELLO;
+    let yaml = format!("apiVersion: shoal.dev/v1\nkind: Workload\nmetadata:\n  name: ctx\nspec:\n  module: {module}\n");
+    assert_eq!(ok_stdout(&cli_with_stdin(&control, &["apply", "-f", "-"], &yaml)), "workloads/alpha/ctx created\n");
     let written = shoal_api::config::ConfigFile::load(&control.config_path).unwrap();
     shoal_api::ClientConfig { server: written.server.clone(), ca: written.ca.clone(), token: written.token.clone() }
         .save(&control.config_path)
@@ -340,6 +344,11 @@ async fn apply_from_stdin_a_server_dry_run_and_diff() {
         control.raw_http().put(format!("{}/api/v1/namespaces/default/workloads/web?dryRun=Some", control.api_url));
     let bad = bad.bearer_auth(control.client_config().token).body("{}").send().await.unwrap();
     assert_eq!(bad.status(), 400);
+    // Where no dry run is done, asking for one is refused, not taken for a real write.
+    let url = format!("{}/api/v1/namespaces/default/workloads/web?dryRun=All", control.api_url);
+    let delete = control.raw_http().delete(url).bearer_auth(control.client_config().token).send().await.unwrap();
+    assert_eq!(delete.status(), 400);
+    assert_eq!(replicas(), "1", "still there");
 
     // diff: exit 1 with the change, 0 once applied.
     let path = dir.path().join("web.yaml");

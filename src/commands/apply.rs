@@ -36,6 +36,9 @@ pub struct ApplyArgs {
     /// check and admit.
     #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "client", require_equals = true)]
     dry_run: Option<DryRun>,
+    /// The namespace of manifests that name none [default: the context's, else `default`].
+    #[arg(short, long)]
+    namespace: Option<String>,
 }
 
 /// The name stdin's manifests go by in errors.
@@ -109,10 +112,12 @@ fn read_module(m: &Manifest) -> Result<Option<LocalModule>, ManifestError> {
 
 impl ApplyArgs {
     pub async fn execute(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
+        let namespace = connection.namespace(&self.namespace);
+        let ns = Some(namespace.as_str());
         match self.dry_run {
-            Some(DryRun::Client) => apply_paths(None, &self.files).await,
-            Some(DryRun::Server) => apply_with(Some(&connection.client()?), &self.files, true).await,
-            None => apply_paths(Some(&connection.client()?), &self.files).await,
+            Some(DryRun::Client) => apply_with(None, &self.files, ns, false).await,
+            Some(DryRun::Server) => apply_with(Some(&connection.client()?), &self.files, ns, true).await,
+            None => apply_with(Some(&connection.client()?), &self.files, ns, false).await,
         }
     }
 }
@@ -120,14 +125,15 @@ impl ApplyArgs {
 /// Applies every manifest under `paths` with `client` (or, without one, only checks them):
 /// nothing is written unless every manifest and module checks out.
 pub async fn apply_paths(client: Option<&Client>, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    apply_with(client, paths, false).await
+    apply_with(client, paths, None, false).await
 }
 
 /// The manifests under `paths`, loaded and checked with their local modules read (in the order
 /// they are applied: what others live in first); or the errors, printed, and the failing exit
 /// code.
-fn checked(paths: &[PathBuf]) -> Result<(Vec<Manifest>, Vec<Option<LocalModule>>), ExitCode> {
+fn checked(paths: &[PathBuf], namespace: Option<&str>) -> Result<(Vec<Manifest>, Vec<Option<LocalModule>>), ExitCode> {
     let (mut manifests, mut errors) = load_all(paths);
+    in_namespace(&mut manifests, namespace);
     manifests.sort_by_key(|m| Kind::ALL.iter().position(|k| *k == m.object.kind()));
     let mut modules = Vec::new();
     for m in &manifests {
@@ -143,9 +149,24 @@ fn checked(paths: &[PathBuf]) -> Result<(Vec<Manifest>, Vec<Option<LocalModule>>
     Ok((manifests, modules))
 }
 
+/// Puts the manifests of namespaced kinds that name no namespace in `namespace` (the
+/// context's or `-n`'s), if given.
+pub fn in_namespace(manifests: &mut [Manifest], namespace: Option<&str>) {
+    let Some(name) = namespace.and_then(|ns| shoal_api::Name::new(ns).ok()) else { return };
+    for m in manifests {
+        if m.object.kind().namespaced() && m.object.meta().namespace.is_none() {
+            m.object.meta_mut().namespace = Some(name.clone());
+        }
+    }
+}
+
 /// As [`checked`], with the local modules uploaded and named by digest (what `apply` writes).
-pub async fn prepared(client: &Client, paths: &[PathBuf]) -> anyhow::Result<Result<Vec<Manifest>, ExitCode>> {
-    let (mut manifests, modules) = match checked(paths) {
+pub async fn prepared(
+    client: &Client,
+    paths: &[PathBuf],
+    namespace: Option<&str>,
+) -> anyhow::Result<Result<Vec<Manifest>, ExitCode>> {
+    let (mut manifests, modules) = match checked(paths, namespace) {
         Ok(found) => found,
         Err(code) => return Ok(Err(code)),
     };
@@ -186,8 +207,13 @@ async fn upload(
 }
 
 /// As [`apply_paths`]; with `server_dry_run`, each write is the server's dry run.
-async fn apply_with(client: Option<&Client>, paths: &[PathBuf], server_dry_run: bool) -> anyhow::Result<ExitCode> {
-    let (mut manifests, modules) = match checked(paths) {
+async fn apply_with(
+    client: Option<&Client>,
+    paths: &[PathBuf],
+    namespace: Option<&str>,
+    server_dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    let (mut manifests, modules) = match checked(paths, namespace) {
         Ok(found) => found,
         Err(code) => return Ok(code),
     };

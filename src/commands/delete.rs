@@ -39,6 +39,7 @@ impl DeleteArgs {
         let client = connection.client()?;
         let targets: Vec<(Kind, Option<String>, String)> = if !self.files.is_empty() {
             let (mut manifests, errors) = super::apply::load_all(&self.files);
+            super::apply::in_namespace(&mut manifests, Some(&namespace));
             if !errors.is_empty() {
                 return Ok(super::apply::report(&shoal_api::manifest::ManifestErrors(errors)));
             }

@@ -17,6 +17,9 @@ pub struct DiffArgs {
     /// Manifest file or directory (repeatable); `-` reads manifests from stdin.
     #[arg(short = 'f', long = "filename", required = true, value_name = "FILE|DIR|-")]
     files: Vec<PathBuf>,
+    /// The namespace of manifests that name none [default: the context's, else `default`].
+    #[arg(short, long)]
+    namespace: Option<String>,
 }
 
 /// An object as compared: no status, no resourceVersion, generation, uid or timestamps.
@@ -50,10 +53,11 @@ impl DiffArgs {
 
     async fn differences(&self, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
         let client = connection.client()?;
-        let manifests = match super::apply::prepared(&client, &self.files).await? {
-            Ok(manifests) => manifests,
-            Err(_) => return Ok(ExitCode::from(2)),
-        };
+        let manifests =
+            match super::apply::prepared(&client, &self.files, Some(&connection.namespace(&self.namespace))).await? {
+                Ok(manifests) => manifests,
+                Err(_) => return Ok(ExitCode::from(2)),
+            };
         let mut differ = false;
         for m in manifests {
             let object = &m.object;

@@ -149,6 +149,12 @@ impl GetArgs {
         }
         if self.watch {
             let Some((kind, _, _, revision)) = groups.into_iter().next() else { bail!("nothing to watch") };
+            // Named objects are watched from the kind's revision now, not from each one's own
+            // (which may be older than the history a watch can resume from).
+            let revision = match &targets {
+                Targets::Named(_) => client.list(kind, ns_of(kind), None).await?.resource_version.max(revision),
+                Targets::Kind(_) => revision,
+            };
             let names: Option<Vec<String>> = match &targets {
                 Targets::Named(named) => Some(named.iter().map(|(_, n)| n.clone()).collect()),
                 Targets::Kind(_) => None,

@@ -94,6 +94,8 @@ async fn change_spec(
     for attempt in 1.. {
         let mut workload = get_workload(client, namespace, name).await?;
         change(&mut workload)?;
+        // A spec write keeps the stored status (its revisions may be large): not sent back.
+        workload.status = None;
         match client.put(&AnyObject::Workload(workload)).await {
             Ok(_) => return Ok(()),
             Err(e) if e.reason() == Some(shoal_api::Reason::Conflict) && attempt < CONFLICT_RETRIES => continue,

@@ -52,6 +52,8 @@ impl ScaleArgs {
                     );
                 }
                 workload.spec.replicas = self.replicas;
+                // A spec write keeps the stored status: sending it back only costs bytes.
+                workload.status = None;
                 match client.put(&AnyObject::Workload(workload)).await {
                     Ok(_) => break,
                     Err(e) if e.reason() == Some(Reason::Conflict) && attempt < CONFLICT_RETRIES => continue,

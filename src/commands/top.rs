@@ -125,7 +125,7 @@ impl Rate {
 }
 
 /// The rates of the instances in `last`, from `first` (a counter that fell was reset: its
-/// new value is all it counted since).
+/// new value is all it counted since; an instance `first` lacks counts its memory only).
 fn rates(
     first: &BTreeMap<InstanceKey, Reading>,
     last: BTreeMap<InstanceKey, Reading>,
@@ -134,7 +134,8 @@ fn rates(
     let increase = |before: f64, after: f64| if after >= before { after - before } else { after };
     last.into_iter()
         .map(|(key, now)| {
-            let then = first.get(&key).copied().unwrap_or_default();
+            // One seen in the last scrape only has no rate yet: its counters are a lifetime's.
+            let then = first.get(&key).copied().unwrap_or(now);
             let rate = Rate {
                 instances: 1,
                 requests: increase(then.requests, now.requests) / seconds,

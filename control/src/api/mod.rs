@@ -51,6 +51,32 @@ async fn count_request(
     response
 }
 
+/// Refuses `dryRun` wherever a dry run is not done (deletes, status writes, uploads, node
+/// calls), so that no client takes a real write for a rehearsal.
+async fn refuse_unsupported_dry_run(
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    let asks = request.uri().query().is_some_and(|q| q.split('&').any(|p| p.split('=').next() == Some("dryRun")));
+    if asks {
+        let path = request.uri().path();
+        let segments: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
+        let object_path = matches!(segments.as_slice(), [_] | [_, _] | ["namespaces", _, _] | ["namespaces", _, _, _]);
+        let spec_write = matches!(*request.method(), Method::POST | Method::PUT)
+            && path.starts_with("/api/v1/")
+            && object_path
+            && !segments.contains(&"modules")
+            && !segments.contains(&"tokens")
+            && !matches!(segments.as_slice(), ["namespaces", _, "status"]);
+        if !spec_write {
+            let message = "dryRun is done on writes of an object's spec only (POST, PUT); not here";
+            return error::ApiError::new(shoal_api::Reason::BadRequest, message).into_response();
+        }
+    }
+    next.run(request).await
+}
+
 /// Largest module upload accepted.
 pub const MAX_MODULE_BYTES: usize = 128 << 20;
 
@@ -156,6 +182,7 @@ pub fn router(parts: ApiParts, limits: ApiLimits) -> anyhow::Result<Router> {
         .route("/version", get(health::version))
         .merge(api)
         .layer(DefaultBodyLimit::max(MAX_OBJECT_BYTES))
+        .layer(middleware::from_fn(refuse_unsupported_dry_run))
         .layer(middleware::from_fn_with_state(metrics, count_request))
         .with_state(store)
         .fallback(|| async { error::ApiError::new(shoal_api::Reason::NotFound, "no such endpoint") }))

@@ -48,7 +48,7 @@ pub struct GetQuery {
 
 /// Query parameters of writes of an object's spec.
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WriteQuery {
     /// `All`: check and admit the write and answer with what would be stored, writing nothing
     /// (Kubernetes' server-side dry run).
@@ -377,8 +377,10 @@ fn would_update(
     let (meta, old) = (object.meta_mut(), stored.meta());
     meta.uid.clone_from(&old.uid);
     meta.creation_timestamp.clone_from(&old.creation_timestamp);
+    meta.owner_references.clone_from(&old.owner_references);
     meta.resource_version = Some(current);
-    meta.generation = old.generation;
+    let spec_changed = object.to_json().get("spec") != stored.to_json().get("spec");
+    object.meta_mut().generation = Some(stored.meta().generation.unwrap_or(1) + u64::from(spec_changed));
     // A spec write keeps the status the store holds.
     let mut value = object.to_json();
     match stored.to_json().get("status") {

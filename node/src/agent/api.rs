@@ -38,7 +38,7 @@ fn render(pieces: &[Piece], timestamps: bool) -> bytes::Bytes {
 /// `tail` lines.
 fn chosen(mut pieces: Vec<Piece>, options: &LogOptions) -> Vec<Piece> {
     if let Some(since) = options.since_seconds {
-        let from = SystemTime::now() - Duration::from_secs(since);
+        let from = SystemTime::now().checked_sub(Duration::from_secs(since)).unwrap_or(SystemTime::UNIX_EPOCH);
         pieces.retain(|p| p.time.is_some_and(|t| t >= from));
     }
     if let Some(tail) = options.tail {

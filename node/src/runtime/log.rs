@@ -28,8 +28,8 @@ struct State {
     written: u64,
     /// When lines began: (offset, time), oldest first.
     marks: VecDeque<(u64, SystemTime)>,
-    /// The previous run's output, as pieces.
-    previous: Option<Vec<Piece>>,
+    /// The previous run's output, as it was kept (split into lines only when read).
+    previous: Option<Box<State>>,
     /// Whether the next byte begins a line (nothing written yet, or a newline last).
     at_line_start: bool,
 }
@@ -163,15 +163,23 @@ impl LogBuffer {
     /// (offsets go on from where they were).
     pub fn rotate(&self) {
         let mut s = self.state.lock().expect("log lock");
-        let from = s.kept_from();
-        s.previous = Some(s.pieces(from));
-        s.bytes.clear();
-        s.marks.clear();
+        let run = State {
+            bytes: std::mem::take(&mut s.bytes),
+            capacity: s.capacity,
+            written: s.written,
+            marks: std::mem::take(&mut s.marks),
+            previous: None,
+            at_line_start: s.at_line_start,
+        };
+        s.previous = Some(Box::new(run));
+        // The new run's first byte begins a line, however the last one ended.
+        s.at_line_start = true;
     }
 
     /// The previous run's output, if there was one.
     pub fn previous(&self) -> Option<Vec<Piece>> {
-        self.state.lock().expect("log lock").previous.clone()
+        let s = self.state.lock().expect("log lock");
+        s.previous.as_ref().map(|run| run.pieces(run.kept_from()))
     }
 
     /// A receiver that changes whenever something is written.
@@ -268,12 +276,14 @@ mod tests {
         // From inside a line: the rest of it does not start a line.
         let (rest, _) = log.pieces_since(5);
         assert_eq!((rest[0].bytes.as_slice(), rest[0].starts_line), (&b"wo\n"[..], false));
+        log.append(b"no newline");
         log.rotate();
-        assert_eq!(log.previous().unwrap().len(), 3);
+        assert_eq!(log.previous().unwrap().len(), 4);
         assert_eq!(log.pieces_since(0).0, [], "the new run has written nothing");
         log.append(b"again\n");
         let (again, after) = log.pieces_since(end);
-        assert_eq!((again.len(), after, again[0].starts_line), (1, end + 6, true));
+        assert_eq!((again.len(), after, again[0].starts_line), (1, end + 16, true), "a new run begins a line");
+        assert!(again[0].time.is_some());
         // However many writes, the marks stay bounded.
         for _ in 0..(MAX_MARKS * 2) {
             log.append(b"x\n");
