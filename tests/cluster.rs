@@ -308,3 +308,132 @@ async fn a_member_behind_the_last_snapshot_installs_it_and_fetches_the_module_by
         );
     }
 }
+
+/// The member list as the CLI shows it, through `via`: (id, role) per member.
+fn member_roles(via: &ControlProcess) -> Vec<(u64, String)> {
+    let table = common::ok_stdout(&via.cli(&["member", "list"]));
+    table
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let cells: Vec<&str> = line.split_whitespace().collect();
+            (cells[0].parse().unwrap(), cells[2].to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_are_removed_under_write_load_added_and_replaced_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    // Snapshots every 50 entries: the members added later catch up from one.
+    let (mut members, leader) = three_members(dir.path(), &["--snapshot-every", "50"]).await;
+    let pki = dir.path().join("m1/pki");
+    let clients: Vec<Client> = members.iter().map(|m| m.client()).collect();
+    let leader_index = (leader - 1) as usize;
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader_index).collect();
+
+    // Writers through the members that stay; a write counts only when acknowledged.
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let (client, acked, stop) = (clients[survivors[w]].clone(), acked.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let name = format!("w{w}-{i}");
+                if client.create(&namespace(&name)).await.is_ok() {
+                    acked.lock().unwrap().push(name);
+                }
+            }
+        }));
+    }
+    let count = || acked.lock().unwrap().len();
+    wait_for(Duration::from_secs(30), "40 writes before the removal", || async { (count() >= 40).then_some(()) }).await;
+
+    // The leader itself is removed, through a follower, while the writes go on.
+    let via = &members[survivors[0]];
+    let out = tokio::task::block_in_place(|| via.cli(&["member", "remove", &leader.to_string()]));
+    let table = common::ok_stdout(&out);
+    assert!(!table.contains(&format!("\n{leader} ")), "the removed member is not listed:\n{table}");
+    let removed = &mut members[leader_index];
+    wait_for(Duration::from_secs(15), "the removed member's process to stop", || {
+        let exited = removed.exited();
+        async move { exited }
+    })
+    .await;
+    let before = count();
+    wait_for(Duration::from_secs(30), "40 writes after the removal", || async {
+        (count() >= before + 40).then_some(())
+    })
+    .await;
+    let roles = tokio::task::block_in_place(|| member_roles(&members[survivors[0]]));
+    assert_eq!(roles.len(), 2, "{roles:?}");
+    assert!(roles.iter().any(|(_, r)| r == "leader"), "one of the two leads: {roles:?}");
+
+    // A standby member is added: it catches up from a snapshot, then votes.
+    let addr4 = common::fixed_addr();
+    let standby = |id: &str, addr: &str| {
+        let flags = ["--id", id, "--standby", "--raft-listen", addr, "--pki-dir", pki.to_str().unwrap()];
+        ControlProcess::start(&dir.path().join(format!("m{id}")), &[&flags[..], &["--snapshot-every", "50"]].concat())
+    };
+    let m4 = standby("4", &addr4);
+    let out = tokio::task::block_in_place(|| members[survivors[0]].cli(&["member", "add", "4", &addr4]));
+    common::ok_stdout(&out);
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let stored: BTreeSet<String> = m4
+        .client()
+        .list(Kind::Namespace, None, None)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|o| o.meta().name.to_string())
+        .collect();
+    let lost: Vec<&String> = acked.iter().filter(|n| !stored.contains(*n)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes missing on the new member: {lost:?}",
+        lost.len(),
+        acked.len()
+    );
+    assert!(m4.log().contains("store: installing snapshot"), "the new member caught up from the log, not a snapshot");
+
+    // A follower is replaced by another standby member, in one change.
+    let roles = tokio::task::block_in_place(|| member_roles(&m4));
+    assert_eq!(roles.len(), 3, "{roles:?}");
+    let replaced = survivors.iter().copied().find(|i| roles.contains(&((*i + 1) as u64, "voter".into()))).unwrap();
+    let addr5 = common::fixed_addr();
+    let m5 = standby("5", &addr5);
+    let old = (replaced + 1).to_string();
+    let out = tokio::task::block_in_place(|| m4.cli(&["member", "replace", &old, "5", &addr5]));
+    common::ok_stdout(&out);
+    let gone = &mut members[replaced];
+    wait_for(Duration::from_secs(15), "the replaced member's process to stop", || {
+        let exited = gone.exited();
+        async move { exited }
+    })
+    .await;
+    let roles = tokio::task::block_in_place(|| member_roles(&m5));
+    let ids: BTreeSet<u64> = roles.iter().map(|(id, _)| *id).collect();
+    let kept = survivors.iter().copied().find(|i| *i != replaced).unwrap() as u64 + 1;
+    assert_eq!(ids, BTreeSet::from([kept, 4, 5]), "{roles:?}");
+    m5.client().create(&namespace("after-the-replacement")).await.unwrap();
+
+    // Unknown members are a 404; a removal that would leave no quorum that answers is refused.
+    let out = tokio::task::block_in_place(|| m5.cli(&["member", "remove", "99"]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no control-plane member 99"), "{out:?}");
+    let lead = roles.iter().find(|(_, r)| r == "leader").unwrap().0;
+    let mut alive = std::collections::BTreeMap::from([(4, m4), (5, m5)]);
+    alive.insert(kept, members.remove(kept as usize - 1));
+    let followers: Vec<u64> = alive.keys().copied().filter(|id| *id != lead).collect();
+    alive.get_mut(&followers[0]).unwrap().kill();
+    let out = tokio::task::block_in_place(|| alive[&lead].cli(&["member", "remove", &followers[1].to_string()]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("quorum"), "{stderr}");
+}

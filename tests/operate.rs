@@ -346,3 +346,114 @@ async fn shoal_top_shows_requests_cpu_and_memory_of_nodes_workloads_and_instance
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("admin"), "{refused:?}");
 }
+
+fn object_json(kind: shoal_api::Kind, yaml: serde_json::Value) -> shoal_api::AnyObject {
+    shoal_api::AnyObject::from_json(kind, &yaml).unwrap()
+}
+
+/// Every object the admin lists of `kinds`: (kind, namespace/name, resourceVersion).
+async fn inventory(client: &shoal_api::Client) -> Vec<(String, String, u64)> {
+    use shoal_api::Kind;
+    let mut all = Vec::new();
+    // Not Workloads: their status is the controllers', who may write it again on the new cluster.
+    for kind in [Kind::Namespace, Kind::Config, Kind::Secret] {
+        for object in client.list(kind, None, None).await.unwrap().items {
+            let meta = object.meta();
+            let ns = meta.namespace.as_ref().map_or(String::new(), |n| n.to_string());
+            all.push((format!("{kind:?}"), format!("{ns}/{}", meta.name), meta.resource_version.unwrap_or_default()));
+        }
+    }
+    all.sort();
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restored_into_a_fresh_cluster_has_every_object_module_secret_and_token() {
+    use shoal_api::Kind;
+    let dir = tempfile::tempdir().unwrap();
+    let old = ControlProcess::start(&dir.path().join("old"), &[]);
+    let admin = old.client();
+    admin.create(&namespace("shop")).await.unwrap();
+    let module = common::with_custom_section(common::EMPTY_MODULE, "pad", &common::noise(20 << 20, 5));
+    let reference = admin.put_module("shop", module.clone()).await.unwrap();
+    let spec = serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Workload",
+        "metadata": {"name": "web", "namespace": "shop"}, "spec": {"replicas": 1, "module": reference}});
+    admin.create(&object_json(Kind::Workload, spec)).await.unwrap();
+    let config = serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Config",
+        "metadata": {"name": "settings", "namespace": "shop"}, "spec": {"data": {"mode": "fast"}}});
+    admin.create(&object_json(Kind::Config, config)).await.unwrap();
+    let secret = serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Secret",
+        "metadata": {"name": "db", "namespace": "shop"}, "spec": {"data": {"password": "hunter2"}}});
+    admin.create(&object_json(Kind::Secret, secret)).await.unwrap();
+    let request =
+        TokenRequest { name: Name::new("shop").unwrap(), namespaces: vec![Name::new("shop").unwrap()], node: false };
+    let tenant_token = admin.create_token(&request).await.unwrap().token;
+
+    let backup = dir.path().join("cluster.backup");
+    let saved = common::ok_stdout(&old.cli(&["snapshot", "save", backup.to_str().unwrap()]));
+    assert!(saved.contains("1 modules"), "{saved}");
+    let status = common::ok_stdout(&old.cli(&["snapshot", "status", backup.to_str().unwrap()]));
+    let before = inventory(&admin).await;
+    let revision = admin.cluster_status().await.unwrap().revision;
+    assert!(
+        status.contains(&format!("revision {revision}")),
+        "the backup is at the last revision {revision}: {status}"
+    );
+    assert!(!std::fs::read(&backup).unwrap().windows(7).any(|w| w == b"hunter2"), "a Secret in the clear");
+
+    // A damaged copy, a PKI that is not the cluster's, and a used data directory are refused.
+    let bytes = std::fs::read(&backup).unwrap();
+    let cut = dir.path().join("cut.backup");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    assert!(!old.cli(&["snapshot", "status", cut.to_str().unwrap()]).status.success());
+    let wrong_pki = dir.path().join("wrong-pki");
+    std::fs::create_dir(&wrong_pki).unwrap();
+    for entry in std::fs::read_dir(&old.pki_dir).unwrap().flatten() {
+        std::fs::copy(entry.path(), wrong_pki.join(entry.file_name())).unwrap();
+    }
+    std::fs::write(wrong_pki.join("secrets.key"), "ab".repeat(32)).unwrap();
+    let restore = |into: &std::path::Path, pki: &std::path::Path, raft: &str| {
+        old.cli(&[
+            "snapshot",
+            "restore",
+            backup.to_str().unwrap(),
+            "--data-dir",
+            into.to_str().unwrap(),
+            "--pki-from",
+            pki.to_str().unwrap(),
+            "--raft-address",
+            raft,
+        ])
+    };
+    let raft = common::fixed_addr();
+    let refused = restore(&dir.path().join("wrong"), &wrong_pki, &raft);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("secrets.key does not open"), "{refused:?}");
+    let refused = restore(&old.data_dir, &old.pki_dir, &raft);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("holds a store already"), "{refused:?}");
+
+    // The restore, started as a new cluster: the same objects at the same resourceVersions.
+    let restored_dir = dir.path().join("new");
+    common::ok_stdout(&restore(&restored_dir, &old.pki_dir, &raft));
+    drop(old);
+    let new = ControlProcess::start(&restored_dir, &["--raft-listen", &raft]);
+    let admin = new.client();
+    assert_eq!(inventory(&admin).await, before);
+    let shown = admin.get_secret_shown("shop", "db").await.unwrap();
+    assert_eq!(serde_json::to_value(&shown).unwrap()["spec"]["data"]["password"], "hunter2");
+    admin.get(Kind::Workload, Some("shop"), "web").await.unwrap();
+    let hex = reference.strip_prefix("sha256:").unwrap();
+    assert!(admin.has_module("shop", hex).await.unwrap());
+    assert_eq!(std::fs::read(restored_dir.join("modules").join(hex)).unwrap(), module);
+    let tenant = admin.with_token(&tenant_token);
+    tenant.get(Kind::Config, Some("shop"), "settings").await.unwrap();
+
+    // Revisions continue after the backup's: an update with the resourceVersion read before it
+    // is taken, and a watch from that revision sees only what came after.
+    let settings = admin.get(Kind::Config, Some("shop"), "settings").await.unwrap();
+    let mut changed = serde_json::to_value(&settings).unwrap();
+    changed["spec"]["data"]["mode"] = "slow".into();
+    let updated = admin.put(&object_json(Kind::Config, changed)).await.unwrap();
+    let written = updated.meta().resource_version.unwrap();
+    assert!(written > revision, "revision {written} after the backup's {revision}");
+    assert!(admin.cluster_status().await.unwrap().revision >= written);
+}

@@ -172,9 +172,19 @@ impl Client {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<T, ClientError> {
+        self.json_within(method, path, body, Duration::from_secs(30)).await
+    }
+
+    async fn json_within<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
         let body = body.map(|b| reqwest::Body::from(serde_json::to_vec(b).expect("json values serialize")));
         let url = format!("{}{path}", self.base);
-        let resp = self.send(method, path, body, Some(Duration::from_secs(30))).await?;
+        let resp = self.send(method, path, body, Some(timeout)).await?;
         let bytes = resp.bytes().await.map_err(|source| ClientError::Transport { url: url.clone(), source })?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { url, message: e.to_string() })
     }
@@ -438,6 +448,48 @@ impl Client {
         self.json(Method::GET, "/api/v1/cluster", None).await
     }
 
+    /// The control plane's members, as its leader sees them (admin only).
+    pub async fn members(&self) -> Result<crate::members::MemberList, ClientError> {
+        self.json(Method::GET, "/api/v1/members", None).await
+    }
+
+    /// Adds a member started with `--standby`; returns once it has caught up and votes
+    /// (admin only).
+    pub async fn add_member(
+        &self,
+        member: &crate::members::NewMember,
+    ) -> Result<crate::members::MemberList, ClientError> {
+        let body = serde_json::to_value(member).expect("serializes");
+        self.json_within(Method::POST, "/api/v1/members", Some(&body), MEMBER_CHANGE_TIMEOUT).await
+    }
+
+    /// Removes member `id` (admin only).
+    pub async fn remove_member(&self, id: u64) -> Result<crate::members::MemberList, ClientError> {
+        self.json_within(Method::DELETE, &format!("/api/v1/members/{id}"), None, MEMBER_CHANGE_TIMEOUT).await
+    }
+
+    /// Replaces member `old` with `new` (started with `--standby`) in one membership change,
+    /// once `new` has caught up (admin only).
+    pub async fn replace_member(
+        &self,
+        old: u64,
+        new: &crate::members::NewMember,
+    ) -> Result<crate::members::MemberList, ClientError> {
+        let body = serde_json::to_value(new).expect("serializes");
+        self.json_within(Method::POST, &format!("/api/v1/members/{old}/replace"), Some(&body), MEMBER_CHANGE_TIMEOUT)
+            .await
+    }
+
+    /// A backup of the cluster (objects, module bytes), as a stream of chunks (admin only).
+    pub async fn snapshot(&self) -> Result<impl Stream<Item = Result<Bytes, ClientError>> + use<>, ClientError> {
+        let path = "/api/v1/snapshot";
+        let url = format!("{}{path}", self.base);
+        let resp = self.send(Method::GET, path, None, None).await?;
+        Ok(resp
+            .bytes_stream()
+            .map(move |chunk| chunk.map_err(|source| ClientError::Transport { url: url.clone(), source })))
+    }
+
     /// Issues a tenant token limited to `namespaces` (admin only).
     pub async fn create_token(
         &self,
@@ -530,6 +582,10 @@ fn encode_query(s: &str) -> String {
     }
     out
 }
+
+/// How long a membership change may take: adding a member waits until it has caught up, which
+/// may mean receiving a snapshot of the whole store (the leader gives up after a minute).
+pub const MEMBER_CHANGE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// How long a watch may send nothing before the client takes it for dead: three of the
 /// server's default bookmark intervals.

@@ -27,6 +27,7 @@ pub mod duration;
 pub mod exposition;
 pub mod identity;
 pub mod manifest;
+pub mod members;
 pub mod meta;
 pub mod module;
 pub mod name;

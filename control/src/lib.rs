@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`store`]: openraft over redb; the only place state lives.
 //! - [`blobs`]: module bytes, beside raft: durable on a quorum before their record is written.
+//! - [`backup`]: a cluster's objects and modules in one file, and restoring one.
 //! - [`api`]: the REST API server (axum) over HTTPS.
 //! - [`raft_service`]: the raft listener, where control nodes talk to each other.
 //! - [`pki`]: the cluster CA, certificates and tokens.
@@ -21,6 +22,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod backup;
 pub mod blobs;
 pub mod controllers;
 pub mod dns;
@@ -69,6 +71,9 @@ pub struct ControlConfig {
     pub peers: BTreeMap<MemberId, String>,
     /// Raft address of a member of an existing cluster to join.
     pub join: Option<String>,
+    /// Neither found nor join a cluster: wait to be added (`shoal member add|replace`), or
+    /// start on a data directory that holds a store already (a restored backup).
+    pub standby: bool,
     /// How many revisions of history watches can resume from.
     pub history_revisions: u64,
     /// How many log entries since the last snapshot make the next one.
@@ -103,6 +108,7 @@ impl ControlConfig {
             advertise_host: None,
             peers: BTreeMap::new(),
             join: None,
+            standby: false,
             history_revisions: 100_000,
             snapshot_every: 5000,
             controllers: controllers::ControllerOptions::default(),
@@ -236,6 +242,7 @@ impl ControlPlane {
             None => None,
         };
         match &config.join {
+            _ if config.standby => {}
             Some(via) => {
                 let (store, via) = (store.clone(), via.clone());
                 tasks.spawn(async move {
@@ -263,6 +270,11 @@ impl ControlPlane {
     /// A client configuration for the cluster administrator.
     pub fn admin_client_config(&self) -> ClientConfig {
         ClientConfig { server: self.api_url(), ca: self.pki.ca_pem.clone(), token: self.pki.admin_token.clone() }
+    }
+
+    /// Fires once this member is removed from the control plane: its process should stop.
+    pub fn removed(&self) -> CancellationToken {
+        self.store.removed()
     }
 
     /// The store (for in-process users such as `shoal dev`).

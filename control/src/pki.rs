@@ -72,6 +72,10 @@ const CLUSTER_TOKEN: &str = "cluster.token";
 /// The file of [`Pki::secrets_key`], in hex.
 pub const SECRETS_KEY: &str = "secrets.key";
 
+/// Every file of a PKI directory: what each member of a cluster, and a restore of its backup,
+/// needs the same copy of.
+pub const FILES: [&str; 7] = [CA_CERT, CA_KEY, NODE_CA_CERT, NODE_CA_KEY, ADMIN_TOKEN, CLUSTER_TOKEN, SECRETS_KEY];
+
 const CLUSTER_CA_NAME: &str = "shoal cluster CA";
 const NODE_CA_NAME: &str = "shoal node CA";
 

@@ -49,6 +49,8 @@ pub fn router(store: Arc<Store>, blobs: Arc<Blobs>, memory: LeaderMemory, cluste
         .route(paths::WRITE, post(write))
         .route(paths::READ_INDEX, post(read_index))
         .route(paths::JOIN, post(join))
+        .route(paths::MEMBERS, post(members))
+        .route(paths::LEAVE, post(leave))
         .route(paths::HEARTBEAT, post(heartbeat))
         .route(paths::ACTIVATE, post(activate))
         .route(blob_paths::MODULE, get(module_get).put(module_put))
@@ -118,6 +120,23 @@ async fn read_index(State(s): State<RaftState>) -> Response {
 async fn join(State(s): State<RaftState>, body: Bytes) -> Response {
     match decode::<JoinRequest>(&body) {
         Ok(request) => encode(&s.store.add_member(request).await),
+        Err(r) => r,
+    }
+}
+
+async fn members(State(s): State<RaftState>, body: Bytes) -> Response {
+    match decode::<crate::store::members::MembersCall>(&body) {
+        Ok(call) => encode(&s.store.members_here(call).await),
+        Err(r) => r,
+    }
+}
+
+async fn leave(State(s): State<RaftState>, body: Bytes) -> Response {
+    match decode::<crate::store::MemberId>(&body) {
+        Ok(id) => {
+            s.store.told_removed(id);
+            encode(&())
+        }
         Err(r) => r,
     }
 }

@@ -42,6 +42,10 @@ pub struct ControlArgs {
     /// Join the cluster that has a member with this raft address.
     #[arg(long, value_name = "HOST:PORT", conflicts_with = "peers")]
     join: Option<String>,
+    /// Neither found nor join a cluster: wait until `shoal member add` or `shoal member
+    /// replace` adds this member (start it with the cluster's PKI, `--pki-dir`).
+    #[arg(long, conflicts_with_all = ["peers", "join"])]
+    standby: bool,
     /// How many revisions of change history watches can resume from.
     #[arg(long, default_value_t = 100_000)]
     history_revisions: u64,
@@ -98,6 +102,10 @@ pub struct ControlArgs {
     no_client_config: bool,
 }
 
+/// How long a removed member keeps serving before it stops, so that in-flight answers (the
+/// one to the removal among them) reach their clients.
+const REMOVED_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn parse_peers(spec: &str) -> anyhow::Result<BTreeMap<u64, String>> {
     let mut peers = BTreeMap::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -149,6 +157,7 @@ impl ControlArgs {
             advertise_host: self.advertise.clone(),
             peers,
             join: self.join.clone(),
+            standby: self.standby,
             history_revisions: self.history_revisions,
             snapshot_every: self.snapshot_every,
             controllers: shoal_control::controllers::ControllerOptions {
@@ -182,7 +191,15 @@ impl ControlArgs {
         println!("api listening on {}", control.api_url());
         println!("raft listening on {}", control.raft_addr);
         announce_dns(&control);
-        wait_for_signal().await?;
+        let removed = control.removed();
+        tokio::select! {
+            signal = wait_for_signal() => signal?,
+            _ = removed.cancelled() => {
+                eprintln!("this member was removed from the control plane; stopping");
+                // The answer to the request that removed it (it may have led) is still on its way.
+                tokio::time::sleep(REMOVED_DRAIN).await;
+            }
+        }
         eprintln!("shutting down");
         control.shutdown().await;
         Ok(ExitCode::SUCCESS)

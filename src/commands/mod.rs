@@ -12,10 +12,12 @@ mod drain;
 mod events;
 mod get;
 mod logs;
+mod member;
 mod node;
 mod rollout;
 mod run;
 mod scale;
+mod snapshot;
 mod token;
 mod top;
 mod version;
@@ -67,6 +69,10 @@ pub enum Command {
     Drain(drain::DrainArgs),
     /// Show and change the client config's contexts and their default namespaces.
     Config(config::ConfigArgs),
+    /// List, add, remove and replace control-plane members.
+    Member(member::MemberArgs),
+    /// Save a backup of the cluster, restore one into a new member, or check one.
+    Snapshot(snapshot::SnapshotArgs),
     /// Print a shell completion script (e.g. `source <(shoal completion bash)`).
     Completion(completion::CompletionArgs),
 }
@@ -90,6 +96,8 @@ impl Command {
             Command::Scale(args) => args.execute(connection).await,
             Command::Version(args) => args.execute(connection).await,
             Command::Completion(args) => args.execute(),
+            Command::Member(args) => args.execute(connection).await,
+            Command::Snapshot(args) => args.execute(connection).await,
             Command::Events(args) => args.execute(connection).await,
             Command::Config(args) => args.execute(connection).await,
             Command::Cordon(args) => args.cordon(connection).await,

@@ -112,6 +112,11 @@ impl ControlProcess {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Whether it has ended on its own (and how).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Kills it with SIGKILL (no chance to clean up) and waits for it to be gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

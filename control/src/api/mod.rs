@@ -10,6 +10,7 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod heartbeat;
+pub mod members;
 pub mod modules;
 pub mod objects;
 pub mod per_principal;
@@ -68,6 +69,7 @@ async fn refuse_unsupported_dry_run(
             && object_path
             && !segments.contains(&"modules")
             && !segments.contains(&"tokens")
+            && !matches!(segments.first(), Some(&"members" | &"snapshot"))
             && !matches!(segments.as_slice(), ["namespaces", _, "status"]);
         if !spec_write {
             let message = "dryRun is done on writes of an object's spec only (POST, PUT); not here";
@@ -129,6 +131,12 @@ pub fn router(parts: ApiParts, limits: ApiLimits) -> anyhow::Result<Router> {
     let heartbeats = Router::new()
         .route("/api/v1/nodes/{name}/heartbeat", post(heartbeat::beat))
         .with_state(heartbeat::HeartbeatState::new(store.clone(), memory));
+    let members = Router::new()
+        .route("/api/v1/members", get(members::list).post(members::add))
+        .route("/api/v1/members/{id}", axum::routing::delete(members::remove))
+        .route("/api/v1/members/{id}/replace", post(members::replace))
+        .route("/api/v1/snapshot", get(members::snapshot))
+        .with_state(members::MembersState { store: store.clone(), blobs: blobs.clone() });
     let modules = Router::new()
         .route("/api/v1/modules/{digest}", get(modules::get_any))
         .route("/api/v1/namespaces/{ns}/modules", get(modules::list))
@@ -169,6 +177,7 @@ pub fn router(parts: ApiParts, limits: ApiLimits) -> anyhow::Result<Router> {
         .merge(heartbeats)
         .merge(activations)
         .merge(modules)
+        .merge(members)
         .layer(axum::Extension(hub))
         .layer(axum::Extension(admission))
         .layer(axum::Extension(Arc::new(crate::sealing::Sealer::new(&pki_secrets_key))))

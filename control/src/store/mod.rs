@@ -16,11 +16,13 @@
 //! - [`writer`]: the one thread that writes the file, log appends and applies in one commit.
 //! - [`peer`], [`network`]: calls between control nodes.
 //! - [`proposer`]: packs concurrent writes into one raft entry.
+//! - [`members`]: adding, removing and replacing members.
 
 pub mod apply;
 pub mod db;
 pub mod history;
 pub mod log_store;
+pub mod members;
 pub mod network;
 pub mod peer;
 pub mod proposer;
@@ -150,6 +152,8 @@ pub struct Store {
     proposer: proposer::Proposer,
     reader: StoreReader,
     peers: PeerClient,
+    /// Fires once this member is removed from the cluster.
+    removed: tokio_util::sync::CancellationToken,
 }
 
 impl Store {
@@ -173,8 +177,10 @@ impl Store {
         let config = Arc::new(config.validate()?);
         let raft = Raft::new(options.id, config, network::Network::new(peers.clone()), log, sm).await?;
         tokio::spawn(quiet_after_restart(raft.clone()));
+        let removed = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(members::notice_removal(raft.clone(), options.id, removed.clone()));
         let proposer = proposer::Proposer::start(raft.clone());
-        Ok(Arc::new(Store { id: options.id, path: path.to_owned(), raft, proposer, reader, peers }))
+        Ok(Arc::new(Store { id: options.id, path: path.to_owned(), raft, proposer, reader, peers, removed }))
     }
 
     /// Makes this member part of a cluster of `members` (id → raft address) if it is not in one
@@ -200,7 +206,7 @@ impl Store {
         let mut target = via.to_owned();
         loop {
             let answer: Result<Result<(), PeerRefusal>, PeerError> =
-                self.peers.call(&target, paths::JOIN, &request, Duration::from_secs(30)).await;
+                self.peers.call(&target, paths::JOIN, &request, members::CATCH_UP + LEADER_WAIT).await;
             match answer {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(PeerRefusal::NotLeader { leader: Some(leader) })) => target = leader,
@@ -456,17 +462,10 @@ impl Store {
 
     /// Adds a member: first as a learner that catches up, then as a voter (answers `JOIN`).
     pub async fn add_member(&self, request: JoinRequest) -> Result<(), PeerRefusal> {
-        if !self.is_leader() {
-            return Err(PeerRefusal::NotLeader { leader: self.leader_addr() });
+        match self.members_here(members::MembersCall::Add(request)).await? {
+            Ok(_) => Ok(()),
+            Err(refusal) => Err(PeerRefusal::Failed(refusal.to_string())),
         }
-        let failed = |e: &dyn std::fmt::Display| PeerRefusal::Failed(e.to_string());
-        self.raft.add_learner(request.id, BasicNode::new(&request.addr), true).await.map_err(|e| failed(&e))?;
-        let voters: std::collections::BTreeSet<MemberId> = {
-            let m = self.raft.metrics().borrow().clone();
-            m.membership_config.membership().voter_ids().chain([request.id]).collect()
-        };
-        self.raft.change_membership(voters, false).await.map_err(|e| failed(&e))?;
-        Ok(())
     }
 
     /// Stops raft.

@@ -25,6 +25,10 @@ pub mod paths {
     pub const READ_INDEX: &str = "/raft/read-index";
     /// A new member asking to join.
     pub const JOIN: &str = "/raft/join";
+    /// A membership call (list, add, remove, replace) forwarded by a follower to the leader.
+    pub const MEMBERS: &str = "/raft/members";
+    /// The leader telling a member it removed that it is no longer one.
+    pub const LEAVE: &str = "/raft/leave";
     /// A node's heartbeat, forwarded by a follower to the leader, which holds liveness.
     pub const HEARTBEAT: &str = "/raft/heartbeat";
     /// A node's request for an instance of an autoscaled workload at zero, forwarded to the

@@ -17,7 +17,7 @@ const MAGIC: &[u8] = b"shoal-snapshot-1\n";
 
 /// The largest key or value a snapshot may hold: far above any object the API admits, far
 /// below what a damaged length could make the install allocate.
-const MAX_RECORD: usize = 64 << 20;
+pub const MAX_RECORD: usize = 64 << 20;
 
 /// openraft's snapshot data: a file, and where it is.
 #[derive(Debug)]
@@ -85,19 +85,28 @@ pub fn write_records<E>(
     out.write_all(MAGIC).map_err(WriteError::Io)?;
     for record in records {
         let (key, value) = record.map_err(WriteError::Source)?;
-        for part in [key.as_bytes(), value.as_slice()] {
-            // What the install would refuse is refused here, where it can still be told.
-            if part.len() > MAX_RECORD {
-                let message = format!("a record of {} bytes under {key:?}, over {MAX_RECORD}", part.len());
-                return Err(WriteError::Io(std::io::Error::other(message)));
-            }
-            let len = part.len() as u32;
-            out.write_all(&len.to_le_bytes()).map_err(WriteError::Io)?;
-            out.write_all(part).map_err(WriteError::Io)?;
-        }
+        put_record(&mut out, &key, &value).map_err(WriteError::Io)?;
     }
     let file = out.into_inner().map_err(|e| WriteError::Io(e.into_error()))?;
     file.sync_all().map_err(WriteError::Io)
+}
+
+/// Writes one record; one over [`MAX_RECORD`] is refused here, where it can still be told,
+/// rather than when it is read back.
+pub fn put_record(out: &mut impl Write, key: &str, value: &[u8]) -> std::io::Result<()> {
+    for part in [key.as_bytes(), value] {
+        if part.len() > MAX_RECORD {
+            return Err(std::io::Error::other(format!(
+                "a record of {} bytes under {key:?}, over {MAX_RECORD}",
+                part.len()
+            )));
+        }
+    }
+    for part in [key.as_bytes(), value] {
+        out.write_all(&(part.len() as u32).to_le_bytes())?;
+        out.write_all(part)?;
+    }
+    Ok(())
 }
 
 /// Why writing a snapshot failed: the file, or where its records came from.
@@ -111,11 +120,20 @@ pub enum WriteError<E> {
 
 /// The records of the snapshot file at `path`, one at a time.
 pub fn read_records(path: &Path) -> std::io::Result<impl Iterator<Item = std::io::Result<(String, Vec<u8>)>>> {
+    records_of(path, MAGIC, "a Shoal snapshot")
+}
+
+/// The records of the file at `path` in this format, behind the first line `magic` (a file
+/// without it is not `what`).
+pub fn records_of(
+    path: &Path,
+    magic: &'static [u8],
+    what: &str,
+) -> std::io::Result<impl Iterator<Item = std::io::Result<(String, Vec<u8>)>>> {
     let mut input = BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
-    let mut magic = [0u8; MAGIC.len()];
-    input.read_exact(&mut magic)?;
-    if magic != MAGIC {
-        return Err(std::io::Error::other(format!("{} is not a Shoal snapshot", path.display())));
+    let mut head = vec![0u8; magic.len()];
+    if input.read_exact(&mut head).is_err() || head != magic {
+        return Err(std::io::Error::other(format!("{} is not {what}", path.display())));
     }
     Ok(std::iter::from_fn(move || read_record(&mut input).transpose()))
 }
