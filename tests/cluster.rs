@@ -425,6 +425,12 @@ async fn members_are_removed_under_write_load_added_and_replaced_and_nothing_is_
     assert_eq!(ids, BTreeSet::from([kept, 4, 5]), "{roles:?}");
     m5.client().create(&namespace("after-the-replacement")).await.unwrap();
 
+    // Adding an address nothing answers at is refused at once (never made a voter).
+    let dead = common::fixed_addr();
+    let out = tokio::task::block_in_place(|| m5.cli(&["member", "add", "6", &dead]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing answers at"), "{out:?}");
+    assert_eq!(tokio::task::block_in_place(|| member_roles(&m5)).len(), 3);
+
     // Unknown members are a 404; a removal that would leave no quorum that answers is refused.
     let out = tokio::task::block_in_place(|| m5.cli(&["member", "remove", "99"]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no control-plane member 99"), "{out:?}");

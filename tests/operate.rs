@@ -391,12 +391,12 @@ async fn a_backup_restored_into_a_fresh_cluster_has_every_object_module_secret_a
 
     let backup = dir.path().join("cluster.backup");
     let saved = common::ok_stdout(&old.cli(&["snapshot", "save", backup.to_str().unwrap()]));
-    assert!(saved.contains("1 modules"), "{saved}");
+    assert!(saved.contains(" 1 modules,"), "{saved}");
     let status = common::ok_stdout(&old.cli(&["snapshot", "status", backup.to_str().unwrap()]));
     let before = inventory(&admin).await;
     let revision = admin.cluster_status().await.unwrap().revision;
     assert!(
-        status.contains(&format!("revision {revision}")),
+        status.contains(&format!("revision {revision},")),
         "the backup is at the last revision {revision}: {status}"
     );
     assert!(!std::fs::read(&backup).unwrap().windows(7).any(|w| w == b"hunter2"), "a Secret in the clear");

@@ -262,7 +262,14 @@ pub async fn restore(backup: &Path, target: &RestoreTarget) -> anyhow::Result<Ba
     let store = Store::open(&store_path, &options, peers).await.context("opening the new store")?;
     let installed = install(&store, &meta, target, &objects_file).await;
     store.shutdown().await;
+    drop(store);
     let _ = std::fs::remove_file(&objects_file);
+    if installed.is_err() {
+        // Not a half-made store that a retry refuses, or that `shoal control` would found an
+        // empty cluster on.
+        let _ = std::fs::remove_file(&store_path);
+        let _ = std::fs::remove_dir_all(target.data_dir.join("snapshots"));
+    }
     installed?;
     Ok(meta)
 }

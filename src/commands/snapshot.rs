@@ -42,8 +42,9 @@ enum SnapshotAction {
         /// The new member's raft member id.
         #[arg(long, default_value_t = 1)]
         id: u64,
-        /// The new member's raft address, as others will reach it.
-        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7444")]
+        /// The new member's raft address, as others will reach it: start it with this
+        /// `--raft-listen` (or `--advertise` and this port).
+        #[arg(long, value_name = "HOST:PORT")]
         raft_address: String,
     },
     /// Check a backup through and say what it holds.
@@ -106,7 +107,11 @@ impl SnapshotArgs {
                     .with_context(|| format!("restoring {} into {}", file.display(), data_dir.display()))?;
                 let bytes = std::fs::metadata(file)?.len();
                 println!("restored {}: {}", file.display(), describe(&meta, bytes));
-                println!("start it with: shoal control --data-dir {} --id {id}", data_dir.display());
+                println!(
+                    "start it with: shoal control --data-dir {} --id {id} --raft-listen {raft_address} (or --advertise \
+                     and that port)",
+                    data_dir.display()
+                );
             }
             SnapshotAction::Status { file } => {
                 let meta = shoal_control::backup::verify(file)?;

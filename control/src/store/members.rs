@@ -73,12 +73,18 @@ fn refused(message: String) -> MembersAnswer {
     Ok(Err(MemberRefusal::Refused(message)))
 }
 
-fn raft_failed(e: RaftError<MemberId, ClientWriteError<MemberId, BasicNode>>) -> PeerRefusal {
+/// How a raft membership call fails.
+type ChangeError = RaftError<MemberId, ClientWriteError<MemberId, BasicNode>>;
+
+/// What a failed raft membership call answers: a refusal (409) when raft refused the change
+/// itself (another under way, a learner missing), not a missing leader.
+fn raft_failed(e: ChangeError) -> MembersAnswer {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-            PeerRefusal::NotLeader { leader: f.leader_node.map(|n| n.addr) }
+            Err(PeerRefusal::NotLeader { leader: f.leader_node.map(|n| n.addr) })
         }
-        e => PeerRefusal::Failed(e.to_string()),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => refused(e.to_string()),
+        e => Err(PeerRefusal::Failed(e.to_string())),
     }
 }
 
@@ -122,6 +128,11 @@ impl Store {
         if !self.is_leader() {
             return Err(PeerRefusal::NotLeader { leader: self.leader_addr() });
         }
+        // One change at a time, each deciding from the membership as it is when its turn comes.
+        let _turn = match call {
+            MembersCall::List => None,
+            _ => Some(self.membership_turn.lock().await),
+        };
         let done = match call {
             MembersCall::List => Ok(()),
             MembersCall::Add(new) => self.add_here(new).await,
@@ -180,10 +191,42 @@ impl Store {
         if let Some((other, _)) = membership.nodes().find(|(id, n)| n.addr == new.addr && **id != new.id) {
             return Err(refused(format!("member {other} has address {} already", new.addr)));
         }
-        let adding = self.raft.add_learner(new.id, BasicNode::new(&new.addr), true);
-        match tokio::time::timeout(CATCH_UP, adding).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(Err(raft_failed(e))),
+        // openraft's own wait counts a learner within its lag threshold (5000 entries) as caught
+        // up, even one that has received nothing: so first the address must answer, and then
+        // the learner must hold everything committed before the call.
+        let answer: Result<Result<u64, PeerRefusal>, PeerError> =
+            self.peers.call(&new.addr, paths::READ_INDEX, &(), PROBE).await;
+        if let Err(e) = answer {
+            return Err(refused(format!(
+                "nothing answers at {}: start the new member first (shoal control --standby): {e}",
+                new.addr
+            )));
+        }
+        let target = m.last_log_index.unwrap_or(0);
+        let caught_up = async {
+            self.raft.add_learner(new.id, BasicNode::new(&new.addr), false).await?;
+            let mut metrics = self.raft.metrics();
+            loop {
+                let matched = {
+                    let m = metrics.borrow_and_update();
+                    if m.current_leader != Some(self.id) {
+                        return Ok(false);
+                    }
+                    m.replication.as_ref().and_then(|r| r.get(&new.id).copied().flatten()).map(|l| l.index)
+                };
+                if matched.is_some_and(|i| i >= target) {
+                    return Ok(true);
+                }
+                if metrics.changed().await.is_err() {
+                    return Ok(false);
+                }
+            }
+        };
+        let waited: Result<Result<bool, ChangeError>, _> = tokio::time::timeout(CATCH_UP, caught_up).await;
+        match waited {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(Err(PeerRefusal::NotLeader { leader: self.leader_addr() })),
+            Ok(Err(e)) => Err(raft_failed(e)),
             Err(_) => {
                 let gone = self.raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([new.id])), false);
                 if let Err(e) = gone.await {
@@ -208,7 +251,7 @@ impl Store {
         }
         self.add_learner_caught_up(&new).await?;
         let promote = ChangeMembers::AddVoterIds(BTreeSet::from([new.id]));
-        self.raft.change_membership(promote, false).await.map_err(|e| Err(raft_failed(e)))?;
+        self.raft.change_membership(promote, false).await.map_err(raft_failed)?;
         Ok(())
     }
 
@@ -228,7 +271,7 @@ impl Store {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
         let address = self.address_of(id);
-        self.raft.change_membership(change, false).await.map_err(|e| Err(raft_failed(e)))?;
+        self.raft.change_membership(change, false).await.map_err(raft_failed)?;
         self.tell_removed(id, address).await;
         Ok(())
     }
@@ -248,7 +291,7 @@ impl Store {
         let next: BTreeSet<MemberId> = voters.into_iter().filter(|v| *v != old).chain([new.id]).collect();
         let change = ChangeMembers::ReplaceAllVoters(next);
         let address = self.address_of(old);
-        self.raft.change_membership(change, false).await.map_err(|e| Err(raft_failed(e)))?;
+        self.raft.change_membership(change, false).await.map_err(raft_failed)?;
         self.tell_removed(old, address).await;
         Ok(())
     }

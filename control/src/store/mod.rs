@@ -154,6 +154,8 @@ pub struct Store {
     peers: PeerClient,
     /// Fires once this member is removed from the cluster.
     removed: tokio_util::sync::CancellationToken,
+    /// Held by the membership change under way on this member (as leader).
+    membership_turn: tokio::sync::Mutex<()>,
 }
 
 impl Store {
@@ -180,7 +182,16 @@ impl Store {
         let removed = tokio_util::sync::CancellationToken::new();
         tokio::spawn(members::notice_removal(raft.clone(), options.id, removed.clone()));
         let proposer = proposer::Proposer::start(raft.clone());
-        Ok(Arc::new(Store { id: options.id, path: path.to_owned(), raft, proposer, reader, peers, removed }))
+        Ok(Arc::new(Store {
+            id: options.id,
+            path: path.to_owned(),
+            raft,
+            proposer,
+            reader,
+            peers,
+            removed,
+            membership_turn: tokio::sync::Mutex::new(()),
+        }))
     }
 
     /// Makes this member part of a cluster of `members` (id → raft address) if it is not in one
