@@ -25,17 +25,9 @@ fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-/// Whether `tool` (from Debian's `prometheus` package, which CI installs) runs here; with
-/// `CI=true` its absence fails the test.
+/// Whether `tool` (from Debian's `prometheus` package, which CI installs) runs here.
 fn have(tool: &str) -> bool {
-    match std::process::Command::new(tool).arg("--version").output() {
-        Ok(output) if output.status.success() => true,
-        other if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("{tool} is needed in CI: {other:?}"),
-        other => {
-            eprintln!("skipping what needs {tool}: {other:?} (apt-get install prometheus)");
-            false
-        }
-    }
+    common::have(tool, "prometheus")
 }
 
 /// `promtool check metrics` on `text`, when promtool is installed.

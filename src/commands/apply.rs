@@ -97,7 +97,10 @@ fn read_module(m: &Manifest) -> Result<Option<LocalModule>, ManifestError> {
         AnyObject::CronJob(c) => (&c.spec.job_template.template.module, "spec.jobTemplate.template.module"),
         _ => return Ok(None),
     };
-    if module.starts_with("sha256:") || module.starts_with("https://") {
+    if module.starts_with("sha256:")
+        || module.starts_with("https://")
+        || module.starts_with(shoal_api::module::OCI_SCHEME)
+    {
         return Ok(None);
     }
     let base = m.file.parent().unwrap_or(Path::new("."));

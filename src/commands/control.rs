@@ -75,6 +75,13 @@ pub struct ControlArgs {
     /// ingress hosts `*.<namespace>.DOMAIN` without a grant.
     #[arg(long, value_name = "DOMAIN")]
     ingress_domain: Vec<String>,
+    /// A registry (`HOST[:PORT]`) `oci://` modules may be pulled from, over HTTPS; none by
+    /// default, so that no tenant can make the control plane fetch an address of its choosing.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    allow_registry: Vec<String>,
+    /// As --allow-registry, over plain HTTP (a registry on loopback).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    allow_insecure_registry: Vec<String>,
     /// How many watches one tenant or node token may hold open at once (a node holds two).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     max_watches_per_principal: u32,
@@ -168,7 +175,13 @@ impl ControlArgs {
                 job_backoff: self.job_backoff,
             },
             dns: self.dns.config()?,
-            admission: self.dns.admission(&self.ingress_domain),
+            admission: shoal_control::api::admission::Admission {
+                registries: shoal_control::api::oci::Registries {
+                    allowed: self.allow_registry.iter().chain(&self.allow_insecure_registry).cloned().collect(),
+                    plain_http: self.allow_insecure_registry.clone(),
+                },
+                ..self.dns.admission(&self.ingress_domain)
+            },
             max_watches_per_principal: self.max_watches_per_principal as usize,
             max_connections_per_principal: self.max_connections_per_principal as usize,
             watch_bookmark_interval: self.watch_bookmark_interval,
@@ -237,6 +250,7 @@ impl DnsArgs {
         shoal_control::api::admission::Admission {
             ingress_domains: std::iter::once("localhost".to_owned()).chain(extra.iter().cloned()).collect(),
             cluster_domain: self.cluster_domain.trim_end_matches('.').to_ascii_lowercase(),
+            ..Default::default()
         }
     }
 

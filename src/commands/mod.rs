@@ -14,6 +14,7 @@ mod get;
 mod logs;
 mod member;
 mod node;
+mod push;
 mod rollout;
 mod run;
 mod scale;
@@ -73,6 +74,8 @@ pub enum Command {
     Member(member::MemberArgs),
     /// Save a backup of the cluster, restore one into a new member, or check one.
     Snapshot(snapshot::SnapshotArgs),
+    /// Publish a module to an OCI registry, as a wasm artifact a Workload can name.
+    Push(push::PushArgs),
     /// Print a shell completion script (e.g. `source <(shoal completion bash)`).
     Completion(completion::CompletionArgs),
 }
@@ -98,6 +101,7 @@ impl Command {
             Command::Completion(args) => args.execute(),
             Command::Member(args) => args.execute(connection).await,
             Command::Snapshot(args) => args.execute(connection).await,
+            Command::Push(args) => args.execute().await,
             Command::Events(args) => args.execute(connection).await,
             Command::Config(args) => args.execute(connection).await,
             Command::Cordon(args) => args.cordon(connection).await,

@@ -271,6 +271,19 @@ pub fn fixed_addr() -> String {
     }
 }
 
+/// Whether `tool` (from Debian's `package`, which `.ci/run` installs) runs here; with `CI=true`
+/// its absence fails the test, elsewhere the test skips what needs it and says so.
+pub fn have(tool: &str, package: &str) -> bool {
+    match Command::new(tool).arg("--version").output() {
+        Ok(output) if output.status.success() => true,
+        other if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("{tool} is needed in CI: {other:?}"),
+        other => {
+            eprintln!("skipping what needs {tool}: {other:?} (apt-get install {package})");
+            false
+        }
+    }
+}
+
 /// CPU time (user + system) a process has used so far, from /proc.
 pub fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

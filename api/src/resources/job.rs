@@ -64,12 +64,11 @@ pub fn validate_job_spec(spec: &JobSpec, prefix: &str) -> Result<(), FieldError>
         }
     }
     let template = &spec.template;
-    if template.module.is_empty() {
-        return Err(FieldError::new(
-            format!("{prefix}template.module"),
-            "missing: a path to a .wasm file, or a sha256: digest",
-        ));
-    }
+    crate::module::check_module(
+        &format!("{prefix}template.module"),
+        &template.module,
+        template.module_pull_secret.as_ref(),
+    )?;
     if template.resources.memory.is_some_and(|m| m.0 < 64 * 1024) {
         return Err(FieldError::new(
             format!("{prefix}template.resources.memory"),
@@ -99,6 +98,10 @@ pub struct JobTemplate {
     /// `wasi:cli/run` component or a preview-1 command.
     #[serde(default)]
     pub module: String,
+    /// The Secret (keys `username` and `password`) to pull an `oci://` module with (see the
+    /// Workload's field of that name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_pull_secret: Option<crate::Name>,
     /// Per-run limits.
     #[serde(default, skip_serializing_if = "crate::resources::workload::is_default")]
     pub resources: Resources,

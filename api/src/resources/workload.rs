@@ -44,14 +44,7 @@ impl Resource for WorkloadKind {
                 ));
             }
         }
-        if spec.module.is_empty() {
-            return Err(FieldError::new("spec.module", "missing: a path to a .wasm file, or a sha256: digest"));
-        }
-        if let Some(digest) = spec.module.strip_prefix("sha256:")
-            && !crate::digest::is_sha256_hex(digest)
-        {
-            return Err(FieldError::new("spec.module", "a sha256: digest must be 64 lower-case hex digits"));
-        }
+        crate::module::check_module("spec.module", &spec.module, spec.module_pull_secret.as_ref())?;
         if spec.rollout.max_surge == 0 && spec.rollout.max_unavailable == 0 {
             return Err(FieldError::new(
                 "spec.rollout",
@@ -510,9 +503,14 @@ pub(crate) fn is_default<T: Default + PartialEq>(v: &T) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WorkloadSpec {
-    /// The module: a local path at apply time, rewritten to `sha256:<hex>` once uploaded.
+    /// The module: a local path at apply time, rewritten to `sha256:<hex>` once uploaded; or
+    /// `oci://REGISTRY/REPOSITORY:TAG`, which the API server pulls and rewrites likewise.
     #[serde(default)]
     pub module: String,
+    /// The Secret (keys `username` and `password`) to pull an `oci://` module with. Used when
+    /// the module is pulled and not stored after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_pull_secret: Option<crate::Name>,
     /// `http` (default) or `command`.
     #[serde(default, rename = "type")]
     pub type_: WorkloadType,
@@ -576,6 +574,7 @@ impl Default for WorkloadSpec {
     fn default() -> Self {
         WorkloadSpec {
             module: String::new(),
+            module_pull_secret: None,
             type_: WorkloadType::default(),
             replicas: default_replicas(),
             autoscale: None,

@@ -10,16 +10,23 @@
 //!   (`*.<namespace>.<ingress domain>`) or its Namespace's `spec.ingressHosts` grants, never a
 //!   cluster-internal name, and never one another Service claims (409 naming the owner).
 //!
+//! - a module named `oci://...` is pulled into the namespace and named by its digest
+//!   ([`super::oci`]).
+//!
 //! Two Services that claim the same host at the same moment through different members could
 //! both pass the last check; the node's ingress then routes the host to the older claim.
 
 use shoal_api::resources::namespace::{Namespace, host_matches};
 use shoal_api::resources::node::{Capacity, Node};
 use shoal_api::resources::service::Service;
-use shoal_api::{AnyObject, Kind, Reason};
+use std::sync::Arc;
+
+use shoal_api::module::{MODULE_SOURCE_ANNOTATION, OCI_SCHEME};
+use shoal_api::{AnyObject, Kind, Name, Reason};
 
 use super::auth::Principal;
 use super::error::ApiError;
+use super::oci::{Puller, Registries};
 use super::registration;
 use crate::store::{Command, ObjectKey, Store};
 
@@ -30,12 +37,33 @@ pub struct Admission {
     pub ingress_domains: Vec<String>,
     /// The cluster-internal domain (`<svc>.<ns>.svc.<domain>`).
     pub cluster_domain: String,
+    /// The registries `oci://` modules may be pulled from.
+    pub registries: Registries,
+    /// What pulls them (the API server sets it when it starts; without it none is pulled).
+    pub puller: Option<Arc<Puller>>,
 }
 
 impl Default for Admission {
     fn default() -> Self {
-        Admission { ingress_domains: vec!["localhost".into()], cluster_domain: "cluster.local".into() }
+        Admission {
+            ingress_domains: vec!["localhost".into()],
+            cluster_domain: "cluster.local".into(),
+            registries: Registries::default(),
+            puller: None,
+        }
     }
+}
+
+/// Where an object names its module, for [`Admission::resolve_module`].
+struct ModuleField<'a> {
+    /// The object's kind, name and metadata.
+    kind: Kind,
+    meta: &'a mut shoal_api::meta::ObjectMeta,
+    /// The module and its pull secret.
+    module: &'a mut String,
+    pull_secret: &'a mut Option<Name>,
+    /// The module's path, for errors.
+    field: &'static str,
 }
 
 /// The stored Namespace `name`, if there is one.
@@ -98,9 +126,18 @@ impl Admission {
         match object {
             AnyObject::Node(node) if principal.node().is_some() => fence_node(store, node),
             AnyObject::Workload(workload) => {
-                let ns = workload.metadata.namespace.as_ref().map_or("default", |n| n.as_str());
-                require_module(store, ns, &workload.spec.module).await?;
-                if let Some(defaults) = namespace(store, ns)?.and_then(|n| n.spec.default_requests) {
+                let ns = workload.metadata.namespace.as_ref().map_or("default", |n| n.as_str()).to_owned();
+                let spec = &mut workload.spec;
+                let field = ModuleField {
+                    kind: Kind::Workload,
+                    meta: &mut workload.metadata,
+                    module: &mut spec.module,
+                    pull_secret: &mut spec.module_pull_secret,
+                    field: "spec.module",
+                };
+                self.resolve_module(store, principal, &ns, field).await?;
+                require_module(store, &ns, &workload.spec.module).await?;
+                if let Some(defaults) = namespace(store, &ns)?.and_then(|n| n.spec.default_requests) {
                     let resources = &mut workload.spec.resources;
                     resources.memory = resources.memory.or(defaults.memory);
                     resources.cpu = resources.cpu.or(defaults.cpu);
@@ -109,15 +146,62 @@ impl Admission {
             }
             AnyObject::Job(job) => {
                 let ns = job.metadata.namespace.as_ref().map_or("default", |n| n.as_str()).to_owned();
+                let template = &mut job.spec.template;
+                let field = ModuleField {
+                    kind: Kind::Job,
+                    meta: &mut job.metadata,
+                    module: &mut template.module,
+                    pull_secret: &mut template.module_pull_secret,
+                    field: "spec.template.module",
+                };
+                self.resolve_module(store, principal, &ns, field).await?;
                 admit_job_spec(store, &ns, &mut job.spec, "spec.template.module").await
             }
             AnyObject::CronJob(cron) => {
                 let ns = cron.metadata.namespace.as_ref().map_or("default", |n| n.as_str()).to_owned();
+                let template = &mut cron.spec.job_template.template;
+                let field = ModuleField {
+                    kind: Kind::CronJob,
+                    meta: &mut cron.metadata,
+                    module: &mut template.module,
+                    pull_secret: &mut template.module_pull_secret,
+                    field: "spec.jobTemplate.template.module",
+                };
+                self.resolve_module(store, principal, &ns, field).await?;
                 admit_job_spec(store, &ns, &mut cron.spec.job_template, "spec.jobTemplate.template.module").await
             }
             AnyObject::Service(service) => self.fence_ingress_hosts(store, service),
             _ => Ok(()),
         }
+    }
+
+    /// Pulls an `oci://` module into `ns` and names it by digest, with its reference in the
+    /// `shoal.dev/module-source` annotation and its pull secret dropped (the pull is done). The
+    /// annotation is the API server's: a write may carry it back unchanged with the module it
+    /// was set beside (a read, edited, applied), and otherwise it is removed.
+    async fn resolve_module(
+        &self,
+        store: &Store,
+        principal: &Principal,
+        ns: &str,
+        object: ModuleField<'_>,
+    ) -> Result<(), ApiError> {
+        let ModuleField { kind, meta, module, pull_secret, field } = object;
+        if module.starts_with(OCI_SCHEME) {
+            let Some(puller) = &self.puller else {
+                return Err(ApiError::new(Reason::Forbidden, format!("{field}: this API server pulls no modules")));
+            };
+            let digest = puller.pull(principal, ns, module, pull_secret.as_ref(), field).await?;
+            meta.annotations.insert(MODULE_SOURCE_ANNOTATION.to_owned(), std::mem::replace(module, digest));
+            *pull_secret = None;
+            return Ok(());
+        }
+        let Some(claimed) = meta.annotations.get(MODULE_SOURCE_ANNOTATION) else { return Ok(()) };
+        let stored = store.reader().get(&ObjectKey::new(kind.plural(), Some(ns), meta.name.as_str()))?;
+        if !stored.is_some_and(|bytes| kept_source(&bytes, claimed, module, field)) {
+            meta.annotations.remove(MODULE_SOURCE_ANNOTATION);
+        }
+        Ok(())
     }
 
     /// Checks a status `object` written by `principal`: a node reporting its Node may not
@@ -213,6 +297,18 @@ impl Admission {
         }
         Ok(())
     }
+}
+
+/// Whether the stored object `bytes` holds `source` as its module's source beside `module`
+/// (at `field`, e.g. `spec.template.module`).
+fn kept_source(bytes: &[u8], source: &str, module: &str, field: &str) -> bool {
+    let Ok(stored) = serde_json::from_slice::<serde_json::Value>(bytes) else { return false };
+    let pointer = format!("/{}", field.replace('.', "/"));
+    stored
+        .pointer(&format!("/metadata/annotations/{}", MODULE_SOURCE_ANNOTATION.replace('/', "~1")))
+        .and_then(|v| v.as_str())
+        == Some(source)
+        && stored.pointer(&pointer).and_then(|v| v.as_str()) == Some(module)
 }
 
 /// The host of `host:port` (brackets of an IPv6 address dropped).

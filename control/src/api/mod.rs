@@ -7,12 +7,14 @@ pub mod activate;
 pub mod admission;
 pub mod agents;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod heartbeat;
 pub mod members;
 pub mod modules;
 pub mod objects;
+pub mod oci;
 pub mod per_principal;
 pub mod registration;
 pub mod tokens;
@@ -118,7 +120,16 @@ pub fn router(parts: ApiParts, limits: ApiLimits) -> anyhow::Result<Router> {
     let ApiParts { store, pki, memory, metrics, hub, blobs, admission } = parts;
     let ApiLimits { node_cert_validity, max_connections_per_principal } = limits;
     let tokens = Arc::new(auth::TokenCache::default());
-    let pki_secrets_key = pki.secrets_key;
+    let sealer = Arc::new(crate::sealing::Sealer::new(&pki.secrets_key));
+    let uploads = Arc::new(per_principal::PerPrincipal::new("uploads", modules::UPLOADS_PER_PRINCIPAL));
+    let puller = oci::Puller {
+        registries: admission.registries.clone(),
+        store: store.clone(),
+        blobs: blobs.clone(),
+        sealer: sealer.clone(),
+        uploads: uploads.clone(),
+    };
+    let admission = Arc::new(admission::Admission { puller: Some(Arc::new(puller)), ..(*admission).clone() });
     let auth = auth::AuthState {
         admin: pki.admin_token.as_str().into(),
         store: store.clone(),
@@ -141,11 +152,7 @@ pub fn router(parts: ApiParts, limits: ApiLimits) -> anyhow::Result<Router> {
         .route("/api/v1/modules/{digest}", get(modules::get_any))
         .route("/api/v1/namespaces/{ns}/modules", get(modules::list))
         .route("/api/v1/namespaces/{ns}/modules/{digest}", put(modules::put).get(modules::get).delete(modules::delete))
-        .with_state(modules::ModuleState {
-            store: store.clone(),
-            blobs,
-            uploads: Arc::new(per_principal::PerPrincipal::new("uploads", modules::UPLOADS_PER_PRINCIPAL)),
-        });
+        .with_state(modules::ModuleState { store: store.clone(), blobs, uploads });
     let agents = Router::new()
         .route("/api/v1/nodes/{name}/credentials", post(agents::credentials))
         .route("/api/v1/namespaces/{ns}/instances/{name}/log", get(agents::logs))
@@ -180,7 +187,7 @@ pub fn router(parts: ApiParts, limits: ApiLimits) -> anyhow::Result<Router> {
         .merge(members)
         .layer(axum::Extension(hub))
         .layer(axum::Extension(admission))
-        .layer(axum::Extension(Arc::new(crate::sealing::Sealer::new(&pki_secrets_key))))
+        .layer(axum::Extension(sealer))
         .layer(axum::Extension(tokens))
         .layer(axum::Extension(tokens::NodeCertValidity(node_cert_validity)))
         .layer(middleware::from_fn_with_state(auth, auth::require_token))
@@ -189,6 +196,7 @@ pub fn router(parts: ApiParts, limits: ApiLimits) -> anyhow::Result<Router> {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/version", get(health::version))
+        .merge(dashboard::router())
         .merge(api)
         .layer(DefaultBodyLimit::max(MAX_OBJECT_BYTES))
         .layer(middleware::from_fn(refuse_unsupported_dry_run))

@@ -110,19 +110,7 @@ pub async fn put(
             format!("a module is at most {} ({declared} bytes declared)", Memory(MAX_MODULE_BYTES as u64)),
         ));
     }
-    // Refused before any byte is read or stored when it cannot fit (the record's write checks
-    // again, in the same step as it charges).
-    let quota = namespace.and_then(|n| n.spec.quota).and_then(|q| q.module_bytes);
-    let recorded = records(&s.store, &ns)?;
-    if recorded.len() >= MAX_MODULES_PER_NAMESPACE {
-        return Err(too_many_modules(&ns));
-    }
-    if let Some(limit) = quota.map(|m| m.0) {
-        let used = recorded.iter().fold(0u64, |sum, r| sum.saturating_add(r.size));
-        if used.saturating_add(declared) > limit {
-            return Err(quota_exceeded(used, declared, limit));
-        }
-    }
+    check_room(&s.store, &ns, namespace.as_ref(), declared)?;
     let _uploading = s.uploads.take(&principal)?;
     let _memory = s.blobs.upload_memory().await;
     // The bytes must come at 1 MiB/s at least: a trickle does not hold an upload slot for long.
@@ -134,6 +122,42 @@ pub async fn put(
         .map_err(|e| {
             ApiError::new(Reason::BadRequest, format!("reading the module ({declared} bytes declared): {e}"))
         })?;
+    store_module(&s.store, &s.blobs, ns, digest, body).await?;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+/// Refuses a module of `size` bytes for `ns` before any byte of it is read or stored when it
+/// cannot fit: the namespace's module count, and its `spec.quota.moduleBytes` (the record's
+/// write checks again, in the same step as it charges).
+pub(super) fn check_room(
+    store: &Store,
+    ns: &str,
+    namespace: Option<&shoal_api::resources::namespace::Namespace>,
+    size: u64,
+) -> Result<(), ApiError> {
+    let quota = namespace.and_then(|n| n.spec.quota.as_ref()).and_then(|q| q.module_bytes);
+    let recorded = records(store, ns)?;
+    if recorded.len() >= MAX_MODULES_PER_NAMESPACE {
+        return Err(too_many_modules(ns));
+    }
+    if let Some(limit) = quota.map(|m| m.0) {
+        let used = recorded.iter().fold(0u64, |sum, r| sum.saturating_add(r.size));
+        if used.saturating_add(size) > limit {
+            return Err(quota_exceeded(used, size, limit));
+        }
+    }
+    Ok(())
+}
+
+/// Stores `body` as module `digest` of `ns`, once it hashes to the digest and is a valid wasm
+/// module or component: its bytes on a quorum of members, then its record (which charges it).
+pub(super) async fn store_module(
+    store: &Store,
+    blobs: &Blobs,
+    ns: String,
+    digest: String,
+    body: bytes::Bytes,
+) -> Result<(), ApiError> {
     if !hashes_to(&body, &digest).await {
         return Err(ApiError::new(Reason::Invalid, format!("body does not hash to sha256:{digest}")));
     }
@@ -151,10 +175,10 @@ pub async fn put(
         return Err(ApiError::new(Reason::Invalid, format!("body is not a valid wasm module or component: {e}")));
     }
     let size = body.len() as u64;
-    s.blobs.replicate(&digest, body).await?;
+    blobs.replicate(&digest, body).await?;
     let command = Command::PutModule { namespace: ns, digest, size, uploaded: crate::stamp::now_rfc3339() };
-    match s.store.write(command).await? {
-        CommandResult::Ok { .. } => Ok(StatusCode::CREATED.into_response()),
+    match store.write(command).await? {
+        CommandResult::Ok { .. } => Ok(()),
         CommandResult::QuotaExceeded { used, limit } => Err(quota_exceeded(used, size, limit)),
         CommandResult::Invalid { message } => Err(ApiError::new(Reason::Forbidden, message)),
         other => Err(ApiError::new(Reason::Internal, format!("unexpected result storing a module: {other:?}"))),

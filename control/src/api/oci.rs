@@ -1,0 +1,201 @@
+//! Modules from OCI registries. A Workload, Job or CronJob whose module is
+//! `oci://REGISTRY/REPOSITORY:TAG` (or `...@sha256:DIGEST`) is admitted with the module pulled
+//! into its namespace, as an upload would put it there (charged to the namespace, checked
+//! as wasm), and `spec.module` rewritten to the digest of its bytes; the reference is kept in the
+//! `shoal.dev/module-source` annotation. Nodes then fetch it from the control plane like any
+//! module, and a tag that moves changes nothing that runs until the object is written again.
+//!
+//! The artifact is read as the CNCF wasm OCI artifact layout describes it: an image manifest
+//! with one layer of `application/wasm` (the module's bytes), as `shoal push` writes it.
+//!
+//! Fences, since a tenant names the reference:
+//! - only registries the cluster's admin allows (`shoal control --allow-registry HOST[:PORT]`)
+//!   are contacted, so no tenant can make the control plane fetch an address of its choosing;
+//! - credentials come from a Secret of the object's own namespace, and every pull gets a client
+//!   of its own: oci-client keeps tokens per registry, and a shared client would lend one
+//!   tenant's login to another's pull;
+//! - the manifest has a deadline, the layer's declared size is checked against the module limit
+//!   and the namespace's quota before a byte of it is fetched, its bytes must come at 1 MiB/s
+//!   and may not exceed what the manifest declared; a pull holds one of the tenant's upload
+//!   slots;
+//! - a layer that lists `urls` (a "foreign" layer, fetched from wherever they point) is
+//!   refused.
+//!
+//! An allowed registry is trusted as far as where it sends the puller: its token service and
+//! any redirect of a blob download are followed (as every registry client does).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use oci_client::Reference;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use shoal_api::meta::FieldError;
+use shoal_api::module::{OCI_SCHEME, WASM_LAYER_MEDIA_TYPE};
+use shoal_api::quantity::Memory;
+use shoal_api::resources::secret::Secret;
+use shoal_api::{Kind, Name, Reason};
+
+use super::MAX_MODULE_BYTES;
+use super::auth::Principal;
+use super::error::ApiError;
+use super::per_principal::PerPrincipal;
+use crate::blobs::Blobs;
+use crate::sealing::Sealer;
+use crate::store::{ObjectKey, Store};
+
+/// The registries the control plane may pull modules from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registries {
+    /// `HOST[:PORT]` of each registry pulls may name; none by default.
+    pub allowed: Vec<String>,
+    /// Those of them spoken to over plain HTTP (a registry on loopback, in a test).
+    pub plain_http: Vec<String>,
+}
+
+/// The media type of a wasm layer written before the CNCF layout settled (wasm-to-oci).
+const LEGACY_WASM_LAYER_MEDIA_TYPE: &str = "application/vnd.wasm.content.layer.v1+wasm";
+
+/// How long a registry has to answer with the manifest.
+const MANIFEST_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Pulls modules for admission.
+pub struct Puller {
+    /// Which registries, and how to speak to them.
+    pub registries: Registries,
+    /// The store (pull Secrets, module records).
+    pub store: Arc<Store>,
+    /// The module bytes.
+    pub blobs: Arc<Blobs>,
+    /// Opens pull Secrets.
+    pub sealer: Arc<Sealer>,
+    /// The tenants' upload slots, which pulls share.
+    pub uploads: Arc<PerPrincipal>,
+}
+
+impl std::fmt::Debug for Puller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Puller").field("registries", &self.registries).finish_non_exhaustive()
+    }
+}
+
+/// An error about `field`, as validation words them (a 422 naming it).
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::invalid(FieldError::new(field, message))
+}
+
+impl Puller {
+    /// Pulls `module` (an `oci://` reference in `field` of an object of `ns`, written by
+    /// `principal`) into `ns` unless it is there, and returns `sha256:<hex>` of its bytes.
+    pub async fn pull(
+        &self,
+        principal: &Principal,
+        ns: &str,
+        module: &str,
+        pull_secret: Option<&Name>,
+        field: &str,
+    ) -> Result<String, ApiError> {
+        let text = module.strip_prefix(OCI_SCHEME).unwrap_or(module);
+        let reference: Reference =
+            text.parse().map_err(|e| invalid(field, format!("{module:?} is not an OCI reference: {e}")))?;
+        let registry = reference.registry().to_owned();
+        if !self.registries.allowed.contains(&registry) {
+            return Err(ApiError::new(
+                Reason::Forbidden,
+                format!(
+                    "{field}: registry {registry} is not one this cluster pulls from (an admin allows registries \
+                     with shoal control --allow-registry)"
+                ),
+            ));
+        }
+        let auth = self.auth(ns, pull_secret, field)?;
+        let client = oci_client::Client::new(ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(self.registries.plain_http.clone()),
+            connect_timeout: Some(Duration::from_secs(5)),
+            read_timeout: Some(MANIFEST_DEADLINE),
+            // An index is not followed: a wasm artifact is one manifest.
+            platform_resolver: None,
+            ..ClientConfig::default()
+        });
+        let pulling = |e: String| invalid(field, format!("pulling {module}: {e}"));
+        let (manifest, _) = tokio::time::timeout(MANIFEST_DEADLINE, client.pull_image_manifest(&reference, &auth))
+            .await
+            .map_err(|_| pulling(format!("the registry sent no manifest within {MANIFEST_DEADLINE:?}")))?
+            .map_err(|e| pulling(e.to_string()))?;
+        let wasm = |media: &str| media == WASM_LAYER_MEDIA_TYPE || media == LEGACY_WASM_LAYER_MEDIA_TYPE;
+        let layer = match manifest.layers.as_slice() {
+            [layer] if wasm(&layer.media_type) => layer.clone(),
+            layers => {
+                let types: Vec<&str> = layers.iter().map(|l| l.media_type.as_str()).collect();
+                return Err(pulling(format!(
+                    "a wasm artifact has one layer of {WASM_LAYER_MEDIA_TYPE}; this one has {types:?}"
+                )));
+            }
+        };
+        if layer.urls.as_ref().is_some_and(|urls| !urls.is_empty()) {
+            // A "foreign" layer would be fetched from the addresses it lists: anywhere at all.
+            return Err(pulling(
+                "the layer lists urls to fetch it from; only the registry's own blobs are pulled".into(),
+            ));
+        }
+        let Some(hex) = layer.digest.strip_prefix("sha256:").filter(|h| shoal_api::digest::is_sha256_hex(h)) else {
+            return Err(pulling(format!("the layer's digest {:?} is not a sha256 digest", layer.digest)));
+        };
+        let hex = hex.to_owned();
+        let size = u64::try_from(layer.size).unwrap_or(u64::MAX);
+        if size > MAX_MODULE_BYTES as u64 {
+            return Err(pulling(format!(
+                "a module is at most {} ({size} bytes declared)",
+                Memory(MAX_MODULE_BYTES as u64)
+            )));
+        }
+        if self.blobs.recorded(ns, &hex)?.is_some() {
+            return Ok(format!("sha256:{hex}"));
+        }
+        let namespace = super::admission::namespace(&self.store, ns)?;
+        super::modules::check_room(&self.store, ns, namespace.as_ref(), size)?;
+        let _pulling = self.uploads.take(principal)?;
+        let _memory = self.blobs.upload_memory().await;
+        let deadline = Duration::from_secs(10 + (size >> 20));
+        let body = tokio::time::timeout(deadline, async {
+            let mut stream = client.pull_blob_stream(&reference, &layer).await.map_err(|e| e.to_string())?.stream;
+            let mut body = bytes::BytesMut::with_capacity(size as usize);
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| e.to_string())?;
+                if (body.len() + chunk.len()) as u64 > size {
+                    return Err(format!("the layer is longer than the {size} bytes its manifest declares"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body.freeze())
+        })
+        .await
+        .map_err(|_| pulling(format!("the layer did not arrive within {deadline:?}")))?
+        .map_err(pulling)?;
+        super::modules::store_module(&self.store, &self.blobs, ns.to_owned(), hex.clone(), body).await?;
+        Ok(format!("sha256:{hex}"))
+    }
+
+    /// The credentials in Secret `name` of `ns` (keys `username` and `password`), or none.
+    fn auth(&self, ns: &str, name: Option<&Name>, field: &str) -> Result<RegistryAuth, ApiError> {
+        let Some(name) = name else { return Ok(RegistryAuth::Anonymous) };
+        let secret_field = field.replace("module", "modulePullSecret");
+        let key = ObjectKey::new(Kind::Secret.plural(), Some(ns), name.as_str());
+        let Some(bytes) = self.store.reader().get(&key)? else {
+            return Err(invalid(&secret_field, format!("secret {ns}/{name} not found")));
+        };
+        let mut secret: Secret = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::new(Reason::Internal, format!("stored secret {ns}/{name} is damaged: {e}")))?;
+        self.sealer.open_secret(&mut secret).map_err(|e| ApiError::new(Reason::Internal, e.to_string()))?;
+        let value = |key: &str| {
+            secret.spec.data.get(key).cloned().ok_or_else(|| {
+                invalid(
+                    &secret_field,
+                    format!("secret {ns}/{name} has no key {key:?} (it needs username and password)"),
+                )
+            })
+        };
+        Ok(RegistryAuth::Basic(value("username")?, value("password")?))
+    }
+}
