@@ -32,7 +32,7 @@ const CASES: &[(&str, &str)] = &[
     ("syntax-error.yaml", "5:1: did not find expected ',' or ']'"),
     (
         "unknown-field.yaml",
-        "7:3: spec.replica: unknown field `replica`, expected one of `module`, `type`, `replicas`, `autoscale`, `resources`, `env`, `files`, `wasiConfig`, `args`, `probes`, `restartPolicy`, `placement`, `rollout`, `allowedOutboundHosts`",
+        "7:3: spec.replica: unknown field `replica`, expected one of `module`, `modulePullSecret`, `type`, `replicas`, `autoscale`, `resources`, `env`, `files`, `wasiConfig`, `args`, `probes`, `restartPolicy`, `placement`, `rollout`, `allowedOutboundHosts`",
     ),
     (
         "unknown-kind.yaml",

@@ -202,6 +202,7 @@ impl ControlArgs {
             println!("client config written to {}", path.display());
         }
         println!("api listening on {}", control.api_url());
+        println!("dashboard on {}/ui/ (log in with a token)", control.api_url());
         println!("raft listening on {}", control.raft_addr);
         announce_dns(&control);
         let removed = control.removed();

@@ -109,6 +109,7 @@ impl DevArgs {
         admin_config.save(&data_dir.join("client.yaml"))?;
         println!("client config written to {}", config_path.display());
         println!("api listening on {}", control.api_url());
+        println!("dashboard on {}/ui/ (log in with a token)", control.api_url());
         println!("ingress listening on http://{}", agent.ingress_addr);
         super::control::announce_dns(&control);
         println!("state in {}", data_dir.display());
