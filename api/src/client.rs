@@ -82,6 +82,15 @@ pub fn collection_path(kind: Kind, namespace: Option<&str>) -> String {
     }
 }
 
+/// Where a page of a list starts and how long it is.
+#[derive(Debug, Clone, Copy)]
+pub struct Page<'a> {
+    /// The most objects on the page.
+    pub limit: usize,
+    /// The previous page's `continue`, or none for the first page.
+    pub from: Option<&'a str>,
+}
+
 /// The path of one object.
 pub fn object_path(kind: Kind, namespace: Option<&str>, name: &str) -> String {
     let ns = kind.namespaced().then(|| namespace.unwrap_or("default"));
@@ -273,9 +282,32 @@ impl Client {
         namespace: Option<&str>,
         selector: Option<&str>,
     ) -> Result<List<AnyObject>, ClientError> {
-        let mut path = collection_path(kind, namespace);
+        self.list_page(kind, namespace, selector, None).await
+    }
+
+    /// One page of a list: at most `page.limit` objects, from where `page.from` (the previous
+    /// page's `continue`) says; the list's `continue` names the next page, if one follows.
+    /// Without a page, the whole list.
+    pub async fn list_page(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: Option<&str>,
+        page: Option<Page<'_>>,
+    ) -> Result<List<AnyObject>, ClientError> {
+        let mut query = Vec::new();
         if let Some(s) = selector {
-            path = format!("{path}?labelSelector={}", encode_query(s));
+            query.push(format!("labelSelector={}", encode_query(s)));
+        }
+        if let Some(page) = page {
+            query.push(format!("limit={}", page.limit));
+            if let Some(from) = page.from {
+                query.push(format!("continue={}", encode_query(from)));
+            }
+        }
+        let mut path = collection_path(kind, namespace);
+        if !query.is_empty() {
+            path = format!("{path}?{}", query.join("&"));
         }
         let list: List<serde_json::Value> = self.json(Method::GET, &path, None).await?;
         let items = list
@@ -284,7 +316,26 @@ impl Client {
             .map(|v| AnyObject::from_json(kind, v))
             .collect::<Result<_, _>>()
             .map_err(|e| ClientError::Decode { url: path.clone(), message: e.to_string() })?;
-        Ok(List { resource_version: list.resource_version, items })
+        Ok(List { resource_version: list.resource_version, items, continue_: list.continue_ })
+    }
+
+    /// Every object of a list, read a page of `limit` at a time (so that no single answer is
+    /// large); the revision is the first page's.
+    pub async fn list_paged(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: Option<&str>,
+        limit: usize,
+    ) -> Result<List<AnyObject>, ClientError> {
+        let mut all = self.list_page(kind, namespace, selector, Some(Page { limit, from: None })).await?;
+        while let Some(from) = all.continue_.take() {
+            let page = Page { limit, from: Some(&from) };
+            let next = self.list_page(kind, namespace, selector, Some(page)).await?;
+            all.items.extend(next.items);
+            all.continue_ = next.continue_;
+        }
+        Ok(all)
     }
 
     /// Deletes one object and returns its last state; 404 if it does not exist.

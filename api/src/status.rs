@@ -72,10 +72,14 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct List<T> {
-    /// The store revision the list was read at.
+    /// The store revision the list was read at (for every page of a paged list, the first
+    /// page's: a watch from it sees every change since).
     pub resource_version: u64,
     /// The objects.
     pub items: Vec<T>,
+    /// For a list asked for with `limit`: where the next page starts, if one follows.
+    #[serde(default, rename = "continue", skip_serializing_if = "Option::is_none")]
+    pub continue_: Option<String>,
 }
 
 /// What `GET /version` says: the server's build.

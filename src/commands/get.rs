@@ -45,6 +45,9 @@ pub struct GetArgs {
     /// Without it each value reads `<redacted>`.
     #[arg(long)]
     show_secrets: bool,
+    /// Read a list this many objects at a time (as kubectl's --chunk-size; 0: all at once).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    chunk_size: u32,
 }
 
 impl GetArgs {
@@ -85,7 +88,11 @@ impl GetArgs {
                 if self.show_secrets {
                     bail!("--show-secrets shows one Secret: shoal get secret NAME --show-secrets");
                 }
-                let list = client.list(*kind, ns_of(*kind), self.selector.as_deref()).await?;
+                let selector = self.selector.as_deref();
+                let list = match self.chunk_size {
+                    0 => client.list(*kind, ns_of(*kind), selector).await?,
+                    n => client.list_paged(*kind, ns_of(*kind), selector, n as usize).await?,
+                };
                 vec![(*kind, list.items, false, list.resource_version)]
             }
             Targets::Named(named) => {

@@ -35,6 +35,44 @@ pub struct ListQuery {
     /// For Secrets: show the values (only to a token for their namespace).
     #[serde(default)]
     pub show_secrets: bool,
+    /// For a list: at most this many objects (at most [`MAX_LIMIT`]), with a `continue` that
+    /// names the next page when more follow.
+    pub limit: Option<usize>,
+    /// For a list: the page after the one whose `continue` this is.
+    #[serde(rename = "continue")]
+    pub continue_: Option<String>,
+}
+
+/// The longest page of a list.
+pub const MAX_LIMIT: usize = 10_000;
+
+/// Where a paged list goes on: the revision of its first page and the last key read so far.
+/// Pages after the first read the objects as they are then, in key order from that key, so
+/// an object that exists throughout comes exactly once, and one made or deleted meanwhile at
+/// most once; every page says the first page's revision, so that a watch from it sees every
+/// change since (Shoal keeps a history of changes, not old versions of objects, so it cannot
+/// serve the later pages as of the first one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Continue {
+    revision: u64,
+    after: String,
+}
+
+impl Continue {
+    fn encode(&self) -> String {
+        format!("{}:{}", self.revision, self.after)
+    }
+
+    /// Reads a token of the list of `prefix`.
+    fn decode(token: &str, prefix: &str) -> Result<Continue, ApiError> {
+        let bad = || ApiError::new(Reason::BadRequest, format!("continue {token:?} is not a token of this list"));
+        let (revision, after) = token.split_once(':').ok_or_else(bad)?;
+        let revision = revision.parse().map_err(|_| bad())?;
+        if !after.starts_with(prefix) {
+            return Err(bad());
+        }
+        Ok(Continue { revision, after: after.to_owned() })
+    }
 }
 
 /// Query parameters of reads of one object.
@@ -569,16 +607,49 @@ async fn list(
     }
     let prefix = ObjectKey::prefix(target.kind.plural(), target.namespace.as_deref());
     if query.watch {
+        if query.limit.is_some() || query.continue_.is_some() {
+            return Err(ApiError::new(Reason::BadRequest, "limit and continue are for lists, not watches"));
+        }
         return watch::stream(store, hub, (principal, token), prefix, filter, query.resource_version).await;
     }
+    let limit = match query.limit {
+        Some(0) | None => usize::MAX,
+        Some(n) if n > MAX_LIMIT => {
+            return Err(ApiError::new(Reason::BadRequest, format!("limit {n} is more than the most, {MAX_LIMIT}")));
+        }
+        Some(n) => n,
+    };
+    let from = query.continue_.as_deref().map(|t| Continue::decode(t, &prefix)).transpose()?;
     store.linearize().await?;
     if let Some(rev) = query.resource_version {
         watch::refuse_future(&store, rev).await?;
     }
-    let (revision, items) = store.reader().list(&prefix)?;
-    let mut body = format!("{{\"resourceVersion\":{revision},\"items\":[").into_bytes();
+    let reader = store.reader();
+    let (revision, items, more) = reader.entries_page(&prefix, from.as_ref().map(|c| c.after.as_str()), limit)?;
+    let revision = match &from {
+        Some(from) if from.revision > revision => {
+            return Err(ApiError::new(
+                Reason::BadRequest,
+                format!("continue names revision {}, not yet here", from.revision),
+            ));
+        }
+        Some(from) if from.revision < reader.compacted()? => {
+            return Err(ApiError::new(
+                Reason::Gone,
+                format!("the list began at revision {}, which is compacted: list again from the start", from.revision),
+            ));
+        }
+        Some(from) => from.revision,
+        None => revision,
+    };
+    let next = match items.last() {
+        Some((key, _)) if more => Some(Continue { revision, after: key.clone() }.encode()),
+        _ => None,
+    };
+    let next = next.map_or_else(String::new, |n| format!(",\"continue\":{}", serde_json::Value::String(n)));
+    let mut body = format!("{{\"resourceVersion\":{revision}{next},\"items\":[").into_bytes();
     let mut first = true;
-    for item in items.into_iter().filter(|i| filter.matches(i)) {
+    for (_, item) in items.into_iter().filter(|(_, i)| filter.matches(i)) {
         if !first {
             body.push(b',');
         }
@@ -817,4 +888,18 @@ pub async fn delete_namespaced(
 /// A body for streaming responses.
 pub(super) fn ndjson(body: Body) -> Response {
     ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_continue_token_is_read_back_only_for_its_own_list() {
+        let token = Continue { revision: 42, after: "configs/alpha/x".into() }.encode();
+        assert_eq!(Continue::decode(&token, "configs/alpha/").unwrap().revision, 42);
+        assert!(Continue::decode(&token, "configs/beta/").is_err(), "another namespace's list");
+        assert!(Continue::decode("nonsense", "configs/alpha/").is_err());
+        assert!(Continue::decode("x:configs/alpha/a", "configs/alpha/").is_err());
+    }
 }

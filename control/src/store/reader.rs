@@ -63,35 +63,68 @@ impl StoreReader {
 
     /// Like [`StoreReader::list`], with each object's key.
     pub fn entries(&self, prefix: &str) -> Result<(u64, Vec<KeyedObject>), StorageError> {
+        let (revision, items, _) = self.entries_page(prefix, None, usize::MAX)?;
+        Ok((revision, items))
+    }
+
+    /// At most `limit` of the objects whose keys start with `prefix` and come after `after`, in
+    /// key order, with the revision they were read at and whether more follow. Reads no more
+    /// of the file than the page needs.
+    pub fn entries_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(u64, Vec<KeyedObject>, bool), StorageError> {
+        let past = |key: &str| after.is_none_or(|a| key > a);
         let ((last_applied, unflushed), tx) = self.read(|u| {
             let objects: Vec<(String, Option<Vec<u8>>)> =
-                u.objects_with_prefix(prefix).map(|(k, v)| (k.clone(), v.clone())).collect();
+                u.objects_with_prefix(prefix).filter(|(k, _)| past(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
             (u.last_applied, objects)
         })?;
         let revision = match last_applied {
             Some(last) => last.index,
             None => applied_in(&tx)?,
         };
+        // The overlay's deletions remove at most as many of the file's objects as it holds, so
+        // this many from the file fill the page (and tell whether more follow).
+        let wanted = limit.saturating_add(unflushed.len()).saturating_add(1);
+        let start = after.filter(|a| *a > prefix).unwrap_or(prefix);
         let table = tx.open_table(OBJECTS).map_err(io_err)?;
         let mut file = Vec::new();
-        for item in table.range(prefix..).map_err(io_err)? {
+        for item in table.range(start..).map_err(io_err)? {
             let (k, v) = item.map_err(io_err)?;
-            if !k.value().starts_with(prefix) {
+            let key = k.value();
+            if !key.starts_with(prefix) || file.len() == wanted {
                 break;
             }
-            file.push((k.value().to_owned(), v.value().to_vec()));
+            if past(key) {
+                file.push((key.to_owned(), v.value().to_vec()));
+            }
         }
-        if unflushed.is_empty() {
-            return Ok((revision, file));
-        }
-        let mut items: BTreeMap<String, Vec<u8>> = file.into_iter().collect();
-        for (key, object) in unflushed {
-            match object {
-                Some(bytes) => items.insert(key, bytes),
-                None => items.remove(&key),
-            };
-        }
-        Ok((revision, items.into_iter().collect()))
+        let mut items = if unflushed.is_empty() {
+            file
+        } else {
+            let mut items: BTreeMap<String, Vec<u8>> = file.into_iter().collect();
+            for (key, object) in unflushed {
+                match object {
+                    Some(bytes) => items.insert(key, bytes),
+                    None => items.remove(&key),
+                };
+            }
+            items.into_iter().collect()
+        };
+        let more = items.len() > limit;
+        items.truncate(limit);
+        Ok((revision, items, more))
+    }
+
+    /// The revision up to which the change history has been dropped: a list continued from an
+    /// older revision could not be followed by a watch from it.
+    pub fn compacted(&self) -> Result<u64, StorageError> {
+        let tx = self.db.begin_read().map_err(io_err)?;
+        let meta = tx.open_table(SM_META).map_err(io_err)?;
+        Ok(read_meta(&meta, "compacted")?.unwrap_or(0))
     }
 
     /// Changes after revision `after` to keys starting with `prefix`, at most `limit` of them
