@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{ControlProcess, namespace, wait_for};
-use shoal_api::{Client, Kind};
+use shoal_api::{AnyObject, Client, Kind};
 
 async fn leader_of(client: &Client) -> Option<u64> {
     client.cluster_status().await.ok().and_then(|s| s.leader)
@@ -279,17 +279,28 @@ async fn a_member_behind_the_last_snapshot_installs_it_and_fetches_the_module_by
     let module = common::with_custom_section(common::EMPTY_MODULE, "pad", &common::noise(4 << 20, 3));
     let hex = shoal_api::digest::sha256_hex(&module);
     client.put_module("default", module.clone()).await.unwrap();
-    for i in 0..300 {
-        client.create(&namespace(&format!("behind-{i}"))).await.unwrap();
+    // A few thousand objects (3,000 Configs of 1 KiB, 16 written at a time), so that the
+    // snapshot it installs is a few MiB.
+    let names: Vec<String> = (0..3000).map(|i| format!("behind-{i:04}")).collect();
+    for chunk in names.chunks(16) {
+        let configs: Vec<_> = chunk.iter().map(|name| padded_config(name)).collect();
+        for written in futures::future::join_all(configs.iter().map(|c| client.create(c))).await {
+            written.unwrap();
+        }
     }
 
     let back = restart(dir.path(), &members[lost], lost, &flags);
     let back_client = back.client();
-    wait_for(Duration::from_secs(30), "the restarted member to hold all 300 namespaces", || async {
-        let list = back_client.list(Kind::Namespace, None, None).await.ok()?;
-        (list.items.iter().filter(|n| n.meta().name.as_str().starts_with("behind-")).count() == 300).then_some(())
+    let held = wait_for(Duration::from_secs(60), "the restarted member to hold all 3,000 configs", || async {
+        let list = back_client.list_paged(Kind::Config, Some("default"), None, 1000).await.ok()?;
+        let names: Vec<String> = list.items.iter().map(|c| c.meta().name.to_string()).collect();
+        (names.len() == 3000).then_some(list.items)
     })
     .await;
+    for config in &held {
+        let AnyObject::Config(config) = config else { panic!("a Config") };
+        assert_eq!(config.spec.data.get("pad").map(String::len), Some(1024), "{} whole", config.metadata.name);
+    }
     assert!(back.log().contains("store: installing snapshot"), "it caught up from the log, not a snapshot");
     let path = back.data_dir.join("modules").join(&hex);
     wait_for(Duration::from_secs(30), "the module bytes the snapshot's record names", || async {
@@ -307,6 +318,13 @@ async fn a_member_behind_the_last_snapshot_installs_it_and_fetches_the_module_by
             files.iter().map(|f| f.file_name()).collect::<Vec<_>>()
         );
     }
+}
+
+/// A Config in `default` named `name` holding 1 KiB.
+fn padded_config(name: &str) -> AnyObject {
+    let json = serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Config",
+        "metadata": {"name": name, "namespace": "default"}, "spec": {"data": {"pad": "x".repeat(1024)}}});
+    AnyObject::from_json(Kind::Config, &json).unwrap()
 }
 
 /// The member list as the CLI shows it, through `via`: (id, role) per member.
