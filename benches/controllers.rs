@@ -9,6 +9,8 @@
 //!   instance is bound: binds/s, and the spread (fewest and most instances per node).
 //! - `creation`: workloads of one replica created by 64 clients until 15,000 are stored
 //!   (`SHOAL_CREATE_WORKLOADS`); creates/s over the first 1,000 and over the last 1,000.
+//! - then the memory figure: the control plane's resident memory per stored instance, over what
+//!   it held with the nodes alone.
 //!
 //! Throughout, a watch of the Nodes counts every node marked NotReady (there must be none: the
 //! hollow agents run the whole time). `cargo bench --bench controllers`.
@@ -22,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ControlProcess, cpu_time, spawn_announcing};
+use common::{ControlProcess, cpu_time, rss_kib, spawn_announcing};
 use futures::StreamExt;
 use shoal_api::resources::instance::InstanceKind;
 use shoal_api::resources::node::NodeKind;
@@ -218,6 +220,7 @@ async fn main() {
     }
     println!("{nodes} hollow nodes Ready {:.1} s after start", started.elapsed().as_secs_f64());
     let pid = control.pid().unwrap();
+    let rss_with_nodes = rss_kib(pid);
 
     if wants("liveness") {
         // Let registrations and first statuses settle, then measure beats alone.
@@ -266,6 +269,19 @@ async fn main() {
         println!(
             "creation: {n} workloads of 1 replica by 64 clients: {first:.0}/s over the first 1,000, {last:.0}/s over the last 1,000 (ratio {:.2})",
             last / first
+        );
+    }
+    if wants("binds") || wants("creation") {
+        // What the stored instances (and their workloads) cost the control plane's memory,
+        // over what it held with the nodes alone.
+        let instances = admin.list_paged(Kind::Instance, None, None, 5000).await.unwrap().items.len();
+        let workloads = admin.list_paged(Kind::Workload, None, None, 5000).await.unwrap().items.len();
+        let grown = rss_kib(pid).saturating_sub(rss_with_nodes);
+        println!(
+            "memory: {instances} instances and {workloads} workloads stored: resident {} MiB -> {} MiB, {:.1} KiB per stored instance",
+            rss_with_nodes / 1024,
+            (rss_with_nodes + grown) / 1024,
+            grown as f64 / instances.max(1) as f64
         );
     }
     println!("nodes marked NotReady while their hollow agents ran: {}", not_ready.load(Ordering::Relaxed));

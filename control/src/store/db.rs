@@ -20,10 +20,16 @@ pub(crate) const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("hi
 /// The current snapshot: `meta` and `data`.
 pub(crate) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 
+/// The most of the file redb keeps cached in memory (its default is 1 GiB). The state the API
+/// and the controllers read is in memory elsewhere (the overlay, the controllers' cache, the
+/// watch hub), and the change history is read once per revision, so a large page cache would
+/// mostly hold a second copy of what is already held.
+const CACHE_BYTES: usize = 64 << 20;
+
 /// Opens (or creates) the store file and makes sure every table exists, so that readers never
 /// meet a missing table.
 pub fn open(path: &Path) -> Result<Arc<Database>, redb::Error> {
-    let db = Database::create(path)?;
+    let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
     // What the cluster keeps of its tenants and nodes lives in it (token digests, node
     // registrations): its owner's only.
     shoal_api::config::private_file(path).map_err(redb::StorageError::from)?;
