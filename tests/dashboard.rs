@@ -11,6 +11,9 @@ use common::workloads::{apply, wait_running, workload_yaml};
 use common::{ControlProcess, NodeProcess, ok_stdout, wait_for};
 use fantoccini::{Client, ClientBuilder, Locator};
 
+/// Markup a tenant's guest writes to its log: shown as text, it runs nothing.
+const MARKUP: &str = "<img src=x onerror=window.pwned=1><b>bold</b>";
+
 /// A chromedriver and one browser session of it.
 struct Browser {
     driver: Child,
@@ -101,6 +104,15 @@ impl Browser {
         serde_json::from_value(value).unwrap_or_default()
     }
 
+    /// Opens the log of instance `name` of `default` by its link on the Instances page.
+    async fn follow_log_link(&self, name: &str) {
+        let href = format!("#/logs/default/{name}");
+        let script = format!("return document.querySelector(\"tr[data-key='default/{name}'] a\").getAttribute('href')");
+        assert_eq!(self.client.execute(&script, vec![]).await.unwrap(), serde_json::json!(href));
+        // The table is drawn anew on every change, so the link is followed as a click would.
+        self.client.execute(&format!("location.hash = '{href}'"), vec![]).await.unwrap();
+    }
+
     async fn open(&self, nav: &str) {
         self.client.find(Locator::LinkText(nav)).await.unwrap().click().await.unwrap();
     }
@@ -141,7 +153,15 @@ async fn the_dashboard_shows_each_page_live_and_a_tenant_only_its_namespace() {
         "$WORKER",
         "  type: command\n  env:\n  - name: INTERVAL_MS\n    value: \"200\"\n  resources:\n    memory: 32Mi\n",
     );
-    let manifest = format!("{alpha}---\n{shop}---\n{hello}---\n{worker}");
+    // It prints its env: a value of markup, which the log page must show as text.
+    let echo = workload_yaml(
+        "echo",
+        "$MISBEHAVE",
+        &format!(
+            "  type: command\n  restartPolicy: Never\n  args: [env]\n  env:\n  - name: MARKUP\n    value: \"{MARKUP}\"\n  resources:\n    memory: 32Mi\n"
+        ),
+    );
+    let manifest = format!("{alpha}---\n{shop}---\n{hello}---\n{worker}---\n{echo}");
     tokio::task::block_in_place(|| apply(&control, "apps", &manifest));
     wait_running(&client, "hello", 1, Some("n1"), Duration::from_secs(30)).await;
     let tenant = tokio::task::block_in_place(|| control.cli(&["token", "create", "alpha-ops", "--namespace", "alpha"]));
@@ -167,9 +187,8 @@ async fn the_dashboard_shows_each_page_live_and_a_tenant_only_its_namespace() {
     let rows = browser.rows("workloads").await;
     let hello_row = rows.iter().find(|r| r[1] == "hello").expect("a row for hello");
     assert_eq!(hello_row[0], "default");
-    browser
-        .wait_until("hello's rollout complete", |t| t.lines().any(|l| l.contains("hello") && l.contains("1/1")))
-        .await;
+    let hello = hello_rollout(&browser, true).await;
+    assert_eq!(hello[2], "1/1", "{hello:?}");
 
     // Instances, with phase and node; scaling shows up without a reload.
     browser.open("Instances").await;
@@ -204,8 +223,14 @@ async fn the_dashboard_shows_each_page_live_and_a_tenant_only_its_namespace() {
         rows.into_iter().find(|r| r[0] == "n1" && r[1] == "True")
     })
     .await;
-    assert!(nodes[4].contains("instances") && nodes[4].contains("memory"), "{nodes:?}");
-    assert!(nodes[3].parse::<u32>().unwrap() >= 4, "hello x3, shop and ticker run on n1: {nodes:?}");
+    let Ok(shoal_api::AnyObject::Node(n1)) = client.get(shoal_api::Kind::Node, None, "n1").await else {
+        panic!("node n1 is stored")
+    };
+    let capacity = n1.status.unwrap().capacity;
+    let shown = format!("{} instances, {} memory, {} cpu", capacity.instances, capacity.memory, capacity.cpu);
+    assert_eq!(nodes[4], shown, "the capacity n1 reported");
+    assert!(capacity.instances > 0 && capacity.memory.0 > 0, "{shown}");
+    assert_eq!(nodes[3], "5", "hello x3, shop and ticker run on n1 (echo has finished): {nodes:?}");
 
     // A log followed live: the ticker writes a line every 200 ms.
     browser.open("Instances").await;
@@ -213,21 +238,31 @@ async fn the_dashboard_shows_each_page_live_and_a_tenant_only_its_namespace() {
         browser.rows("instances").await.into_iter().find(|r| r[2] == "ticker" && r[3] == "Running")
     })
     .await;
-    browser
-        .client
-        .find(Locator::Css(&format!("tr[data-key='default/{}'] a", ticker[1])))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.follow_log_link(&ticker[1]).await;
     let first = browser.wait_until("ticks", |t| t.contains("tick ")).await;
     let ticks = |t: &str| t.lines().filter(|l| l.starts_with("tick ")).count();
     let before = ticks(&first);
     browser.wait_until("more ticks, live", |t| ticks(t) >= before + 3).await;
 
-    // The tenant: alpha only, and no nodes page.
+    // A tenant's markup in a log is text.
+    browser.open("Instances").await;
+    let echo = wait_for(Duration::from_secs(20), "the echo instance's row", || async {
+        browser.rows("instances").await.into_iter().find(|r| r[2] == "echo" && r[3] == "Succeeded")
+    })
+    .await;
+    browser.follow_log_link(&echo[1]).await;
+    browser.wait_until("the markup, as text", |t| t.contains(&format!("MARKUP={MARKUP}"))).await;
+    let script = "return [window.pwned === undefined, document.querySelectorAll('#log img, #log b').length]";
+    let ran = browser.client.execute(script, vec![]).await.unwrap();
+    assert_eq!(ran, serde_json::json!([true, 0]), "the log's markup made elements or ran");
+
+    // Logging out forgets the token.
     browser.client.find(Locator::Css("#logout")).await.unwrap().click().await.unwrap();
+    browser.client.wait().for_element(Locator::Css("#token")).await.unwrap();
+    let stored = browser.client.execute("return sessionStorage.getItem('shoal-token')", vec![]).await.unwrap();
+    assert_eq!(stored, serde_json::Value::Null, "the token is gone from the tab");
+
+    // The tenant: alpha only, and no nodes page.
     browser.log_in(&url, &tenant).await;
     browser.wait_until("alpha's workload", |t| t.contains("shop")).await;
     let rows = browser.rows("workloads").await;
@@ -236,7 +271,21 @@ async fn the_dashboard_shows_each_page_live_and_a_tenant_only_its_namespace() {
     browser.wait_until("alpha's instance", |t| t.contains("shop")).await;
     let rows = browser.rows("instances").await;
     assert!(!rows.is_empty() && rows.iter().all(|r| r[0] == "alpha"), "{rows:?}");
+    browser.open("Events").await;
+    let events = browser.wait_until("alpha's quota event", |t| t.contains("FailedCreate")).await;
+    assert!(!events.contains("default"), "a tenant's events are its namespace's: {events}");
     browser.open("Nodes").await;
     browser.wait_until("that nodes are for the admin", |t| t.contains("for the admin token")).await;
+
+    // Its token revoked, the page goes back to the login (its watches end; the next list is a 401).
+    browser.open("Workloads").await;
+    browser.wait_until("alpha's workload again", |t| t.contains("shop")).await;
+    tokio::task::block_in_place(|| ok_stdout(&control.cli(&["token", "delete", "alpha-ops"])));
+    wait_for(Duration::from_secs(20), "the login form after the token was revoked", || async {
+        browser.shown("#login").await.then_some(())
+    })
+    .await;
+    let said = browser.client.find(Locator::Css("#login-error")).await.unwrap().text().await.unwrap();
+    assert!(said.contains("no longer valid"), "{said}");
     browser.client.clone().close().await.unwrap();
 }

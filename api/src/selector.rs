@@ -28,6 +28,12 @@ pub struct SelectorError {
     reason: String,
 }
 
+/// Whether `value` may be a label's value in a selector (as Kubernetes has them: empty, or at
+/// most 63 letters, digits, `-`, `_` and `.`).
+fn valid_value(value: &str) -> bool {
+    value.len() <= 63 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
 impl std::str::FromStr for LabelSelector {
     type Err = SelectorError;
 
@@ -53,6 +59,13 @@ impl std::str::FromStr for LabelSelector {
             };
             if !valid_key(key) {
                 return Err(err(format!("bad key {key:?} in {part:?}")));
+            }
+            if let Requirement::Equals(_, value) | Requirement::NotEquals(_, value) = &requirement
+                && !valid_value(value)
+            {
+                return Err(err(format!(
+                    "bad value {value:?} in {part:?}: at most 63 letters, digits, '-', '_' and '.'"
+                )));
             }
             requirements.push(requirement);
         }

@@ -9,6 +9,9 @@ const TOKEN_KEY = "shoal-token";
 // A watch sends a bookmark at least every 10 s; one silent for this long is taken for dead.
 const SILENT_WATCH_MS = 30000;
 const RETRY_MS = 1000;
+const MAX_RETRY_MS = 30000;
+// The longest log line kept whole.
+const MAX_LINE = 64 * 1024;
 // The most log lines a followed log keeps on the page (older ones are dropped).
 const LOG_LINES = 5000;
 
@@ -37,13 +40,18 @@ async function api(path, signal) {
   return response;
 }
 
-/** Reads newline-delimited text from `response`, calling `line` for each line. */
+/** Reads newline-delimited text from `response`, calling `line` for each line (a line longer
+ * than MAX_LINE is passed on in pieces, so a guest that never writes a newline cannot grow the
+ * page without bound); `onChunk` hears every chunk. */
 async function lines(response, line, onChunk) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffered = "";
   for (;;) {
     const { value, done } = await reader.read();
-    if (done) return;
+    if (done) {
+      if (buffered) line(buffered);
+      return;
+    }
     onChunk?.();
     buffered += value;
     let end;
@@ -51,13 +59,25 @@ async function lines(response, line, onChunk) {
       line(buffered.slice(0, end));
       buffered = buffered.slice(end + 1);
     }
+    while (buffered.length > MAX_LINE) {
+      line(buffered.slice(0, MAX_LINE));
+      buffered = buffered.slice(MAX_LINE);
+    }
   }
 }
 
 const keyOf = (o) => `${o.metadata.namespace ?? ""}/${o.metadata.name}`;
 
-/** One kind's objects at some paths (one per namespace, or one for the cluster), listed and
- * then watched; listed again when a watch ends, fails or falls silent. */
+/** Waits before trying `path` again: 1 s, doubling to 30 s, with jitter, so that a refusal
+ * (429 past the token's watch limit, 5xx during an election) is not met with a storm. */
+function backOff(failures) {
+  const ms = Math.min(RETRY_MS * 2 ** failures, MAX_RETRY_MS);
+  return sleep(ms / 2 + Math.random() * (ms / 2));
+}
+
+/** One kind's objects at some paths (one per namespace, or one for the cluster): listed, then
+ * watched from the list's revision; a watch that ends or falls silent is resumed from the last
+ * revision it told (a 410 lists again). A 401 ends the session; a 403 stops that path. */
 class Informer {
   constructor(paths) {
     this.objects = new Map();
@@ -75,46 +95,76 @@ class Informer {
     for (const listener of this.listeners) listener();
   }
 
+  close() {
+    this.stop.abort();
+    this.listeners.clear();
+  }
+
+  /** Lists `path`, replacing what it held; returns the list's revision. */
+  async relist(path, signal) {
+    const list = await (await api(path, AbortSignal.any([signal, AbortSignal.timeout(SILENT_WATCH_MS)]))).json();
+    for (const [key, entry] of [...this.objects]) if (entry.path === path) this.objects.delete(key);
+    for (const object of list.items) this.objects.set(keyOf(object), { path, object });
+    return list.resourceVersion;
+  }
+
+  /** Follows a watch of `path` from `revision` until it ends; returns the last revision told. */
+  async watch(path, revision, signal) {
+    const silent = new AbortController();
+    const both = AbortSignal.any([signal, silent.signal]);
+    let silence = setTimeout(() => silent.abort(), SILENT_WATCH_MS);
+    const heard = () => {
+      clearTimeout(silence);
+      silence = setTimeout(() => silent.abort(), SILENT_WATCH_MS);
+    };
+    try {
+      const response = await api(`${path}?watch=true&resourceVersion=${revision}`, both);
+      heard();
+      await lines(
+        response,
+        (line) => {
+          if (!line.trim()) return;
+          const event = JSON.parse(line);
+          revision = Math.max(revision, event.revision ?? revision);
+          if (event.type === "BOOKMARK") return;
+          if (event.type === "DELETED") this.objects.delete(keyOf(event.object));
+          else this.objects.set(keyOf(event.object), { path, object: event.object });
+          this.notify();
+        },
+        heard,
+      );
+    } catch (error) {
+      // A silent watch is resumed like one that ended; anything else is the caller's.
+      if (!silent.signal.aborted || signal.aborted) throw error;
+    } finally {
+      clearTimeout(silence);
+    }
+    return revision;
+  }
+
   async follow(path) {
-    while (!this.stop.signal.aborted) {
-      const attempt = new AbortController();
-      const abort = () => attempt.abort();
-      this.stop.signal.addEventListener("abort", abort);
+    const signal = this.stop.signal;
+    let revision = null;
+    let failures = 0;
+    while (!signal.aborted) {
       try {
-        const list = await (await api(path, attempt.signal)).json();
-        for (const key of [...this.objects.keys()]) if (this.objects.get(key).path === path) this.objects.delete(key);
-        for (const object of list.items) this.objects.set(keyOf(object), { path, object });
-        this.errors.delete(path);
-        this.notify();
-        const separator = path.includes("?") ? "&" : "?";
-        const watch = await api(`${path}${separator}watch=true&resourceVersion=${list.resourceVersion}`, attempt.signal);
-        let silence = setTimeout(abort, SILENT_WATCH_MS);
-        await lines(
-          watch,
-          (line) => {
-            if (!line.trim()) return;
-            const event = JSON.parse(line);
-            if (event.type === "BOOKMARK") return;
-            if (event.type === "DELETED") this.objects.delete(keyOf(event.object));
-            else this.objects.set(keyOf(event.object), { path, object: event.object });
-            this.notify();
-          },
-          () => {
-            clearTimeout(silence);
-            silence = setTimeout(abort, SILENT_WATCH_MS);
-          },
-        );
-        clearTimeout(silence);
-      } catch (error) {
-        if (this.stop.signal.aborted) return;
-        if (!attempt.signal.aborted) {
-          this.errors.set(path, error.message);
+        if (revision === null) {
+          revision = await this.relist(path, signal);
+          this.errors.delete(path);
           this.notify();
         }
-      } finally {
-        this.stop.signal.removeEventListener("abort", abort);
+        revision = await this.watch(path, revision, signal);
+        failures = 0;
+      } catch (error) {
+        if (signal.aborted) return;
+        if (error.status === 401) return sessionEnded();
+        if (error.status === 410) revision = null;
+        this.errors.set(path, error.message);
+        this.notify();
+        if (error.status === 403) return;
+        failures += 1;
       }
-      await sleep(RETRY_MS);
+      await backOff(failures);
     }
   }
 }
@@ -130,6 +180,29 @@ function informer(plural) {
     state.informers.set(plural, new Informer(paths));
   }
   return state.informers.get(plural);
+}
+
+/** Closes the watches no page shown needs (a tenant's watches count against its token's limit). */
+function closeInformers(keep) {
+  for (const [plural, i] of state.informers) {
+    if (!keep.includes(plural)) {
+      i.close();
+      state.informers.delete(plural);
+    }
+  }
+}
+
+/** The token is no longer taken (revoked, or the cluster's was replaced): back to the login. */
+function sessionEnded() {
+  if (!state.token) return;
+  closeInformers([]);
+  state.log?.abort();
+  state.token = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  $("#nav").hidden = true;
+  $("#page").replaceChildren();
+  $("#login").hidden = false;
+  $("#login-error").textContent = "The token is no longer valid here: log in again.";
 }
 
 /** A table with `columns` and one row per item of `rows` (each a list of cells). */
@@ -157,7 +230,10 @@ function rollout(workload) {
   const status = workload.status ?? {};
   const want = status.desiredReplicas ?? workload.spec.replicas ?? 1;
   const current = status.observedGeneration >= (workload.metadata.generation ?? 0);
-  if (current && (status.updatedReplicas ?? 0) >= want && (status.replicas ?? 0) <= want && (status.readyReplicas ?? 0) >= want)
+  const failure = condition(workload, "ReplicaFailure");
+  if (failure?.status === "True") return `failing: ${failure.message ?? failure.reason ?? ""}`;
+  const updated = status.updatedReplicas ?? 0;
+  if (current && updated === want && (status.replicas ?? 0) === want && (status.availableReplicas ?? 0) >= want)
     return "complete";
   return `in progress: ${status.updatedReplicas ?? 0} of ${want} updated`;
 }
@@ -219,11 +295,16 @@ const pages = {
     adminOnly: true,
     render: ([nodes, instances]) => {
       const capacity = (c) => (c ? `${c.instances} instances, ${c.memory} memory, ${c.cpu} cpu` : "");
+      const onNode = new Map();
+      for (const i of instances) {
+        const phase = i.status?.phase ?? "Pending";
+        if (i.spec.node && phase !== "Succeeded" && phase !== "Failed") onNode.set(i.spec.node, (onNode.get(i.spec.node) ?? 0) + 1);
+      }
       return table(
         "nodes",
         ["Name", "Ready", "Schedulable", "Instances", "Capacity", "Allocatable"],
         nodes.sort(byKey).map((n) => {
-          const running = instances.filter((i) => i.spec.node === n.metadata.name).length;
+          const running = onNode.get(n.metadata.name) ?? 0;
           const ready = condition(n, "Ready")?.status ?? "Unknown";
           const schedulable = n.spec.draining ? "draining" : n.spec.unschedulable ? "cordoned" : "yes";
           const cells = [n.metadata.name, ready, schedulable, running, capacity(n.status?.capacity), capacity(n.status?.allocatable)];
@@ -240,13 +321,17 @@ function showPage(name) {
   const view = $("#page");
   for (const link of document.querySelectorAll("nav a")) link.classList.toggle("current", link.hash === `#/${name}`);
   if (page.adminOnly && state.who.role !== "admin") {
+    closeInformers([]);
     view.replaceChildren(element("p", `The ${name} page is for the admin token; this one sees its namespaces only.`, { class: "notice" }));
     return;
   }
+  closeInformers(page.kinds);
   const informers = page.kinds.map(informer);
   let pending = false;
   const draw = () => {
     pending = false;
+    // A frame asked for before the page changed draws nothing.
+    if (state.redraw?.schedule !== schedule) return;
     const errors = informers.flatMap((i) => [...i.errors.values()]);
     const heading = element("h2", name[0].toUpperCase() + name.slice(1));
     const drawn = [heading, page.render(informers.map((i) => i.items.map((entry) => entry.object)))];
@@ -266,6 +351,7 @@ function showPage(name) {
 
 /** Shows and follows the log of instance `ns/name`. */
 async function showLog(ns, name) {
+  closeInformers([]);
   const pre = element("pre", "", { id: "log" });
   const status = element("p", "following…", { class: "notice" });
   $("#page").replaceChildren(element("h2", `Log of ${ns}/${name}`), status, pre);
@@ -279,6 +365,7 @@ async function showLog(ns, name) {
     });
     status.textContent = "the log ended";
   } catch (error) {
+    if (error.status === 401) return sessionEnded();
     if (!stop.signal.aborted) {
       status.textContent = error.message;
       status.className = "error";
@@ -300,18 +387,23 @@ async function logIn(token) {
   state.token = token;
   try {
     state.who = await (await api("/api/v1/whoami")).json();
+    if (state.who.role === "node") throw new Error("That is a node's token: log in with the admin's or a tenant's.");
   } catch (error) {
     state.token = null;
-    sessionStorage.removeItem(TOKEN_KEY);
+    // Only a token refused is forgotten: a 503 during an election is not the token's fault.
+    if (error.status === 401 || state.who?.role === "node") sessionStorage.removeItem(TOKEN_KEY);
+    state.who = null;
     $("#login").hidden = false;
     $("#login-error").textContent = error.status === 401 ? "That token is not valid here." : error.message;
     return;
   }
   sessionStorage.setItem(TOKEN_KEY, token);
+  $("#login-error").textContent = "";
   $("#login").hidden = true;
   $("#nav").hidden = false;
   $("#who").textContent =
     state.who.role === "admin" ? "admin" : `${state.who.name} (${(state.who.namespaces ?? []).join(", ")})`;
+  window.removeEventListener("hashchange", route);
   window.addEventListener("hashchange", route);
   route();
 }
