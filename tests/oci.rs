@@ -145,7 +145,8 @@ async fn a_module_pushed_to_an_allowed_registry_is_pulled_with_its_secret_and_se
         panic!("workload hello is stored")
     };
     assert_eq!(stored.spec.module, format!("sha256:{digest}"), "stored by digest");
-    assert_eq!(stored.metadata.annotations.get(MODULE_SOURCE_ANNOTATION), Some(&reference));
+    let source = stored.metadata.annotations.get(MODULE_SOURCE_ANNOTATION).cloned().unwrap_or_default();
+    assert!(source.starts_with(&format!("{reference}@sha256:")), "the reference and its manifest's digest: {source}");
     assert_eq!(stored.spec.module_pull_secret, None, "the pull secret is not kept once pulled");
 
     // Applying the same manifest again pulls again and finds nothing to change.
@@ -153,7 +154,38 @@ async fn a_module_pushed_to_an_allowed_registry_is_pulled_with_its_secret_and_se
     let again = tokio::task::block_in_place(|| control.cli(&["apply", "-f", path.to_str().unwrap()]));
     assert!(ok_stdout(&again).contains("workloads/default/hello unchanged"), "{}", ok_stdout(&again));
 
-    // Refused: no credentials, a tag the registry lacks, a registry not allowed.
+    // A server dry run reads the manifest and stores nothing.
+    let p1 = format!("oci://{}/demo/p1:v1", registry.addr);
+    let pushed = tokio::task::block_in_place(|| {
+        Command::new(shoal_bin())
+            .args(["push", shoal_guest_artifacts::HELLO_P1, &p1, "--insecure", "--username", USER])
+            .env("SHOAL_REGISTRY_PASSWORD", PASSWORD)
+            .output()
+            .unwrap()
+    });
+    ok_stdout(&pushed);
+    let p1_digest = shoal_api::digest::sha256_hex(&std::fs::read(shoal_guest_artifacts::HELLO_P1).unwrap());
+    let dry = control.data_dir.join("dry.yaml");
+    std::fs::write(&dry, workload("dry", &p1, Some("registry"))).unwrap();
+    let said = tokio::task::block_in_place(|| control.cli(&["apply", "-f", dry.to_str().unwrap(), "--dry-run=server"]));
+    assert!(ok_stdout(&said).contains("(server dry run)"), "{}", ok_stdout(&said));
+    let modules = control
+        .raw_http()
+        .get(format!("{}/api/v1/namespaces/default/modules", control.api_url))
+        .bearer_auth(control.client_config().token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(modules.contains(&digest) && !modules.contains(&p1_digest), "a dry run stores no module: {modules}");
+
+    // Refused: no credentials, a tag the registry lacks, a registry not allowed, a reference
+    // whose first part is not a registry host (it would be a path on docker.io).
+    let bare =
+        tokio::task::block_in_place(|| apply_refused(&control, "bare", &workload("bare", "oci://demo/hello:v1", None)));
+    assert!(bare.contains("its registry would be docker.io"), "{bare}");
     let anonymous =
         tokio::task::block_in_place(|| apply_refused(&control, "anon", &workload("anon", &reference, None)));
     assert!(anonymous.contains("spec.module") && anonymous.contains("pulling"), "{anonymous}");

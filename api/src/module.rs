@@ -34,8 +34,9 @@ pub struct ModuleRecord {
 /// [`MODULE_SOURCE_ANNOTATION`].
 pub const OCI_SCHEME: &str = "oci://";
 
-/// The annotation that says which registry reference a module was pulled from. Set by the API
-/// server only: a write that sets it is refused.
+/// The annotation that says which registry reference (with the manifest's digest) a module was
+/// pulled from. The API server's own: a write may carry it back beside the module it was set
+/// with; otherwise it is dropped.
 pub const MODULE_SOURCE_ANNOTATION: &str = "shoal.dev/module-source";
 
 /// The config media type of a wasm OCI artifact (the CNCF wasm OCI artifact layout).

@@ -176,10 +176,11 @@ impl ControlArgs {
             },
             dns: self.dns.config()?,
             admission: shoal_control::api::admission::Admission {
-                registries: shoal_control::api::oci::Registries {
-                    allowed: self.allow_registry.iter().chain(&self.allow_insecure_registry).cloned().collect(),
-                    plain_http: self.allow_insecure_registry.clone(),
-                },
+                registries: shoal_control::api::oci::Registries::new(
+                    &self.allow_registry,
+                    &self.allow_insecure_registry,
+                )
+                .map_err(|e| anyhow::anyhow!("--allow-registry: {e}"))?,
                 ..self.dns.admission(&self.ingress_domain)
             },
             max_watches_per_principal: self.max_watches_per_principal as usize,

@@ -105,8 +105,13 @@ async fn admit_job_spec(
     ns: &str,
     spec: &mut shoal_api::resources::job::JobSpec,
     field: &str,
+    pulled_dry: bool,
 ) -> Result<(), ApiError> {
-    require_module(store, ns, &spec.template.module).await.map_err(|e| {
+    let required = match pulled_dry {
+        true => Ok(()),
+        false => require_module(store, ns, &spec.template.module).await,
+    };
+    required.map_err(|e| {
         let mut status = e.0;
         status.field = status.field.map(|f| f.replace("spec.module", field));
         status.message = status.message.replace("spec.module", field);
@@ -121,8 +126,15 @@ async fn admit_job_spec(
 }
 
 impl Admission {
-    /// Checks and completes `object`, written by `principal`, before it is written.
-    pub async fn admit(&self, store: &Store, principal: &Principal, object: &mut AnyObject) -> Result<(), ApiError> {
+    /// Checks and completes `object`, written by `principal`, before it is written; for a
+    /// `dry_run`, storing nothing (an `oci://` module's manifest is read, its bytes are not).
+    pub async fn admit(
+        &self,
+        store: &Store,
+        principal: &Principal,
+        object: &mut AnyObject,
+        dry_run: bool,
+    ) -> Result<(), ApiError> {
         match object {
             AnyObject::Node(node) if principal.node().is_some() => fence_node(store, node),
             AnyObject::Workload(workload) => {
@@ -135,8 +147,10 @@ impl Admission {
                     pull_secret: &mut spec.module_pull_secret,
                     field: "spec.module",
                 };
-                self.resolve_module(store, principal, &ns, field).await?;
-                require_module(store, &ns, &workload.spec.module).await?;
+                let pulled_dry = self.resolve_module(store, principal, &ns, field, dry_run).await?;
+                if !pulled_dry {
+                    require_module(store, &ns, &workload.spec.module).await?;
+                }
                 if let Some(defaults) = namespace(store, &ns)?.and_then(|n| n.spec.default_requests) {
                     let resources = &mut workload.spec.resources;
                     resources.memory = resources.memory.or(defaults.memory);
@@ -154,8 +168,8 @@ impl Admission {
                     pull_secret: &mut template.module_pull_secret,
                     field: "spec.template.module",
                 };
-                self.resolve_module(store, principal, &ns, field).await?;
-                admit_job_spec(store, &ns, &mut job.spec, "spec.template.module").await
+                let pulled_dry = self.resolve_module(store, principal, &ns, field, dry_run).await?;
+                admit_job_spec(store, &ns, &mut job.spec, "spec.template.module", pulled_dry).await
             }
             AnyObject::CronJob(cron) => {
                 let ns = cron.metadata.namespace.as_ref().map_or("default", |n| n.as_str()).to_owned();
@@ -167,41 +181,45 @@ impl Admission {
                     pull_secret: &mut template.module_pull_secret,
                     field: "spec.jobTemplate.template.module",
                 };
-                self.resolve_module(store, principal, &ns, field).await?;
-                admit_job_spec(store, &ns, &mut cron.spec.job_template, "spec.jobTemplate.template.module").await
+                let pulled_dry = self.resolve_module(store, principal, &ns, field, dry_run).await?;
+                let field = "spec.jobTemplate.template.module";
+                admit_job_spec(store, &ns, &mut cron.spec.job_template, field, pulled_dry).await
             }
             AnyObject::Service(service) => self.fence_ingress_hosts(store, service),
             _ => Ok(()),
         }
     }
 
-    /// Pulls an `oci://` module into `ns` and names it by digest, with its reference in the
-    /// `shoal.dev/module-source` annotation and its pull secret dropped (the pull is done). The
-    /// annotation is the API server's: a write may carry it back unchanged with the module it
-    /// was set beside (a read, edited, applied), and otherwise it is removed.
+    /// Pulls an `oci://` module into `ns` and names it by digest, with the reference (and the
+    /// manifest's digest) in the `shoal.dev/module-source` annotation and its pull secret
+    /// dropped (the pull is done). The annotation is the API server's: a write may carry it
+    /// back unchanged with the module it was set beside (a read, edited, applied), and
+    /// otherwise it is removed. Returns whether a dry run named a module it did not store.
     async fn resolve_module(
         &self,
         store: &Store,
         principal: &Principal,
         ns: &str,
         object: ModuleField<'_>,
-    ) -> Result<(), ApiError> {
+        dry_run: bool,
+    ) -> Result<bool, ApiError> {
         let ModuleField { kind, meta, module, pull_secret, field } = object;
         if module.starts_with(OCI_SCHEME) {
             let Some(puller) = &self.puller else {
                 return Err(ApiError::new(Reason::Forbidden, format!("{field}: this API server pulls no modules")));
             };
-            let digest = puller.pull(principal, ns, module, pull_secret.as_ref(), field).await?;
-            meta.annotations.insert(MODULE_SOURCE_ANNOTATION.to_owned(), std::mem::replace(module, digest));
+            let pulled = puller.pull(principal, ns, module, pull_secret.as_ref(), field, dry_run).await?;
+            *module = pulled.module;
+            meta.annotations.insert(MODULE_SOURCE_ANNOTATION.to_owned(), pulled.source);
             *pull_secret = None;
-            return Ok(());
+            return Ok(dry_run);
         }
-        let Some(claimed) = meta.annotations.get(MODULE_SOURCE_ANNOTATION) else { return Ok(()) };
+        let Some(claimed) = meta.annotations.get(MODULE_SOURCE_ANNOTATION) else { return Ok(false) };
         let stored = store.reader().get(&ObjectKey::new(kind.plural(), Some(ns), meta.name.as_str()))?;
         if !stored.is_some_and(|bytes| kept_source(&bytes, claimed, module, field)) {
             meta.annotations.remove(MODULE_SOURCE_ANNOTATION);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Checks a status `object` written by `principal`: a node reporting its Node may not

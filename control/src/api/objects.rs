@@ -324,7 +324,7 @@ async fn create(writer: Writer<'_>, principal: &Principal, target: Target, body:
     }
     let target = Target { namespace: object.namespace().map(str::to_owned), ..target };
     require_namespace(store, &target).await?;
-    admission.admit(store, principal, &mut object).await?;
+    admission.admit(store, principal, &mut object, dry_run).await?;
     seal(store, sealer, &mut object, None)?;
     stamp_new(&mut object);
     object.meta_mut().resource_version = None;
@@ -365,7 +365,7 @@ async fn update(
             // only the admin may say anything.
             object.clear_status();
         }
-        admission.admit(store, principal, &mut object).await?;
+        admission.admit(store, principal, &mut object, dry_run).await?;
         seal(store, sealer, &mut object, Some(&target.key(name)))?;
         stamp_new(&mut object);
         if dry_run {
