@@ -159,35 +159,40 @@ impl Admission {
                 Ok(())
             }
             AnyObject::Job(job) => {
-                let ns = job.metadata.namespace.as_ref().map_or("default", |n| n.as_str()).to_owned();
-                let template = &mut job.spec.template;
-                let field = ModuleField {
-                    kind: Kind::Job,
-                    meta: &mut job.metadata,
-                    module: &mut template.module,
-                    pull_secret: &mut template.module_pull_secret,
-                    field: "spec.template.module",
-                };
-                let pulled_dry = self.resolve_module(store, principal, &ns, field, dry_run).await?;
-                admit_job_spec(store, &ns, &mut job.spec, "spec.template.module", pulled_dry).await
+                let field = "spec.template.module";
+                self.admit_job(store, principal, (Kind::Job, &mut job.metadata), &mut job.spec, field, dry_run).await
             }
             AnyObject::CronJob(cron) => {
-                let ns = cron.metadata.namespace.as_ref().map_or("default", |n| n.as_str()).to_owned();
-                let template = &mut cron.spec.job_template.template;
-                let field = ModuleField {
-                    kind: Kind::CronJob,
-                    meta: &mut cron.metadata,
-                    module: &mut template.module,
-                    pull_secret: &mut template.module_pull_secret,
-                    field: "spec.jobTemplate.template.module",
-                };
-                let pulled_dry = self.resolve_module(store, principal, &ns, field, dry_run).await?;
-                let field = "spec.jobTemplate.template.module";
-                admit_job_spec(store, &ns, &mut cron.spec.job_template, field, pulled_dry).await
+                let (spec, field) = (&mut cron.spec.job_template, "spec.jobTemplate.template.module");
+                self.admit_job(store, principal, (Kind::CronJob, &mut cron.metadata), spec, field, dry_run).await
             }
             AnyObject::Service(service) => self.fence_ingress_hosts(store, service),
             _ => Ok(()),
         }
+    }
+
+    /// A Job's spec (or a CronJob's template of one), of the object `meta` of `kind` says,
+    /// with its module at `field`.
+    async fn admit_job(
+        &self,
+        store: &Store,
+        principal: &Principal,
+        (kind, meta): (Kind, &mut shoal_api::meta::ObjectMeta),
+        spec: &mut shoal_api::resources::job::JobSpec,
+        field: &'static str,
+        dry_run: bool,
+    ) -> Result<(), ApiError> {
+        let ns = meta.namespace.as_ref().map_or("default", |n| n.as_str()).to_owned();
+        let template = &mut spec.template;
+        let module = ModuleField {
+            kind,
+            meta,
+            module: &mut template.module,
+            pull_secret: &mut template.module_pull_secret,
+            field,
+        };
+        let pulled_dry = self.resolve_module(store, principal, &ns, module, dry_run).await?;
+        admit_job_spec(store, &ns, spec, field, pulled_dry).await
     }
 
     /// Pulls an `oci://` module into `ns` and names it by digest, with the reference (and the
