@@ -34,7 +34,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 /// The dashboard's routes (outside the token check).
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
+        .route("/ui", get(|| async { Redirect::temporary("/ui/") }))
         .route("/ui/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
         .route("/ui/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/ui/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
