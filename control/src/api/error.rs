@@ -41,6 +41,14 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// A stored Secret that does not open with this cluster's key is the cluster's fault, not the
+/// caller's.
+impl From<crate::sealing::OpenError> for ApiError {
+    fn from(e: crate::sealing::OpenError) -> Self {
+        ApiError::new(Reason::Internal, e.to_string())
+    }
+}
+
 impl From<crate::store::types::StorageError> for ApiError {
     fn from(e: crate::store::types::StorageError) -> Self {
         StoreError::from(e).into()

@@ -433,7 +433,7 @@ fn present_secret(bytes: Vec<u8>, shown: Option<&Sealer>) -> Result<Vec<u8>, Api
     let Some(sealer) = shown else { return Ok(sealing::redact_stored(&bytes)) };
     let mut secret: shoal_api::resources::secret::Secret = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(Reason::Internal, format!("a stored secret is damaged: {e}")))?;
-    sealer.open_secret(&mut secret).map_err(|e| ApiError::new(Reason::Internal, e.to_string()))?;
+    sealer.open_secret(&mut secret)?;
     Ok(serde_json::to_vec(&secret).expect("secrets serialize"))
 }
 

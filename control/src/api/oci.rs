@@ -301,7 +301,7 @@ impl Puller {
         };
         let mut secret: Secret = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::new(Reason::Internal, format!("stored secret {ns}/{name} is damaged: {e}")))?;
-        self.sealer.open_secret(&mut secret).map_err(|e| ApiError::new(Reason::Internal, e.to_string()))?;
+        self.sealer.open_secret(&mut secret)?;
         let value = |key: &str| {
             secret.spec.data.get(key).cloned().ok_or_else(|| {
                 invalid(

@@ -43,7 +43,7 @@ impl Sources {
             let data = match source {
                 Source::Secret(_) => {
                     let mut secret: shoal_api::resources::secret::Secret = parse(&bytes, source)?;
-                    sealer.open_secret(&mut secret).map_err(|e| ApiError::new(Reason::Internal, e.to_string()))?;
+                    sealer.open_secret(&mut secret)?;
                     secret.spec.data
                 }
                 Source::Config(_) => parse::<shoal_api::resources::config::ConfigKind>(&bytes, source)?.spec.data,
