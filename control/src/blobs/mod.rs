@@ -115,7 +115,13 @@ impl Blobs {
     /// returns once a quorum of voters holds them. Pushes still under way go on meanwhile.
     pub async fn replicate(&self, hex: &str, bytes: Bytes) -> Result<(), BlobError> {
         self.files.write(hex, bytes.clone()).await?;
-        let members = self.store.members();
+        let mut members = self.store.members();
+        if members.is_empty() {
+            // Just after a start the first membership may not be applied yet: catch up with
+            // the leader first (if that fails too, the count below says so).
+            let _ = self.store.linearize().await;
+            members = self.store.members();
+        }
         let own = self.store.id();
         let voters = members.values().filter(|(_, voter)| *voter).count();
         let needed = voters / 2 + 1;
