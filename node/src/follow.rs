@@ -24,7 +24,8 @@ pub trait Follower<R: Resource> {
 }
 
 /// Lists and replaces (unless there is a revision to `resume` from), then follows the watch
-/// until it breaks or `shutdown`, keeping `resume` at the last revision seen.
+/// until it breaks or `shutdown`, keeping `resume` at the last revision it has whole (a
+/// bookmark's, or the one before the last change's).
 async fn once<R: Resource, F: Follower<R>>(
     client: &Client,
     follower: &mut F,
@@ -49,7 +50,9 @@ async fn once<R: Resource, F: Follower<R>>(
         let Some(change) = change else { return Ok(()) };
         match change? {
             Watched::Change(change) => {
-                *resume = Some(change.revision);
+                // Other changes may share its revision and not have arrived yet: a break
+                // resumes before it, and the follower takes again what it already had.
+                *resume = Some(change.revision.saturating_sub(1).max(from));
                 follower.change(change.type_, change.object);
             }
             // A quiet watch resumes from how far it has read, which the history still holds.

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod netns;
 pub mod workloads;
 
 use std::io::{BufRead, BufReader, Read};
@@ -41,23 +42,38 @@ pub struct ControlProcess {
 impl ControlProcess {
     /// Starts `shoal control` with `data_dir` and extra flags; waits for its listeners.
     pub fn start(data_dir: &Path, extra: &[&str]) -> ControlProcess {
+        Self::start_on(None, data_dir, extra)
+    }
+
+    /// Like [`ControlProcess::start`], on `host` (its network namespace; its API and raft
+    /// listeners on the host's address) when given.
+    pub fn start_on(host: Option<&netns::Host>, data_dir: &Path, extra: &[&str]) -> ControlProcess {
         std::fs::create_dir_all(data_dir).unwrap();
         let config_path = data_dir.join("client-config.yaml");
         let log_path = data_dir.join(format!("stderr-{}.log", std::process::id()));
+        let on_host = format!("{}:0", host.map_or("127.0.0.1", |h| h.ip.as_str()));
         let mut args = vec!["control", "--data-dir", data_dir.to_str().unwrap()];
         if !extra.contains(&"--api-listen") {
-            args.extend(["--api-listen", "127.0.0.1:0"]);
+            args.extend(["--api-listen", &on_host]);
         }
         if !extra.contains(&"--raft-listen") {
-            args.extend(["--raft-listen", "127.0.0.1:0"]);
+            args.extend(["--raft-listen", &on_host]);
         }
         if !extra.contains(&"--dns-listen") {
             args.extend(["--dns-listen", "127.0.0.1:0"]);
         }
         args.extend(extra);
-        let (child, announced) = spawn_announcing(
-            &args,
-            &config_path,
+        let mut command = match host {
+            Some(h) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &h.netns, shoal_bin()]);
+                c
+            }
+            None => Command::new(shoal_bin()),
+        };
+        command.args(&args).env("SHOAL_CONFIG", &config_path);
+        let (child, announced) = spawn_command_announcing(
+            command,
             &log_path,
             &["api listening on ", "raft listening on ", "dns listening on "],
         );

@@ -132,6 +132,23 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Calls `f` with the key of every object the command writes.
+    pub fn keys(&self, f: &mut impl FnMut(&str)) {
+        match self {
+            Command::Create { key, .. }
+            | Command::Update { key, .. }
+            | Command::Delete { key, .. }
+            | Command::Bind { key, .. }
+            | Command::Report { key, .. } => f(&key.0),
+            Command::Batch(commands) => commands.iter().for_each(|c| c.keys(f)),
+            Command::PutModule { namespace, digest, .. } => {
+                f(&ObjectKey::new(shoal_api::module::MODULES, Some(namespace), digest).0)
+            }
+        }
+    }
+}
+
 /// What applying a command did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResult {

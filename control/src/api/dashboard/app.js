@@ -125,8 +125,14 @@ class Informer {
         (line) => {
           if (!line.trim()) return;
           const event = JSON.parse(line);
-          revision = Math.max(revision, event.revision ?? revision);
-          if (event.type === "BOOKMARK") return;
+          // A bookmark says everything up to its revision came; a change says only that
+          // everything before its revision did (others may share it), so a break resumes
+          // there and applies again what it already had.
+          if (event.type === "BOOKMARK") {
+            revision = Math.max(revision, event.revision ?? revision);
+            return;
+          }
+          revision = Math.max(revision, (event.revision ?? revision + 1) - 1);
           if (event.type === "DELETED") this.objects.delete(keyOf(event.object));
           else this.objects.set(keyOf(event.object), { path, object: event.object });
           this.notify();
