@@ -54,6 +54,42 @@ async fn count_request(
     response
 }
 
+/// Gives every error a JSON Status, as the API's own errors have: axum's rejections (a query
+/// string, a path or a body that does not parse, a body too large, a method not allowed)
+/// answer in plain text, which no client of the API should have to tell apart.
+async fn errors_as_status(request: axum::extract::Request, next: middleware::Next) -> axum::response::Response {
+    let response = next.run(request).await;
+    let code = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    if !(code.is_client_error() || code.is_server_error()) || is_json {
+        return response;
+    }
+    // Rejections are a line or two; anything longer is cut, not read whole.
+    let text = match axum::body::to_bytes(response.into_body(), 4096).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => String::new(),
+    };
+    let reason = match code.as_u16() {
+        401 => shoal_api::Reason::Unauthorized,
+        403 => shoal_api::Reason::Forbidden,
+        404 => shoal_api::Reason::NotFound,
+        409 => shoal_api::Reason::Conflict,
+        410 => shoal_api::Reason::Gone,
+        422 => shoal_api::Reason::Invalid,
+        429 => shoal_api::Reason::TooManyRequests,
+        503 => shoal_api::Reason::Unavailable,
+        c if c >= 500 => shoal_api::Reason::Internal,
+        _ => shoal_api::Reason::BadRequest,
+    };
+    let message = if text.trim().is_empty() { code.to_string() } else { text };
+    let mut status = shoal_api::Status::new(reason, message);
+    status.code = code.as_u16();
+    error::ApiError(status).into_response()
+}
+
 /// Refuses `dryRun` wherever a dry run is not done (deletes, status writes, uploads, node
 /// calls), so that no client takes a real write for a rehearsal.
 async fn refuse_unsupported_dry_run(
@@ -200,6 +236,7 @@ pub fn router(parts: ApiParts, limits: ApiLimits) -> anyhow::Result<Router> {
         .merge(api)
         .layer(DefaultBodyLimit::max(MAX_OBJECT_BYTES))
         .layer(middleware::from_fn(refuse_unsupported_dry_run))
+        .layer(middleware::from_fn(errors_as_status))
         .layer(middleware::from_fn_with_state(metrics, count_request))
         .with_state(store)
         .fallback(|| async { error::ApiError::new(shoal_api::Reason::NotFound, "no such endpoint") }))
