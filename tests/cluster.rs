@@ -85,14 +85,7 @@ async fn three_members_keep_every_acknowledged_write_across_a_leader_kill() {
 
     let new_leader = leader_of(&clients[survivors[0]]).await.expect("a new leader");
     assert_ne!(new_leader, leader, "the killed member cannot still lead");
-    let stored: BTreeSet<String> = clients[survivors[1]]
-        .list(Kind::Namespace, None, None)
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|o| o.meta().name.to_string())
-        .collect();
+    let stored = common::names(&clients[survivors[1]].list(Kind::Namespace, None, None).await.unwrap());
     let acked = acked.lock().unwrap().clone();
     let lost: Vec<&String> = acked.iter().filter(|n| !stored.contains(*n)).collect();
     assert!(lost.is_empty(), "{} acknowledged writes lost: {lost:?}", lost.len());

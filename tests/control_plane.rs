@@ -266,6 +266,24 @@ async fn invalid_objects_and_modules_are_refused_with_the_field() {
     assert_eq!(err.reason(), Some(Reason::Conflict), "{err}");
     assert!(err.to_string().contains("used by workload default/w"), "{err}");
     client.delete(Kind::Workload, Some("default"), "w").await.unwrap();
+    // So does a Job's template, and a CronJob's.
+    let users = [
+        (Kind::Job, "job", serde_json::json!({"template": {"module": digest}})),
+        (
+            Kind::CronJob,
+            "cronjob",
+            serde_json::json!({"schedule": "0 0 1 1 *", "jobTemplate": {"template": {"module": digest}}}),
+        ),
+    ];
+    for (kind, what, spec) in users {
+        let body = serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": kind.as_str(),
+            "metadata": {"name": "user"}, "spec": spec});
+        client.create(&shoal_api::AnyObject::from_json(kind, &body).unwrap()).await.unwrap();
+        let err = client.delete_module("default", hex).await.unwrap_err();
+        assert_eq!(err.reason(), Some(Reason::Conflict), "{err}");
+        assert!(err.to_string().contains(&format!("used by {what} default/user")), "{err}");
+        client.delete(kind, Some("default"), "user").await.unwrap();
+    }
     assert_eq!(client.delete_module("default", hex).await.unwrap().digest, hex);
     assert!(!client.has_module("default", hex).await.unwrap());
 }

@@ -402,3 +402,8 @@ pub fn service(ns: &str) -> AnyObject {
     )
     .unwrap()
 }
+
+/// The names of a list's objects.
+pub fn names(list: &shoal_api::List<AnyObject>) -> std::collections::BTreeSet<String> {
+    list.items.iter().map(|o| o.meta().name.to_string()).collect()
+}

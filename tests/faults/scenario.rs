@@ -260,14 +260,7 @@ pub async fn run(cluster: &Cluster, faults: &[Fault], timing: Timing) -> Report 
         let outcome = outcome_of(read(client, key).await);
         record(&shared, leader, usize::MAX, key, Call::Read, invoked, outcome, None);
     }
-    let stored: BTreeSet<String> = client
-        .list(Kind::Config, Some(SET), None)
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|o| o.meta().name.to_string())
-        .collect();
+    let stored = crate::common::names(&client.list(Kind::Config, Some(SET), None).await.unwrap());
     let acked = acked.lock().unwrap().clone();
     let lost: Vec<String> = acked.iter().filter(|n| !stored.contains(*n)).cloned().collect();
 

@@ -257,27 +257,13 @@ pub async fn delete(
 ) -> Result<Json<ModuleRecord>, ApiError> {
     check_digest(&digest)?;
     let found = record(&s, &ns, &digest).await?;
-    let reference = format!("sha256:{digest}");
-    let (_, workloads) = s.store.reader().entries(&ObjectKey::prefix(shoal_api::Kind::Workload.plural(), Some(&ns)))?;
-    for (key, bytes) in workloads {
-        let uses = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .is_some_and(|w| w.pointer("/spec/module").and_then(|m| m.as_str()) == Some(reference.as_str()));
-        if uses {
-            let name = key.rsplit('/').next().unwrap_or_default();
-            return Err(ApiError::new(
-                Reason::Conflict,
-                format!("module sha256:{digest} is used by workload {ns}/{name}"),
-            ));
-        }
-    }
     let key = ObjectKey::new(MODULES, Some(&ns), &digest);
     match s.store.write(Command::Delete { key, expected: None }).await? {
         CommandResult::Ok { .. } => Ok(Json(found)),
         CommandResult::NotFound => {
             Err(ApiError::new(Reason::NotFound, format!("module sha256:{digest} not found in namespace {ns}")))
         }
-        // A Workload written since the check above.
+        // Still used: the state machine checks, in the same step as the delete.
         CommandResult::Invalid { message } => {
             Err(ApiError::new(Reason::Conflict, format!("module sha256:{digest}: {message}")))
         }

@@ -213,7 +213,7 @@ impl Tables<'_> {
                     return Ok(conflict);
                 }
                 if let Some(user) = self.module_user(&key.0)? {
-                    return invalid(format!("the module is used by workload {user}"));
+                    return invalid(format!("the module is used by {user}"));
                 }
                 set_meta(&mut old, "resourceVersion", revision.into());
                 done(self.record(revision, ChangeKind::Deleted, &key.0, &old)?)
@@ -341,13 +341,25 @@ impl Tables<'_> {
             return Ok(None);
         };
         let reference = format!("sha256:{hex}");
-        let workloads = self.with_prefix(&ObjectKey::prefix("workloads", Some(ns)))?;
-        Ok(workloads.into_iter().find_map(|(key, bytes)| {
-            let uses = serde_json::from_slice::<Value>(&bytes)
-                .ok()
-                .is_some_and(|w| w.pointer("/spec/module").and_then(Value::as_str) == Some(reference.as_str()));
-            uses.then(|| key.trim_start_matches("workloads/").to_owned())
-        }))
+        // Whatever may start an instance of it keeps it: a Workload, a Job, a CronJob's template.
+        let users = [
+            ("workloads", "workload", "/spec/module"),
+            ("jobs", "job", "/spec/template/module"),
+            ("cronjobs", "cronjob", "/spec/jobTemplate/template/module"),
+        ];
+        for (plural, kind, pointer) in users {
+            let objects = self.with_prefix(&ObjectKey::prefix(plural, Some(ns)))?;
+            let user = objects.into_iter().find_map(|(key, bytes)| {
+                let uses = serde_json::from_slice::<Value>(&bytes)
+                    .ok()
+                    .is_some_and(|o| o.pointer(pointer).and_then(Value::as_str) == Some(reference.as_str()));
+                uses.then(|| format!("{kind} {}", key.trim_start_matches(plural).trim_start_matches('/')))
+            });
+            if user.is_some() {
+                return Ok(user);
+            }
+        }
+        Ok(None)
     }
 }
 
