@@ -44,3 +44,115 @@ async fn partitions_of_the_leader_a_follower_and_in_turn_lose_nothing_and_stay_l
 async fn a_paused_leader_and_lost_packets_lose_nothing_and_stay_linearizable() {
     survives(&[Fault::LeaderPaused, Fault::Loss]).await;
 }
+
+/// What the test saw of one workload on one node's ingress, polled.
+#[derive(Default)]
+struct Served {
+    first: Option<std::time::Instant>,
+    last: Option<std::time::Instant>,
+}
+
+/// Polls `host` on `ingress` until `stop`; returns when it answered 200 first and last.
+async fn watch_serving(ingress: String, host: &'static str, stop: tokio_util::sync::CancellationToken) -> Served {
+    shoal_api::client::install_crypto_provider();
+    let http = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
+    let mut served = Served::default();
+    while !stop.is_cancelled() {
+        let asked = std::time::Instant::now();
+        let ok = http
+            .get(format!("http://{ingress}/"))
+            .header("host", host)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().as_u16() == 200);
+        if ok {
+            served.first.get_or_insert(asked);
+            served.last = Some(std::time::Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    served
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_off_node_stops_its_singleton_before_the_replacement_starts_and_keeps_serving_the_rest() {
+    use common::workloads::{apply, wait_running, workload_yaml};
+    use common::{ControlProcess, NodeProcess};
+    if !Network::available() {
+        return;
+    }
+    let net = Network::new();
+    let (c, a, b) = (net.host(), net.host(), net.host());
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start_on(Some(&c), dir.path(), &["--node-grace", "2s"]);
+    let client = control.client();
+    let node_a = NodeProcess::start_on(&control, Some(&a), "a", &["--heartbeat", "200ms"]);
+    let singleton = "  singleton: true\n  rollout: {maxSurge: 0, maxUnavailable: 1}\n";
+    apply(&control, "solo", &workload_yaml("solo", "$HELLO", singleton));
+    apply(&control, "web", &workload_yaml("web", "$HELLO", ""));
+    wait_running(&client, "solo", 1, Some("a"), Duration::from_secs(30)).await;
+    wait_running(&client, "web", 1, Some("a"), Duration::from_secs(30)).await;
+    let node_b = NodeProcess::start_on(&control, Some(&b), "b", &["--heartbeat", "200ms"]);
+    common::wait_for(Duration::from_secs(20), "node b Ready", || async {
+        let nodes = common::ok_stdout(&control.cli(&["get", "nodes"]));
+        nodes.lines().any(|l| l.starts_with("b ") && l.contains(" Ready")).then_some(())
+    })
+    .await;
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let solo_a = tokio::spawn(watch_serving(node_a.ingress.clone(), "solo.default.localhost", stop.clone()));
+    let solo_b = tokio::spawn(watch_serving(node_b.ingress.clone(), "solo.default.localhost", stop.clone()));
+    let web_a = tokio::spawn(watch_serving(node_a.ingress.clone(), "web.default.localhost", stop.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    net.partition(&[&a], &[&c]);
+    let cut = std::time::Instant::now();
+    wait_running(&client, "solo", 1, Some("b"), Duration::from_secs(30)).await;
+    // Serving on b, seen through its ingress, and a's web still answering well after the cut.
+    let http = common::workloads::http();
+    common::wait_for(Duration::from_secs(10), "solo served on b", || async {
+        let r = http.get(format!("http://{}/", node_b.ingress)).header("host", "solo.default.localhost").send().await;
+        r.is_ok_and(|r| r.status().as_u16() == 200).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let (solo_a, solo_b, web_a) = (solo_a.await.unwrap(), solo_b.await.unwrap(), web_a.await.unwrap());
+
+    let stopped_on_a = solo_a.last.expect("solo served on a before the cut");
+    let started_on_b = solo_b.first.expect("solo served on b after the cut");
+    assert!(
+        stopped_on_a < started_on_b,
+        "solo answered on a until {:?} after the cut, and on b from {:?}: it ran twice",
+        stopped_on_a.duration_since(cut),
+        started_on_b.duration_since(cut)
+    );
+    eprintln!(
+        "solo: last served on a {:?} after the cut, first on b {:?} after it",
+        stopped_on_a.saturating_duration_since(cut),
+        started_on_b.duration_since(cut)
+    );
+    let web_last = web_a.last.expect("web served on a");
+    assert!(
+        web_last >= started_on_b,
+        "web (not a singleton) stopped answering on the cut-off node {:?} after the cut",
+        web_last.saturating_duration_since(cut)
+    );
+
+    // Healed, node a is Ready again and does not start the instance it held: no lease names it.
+    net.heal(&[&a, &c]);
+    common::wait_for(Duration::from_secs(20), "node a Ready again", || async {
+        let nodes = common::ok_stdout(&control.cli(&["get", "nodes"]));
+        nodes.lines().any(|l| l.starts_with("a ") && l.contains(" Ready")).then_some(())
+    })
+    .await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let after = tokio::spawn(watch_serving(node_a.ingress.clone(), "solo.default.localhost", stop.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    assert!(after.await.unwrap().first.is_none(), "the healed node served the singleton it had let go");
+    common::wait_for(Duration::from_secs(15), "a FenceLapsed event about solo", || async {
+        let events = common::ok_stdout(&control.cli(&["events"]));
+        events.lines().any(|l| l.contains("FenceLapsed") && l.contains("solo")).then_some(())
+    })
+    .await;
+}

@@ -83,6 +83,24 @@ pub struct HeartbeatAnswer {
     /// unchanged since the tag the node sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<Vec<RevokedNode>>,
+    /// The fencing lease, when the leader that recorded the beat had confirmed its leadership
+    /// with a quorum just before (a leader cut off from the others grants none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+}
+
+/// A fencing lease: the node may run singleton instances until `millis` after it *sent* the
+/// beat this answers (its own clock, so no clocks are compared), provided every singleton
+/// instance it runs is among `singletons`. A node whose view lags (a stuck watch) thus gets no
+/// renewal for an instance the control plane has already let go.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lease {
+    /// How long the lease lasts from the beat's sending.
+    pub millis: u64,
+    /// The uids of the singleton instances bound to the node, as the leader knows them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub singletons: Vec<String>,
 }
 
 /// A node whose certificates of a generation before `generation` are no longer good.

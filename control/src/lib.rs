@@ -229,6 +229,7 @@ impl ControlPlane {
         tasks.spawn(shoal_api::serve::serve_tls(api_listener, tls, api_router, config.api_limits, shutdown.clone()));
 
         tasks.spawn(blobs.run(config.controllers.module_grace, shutdown.clone()));
+        tasks.spawn(liveness::confirm_leadership(store.clone(), liveness.clone(), shutdown.clone()));
         tasks.spawn(controllers::run(
             store.clone(),
             liveness,

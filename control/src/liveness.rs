@@ -7,12 +7,32 @@
 //! skew between machines does not matter. Nothing here survives a change of leader, and need
 //! not: a new leader grants every node a fresh grace period ([`Liveness::grant_all`]), so a
 //! node is never declared dead for beats that went to the old leader.
+//!
+//! # Fencing leases
+//! The answer to a beat may carry a lease (see [`shoal_api::agent::Lease`]): the node may run
+//! singleton instances until [`Liveness::lease_duration`] after it sent the beat. A lease is
+//! granted only by a leader that confirmed its leadership with a quorum within the last
+//! [`Liveness::confirm_window`], in the term its controllers act in, so a leader cut off from
+//! the others stops granting within that window. The guarantee, with `grace` the node grace
+//! period and `L = grace / 4`, `W = grace / 8`:
+//! - a lease granted by a deposed leader ends before `W + L` after the new leader was
+//!   elected (it confirmed before the election); the new leader makes no singleton's
+//!   replacement until `grace` after it took over ([`Liveness::singleton_hold`] covers the
+//!   same leader);
+//! - a lease granted after the leader's cache saw a singleton instance go does not cover it
+//!   (the node renews only if every singleton it runs is listed), and one granted before ends
+//!   before `L` after that; the workload controller waits `grace / 2` after it saw the
+//!   instance gone.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use shoal_api::agent::Lease;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
 
 /// When each node last beat, as seen by this member while it leads.
 pub struct Liveness {
@@ -40,7 +60,13 @@ struct Beats {
     /// nodes.
     revived: BTreeSet<String>,
     /// How long a beat keeps a node alive; a beat after that revives it.
-    grace: std::time::Duration,
+    grace: Duration,
+    /// The term the controllers of this member lead in (and published the singletons for).
+    term: Option<u64>,
+    /// The start of the last read-index round a quorum answered, and its term.
+    confirmed: Option<(u64, Instant)>,
+    /// The uids of the singleton instances bound to each node, as the controllers' cache has them.
+    singletons: HashMap<String, Vec<String>>,
 }
 
 impl Liveness {
@@ -98,6 +124,76 @@ impl Liveness {
     pub async fn revived(&self) {
         self.revived_notify.notified().await
     }
+
+    /// How long a fencing lease lasts from the node's sending of the beat.
+    pub fn lease_duration(&self) -> Duration {
+        self.beats.lock().expect("liveness lock").grace / 4
+    }
+
+    /// How recent a confirmation of leadership must be for a lease to be granted.
+    pub fn confirm_window(&self) -> Duration {
+        self.beats.lock().expect("liveness lock").grace / 8
+    }
+
+    /// How long a singleton workload waits, after its instance was seen gone (and after a new
+    /// leader took over, `grace`), before it gets a new one: longer than any lease that could
+    /// still cover the old instance.
+    pub fn singleton_hold(&self) -> Duration {
+        self.beats.lock().expect("liveness lock").grace / 2
+    }
+
+    /// The controllers act as leader in `term` (or not at all), with the singletons published.
+    pub fn leading(&self, term: Option<u64>) {
+        let mut beats = self.beats.lock().expect("liveness lock");
+        beats.term = term;
+        beats.confirmed = None;
+    }
+
+    /// A read-index round started at `started` in `term` was answered by a quorum.
+    pub fn confirm(&self, term: u64, started: Instant) {
+        let mut beats = self.beats.lock().expect("liveness lock");
+        if beats.confirmed.is_none_or(|(t, at)| t != term || at < started) {
+            beats.confirmed = Some((term, started));
+        }
+    }
+
+    /// Replaces the singleton instances known per node.
+    pub fn set_singletons(&self, singletons: HashMap<String, Vec<String>>) {
+        self.beats.lock().expect("liveness lock").singletons = singletons;
+    }
+
+    /// The lease for a beat of `node` answered at `now` while the store says this member
+    /// leads in `term`: none unless the controllers act in that term and a quorum confirmed
+    /// it within [`Liveness::confirm_window`].
+    pub fn lease(&self, node: &str, term: Option<u64>, now: Instant) -> Option<Lease> {
+        let beats = self.beats.lock().expect("liveness lock");
+        let term = term.filter(|t| beats.term == Some(*t))?;
+        let (confirmed_term, at) = beats.confirmed?;
+        if confirmed_term != term || now.saturating_duration_since(at) > beats.grace / 8 {
+            return None;
+        }
+        let millis = (beats.grace / 4).as_millis() as u64;
+        Some(Lease { millis, singletons: beats.singletons.get(node).cloned().unwrap_or_default() })
+    }
+}
+
+/// While this member leads, confirms its leadership with a quorum often enough that leases
+/// can be granted ([`Liveness::confirm`]); a leader cut off from the quorum stops confirming.
+pub async fn confirm_leadership(store: Arc<Store>, liveness: Arc<Liveness>, shutdown: CancellationToken) {
+    let every = (liveness.confirm_window() / 3).max(Duration::from_millis(20));
+    loop {
+        if let Some(term) = store.leader_term() {
+            let started = Instant::now();
+            let round = tokio::time::timeout(liveness.confirm_window(), store.read_index());
+            if matches!(round.await, Ok(Ok(_))) && store.leader_term() == Some(term) {
+                liveness.confirm(term, started);
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 #[cfg(test)]
@@ -117,6 +213,27 @@ mod tests {
         assert_eq!(liveness.seen("n1"), Some(Seen { at: t0 + Duration::from_secs(2), beat: true }));
         liveness.beat("n1", t0 + Duration::from_secs(6));
         assert_eq!(liveness.take_revived(), BTreeSet::from(["n1".to_owned()]));
+    }
+
+    #[test]
+    fn a_lease_needs_the_controllers_term_and_a_fresh_confirmation_in_it() {
+        let liveness = Liveness::new(Duration::from_secs(8));
+        let t0 = Instant::now();
+        liveness.set_singletons(HashMap::from([("n1".to_owned(), vec!["uid-1".to_owned()])]));
+        liveness.confirm(3, t0);
+        assert_eq!(liveness.lease("n1", Some(3), t0), None, "the controllers do not act in term 3 yet");
+        liveness.leading(Some(3));
+        assert_eq!(liveness.lease("n1", Some(3), t0), None, "a confirmation from before is forgotten");
+        liveness.confirm(3, t0);
+        let lease = liveness.lease("n1", Some(3), t0 + Duration::from_millis(500)).expect("a lease");
+        assert_eq!(lease, Lease { millis: 2000, singletons: vec!["uid-1".into()] });
+        assert_eq!(liveness.lease("n2", Some(3), t0).map(|l| l.singletons), Some(vec![]));
+        assert_eq!(liveness.lease("n1", Some(4), t0), None, "another term");
+        assert_eq!(liveness.lease("n1", None, t0), None, "not leading");
+        assert_eq!(liveness.lease("n1", Some(3), t0 + Duration::from_millis(1001)), None, "a stale confirmation");
+        liveness.confirm(3, t0 + Duration::from_secs(1));
+        assert!(liveness.lease("n1", Some(3), t0 + Duration::from_millis(1500)).is_some(), "confirmed again");
+        assert!(liveness.singleton_hold() > liveness.lease_duration() + liveness.confirm_window());
     }
 
     #[test]

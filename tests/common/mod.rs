@@ -63,14 +63,7 @@ impl ControlProcess {
             args.extend(["--dns-listen", "127.0.0.1:0"]);
         }
         args.extend(extra);
-        let mut command = match host {
-            Some(h) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", &h.netns, shoal_bin()]);
-                c
-            }
-            None => Command::new(shoal_bin()),
-        };
+        let mut command = shoal_on(host);
         command.args(&args).env("SHOAL_CONFIG", &config_path);
         let (child, announced) = spawn_command_announcing(
             command,
@@ -160,6 +153,18 @@ impl Drop for ControlProcess {
     }
 }
 
+/// A `shoal` command, run on `host` (under `ip netns exec`) when given.
+pub fn shoal_on(host: Option<&netns::Host>) -> Command {
+    match host {
+        Some(h) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &h.netns, shoal_bin()]);
+            c
+        }
+        None => Command::new(shoal_bin()),
+    }
+}
+
 /// Starts `shoal ARGS` (stderr to `log_path`) and waits for one stdout line starting with each
 /// of `prefixes`; returns the child and the rest of each such line, in the order of `prefixes`.
 pub fn spawn_announcing(args: &[&str], config_path: &Path, log_path: &Path, prefixes: &[&str]) -> (Child, Vec<String>) {
@@ -224,19 +229,27 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Issues a node token for `name` and starts `shoal node` joined to `control`.
     pub fn start(control: &ControlProcess, name: &str, extra: &[&str]) -> NodeProcess {
+        Self::start_on(control, None, name, extra)
+    }
+
+    /// Like [`NodeProcess::start`], on `host` (its network namespace; the ingress and agent
+    /// API on the host's address) when given.
+    pub fn start_on(control: &ControlProcess, host: Option<&netns::Host>, name: &str, extra: &[&str]) -> NodeProcess {
         let token = ok_stdout(&control.cli(&["token", "create", name, "--node"])).trim().to_owned();
         let data_dir = control.data_dir.join(format!("node-{name}"));
         std::fs::create_dir_all(&data_dir).unwrap();
         let log_path = data_dir.join("stderr.log");
         let ca = control.pki_dir.join("ca.pem");
+        let ingress = format!("{}:0", host.map_or("127.0.0.1", |h| h.ip.as_str()));
         let mut args = vec!["node", "--join", &control.api_url, "--token", &token, "--ca", ca.to_str().unwrap()];
         args.extend(["--data-dir", data_dir.to_str().unwrap()]);
         if !extra.contains(&"--ingress-listen") {
-            args.extend(["--ingress-listen", "127.0.0.1:0"]);
+            args.extend(["--ingress-listen", &ingress]);
         }
         args.extend(extra);
-        let (child, announced) =
-            spawn_announcing(&args, &control.config_path, &log_path, &["ingress listening on http://"]);
+        let mut command = shoal_on(host);
+        command.args(&args).env("SHOAL_CONFIG", &control.config_path);
+        let (child, announced) = spawn_command_announcing(command, &log_path, &["ingress listening on http://"]);
         NodeProcess { child: Some(child), name: name.to_owned(), ingress: announced[0].clone(), log_path }
     }
 

@@ -80,6 +80,9 @@ pub struct InstanceSpec {
     /// Labels its node must have.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub node_selector: std::collections::BTreeMap<String, String>,
+    /// Its workload's `singleton`: its node runs it only while it holds a fencing lease.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub singleton: bool,
 }
 
 impl InstanceSpec {

@@ -63,10 +63,31 @@ impl Resource for WorkloadKind {
         if let Some(autoscale) = &spec.autoscale {
             validate_autoscale(spec, autoscale)?;
         }
+        if spec.singleton {
+            validate_singleton(spec)?;
+        }
         validate_values("spec.env", &spec.env)?;
         validate_values("spec.wasiConfig", &spec.wasi_config)?;
         validate_files(&spec.files)
     }
+}
+
+/// A singleton runs at most one instance, and never two at once.
+fn validate_singleton(spec: &WorkloadSpec) -> Result<(), FieldError> {
+    if spec.replicas > 1 {
+        return Err(FieldError::new("spec.replicas", format!("{}: a singleton has at most 1", spec.replicas)));
+    }
+    if spec.autoscale.is_some() {
+        return Err(FieldError::new("spec.autoscale", "a singleton is not autoscaled"));
+    }
+    if spec.rollout.max_surge != 0 {
+        return Err(FieldError::new(
+            "spec.rollout.maxSurge",
+            "a singleton's new instance starts only after the old one stopped: \
+             set rollout: {maxSurge: 0, maxUnavailable: 1}",
+        ));
+    }
+    Ok(())
 }
 
 /// How the workload is driven.
@@ -565,6 +586,13 @@ pub struct WorkloadSpec {
     /// as a rollout does, with nothing else changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarted_at: Option<String>,
+    /// At most one instance may run at any moment, even across a network partition: its node
+    /// runs it only while it holds a fencing lease from the control plane, and a replacement is
+    /// made only once the old instance is gone and any lease its node held has run out. Needs
+    /// `replicas` of at most 1, no `autoscale`, and `rollout: {maxSurge: 0, maxUnavailable: 1}`
+    /// (a rollout stops the old instance before it starts the new one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub singleton: bool,
 }
 
 /// The most requests one instance may be allowed to serve at once.
@@ -591,6 +619,7 @@ impl Default for WorkloadSpec {
             request_timeout_ms: None,
             concurrency: None,
             restarted_at: None,
+            singleton: false,
         }
     }
 }
@@ -689,6 +718,26 @@ mod tests {
         let mut spec = serde_json::json!({"module": "sha256:".to_owned() + &"0".repeat(64)});
         spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         check(spec)
+    }
+
+    #[test]
+    fn a_singleton_runs_one_replica_replaced_in_place_and_is_not_autoscaled() {
+        let rollout = serde_json::json!({"maxSurge": 0, "maxUnavailable": 1});
+        assert!(with_module(serde_json::json!({"singleton": true, "rollout": rollout})).is_ok());
+        assert!(with_module(serde_json::json!({"singleton": true, "replicas": 0, "rollout": rollout})).is_ok());
+        let refused = [
+            (serde_json::json!({"singleton": true}), "spec.rollout.maxSurge"),
+            (serde_json::json!({"singleton": true, "replicas": 2, "rollout": rollout}), "spec.replicas"),
+            (
+                serde_json::json!({"singleton": true, "rollout": rollout,
+                    "autoscale": {"max": 1, "targetConcurrency": 2}}),
+                "spec.autoscale",
+            ),
+        ];
+        for (extra, field) in refused {
+            let error = with_module(extra.clone()).unwrap_err();
+            assert_eq!(error.path, field, "{extra}: {error}");
+        }
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! controller pass. A beat of a node that is not registered is held like any other and
 //! ignored by the lifecycle controller (a node token beats only for its own node).
 //!
+//! The answer carries a fencing lease when the leader may grant one (see [`crate::liveness`]):
+//! a follower's answer carries the one the leader gave it for the forwarded beat.
+//!
 //! The answer names the revoked nodes (see `tokens::revoke`), read by the member that took the
 //! beat from its own store at most once a second: every node learns of a revocation within a
 //! second or two of it, and refuses that node's certificates from then on.
@@ -14,7 +17,7 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use shoal_api::agent::{Heartbeat, HeartbeatAnswer, MAX_LOAD_ENTRIES, WorkloadLoad};
+use shoal_api::agent::{Heartbeat, HeartbeatAnswer, Lease, MAX_LOAD_ENTRIES, RevokedNode, WorkloadLoad};
 
 use super::error::ApiError;
 use crate::raft_service::LeaderMemory;
@@ -32,8 +35,8 @@ pub struct HeartbeatState {
     answer: Arc<Mutex<Option<KeptAnswer>>>,
 }
 
-/// An answer, the same without its list (for nodes that know it), and when it was read.
-type KeptAnswer = (Instant, Arc<HeartbeatAnswer>, Arc<HeartbeatAnswer>);
+/// The revocations, their tag, and when they were read.
+type KeptAnswer = (Instant, u64, Arc<Vec<RevokedNode>>);
 
 /// How long an answer read from the store is given out before it is read again.
 const ANSWER_TTL: Duration = Duration::from_secs(1);
@@ -44,14 +47,21 @@ impl HeartbeatState {
         HeartbeatState { store, memory, answer: Arc::default() }
     }
 
-    /// The revocations now (read at most once per [`ANSWER_TTL`]), tagged.
-    fn answer(&self, now: Instant, known: u64) -> Result<Arc<HeartbeatAnswer>, ApiError> {
+    /// The answer to a node that knows the revocations tagged `known`, with `lease`: the
+    /// revocations now (read at most once per [`ANSWER_TTL`]), tagged, and only the tag when
+    /// the node knows them, however long the list.
+    fn answer(&self, now: Instant, known: u64, lease: Option<Lease>) -> Result<HeartbeatAnswer, ApiError> {
+        let (tag, revoked) = self.revocations(now)?;
+        let revoked = (tag != known).then(|| revoked.as_ref().clone());
+        Ok(HeartbeatAnswer { revocations_tag: tag, revoked, lease })
+    }
+
+    fn revocations(&self, now: Instant) -> Result<(u64, Arc<Vec<RevokedNode>>), ApiError> {
         let mut kept = self.answer.lock().expect("heartbeat answer lock");
-        if let Some((at, answer, unchanged)) = kept.as_ref()
+        if let Some((at, tag, revoked)) = kept.as_ref()
             && now.duration_since(*at) < ANSWER_TTL
         {
-            // A node that knows this list gets only the tag, however long the list.
-            return Ok(if answer.revocations_tag == known { unchanged.clone() } else { answer.clone() });
+            return Ok((*tag, revoked.clone()));
         }
         let mut revoked = super::registration::live_revocations(&self.store, super::registration::unix_now())?;
         revoked.sort_by(|a, b| a.node.cmp(&b.node));
@@ -63,10 +73,9 @@ impl HeartbeatState {
             }
             hasher.finish() | 1
         };
-        let answer = Arc::new(HeartbeatAnswer { revocations_tag: tag, revoked: Some(revoked) });
-        let unchanged = Arc::new(HeartbeatAnswer { revocations_tag: tag, revoked: None });
-        *kept = Some((now, answer.clone(), unchanged.clone()));
-        Ok(if tag == known { unchanged } else { answer })
+        let revoked = Arc::new(revoked);
+        *kept = Some((now, tag, revoked.clone()));
+        Ok((tag, revoked))
     }
 }
 
@@ -105,7 +114,7 @@ pub async fn beat(
     Path(name): Path<String>,
     Query(query): Query<BeatQuery>,
     body: Bytes,
-) -> Result<Json<Arc<HeartbeatAnswer>>, ApiError> {
+) -> Result<Json<HeartbeatAnswer>, ApiError> {
     let now = Instant::now();
     // A load report that does not parse is dropped, never the beat: a node must not go
     // NotReady for what its tenants' traffic looks like.
@@ -113,27 +122,27 @@ pub async fn beat(
         tracing::warn!("node {name}: ignoring its load report: {why}");
         Vec::new()
     });
-    if state.store.is_leader() {
-        record(&state.memory, &name, &load, now);
-    } else {
-        state.store.call_leader::<_, ()>(paths::HEARTBEAT, &Forwarded { node: name, load }).await?;
-    }
-    Ok(Json(state.answer(now, query.revocations)?))
+    let lease = match state.store.leader_term() {
+        Some(term) => record(&state.memory, &name, &load, term, now),
+        None => state.store.call_leader(paths::HEARTBEAT, &Forwarded { node: name, load }).await?,
+    };
+    Ok(Json(state.answer(now, query.revocations, lease)?))
 }
 
-fn record(memory: &LeaderMemory, node: &str, load: &[WorkloadLoad], now: Instant) {
+/// Records a beat at the leader of `term`; returns the lease it grants.
+fn record(memory: &LeaderMemory, node: &str, load: &[WorkloadLoad], term: u64, now: Instant) -> Option<Lease> {
     memory.liveness.beat(node, now);
     if !load.is_empty() {
         memory.load.report(node, load, now);
     }
+    memory.liveness.lease(node, Some(term), now)
 }
 
-/// Answers a heartbeat forwarded by a follower (on the raft listener).
-pub fn forwarded(store: &Store, memory: &LeaderMemory, beat: Forwarded) -> Result<(), PeerRefusal> {
-    if !store.is_leader() {
+/// Answers a heartbeat forwarded by a follower (on the raft listener) with the lease granted.
+pub fn forwarded(store: &Store, memory: &LeaderMemory, beat: Forwarded) -> Result<Option<Lease>, PeerRefusal> {
+    let Some(term) = store.leader_term() else {
         return Err(PeerRefusal::NotLeader { leader: None });
-    }
+    };
     let load = if beat.load.len() > MAX_LOAD_ENTRIES { &[][..] } else { &beat.load[..] };
-    record(memory, &beat.node, load, Instant::now());
-    Ok(())
+    Ok(record(memory, &beat.node, load, term, Instant::now()))
 }

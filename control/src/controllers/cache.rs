@@ -137,6 +137,10 @@ pub struct Cache {
     placed: HashMap<String, HashMap<String, u32>>,
     /// Keys of the instances changed since [`Cache::take_changed_instances`] last took them.
     changed_instances: Vec<String>,
+    /// The uids of the singleton instances bound to each node (for fencing leases), and
+    /// whether they changed since [`Cache::take_singletons`] last took them.
+    singletons: HashMap<String, BTreeSet<String>>,
+    singletons_changed: bool,
     /// Each workload's instance template and its hash, with the generation they were made at.
     templates: HashMap<String, (Option<u64>, Arc<InstanceSpec>, String)>,
     /// Module records: their size, by key (`modules/<namespace>/<sha256>`).
@@ -239,6 +243,7 @@ impl Cache {
         // (every change carries the whole object) and misses nothing.
         self.revision = revision;
         self.loaded = true;
+        self.singletons_changed = true;
         match self.follow(reader, &mut Vec::new()) {
             Ok(()) | Err(HistoryError::Compacted { .. }) => Ok(()),
             Err(HistoryError::Storage(e)) => Err(*e),
@@ -485,9 +490,42 @@ impl Cache {
         }
         triggers::instance(self, key, old.as_ref(), new.as_ref(), tasks);
         self.changed_instances.push(key.to_owned());
+        self.track_singleton(old.as_ref(), new.as_ref());
         if let Some(new) = new {
             self.instances.insert(key.to_owned(), new);
         }
+    }
+
+    fn track_singleton(&mut self, old: Option<&Instance>, new: Option<&Instance>) {
+        let fenced = |i: &Instance| match (&i.spec.node, &i.metadata.uid) {
+            (Some(node), Some(uid)) if i.spec.singleton => Some((node.to_string(), uid.clone())),
+            _ => None,
+        };
+        let (before, after) = (old.and_then(fenced), new.and_then(fenced));
+        if before == after {
+            return;
+        }
+        if let Some((node, uid)) = before
+            && let Some(uids) = self.singletons.get_mut(&node)
+        {
+            uids.remove(&uid);
+            if uids.is_empty() {
+                self.singletons.remove(&node);
+            }
+        }
+        if let Some((node, uid)) = after {
+            self.singletons.entry(node).or_default().insert(uid);
+        }
+        self.singletons_changed = true;
+    }
+
+    /// The uids of the singleton instances bound to each node, if they changed since the last
+    /// call (or the cache was read anew).
+    pub fn take_singletons(&mut self) -> Option<HashMap<String, Vec<String>>> {
+        if !std::mem::take(&mut self.singletons_changed) {
+            return None;
+        }
+        Some(self.singletons.iter().map(|(node, uids)| (node.clone(), uids.iter().cloned().collect())).collect())
     }
 
     /// Replaces (or removes) the node at `key`; adds its tasks.

@@ -50,6 +50,7 @@ fn run_spec(job: &Job) -> InstanceSpec {
         restart_policy: RestartPolicy::Never,
         allowed_outbound_hosts: t.allowed_outbound_hosts.clone(),
         node_selector: t.node_selector.clone(),
+        singleton: false,
         ..InstanceSpec::default()
     }
 }

@@ -13,7 +13,8 @@
 //!   [`lifecycle`] (node liveness → NotReady, instances moved), [`endpoints`] (Service →
 //!   serving nodes), [`gc`] (instances whose owner is gone), [`namespace`] (usage),
 //!   [`modules`] (module records nothing uses), [`events`] (expired Events), [`job`] and
-//!   [`cronjob`]; and [`autoscale`], the replicas of autoscaled workloads, decided from the
+//!   [`cronjob`]; [`singleton`], which holds back a singleton's replacement; and
+//!   [`autoscale`], the replicas of autoscaled workloads, decided from the
 //!   load the nodes report ([`crate::load`]) as their workload is reconciled.
 //!
 //! # The loop
@@ -45,6 +46,7 @@ pub mod namespace;
 pub mod queue;
 pub mod quota;
 pub mod scheduler;
+pub mod singleton;
 pub mod triggers;
 pub mod workload;
 pub mod writes;
@@ -117,6 +119,10 @@ struct Controllers {
     metrics: Arc<crate::metrics::Metrics>,
     /// Since when each pending instance has waited for a node, as this leader saw it.
     waiting: HashMap<String, Instant>,
+    /// Singleton workloads waiting for a replacement.
+    singletons: singleton::Holds,
+    /// When this member's controllers last took over as leader.
+    leading_since: Instant,
     options: ControllerOptions,
 }
 
@@ -239,6 +245,18 @@ impl Controllers {
         if let Some(recheck) = decision.and_then(|d| d.recheck) {
             action.requeue_after = Some(action.requeue_after.map_or(recheck, |after| after.min(recheck)));
         }
+        match self.cache.workloads.get(key).filter(|w| w.spec.singleton) {
+            Some(_) => {
+                let live = self.cache.instances_of(key).any(|i| !i.phase().is_terminal());
+                let timing = singleton::Timing {
+                    hold: self.liveness.singleton_hold(),
+                    leading_since: self.leading_since,
+                    takeover: self.options.node_grace,
+                };
+                self.singletons.apply(key, live, timing, now, &mut action);
+            }
+            None => self.singletons.forget(key),
+        }
         action
     }
 
@@ -314,6 +332,8 @@ pub async fn run(
         autoscaler: autoscale::Autoscaler::default(),
         metrics,
         waiting: HashMap::new(),
+        singletons: singleton::Holds::default(),
+        leading_since: Instant::now(),
         options,
     };
     let mut flights = Flights::default();
@@ -343,6 +363,9 @@ pub async fn run(
                 Vec::new()
             }
         };
+        if let Some(singletons) = c.cache.take_singletons() {
+            c.liveness.set_singletons(singletons);
+        }
         let seen = c.cache.take_changed_instances();
         c.scheduler.seen(&c.cache, &seen);
         for key in &seen {
@@ -359,6 +382,10 @@ pub async fn run(
             // Until the nodes have reported to this leader, nothing is scaled down.
             c.autoscaler.clear(now, c.options.node_grace);
             c.load.clear();
+            c.singletons.clear();
+            c.leading_since = now;
+            // Leases are granted in this term from now on, with the singletons just published.
+            c.liveness.leading(term);
             landing = FuturesUnordered::new();
             if term.is_some() {
                 tracing::info!("controllers: leading; reconciling everything");

@@ -46,6 +46,7 @@ pub fn template(workload: &Workload) -> InstanceSpec {
         request_timeout_ms: spec.request_timeout_ms,
         concurrency: spec.concurrency,
         node_selector: spec.placement.as_ref().map(|p| p.node_selector.clone()).unwrap_or_default(),
+        singleton: spec.singleton,
     }
 }
 

@@ -4,7 +4,7 @@
 //! which keeps it in memory. The control plane's node lifecycle controller marks the node
 //! NotReady when the heartbeats stop, and Ready again when they resume. Each beat carries the
 //! load of the autoscaled workloads the node serves; each answer names the revoked nodes,
-//! whose certificates the proxy then refuses.
+//! whose certificates the proxy then refuses, and may carry a fencing lease ([`Fence`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +15,11 @@ use shoal_api::resources::node::{Capacity, Node, NodeKind, NodeSpec, NodeStatus}
 use shoal_api::{AnyObject, Client, ClientError, Kind, Name, Object, Reason};
 use tokio_util::sync::CancellationToken;
 
+use super::fence::Fence;
 use crate::proxy::Proxy;
+
+/// The shortest time between two beats (when a singleton waits for a lease).
+const EARLIEST: Duration = Duration::from_millis(100);
 
 /// Creates or updates the Node object.
 pub async fn register(
@@ -56,16 +60,18 @@ fn status(capacity: &Capacity) -> NodeStatus {
 
 /// Beats, writes the Node's status (capacity, `Ready=True`) once, then beats every `interval` until
 /// `shutdown`. A beat is no raft write: the leader holds it in memory, and the node lifecycle
-/// controller writes the Node only when its readiness changes. With a `proxy` (a real node,
-/// not a hollow one), each beat reports its load and each answer updates its revocations.
+/// controller writes the Node only when its readiness changes. With a `proxy` and a `fence` (a
+/// real node, not a hollow one), each beat reports its load and each answer updates its
+/// revocations and renews its lease.
 pub async fn run(
     client: Client,
     name: Name,
     capacity: Capacity,
     interval: Duration,
-    proxy: Option<Arc<Proxy>>,
+    real: Option<(Arc<Proxy>, Arc<Fence>)>,
     shutdown: CancellationToken,
 ) {
+    let (proxy, fence) = real.unzip();
     let mut node: Node = Object::new(name.clone(), None, NodeSpec::default());
     node.status = Some(status(&capacity));
     let mut status_written = false;
@@ -75,8 +81,12 @@ pub async fn run(
         // The beat first: a node back after an absence must not show itself Ready to a leader
         // whose last beat of it is stale.
         let beat = proxy.as_ref().map(|p| p.load_report()).unwrap_or_default();
+        let sent = std::time::Instant::now();
         match client.heartbeat(name.as_str(), known_revocations, &beat).await {
             Ok(answer) => {
+                if let (Some(fence), Some(lease)) = (&fence, &answer.lease) {
+                    fence.renew(sent, lease);
+                }
                 if let Some(revoked) = &answer.revoked {
                     if let Some(proxy) = &proxy {
                         proxy.revocations.replace(revoked);
@@ -92,9 +102,17 @@ pub async fn run(
                 Err(e) => tracing::warn!("writing the node's status failed: {e}"),
             }
         }
+        let early = async {
+            match &fence {
+                Some(fence) => fence.wanted().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep_until((sent + interval).into()) => {}
+            // A singleton waits for a lease: beat soon, but never more often than EARLIEST.
+            _ = early => tokio::time::sleep_until((sent + interval.min(EARLIEST)).into()).await,
         }
     }
 }

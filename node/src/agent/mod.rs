@@ -2,7 +2,8 @@
 //! bound to it and converges on them, serves their HTTP through the ingress, and reports back.
 //!
 //! # Layout
-//! - [`heartbeat`]: the Node object and its lease.
+//! - [`heartbeat`]: the Node object and its liveness.
+//! - [`fence`]: the fencing lease singleton instances run under.
 //! - [`supervisor`]: list + watch of this node's instances; starts and stops instance tasks.
 //! - [`instance`]: one instance's life (module, start, restart with back-off, status).
 //! - [`modules`]: modules fetched by digest, verified, cached on disk, compiled once.
@@ -19,6 +20,7 @@
 pub mod api;
 pub mod credentials;
 pub mod events;
+pub mod fence;
 pub mod heartbeat;
 pub mod hosted;
 pub mod instance;
@@ -135,6 +137,8 @@ pub struct Shared {
     pub instance_queue: usize,
     /// Where instances' files from Secrets and Configs are written while they run.
     pub values_dir: PathBuf,
+    /// The fencing lease singleton instances run under.
+    pub fence: Arc<fence::Fence>,
 }
 
 /// A running node agent.
@@ -220,6 +224,7 @@ impl Agent {
             instance_concurrency: config.instance_concurrency,
             instance_queue: config.instance_queue,
             values_dir,
+            fence: Arc::default(),
         });
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -236,7 +241,7 @@ impl Agent {
             config.name.clone(),
             config.capacity.clone(),
             config.heartbeat,
-            Some(proxy.clone()),
+            Some((proxy.clone(), shared.fence.clone())),
             shutdown.clone(),
         ));
         tasks.spawn(supervisor::run(shared.clone(), shutdown.clone()));
