@@ -454,3 +454,57 @@ async fn members_are_removed_under_write_load_added_and_replaced_and_nothing_is_
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("quorum"), "{stderr}");
 }
+
+/// Fills `disk` until it has `left` bytes free; returns the file that fills it.
+fn fill(disk: &common::Tmpfs, left: u64) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = disk.path.join("filler");
+    let mut filler = std::fs::File::create(&path).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    while disk.free() > left {
+        filler.write_all(&chunk).unwrap();
+        filler.sync_all().unwrap();
+    }
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_whose_disk_fills_stops_the_cluster_s_writes_until_it_has_room_and_raft_keeps_running() {
+    let disks: Vec<common::Tmpfs> = match (1..=3).map(|_| common::Tmpfs::mount("64m")).collect::<Option<Vec<_>>>() {
+        Some(disks) => disks,
+        None => return,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (i, disk) in disks.iter().enumerate() {
+        std::os::unix::fs::symlink(&disk.path, dir.path().join(format!("m{}", i + 1))).unwrap();
+    }
+    let (members, leader) = three_members(dir.path(), &["--disk-reserve", "16Mi"]).await;
+    let follower = (1..=3u64).find(|id| *id != leader).unwrap();
+    let client = members[leader as usize - 1].client();
+    client.create(&namespace("before")).await.unwrap();
+
+    let filler = fill(&disks[follower as usize - 1], 4 << 20);
+    let refused = wait_for(Duration::from_secs(10), "the leader refusing writes for a follower's disk", || async {
+        match client.create(&namespace(&format!("n{}", rand::random::<u32>()))).await {
+            Err(e) if e.reason() == Some(shoal_api::Reason::InsufficientStorage) => Some(e),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(refused.to_string().contains(&format!("member {follower}: ")), "{refused}");
+    // Raft goes on under it: the members still agree on a leader and answer reads.
+    let clients: Vec<Client> = members.iter().map(|m| m.client()).collect();
+    assert_eq!(agreed_leader(&clients).await, leader);
+    assert!(clients[follower as usize - 1].get(Kind::Namespace, None, "before").await.is_ok());
+
+    std::fs::remove_file(filler).unwrap();
+    wait_for(Duration::from_secs(10), "writes taken again once the follower has room", || async {
+        client.create(&namespace("after")).await.ok()
+    })
+    .await;
+    let follower_client = &clients[follower as usize - 1];
+    wait_for(Duration::from_secs(10), "the follower applying the write after", || async {
+        follower_client.get(Kind::Namespace, None, "after").await.ok()
+    })
+    .await;
+}

@@ -156,3 +156,102 @@ async fn a_cut_off_node_stops_its_singleton_before_the_replacement_starts_and_ke
     })
     .await;
 }
+
+fn config(name: &str) -> shoal_api::AnyObject {
+    let json = serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Config",
+        "metadata": {"name": name, "namespace": "default"}, "spec": {"data": {"v": name}}});
+    shoal_api::AnyObject::from_json(shoal_api::Kind::Config, &json).unwrap()
+}
+
+async fn configs(client: &shoal_api::Client) -> std::collections::BTreeSet<String> {
+    common::names(&client.list(shoal_api::Kind::Config, Some("default"), None).await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_disk_fills_refuses_writes_loses_nothing_and_writes_again_when_space_returns() {
+    use std::io::Write;
+    let Some(disk) = common::Tmpfs::mount("96m") else { return };
+    let data = disk.path.join("control");
+    let mut control = common::ControlProcess::start(&data, &["--disk-reserve", "24Mi"]);
+    let client = control.client();
+    let mut acked = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        let name = format!("before-{i}");
+        client.create(&config(&name)).await.unwrap();
+        acked.insert(name);
+    }
+
+    // Filled to 8 MiB free, below the reserve of 24 MiB.
+    let filler_path = disk.path.join("filler");
+    let mut filler = std::fs::File::create(&filler_path).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    while disk.free() > 8 << 20 {
+        filler.write_all(&chunk).unwrap();
+        filler.sync_all().unwrap();
+    }
+    // The free space is read at most every 200 ms: a write or two may still land, acknowledged.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let name = format!("filling-{}", acked.len());
+        match client.create(&config(&name)).await {
+            Ok(_) => acked.insert(name),
+            Err(e) => break e,
+        };
+        assert!(std::time::Instant::now() < deadline, "writes were still taken with the disk full");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(refused.reason(), Some(shoal_api::Reason::InsufficientStorage), "{refused}");
+    let message = refused.to_string();
+    assert!(message.contains("--disk-reserve") && message.contains(&data.display().to_string()), "{message}");
+    // The CLI says so too, and reads go on.
+    let cli = control.cli(&["delete", "config", "before-0"]);
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert!(!cli.status.success() && stderr.contains("insufficient storage"), "{stderr}");
+    assert_eq!(configs(&client).await, acked, "every acknowledged write is read back while the disk is full");
+    let module = std::fs::read(shoal_guest_artifacts::HELLO).unwrap();
+    let upload = client.put_module("default", module).await.unwrap_err();
+    assert_eq!(upload.reason(), Some(shoal_api::Reason::InsufficientStorage), "a module upload: {upload}");
+
+    // Space returns: writes are taken again, without a restart.
+    drop(filler);
+    std::fs::remove_file(&filler_path).unwrap();
+    common::wait_for(Duration::from_secs(10), "a write taken once space returned", || async {
+        client.create(&config("after")).await.ok()
+    })
+    .await;
+    acked.insert("after".to_owned());
+    control.kill();
+    let control = common::ControlProcess::start(&data, &["--disk-reserve", "24Mi"]);
+    let client = control.client();
+    let after_restart = common::wait_for(Duration::from_secs(20), "the store read back after a restart", || async {
+        client.list(shoal_api::Kind::Config, Some("default"), None).await.ok()
+    })
+    .await;
+    assert_eq!(common::names(&after_restart), acked, "nothing acknowledged was lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_module_cache_fills_says_so_on_the_instance_and_runs_it_once_there_is_room() {
+    use common::workloads::{apply, wait_running, workload_yaml};
+    let Some(disk) = common::Tmpfs::mount("4m") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let control = common::ControlProcess::start(dir.path(), &[]);
+    let client = control.client();
+    let data = disk.path.join("node");
+    let _node = common::NodeProcess::start(&control, "n1", &["--data-dir", data.to_str().unwrap()]);
+    // hello with 6 MiB of custom section: more than the node's disk holds.
+    let hello = std::fs::read(shoal_guest_artifacts::HELLO).unwrap();
+    let big = common::with_custom_section(&hello, "padding", &common::noise(6 << 20, 17));
+    let big_path = dir.path().join("big.wasm");
+    std::fs::write(&big_path, big).unwrap();
+    apply(&control, "big", &workload_yaml("big", big_path.to_str().unwrap(), ""));
+    let waiting = common::wait_for(Duration::from_secs(30), "the instance reporting a full module cache", || async {
+        let all = common::workloads::instances_of(&client, "big").await;
+        all.into_iter().find(|i| i.status.as_ref().is_some_and(|s| s.reason == "ModuleCacheFull"))
+    })
+    .await;
+    let message = &waiting.status.as_ref().unwrap().message;
+    assert!(message.contains("module cache is full"), "{message}");
+    disk.resize("64m");
+    wait_running(&client, "big", 1, Some("n1"), Duration::from_secs(60)).await;
+}

@@ -23,6 +23,9 @@ pub enum Reason {
     TooManyRequests,
     /// 503: no leader right now, or shutting down; try again.
     Unavailable,
+    /// 507: a control member's disk is too full for writes; they are taken again once space
+    /// is freed.
+    InsufficientStorage,
     /// 500: a bug or a broken disk.
     Internal,
 }
@@ -40,6 +43,7 @@ impl Reason {
             Reason::Invalid => 422,
             Reason::TooManyRequests => 429,
             Reason::Unavailable => 503,
+            Reason::InsufficientStorage => 507,
             Reason::Internal => 500,
         }
     }

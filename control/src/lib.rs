@@ -78,6 +78,9 @@ pub struct ControlConfig {
     pub history_revisions: u64,
     /// How many log entries since the last snapshot make the next one.
     pub snapshot_every: u64,
+    /// Bytes kept free on the data directory's file system: below it, writes are refused
+    /// (see `store::disk`).
+    pub disk_reserve: u64,
     /// Tunables of the scheduler and controllers.
     pub controllers: controllers::ControllerOptions,
     /// The cluster DNS server, if this node serves one.
@@ -111,6 +114,7 @@ impl ControlConfig {
             standby: false,
             history_revisions: 100_000,
             snapshot_every: 5000,
+            disk_reserve: 128 << 20,
             controllers: controllers::ControllerOptions::default(),
             dns: None,
             admission: api::admission::Admission::default(),
@@ -181,6 +185,7 @@ impl ControlPlane {
             id: config.id,
             history_revisions: config.history_revisions,
             snapshot_every: config.snapshot_every,
+            disk_reserve: config.disk_reserve,
         };
         let store = Store::open(&config.data_dir.join("shoal.redb"), &options, peers.clone())
             .await
@@ -229,6 +234,7 @@ impl ControlPlane {
         tasks.spawn(shoal_api::serve::serve_tls(api_listener, tls, api_router, config.api_limits, shutdown.clone()));
 
         tasks.spawn(blobs.run(config.controllers.module_grace, shutdown.clone()));
+        tasks.spawn(store.clone().report_disk(shutdown.clone()));
         tasks.spawn(liveness::confirm_leadership(store.clone(), liveness.clone(), shutdown.clone()));
         tasks.spawn(controllers::run(
             store.clone(),

@@ -53,6 +53,7 @@ pub fn router(store: Arc<Store>, blobs: Arc<Blobs>, memory: LeaderMemory, cluste
         .route(paths::LEAVE, post(leave))
         .route(paths::HEARTBEAT, post(heartbeat))
         .route(paths::ACTIVATE, post(activate))
+        .route(paths::DISK, post(disk))
         .route(blob_paths::MODULE, get(module_get).put(module_put))
         .route(blob_paths::PRESENT, get(module_present))
         .layer(middleware::from_fn_with_state(state.clone(), require_cluster_token))
@@ -127,6 +128,13 @@ async fn join(State(s): State<RaftState>, body: Bytes) -> Response {
 async fn members(State(s): State<RaftState>, body: Bytes) -> Response {
     match decode::<crate::store::members::MembersCall>(&body) {
         Ok(call) => encode(&s.store.members_here(call).await),
+        Err(r) => r,
+    }
+}
+
+async fn disk(State(s): State<RaftState>, body: Bytes) -> Response {
+    match decode::<crate::store::disk::DiskReport>(&body) {
+        Ok(report) => encode(&s.store.record_disk(report)),
         Err(r) => r,
     }
 }

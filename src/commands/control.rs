@@ -52,6 +52,12 @@ pub struct ControlArgs {
     /// How many raft log entries since the last snapshot make the next one.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..))]
     snapshot_every: u64,
+    /// Space kept free on the data directory's file system, e.g. 128Mi: while this member, or
+    /// any voting member, has less, writes are refused (507) rather than risk a full disk under
+    /// raft's log; they are taken again as soon as space is freed. Keep it above a snapshot's
+    /// size.
+    #[arg(long, default_value = "128Mi")]
+    disk_reserve: shoal_api::quantity::Memory,
     /// How long a node may go without a heartbeat before it is marked NotReady and its
     /// instances move elsewhere, e.g. 10s (ten of the nodes' default 1 s heartbeats: a loaded
     /// node or control plane that is late by a few beats is not declared dead).
@@ -167,6 +173,7 @@ impl ControlArgs {
             standby: self.standby,
             history_revisions: self.history_revisions,
             snapshot_every: self.snapshot_every,
+            disk_reserve: self.disk_reserve.0,
             controllers: shoal_control::controllers::ControllerOptions {
                 node_grace: self.node_grace,
                 resync: self.controller_resync,

@@ -153,6 +153,59 @@ impl Drop for ControlProcess {
     }
 }
 
+/// A tmpfs of its own size mounted at a fresh directory (needs root), unmounted on drop: a
+/// disk that fills.
+pub struct Tmpfs {
+    /// Where it is mounted.
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `64m`); `None`, with the reason, where that cannot be
+    /// done (with `CI=true` it fails instead).
+    pub fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        let options = format!("size={size}");
+        let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", &options, "tmpfs"]).arg(&path).output();
+        match mounted {
+            Ok(out) if out.status.success() => Some(Tmpfs { path, _dir: dir }),
+            other => {
+                let why = match other {
+                    Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    panic!("mounting a tmpfs is needed in CI (root): {why}");
+                }
+                eprintln!("skipping: this test mounts a tmpfs (root): {why}");
+                None
+            }
+        }
+    }
+
+    /// Gives it `size` (a tmpfs can be resized while mounted).
+    pub fn resize(&self, size: &str) {
+        let options = format!("remount,size={size}");
+        let out = Command::new("mount").args(["-o", &options]).arg(&self.path).output().unwrap();
+        assert!(out.status.success(), "remount: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Bytes free on it.
+    pub fn free(&self) -> u64 {
+        let out = Command::new("df").args(["-B1", "--output=avail"]).arg(&self.path).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or_else(|| panic!("df said {text:?}"))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).output();
+    }
+}
+
 /// A `shoal` command, run on `host` (under `ip netns exec`) when given.
 pub fn shoal_on(host: Option<&netns::Host>) -> Command {
     match host {
@@ -242,7 +295,9 @@ impl NodeProcess {
         let ca = control.pki_dir.join("ca.pem");
         let ingress = format!("{}:0", host.map_or("127.0.0.1", |h| h.ip.as_str()));
         let mut args = vec!["node", "--join", &control.api_url, "--token", &token, "--ca", ca.to_str().unwrap()];
-        args.extend(["--data-dir", data_dir.to_str().unwrap()]);
+        if !extra.contains(&"--data-dir") {
+            args.extend(["--data-dir", data_dir.to_str().unwrap()]);
+        }
         if !extra.contains(&"--ingress-listen") {
             args.extend(["--ingress-listen", &ingress]);
         }

@@ -37,6 +37,7 @@ impl From<StoreError> for ApiError {
             StoreError::NoLeader(_) | StoreError::Unknown(_) | StoreError::Stopped(_) => {
                 ApiError::new(Reason::Unavailable, e.to_string())
             }
+            StoreError::DiskFull(_) => ApiError::new(Reason::InsufficientStorage, e.to_string()),
         }
     }
 }

@@ -111,6 +111,7 @@ pub async fn put(
         ));
     }
     check_room(&s.store, &ns, namespace.as_ref(), declared)?;
+    s.store.room_for_writes_of(declared)?;
     let _uploading = s.uploads.take(&principal)?;
     let _memory = s.blobs.upload_memory().await;
     // The bytes must come at 1 MiB/s at least: a trickle does not hold an upload slot for long.

@@ -111,7 +111,9 @@ impl Store {
             match answer {
                 Ok(Ok(list)) => return Ok(list),
                 Ok(Err(refusal)) => return Err(refusal.into()),
-                Err(PeerRefusal::Failed(e)) => return Err(StoreError::NoLeader(e).into()),
+                Err(refusal @ (PeerRefusal::Failed(_) | PeerRefusal::DiskFull(_))) => {
+                    return Err(StoreError::from(refusal).into());
+                }
                 Err(PeerRefusal::NotLeader { .. }) if Instant::now() < deadline => {
                     let _ =
                         tokio::time::timeout(Duration::from_millis(100), self.wait_for_leader(leader, deadline)).await;

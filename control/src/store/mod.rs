@@ -20,6 +20,7 @@
 
 pub mod apply;
 pub mod db;
+pub mod disk;
 pub mod history;
 pub mod log_store;
 pub mod members;
@@ -106,6 +107,9 @@ pub enum StoreError {
     /// Raft stopped (shutting down, or after a storage failure).
     #[error("raft stopped: {0}")]
     Stopped(String),
+    /// A voting member's disk is too full for writes (see [`disk`]).
+    #[error("insufficient storage: {0}")]
+    DiskFull(String),
 }
 
 /// Errors a member answers a forwarded request with.
@@ -120,6 +124,19 @@ pub enum PeerRefusal {
     /// Something else went wrong.
     #[error("{0}")]
     Failed(String),
+    /// A voting member's disk is too full for writes.
+    #[error("insufficient storage: {0}")]
+    DiskFull(String),
+}
+
+impl From<PeerRefusal> for StoreError {
+    fn from(refusal: PeerRefusal) -> Self {
+        match refusal {
+            PeerRefusal::DiskFull(why) => StoreError::DiskFull(why),
+            PeerRefusal::Failed(why) => StoreError::NoLeader(why),
+            not_leader @ PeerRefusal::NotLeader { .. } => StoreError::NoLeader(not_leader.to_string()),
+        }
+    }
 }
 
 /// A new member asking to be added.
@@ -141,6 +158,8 @@ pub struct StoreOptions {
     /// How many log entries since the last snapshot make the next one (a fifth of them, at
     /// most 1000, stay in the log after it, for followers a little behind).
     pub snapshot_every: u64,
+    /// Bytes kept free on the data directory's file system: below it, writes are refused.
+    pub disk_reserve: u64,
 }
 
 /// One member's store.
@@ -156,6 +175,8 @@ pub struct Store {
     removed: tokio_util::sync::CancellationToken,
     /// Held by the membership change under way on this member (as leader).
     membership_turn: tokio::sync::Mutex<()>,
+    /// Its disk's reserve, and (as leader) what the others report of theirs.
+    disk: disk::DiskGuard,
 }
 
 impl Store {
@@ -191,6 +212,7 @@ impl Store {
             peers,
             removed,
             membership_turn: tokio::sync::Mutex::new(()),
+            disk: disk::DiskGuard::new(path.parent().unwrap_or(Path::new(".")).to_owned(), options.disk_reserve),
         }))
     }
 
@@ -280,6 +302,7 @@ impl Store {
     /// Proposes `command` here, as the leader: never forwarded, so that what a deposed leader
     /// decided is not applied on its successor's watch (the controllers write this way).
     pub async fn write_as_leader(&self, command: Command) -> Result<CommandResult, StoreError> {
+        self.room_for_writes_of(0)?;
         match self.proposer.propose(command).await {
             Ok(result) => Ok(result),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
@@ -312,6 +335,50 @@ impl Store {
     /// How long raft entries take from proposal to commit, for the metrics.
     pub fn commit_latency(&self) -> prometheus_client::metrics::histogram::Histogram {
         self.proposer.commit_latency()
+    }
+
+    /// Refuses writes while this member's disk, or (on the leader) a voter's, is below its
+    /// reserve, or this member's would be after `bytes` more (a module's, stored beside the
+    /// log).
+    pub fn room_for_writes_of(&self, bytes: u64) -> Result<(), StoreError> {
+        let voters: Vec<MemberId> = self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        match self.disk.refusal(&voters, bytes, Instant::now()) {
+            Some(why) => Err(StoreError::DiskFull(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a member's report of its disk (answers `DISK`, on the leader).
+    pub fn record_disk(&self, report: disk::DiskReport) {
+        if report.low.is_some() {
+            tracing::warn!("member {} reports a low disk: writes are refused", report.id);
+        }
+        self.disk.record(report, Instant::now());
+    }
+
+    /// While this member follows, tells the leader every [`disk::REPORT_EVERY`] that its disk is
+    /// below its reserve, and once that it has room again, until `shutdown`.
+    pub async fn report_disk(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut told_low = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(disk::REPORT_EVERY) => {}
+            }
+            let low = self.disk.own_refusal(Instant::now());
+            if let Some(why) = &low {
+                tracing::warn!("{why}");
+            }
+            if self.is_leader() || (low.is_none() && !told_low) {
+                told_low = false;
+                continue;
+            }
+            let report = disk::DiskReport { id: self.id, low: low.clone() };
+            match self.call_leader::<_, ()>(paths::DISK, &report).await {
+                Ok(()) => told_low = low.is_some(),
+                Err(e) => tracing::warn!("telling the leader of this member's disk failed: {e}"),
+            }
+        }
     }
 
     /// Whether this member leads now.
@@ -349,6 +416,7 @@ impl Store {
     /// On a follower the command is forwarded to the leader. A command is retried only when it
     /// certainly did not reach a leader, so it is never applied twice.
     pub async fn write(&self, command: Command) -> Result<CommandResult, StoreError> {
+        self.room_for_writes_of(0)?;
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
             let (leader_id, leader_addr) = match self.proposer.propose(command.clone()).await {
@@ -366,7 +434,9 @@ impl Store {
                     match answer {
                         Ok(Ok(result)) => return Ok(result),
                         Ok(Err(PeerRefusal::NotLeader { .. })) => self.wait_for_leader(Some(id), deadline).await?,
-                        Ok(Err(PeerRefusal::Failed(e))) => return Err(StoreError::NoLeader(e)),
+                        Ok(Err(refusal @ (PeerRefusal::Failed(_) | PeerRefusal::DiskFull(_)))) => {
+                            return Err(refusal.into());
+                        }
                         Err(e) if e.never_arrived() => self.wait_for_leader(Some(id), deadline).await?,
                         Err(e) => return Err(StoreError::Unknown(e.to_string())),
                     }
@@ -389,14 +459,16 @@ impl Store {
                 match self.read_index().await {
                     Ok(index) => Some(index),
                     Err(PeerRefusal::NotLeader { .. }) => None,
-                    Err(PeerRefusal::Failed(e)) => return Err(StoreError::NoLeader(e)),
+                    Err(refusal @ (PeerRefusal::Failed(_) | PeerRefusal::DiskFull(_))) => return Err(refusal.into()),
                 }
             } else if let Some(addr) = self.leader_addr() {
                 let answer: Result<Result<u64, PeerRefusal>, PeerError> =
                     self.peers.call(&addr, paths::READ_INDEX, &(), LEADER_WAIT).await;
                 match answer {
                     Ok(Ok(index)) => Some(index),
-                    Ok(Err(PeerRefusal::Failed(e))) => return Err(StoreError::NoLeader(e)),
+                    Ok(Err(refusal @ (PeerRefusal::Failed(_) | PeerRefusal::DiskFull(_)))) => {
+                        return Err(refusal.into());
+                    }
                     Ok(Err(PeerRefusal::NotLeader { .. })) | Err(_) => None,
                 }
             } else {
@@ -436,7 +508,9 @@ impl Store {
                     self.peers.call(&addr, path, request, LEADER_WAIT).await;
                 match answer {
                     Ok(Ok(result)) => return Ok(result),
-                    Ok(Err(PeerRefusal::Failed(e))) => return Err(StoreError::NoLeader(e)),
+                    Ok(Err(refusal @ (PeerRefusal::Failed(_) | PeerRefusal::DiskFull(_)))) => {
+                        return Err(refusal.into());
+                    }
                     Ok(Err(PeerRefusal::NotLeader { .. })) | Err(_) => {}
                 }
             } else if leader == Some(self.id) {
@@ -462,6 +536,9 @@ impl Store {
 
     /// Applies a write forwarded by a follower (answers `WRITE`).
     pub async fn forwarded_write(&self, command: Command) -> Result<CommandResult, PeerRefusal> {
+        if let Err(StoreError::DiskFull(why)) = self.room_for_writes_of(0) {
+            return Err(PeerRefusal::DiskFull(why));
+        }
         match self.proposer.propose(command).await {
             Ok(result) => Ok(result),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {

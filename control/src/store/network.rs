@@ -34,6 +34,8 @@ pub mod paths {
     /// A node's request for an instance of an autoscaled workload at zero, forwarded to the
     /// leader, which holds the autoscaler's load.
     pub const ACTIVATE: &str = "/raft/activate";
+    /// A member telling the leader its disk is too full for writes (or has room again).
+    pub const DISK: &str = "/raft/disk";
 }
 
 /// Makes a [`Connection`] per target member.

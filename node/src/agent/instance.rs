@@ -122,10 +122,22 @@ impl Run {
         let mut delay = BACKOFF_START;
         loop {
             match self.shared.modules.get(&self.instance.spec.module).await {
-                Ok(compiled) => return Some(compiled),
+                Ok(compiled) => {
+                    self.update(|s| {
+                        s.reason.clear();
+                        s.message.clear();
+                    });
+                    return Some(compiled);
+                }
                 Err(e) if e.is_transient() => {
                     tracing::info!("{}: {e}; retrying in {delay:?}", self.instance.metadata.name);
-                    self.event("FailedFetch", e.to_string(), EventType::Warning);
+                    // Pending, and saying why, until the module is had.
+                    self.update(|s| {
+                        s.phase = Phase::Pending;
+                        s.reason = e.reason().into();
+                        s.message = e.to_string();
+                    });
+                    self.event(e.reason(), e.to_string(), EventType::Warning);
                     if !self.pause(delay).await {
                         return None;
                     }

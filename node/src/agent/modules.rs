@@ -126,6 +126,14 @@ pub enum ModuleError {
         /// Why.
         message: String,
     },
+    /// The node's module cache has no room for it (its disk is full); tried again later.
+    #[error("caching module {digest}: {message} (the node's module cache is full)")]
+    CacheFull {
+        /// Which module.
+        digest: String,
+        /// Why.
+        message: String,
+    },
     /// It did not compile.
     #[error("loading module {digest}: {message}")]
     Load {
@@ -139,7 +147,16 @@ pub enum ModuleError {
 impl ModuleError {
     /// Whether trying again later may help (a fetch), or not (a module that does not compile).
     pub fn is_transient(&self) -> bool {
-        matches!(self, ModuleError::Fetch { .. })
+        matches!(self, ModuleError::Fetch { .. } | ModuleError::CacheFull { .. })
+    }
+
+    /// The reason an instance waiting for it shows.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ModuleError::CacheFull { .. } => "ModuleCacheFull",
+            ModuleError::Fetch { .. } => "FetchFailed",
+            ModuleError::BadReference(_) | ModuleError::Load { .. } => "InvalidModule",
+        }
     }
 }
 
@@ -176,8 +193,21 @@ impl ModuleCache {
                 let fetch = |message: String| ModuleError::Fetch { digest: hex.to_owned(), message };
                 let bytes = self.client.get_module(None, hex).await.map_err(|e| fetch(e.to_string()))?.to_vec();
                 let partial = self.dir.join(format!("{hex}.wasm.partial"));
-                tokio::fs::write(&partial, &bytes).await.map_err(|e| fetch(format!("{}: {e}", partial.display())))?;
-                tokio::fs::rename(&partial, &path).await.map_err(|e| fetch(format!("{}: {e}", path.display())))?;
+                let written = match tokio::fs::write(&partial, &bytes).await {
+                    Ok(()) => tokio::fs::rename(&partial, &path).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = written {
+                    // What did not fit is not left to take the room others need.
+                    let _ = tokio::fs::remove_file(&partial).await;
+                    let message = format!("{}: {e}", partial.display());
+                    return Err(match e.kind() {
+                        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                            ModuleError::CacheFull { digest: hex.to_owned(), message }
+                        }
+                        _ => fetch(message),
+                    });
+                }
                 bytes
             }
         };
