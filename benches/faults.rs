@@ -7,7 +7,7 @@
 //! time from the heal until every member has applied a write made after it.
 //!
 //! `cargo bench --bench faults [leader-partitioned|minority-partitioned|flapping-partition|
-//! packet-loss|leader-paused]` (release build; needs root, iproute2 and iptables).
+//! packet-loss|leader-paused|packet-delay|membership-change-in-partition]` (release build; needs root, iproute2 and iptables).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -39,7 +39,9 @@ async fn main() {
         if !which.is_empty() && !which.iter().any(|w| w == fault.name()) {
             continue;
         }
-        let cluster = Cluster::start(&[]).await;
+        // Delayed round trips (40–120 ms) need a longer raft heartbeat than the default.
+        let extra: &[&str] = if fault == Fault::Delay { &["--raft-heartbeat", "150ms"] } else { &[] };
+        let cluster = Cluster::start(extra).await;
         let report = scenario::run(&cluster, &[fault], timing).await;
         println!("{} for {secs} s:\n{}", fault.name(), report.summary());
         report.assert_correct();

@@ -20,12 +20,19 @@ use scenario::{Cluster, Fault, Timing};
 const SHORT: Timing =
     Timing { healthy: Duration::from_secs(2), fault: Duration::from_secs(4), op_timeout: Duration::from_secs(2) };
 
-async fn survives(faults: &[Fault]) {
+async fn survives(faults: &[Fault], extra: &[&str]) {
     if !Network::available() {
         return;
     }
-    let cluster = Cluster::start(&[]).await;
+    let cluster = Cluster::start(extra).await;
     let report = scenario::run(&cluster, faults, SHORT).await;
+    if std::env::var("SHOAL_DEBUG_LOGS").is_ok() {
+        for m in &cluster.members {
+            for l in m.log().lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).take(15) {
+                eprintln!("LOG {l}");
+            }
+        }
+    }
     eprintln!("{}", report.summary());
     report.assert_correct();
     for f in &report.faults {
@@ -37,12 +44,18 @@ async fn survives(faults: &[Fault]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn partitions_of_the_leader_a_follower_and_in_turn_lose_nothing_and_stay_linearizable() {
-    survives(&[Fault::LeaderPartitioned, Fault::MinorityPartitioned, Fault::Flapping]).await;
+    survives(&[Fault::LeaderPartitioned, Fault::MinorityPartitioned, Fault::Flapping], &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_leader_and_lost_packets_lose_nothing_and_stay_linearizable() {
-    survives(&[Fault::LeaderPaused, Fault::Loss]).await;
+    survives(&[Fault::LeaderPaused, Fault::Loss], &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delayed_packets_and_a_membership_change_in_a_partition_lose_nothing_and_stay_linearizable() {
+    // Round trips of 40–120 ms need a heartbeat longer than that (see `--raft-heartbeat`).
+    survives(&[Fault::Delay, Fault::MembershipChanged], &["--raft-heartbeat", "150ms"]).await;
 }
 
 /// What the test saw of one workload on one node's ingress, polled.

@@ -258,7 +258,13 @@ pub async fn restore(backup: &Path, target: &RestoreTarget) -> anyhow::Result<Ba
         .context("restoring")??;
 
     let peers = PeerClient::new(&pki.ca_pem, &pki.cluster_token)?;
-    let options = StoreOptions { id: target.id, history_revisions: 100_000, snapshot_every: 5000, disk_reserve: 0 };
+    let options = StoreOptions {
+        id: target.id,
+        history_revisions: 100_000,
+        snapshot_every: 5000,
+        disk_reserve: 0,
+        raft_heartbeat: std::time::Duration::from_millis(50),
+    };
     let store = Store::open(&store_path, &options, peers).await.context("opening the new store")?;
     let installed = install(&store, &meta, target, &objects_file).await;
     store.shutdown().await;

@@ -81,6 +81,8 @@ pub struct ControlConfig {
     /// Bytes kept free on the data directory's file system: below it, writes are refused
     /// (see `store::disk`).
     pub disk_reserve: u64,
+    /// Raft's heartbeat interval (see `store::StoreOptions::raft_heartbeat`).
+    pub raft_heartbeat: std::time::Duration,
     /// Tunables of the scheduler and controllers.
     pub controllers: controllers::ControllerOptions,
     /// The cluster DNS server, if this node serves one.
@@ -115,6 +117,7 @@ impl ControlConfig {
             history_revisions: 100_000,
             snapshot_every: 5000,
             disk_reserve: 128 << 20,
+            raft_heartbeat: std::time::Duration::from_millis(50),
             controllers: controllers::ControllerOptions::default(),
             dns: None,
             admission: api::admission::Admission::default(),
@@ -186,6 +189,7 @@ impl ControlPlane {
             history_revisions: config.history_revisions,
             snapshot_every: config.snapshot_every,
             disk_reserve: config.disk_reserve,
+            raft_heartbeat: config.raft_heartbeat,
         };
         let store = Store::open(&config.data_dir.join("shoal.redb"), &options, peers.clone())
             .await

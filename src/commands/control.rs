@@ -58,6 +58,11 @@ pub struct ControlArgs {
     /// size.
     #[arg(long, default_value = "128Mi")]
     disk_reserve: shoal_api::quantity::Memory,
+    /// Raft's heartbeat interval, e.g. 50ms; an election starts after 3 to 6 missed ones. It
+    /// must exceed the round trip between members (raft gives up on a send after one interval):
+    /// raise it for members far apart, at the cost of a slower failover. The same on every member.
+    #[arg(long, default_value = "50ms", value_parser = crate::period::parse)]
+    raft_heartbeat: std::time::Duration,
     /// How long a node may go without a heartbeat before it is marked NotReady and its
     /// instances move elsewhere, e.g. 10s (ten of the nodes' default 1 s heartbeats: a loaded
     /// node or control plane that is late by a few beats is not declared dead).
@@ -174,6 +179,7 @@ impl ControlArgs {
             history_revisions: self.history_revisions,
             snapshot_every: self.snapshot_every,
             disk_reserve: self.disk_reserve.0,
+            raft_heartbeat: self.raft_heartbeat,
             controllers: shoal_control::controllers::ControllerOptions {
                 node_grace: self.node_grace,
                 resync: self.controller_resync,

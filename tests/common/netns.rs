@@ -10,6 +10,7 @@
 use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 /// One network: a bridge in the test's own namespace (which reaches every host through it)
 /// and the hosts on it, all removed on drop.
@@ -119,12 +120,116 @@ impl Network {
         iptables(host, &["-I", "INPUT", "-m", "statistic", "--mode", "random", "--probability", &p, "-j", "DROP"]);
     }
 
-    /// Ends every partition and loss on `hosts`.
+    /// Ends every partition, loss and delay on `hosts` (connections already made through a
+    /// relay keep going through it until the [`Delay`] is dropped).
     pub fn heal(&self, hosts: &[&Host]) {
         for host in hosts {
             iptables(host, &["-F", "INPUT"]);
+            iptables(host, &["-F", "OUTPUT"]);
+            iptables(host, &["-t", "nat", "-F", "OUTPUT"]);
         }
     }
+
+    /// Delays every byte that the hosts of `from` send to `to`'s TCP port `port` by `delay`
+    /// plus up to `jitter` (this kernel has no netem): their new connections to it are
+    /// redirected (DNAT in each sender's OUTPUT chain) to a relay in the test's namespace that
+    /// holds each chunk that long before passing it on, both ways; connections made before are
+    /// reset, so that they are made again through the relay. Ends when the [`Delay`] is dropped
+    /// (after [`Network::heal`]).
+    pub async fn delay(&self, from: &[&Host], to: &Host, port: u16, delay: Duration, jitter: Duration) -> Delay {
+        let listener = tokio::net::TcpListener::bind(format!("{}.1:0", self.prefix)).await.unwrap();
+        let relay = listener.local_addr().unwrap();
+        let target: std::net::SocketAddr = format!("{}:{port}", to.ip).parse().unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(relay_connections(listener, target, delay, jitter, stop.clone()));
+        let (port, relay) = (port.to_string(), relay.to_string());
+        for host in from {
+            let redirect = ["-p", "tcp", "-d", &to.ip, "--dport", &port, "-j", "DNAT", "--to-destination", &relay];
+            iptables(host, &[&["-t", "nat", "-A", "OUTPUT"][..], &redirect[..]].concat());
+            // What still goes to `to` directly was connected before: reset it.
+            let reset = ["-p", "tcp", "-d", &to.ip, "--dport", &port, "-j", "REJECT", "--reject-with", "tcp-reset"];
+            iptables(host, &[&["-A", "OUTPUT"][..], &reset[..]].concat());
+        }
+        Delay { stop }
+    }
+}
+
+/// A relay that delays traffic (see [`Network::delay`]); stops, closing what it carries, on drop.
+pub struct Delay {
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for Delay {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn relay_connections(
+    listener: tokio::net::TcpListener,
+    target: std::net::SocketAddr,
+    delay: Duration,
+    jitter: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let inbound = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((inbound, _)) => inbound,
+                Err(_) => continue,
+            },
+        };
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let Ok(outbound) = tokio::net::TcpStream::connect(target).await else { return };
+            let (from_client, to_client) = inbound.into_split();
+            let (from_server, to_server) = outbound.into_split();
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = futures::future::join(
+                    held_back(from_client, to_server, delay, jitter),
+                    held_back(from_server, to_client, delay, jitter),
+                ) => {}
+            }
+        });
+    }
+}
+
+/// Passes what `from` sends on to `to`, each chunk `delay` (plus up to `jitter`) after it was
+/// read, in order.
+async fn held_back(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+    jitter: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (queue, mut queued) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let reader = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut last = tokio::time::Instant::now();
+        while let Ok(n) = from.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            let extra = jitter.mul_f64(rand::random::<f64>());
+            last = last.max(tokio::time::Instant::now() + delay + extra);
+            if queue.send((last, buf[..n].to_vec())).is_err() {
+                break;
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((at, bytes)) = queued.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    futures::future::join(reader, writer).await;
 }
 
 fn iptables(host: &Host, args: &[&str]) {

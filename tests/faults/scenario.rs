@@ -35,12 +35,23 @@ pub enum Fault {
     Loss,
     /// The leader stopped with SIGSTOP, then let go on.
     LeaderPaused,
+    /// Every byte between members delayed by 20–60 ms (a relay; see `Network::delay`).
+    Delay,
+    /// A follower cut off, and meanwhile a fourth member added and removed again.
+    MembershipChanged,
 }
 
 impl Fault {
     #[allow(dead_code)] // the bench's list
-    pub const ALL: [Fault; 5] =
-        [Fault::LeaderPartitioned, Fault::MinorityPartitioned, Fault::Flapping, Fault::Loss, Fault::LeaderPaused];
+    pub const ALL: [Fault; 7] = [
+        Fault::LeaderPartitioned,
+        Fault::MinorityPartitioned,
+        Fault::Flapping,
+        Fault::Loss,
+        Fault::LeaderPaused,
+        Fault::Delay,
+        Fault::MembershipChanged,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -49,6 +60,8 @@ impl Fault {
             Fault::Flapping => "flapping-partition",
             Fault::Loss => "packet-loss",
             Fault::LeaderPaused => "leader-paused",
+            Fault::Delay => "packet-delay",
+            Fault::MembershipChanged => "membership-change-in-partition",
         }
     }
 }
@@ -70,7 +83,9 @@ pub struct Cluster {
     pub hosts: Vec<Host>,
     pub members: Vec<ControlProcess>,
     pub clients: Vec<Client>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    /// Members added by [`Fault::MembershipChanged`] so far.
+    added: AtomicU64,
 }
 
 impl Cluster {
@@ -93,7 +108,7 @@ impl Cluster {
             members.push(ControlProcess::start_on(Some(host), &dir.path().join(format!("m{id}")), &flags));
         }
         let clients: Vec<Client> = members.iter().map(|m| m.client()).collect();
-        let cluster = Cluster { net, hosts, members, clients, _dir: dir };
+        let cluster = Cluster { net, hosts, members, clients, dir, added: AtomicU64::new(0) };
         cluster.agreed_leader(Duration::from_secs(30)).await;
         cluster
     }
@@ -316,8 +331,20 @@ async fn apply(cluster: &Cluster, fault: Fault, timing: Timing, shared: &Shared)
             pause(cluster.members[leader].pid().unwrap());
             Some(leader)
         }
-        Fault::Flapping => None,
+        Fault::MembershipChanged => {
+            cluster.net.partition(&[hosts[follower]], &others(follower));
+            Some(follower)
+        }
+        Fault::Flapping | Fault::Delay => None,
     };
+    let mut delays = Vec::new();
+    if fault == Fault::Delay {
+        for (i, member) in cluster.members.iter().enumerate() {
+            let port: u16 = member.raft_addr.rsplit(':').next().unwrap().parse().unwrap();
+            let (delay, jitter) = (Duration::from_millis(5), Duration::from_millis(10));
+            delays.push(cluster.net.delay(&others(i), hosts[i], port, delay, jitter).await);
+        }
+    }
     let cut_at = Instant::now();
     if fault == Fault::Flapping {
         let mut turn = 0;
@@ -329,6 +356,9 @@ async fn apply(cluster: &Cluster, fault: Fault, timing: Timing, shared: &Shared)
             tokio::time::sleep(Duration::from_secs(1)).await;
             turn += 1;
         }
+    } else if fault == Fault::MembershipChanged {
+        change_members(cluster, leader, hosts[follower]).await;
+        tokio::time::sleep(timing.fault.saturating_sub(started.elapsed())).await;
     } else {
         tokio::time::sleep(timing.fault).await;
     }
@@ -337,6 +367,7 @@ async fn apply(cluster: &Cluster, fault: Fault, timing: Timing, shared: &Shared)
         Fault::LeaderPaused => resume(cluster.members[leader].pid().unwrap()),
         _ => cluster.net.heal(&hosts),
     }
+    drop(delays);
     let heal_to_converged = converge(cluster, healed_at).await;
 
     let ops = shared.ops.lock().unwrap();
@@ -357,6 +388,27 @@ async fn apply(cluster: &Cluster, fault: Fault, timing: Timing, shared: &Shared)
     let after_election: Vec<&&Sent> = during.iter().filter(|s| first_ok.is_some_and(|t| s.op.invoked >= t)).collect();
     let served = after_election.iter().filter(|s| matches!(s.op.outcome, Outcome::Ok(_))).count();
     FaultReport { fault, target, minority_acks, majority_writes: (served, after_election.len()), heal_to_converged }
+}
+
+/// Adds a fourth member (on a host of its own, cut off from `cut`, as the others are) through
+/// the `leader`, and removes it again.
+async fn change_members(cluster: &Cluster, leader: usize, cut: &Host) {
+    let n = cluster.added.fetch_add(1, Ordering::Relaxed);
+    let id = (4 + n).to_string();
+    let host = cluster.net.host();
+    cluster.net.partition(&[cut], &[&host]);
+    let pki = cluster.dir.path().join("m1/pki");
+    let flags = ["--id", id.as_str(), "--standby", "--pki-dir", pki.to_str().unwrap()];
+    let mut added = ControlProcess::start_on(Some(&host), &cluster.dir.path().join(format!("m{id}")), &flags);
+    let via = &cluster.members[leader];
+    let out = tokio::task::block_in_place(|| via.cli(&["member", "add", &id, &added.raft_addr]));
+    crate::common::ok_stdout(&out);
+    let out = tokio::task::block_in_place(|| via.cli(&["member", "remove", &id]));
+    crate::common::ok_stdout(&out);
+    wait_for(Duration::from_secs(15), "the removed member's process to stop", || {
+        std::future::ready(added.exited().map(|_| ()))
+    })
+    .await;
 }
 
 /// Time from `healed_at` until a write made after it is applied on every member.

@@ -160,6 +160,9 @@ pub struct StoreOptions {
     pub snapshot_every: u64,
     /// Bytes kept free on the data directory's file system: below it, writes are refused.
     pub disk_reserve: u64,
+    /// Raft's heartbeat interval; elections time out after 3 to 6 of them. openraft gives up
+    /// on an append after one interval, so it must exceed the round trip between members.
+    pub raft_heartbeat: Duration,
 }
 
 /// One member's store.
@@ -189,9 +192,9 @@ impl Store {
         let (sm, reader) = state_machine::StateMachine::new(db, writer, options.history_revisions, &snapshots)?;
         let config = openraft::Config {
             cluster_name: "shoal".into(),
-            heartbeat_interval: 50,
-            election_timeout_min: 150,
-            election_timeout_max: 300,
+            heartbeat_interval: options.raft_heartbeat.as_millis().max(1) as u64,
+            election_timeout_min: 3 * options.raft_heartbeat.as_millis().max(1) as u64,
+            election_timeout_max: 6 * options.raft_heartbeat.as_millis().max(1) as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_every.max(1)),
             max_in_snapshot_log_to_keep: (options.snapshot_every / 5).min(1000),
             max_payload_entries: 512,
