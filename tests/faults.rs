@@ -58,6 +58,15 @@ async fn delayed_packets_and_a_membership_change_in_a_partition_lose_nothing_and
     survives(&[Fault::Delay, Fault::MembershipChanged], &["--raft-heartbeat", "150ms"]).await;
 }
 
+/// Waits until `shoal get nodes` shows node `name` Ready.
+async fn node_ready(control: &common::ControlProcess, name: &str) {
+    common::wait_for(Duration::from_secs(20), &format!("node {name} Ready"), || async {
+        let nodes = common::ok_stdout(&control.cli(&["get", "nodes"]));
+        nodes.lines().any(|l| l.starts_with(&format!("{name} ")) && l.contains(" Ready")).then_some(())
+    })
+    .await;
+}
+
 /// What the test saw of one workload on one node's ingress, polled.
 #[derive(Default)]
 struct Served {
@@ -106,11 +115,7 @@ async fn a_cut_off_node_stops_its_singleton_before_the_replacement_starts_and_ke
     wait_running(&client, "solo", 1, Some("a"), Duration::from_secs(30)).await;
     wait_running(&client, "web", 1, Some("a"), Duration::from_secs(30)).await;
     let node_b = NodeProcess::start_on(&control, Some(&b), "b", &["--heartbeat", "200ms"]);
-    common::wait_for(Duration::from_secs(20), "node b Ready", || async {
-        let nodes = common::ok_stdout(&control.cli(&["get", "nodes"]));
-        nodes.lines().any(|l| l.starts_with("b ") && l.contains(" Ready")).then_some(())
-    })
-    .await;
+    node_ready(&control, "b").await;
 
     let stop = tokio_util::sync::CancellationToken::new();
     let solo_a = tokio::spawn(watch_serving(node_a.ingress.clone(), "solo.default.localhost", stop.clone()));
@@ -153,11 +158,7 @@ async fn a_cut_off_node_stops_its_singleton_before_the_replacement_starts_and_ke
 
     // Healed, node a is Ready again and does not start the instance it held: no lease names it.
     net.heal(&[&a, &c]);
-    common::wait_for(Duration::from_secs(20), "node a Ready again", || async {
-        let nodes = common::ok_stdout(&control.cli(&["get", "nodes"]));
-        nodes.lines().any(|l| l.starts_with("a ") && l.contains(" Ready")).then_some(())
-    })
-    .await;
+    node_ready(&control, "a").await;
     let stop = tokio_util::sync::CancellationToken::new();
     let after = tokio::spawn(watch_serving(node_a.ingress.clone(), "solo.default.localhost", stop.clone()));
     tokio::time::sleep(Duration::from_secs(1)).await;
