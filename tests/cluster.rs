@@ -300,16 +300,17 @@ async fn a_member_behind_the_last_snapshot_installs_it_and_fetches_the_module_by
         (std::fs::metadata(&path).ok()?.len() == module.len() as u64).then_some(())
     })
     .await;
-    // One snapshot file is kept, whatever was built or installed before.
+    // One snapshot file is kept, whatever was built or installed before (once a snapshot still
+    // being received, a `.partial`, has landed).
     for m in [&back, &members[up]] {
-        let files: Vec<_> = std::fs::read_dir(m.data_dir.join("snapshots")).unwrap().flatten().collect();
-        assert_eq!(
-            files.len(),
-            1,
-            "{}: {:?}",
-            m.data_dir.display(),
-            files.iter().map(|f| f.file_name()).collect::<Vec<_>>()
-        );
+        let dir = m.data_dir.join("snapshots");
+        let what = format!("one snapshot file in {}", dir.display());
+        wait_for(Duration::from_secs(15), &what, || async {
+            let files: Vec<String> =
+                std::fs::read_dir(&dir).ok()?.flatten().map(|f| f.file_name().to_string_lossy().into_owned()).collect();
+            (files.len() == 1 && files[0].ends_with(".snap")).then_some(())
+        })
+        .await;
     }
 }
 
