@@ -456,19 +456,6 @@ async fn members_are_removed_under_write_load_added_and_replaced_and_nothing_is_
     assert!(!out.status.success() && stderr.contains("quorum"), "{stderr}");
 }
 
-/// Fills `disk` until it has `left` bytes free; returns the file that fills it.
-fn fill(disk: &common::Tmpfs, left: u64) -> std::path::PathBuf {
-    use std::io::Write;
-    let path = disk.path.join("filler");
-    let mut filler = std::fs::File::create(&path).unwrap();
-    let chunk = vec![7u8; 1 << 20];
-    while disk.free() > left {
-        filler.write_all(&chunk).unwrap();
-        filler.sync_all().unwrap();
-    }
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_follower_whose_disk_fills_stops_the_cluster_s_writes_until_it_has_room_and_raft_keeps_running() {
     let disks: Vec<common::Tmpfs> = match (1..=3).map(|_| common::Tmpfs::mount("64m")).collect::<Option<Vec<_>>>() {
@@ -484,7 +471,7 @@ async fn a_follower_whose_disk_fills_stops_the_cluster_s_writes_until_it_has_roo
     let client = members[leader as usize - 1].client();
     client.create(&namespace("before")).await.unwrap();
 
-    let filler = fill(&disks[follower as usize - 1], 4 << 20);
+    let filler = disks[follower as usize - 1].fill(4 << 20);
     let refused = wait_for(Duration::from_secs(10), "the leader refusing writes for a follower's disk", || async {
         match client.create(&namespace(&format!("n{}", rand::random::<u32>()))).await {
             Err(e) if e.reason() == Some(shoal_api::Reason::InsufficientStorage) => Some(e),

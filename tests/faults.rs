@@ -183,7 +183,6 @@ async fn configs(client: &shoal_api::Client) -> std::collections::BTreeSet<Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_whose_disk_fills_refuses_writes_loses_nothing_and_writes_again_when_space_returns() {
-    use std::io::Write;
     let Some(disk) = common::Tmpfs::mount("96m") else { return };
     let data = disk.path.join("control");
     let mut control = common::ControlProcess::start(&data, &["--disk-reserve", "24Mi"]);
@@ -196,13 +195,7 @@ async fn a_member_whose_disk_fills_refuses_writes_loses_nothing_and_writes_again
     }
 
     // Filled to 8 MiB free, below the reserve of 24 MiB.
-    let filler_path = disk.path.join("filler");
-    let mut filler = std::fs::File::create(&filler_path).unwrap();
-    let chunk = vec![7u8; 1 << 20];
-    while disk.free() > 8 << 20 {
-        filler.write_all(&chunk).unwrap();
-        filler.sync_all().unwrap();
-    }
+    let filler_path = disk.fill(8 << 20);
     // The free space is read at most every 200 ms: a write or two may still land, acknowledged.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let refused = loop {
@@ -227,7 +220,6 @@ async fn a_member_whose_disk_fills_refuses_writes_loses_nothing_and_writes_again
     assert_eq!(upload.reason(), Some(shoal_api::Reason::InsufficientStorage), "a module upload: {upload}");
 
     // Space returns: writes are taken again, without a restart.
-    drop(filler);
     std::fs::remove_file(&filler_path).unwrap();
     common::wait_for(Duration::from_secs(10), "a write taken once space returned", || async {
         client.create(&config("after")).await.ok()

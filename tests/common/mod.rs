@@ -192,6 +192,19 @@ impl Tmpfs {
         assert!(out.status.success(), "remount: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// Fills it until it has `left` bytes free; returns the file that fills it.
+    pub fn fill(&self, left: u64) -> PathBuf {
+        use std::io::Write;
+        let path = self.path.join("filler");
+        let mut filler = std::fs::File::create(&path).unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        while self.free() > left {
+            filler.write_all(&chunk).unwrap();
+            filler.sync_all().unwrap();
+        }
+        path
+    }
+
     /// Bytes free on it.
     pub fn free(&self) -> u64 {
         let out = Command::new("df").args(["-B1", "--output=avail"]).arg(&self.path).output().unwrap();
