@@ -100,9 +100,19 @@ async fn vote(State(s): State<RaftState>, body: Bytes) -> Response {
     }
 }
 
+/// A snapshot chunk is received in a task of its own, so that a peer giving up on the request
+/// (its timeout, a reset) does not cut the receive or the install short half way.
 async fn snapshot(State(s): State<RaftState>, body: Bytes) -> Response {
     match decode(&body) {
-        Ok(rpc) => encode(&s.store.raft().install_snapshot(rpc).await),
+        Ok(rpc) => {
+            let raft = s.store.raft().clone();
+            match tokio::spawn(async move { raft.install_snapshot(rpc).await }).await {
+                Ok(answer) => encode(&answer),
+                Err(e) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, format!("receiving the snapshot chunk: {e}")).into_response()
+                }
+            }
+        }
         Err(r) => r,
     }
 }

@@ -66,7 +66,7 @@ impl SnapshotDir {
             }
         }
         let name = format!("receiving-{}.partial", uuid::Uuid::new_v4().simple());
-        SnapshotFile::create(self.path(&name)).await.map_err(io_err)
+        SnapshotFile::create(self.path(&name)).map_err(io_err)
     }
 
     /// The current snapshot, if there is one.

@@ -7,6 +7,7 @@
 //! the key, a `u32` value length, the value.
 
 use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -20,23 +21,32 @@ const MAGIC: &[u8] = b"shoal-snapshot-1\n";
 pub const MAX_RECORD: usize = 64 << 20;
 
 /// openraft's snapshot data: a file, and where it is.
+///
+/// Reads and writes are positional and done in the poll that asks for them, so every one is
+/// whole or not started when its future is dropped. This matters on the receiving side:
+/// openraft's chunk receiver seeks only when a chunk's offset differs from the one it expects,
+/// and a peer whose request timed out retries the same chunk. With a file that writes in the
+/// background (tokio's), a chunk handler dropped half way left the file's position past the
+/// receiver's offset, the retried chunk landed behind the half-written one, and the snapshot
+/// could not be installed. A chunk is at most openraft's `snapshot_max_chunk_size` (3 MiB),
+/// written into the page cache: short enough to do on the runtime's thread.
 #[derive(Debug)]
 pub struct SnapshotFile {
-    file: tokio::fs::File,
+    file: std::fs::File,
     path: PathBuf,
+    position: u64,
 }
 
 impl SnapshotFile {
     /// A new, empty file at `path` to receive a snapshot into.
-    pub async fn create(path: PathBuf) -> std::io::Result<SnapshotFile> {
-        let file = tokio::fs::File::options().read(true).write(true).create(true).truncate(true).open(&path).await?;
-        Ok(SnapshotFile { file, path })
+    pub fn create(path: PathBuf) -> std::io::Result<SnapshotFile> {
+        let file = std::fs::File::options().read(true).write(true).create(true).truncate(true).open(&path)?;
+        Ok(SnapshotFile { file, path, position: 0 })
     }
 
     /// The snapshot at `path`, to read.
     pub fn open(path: PathBuf) -> std::io::Result<SnapshotFile> {
-        let file = tokio::fs::File::from_std(std::fs::File::open(&path)?);
-        Ok(SnapshotFile { file, path })
+        Ok(SnapshotFile { file: std::fs::File::open(&path)?, path, position: 0 })
     }
 
     /// Where it is.
@@ -46,32 +56,54 @@ impl SnapshotFile {
 }
 
 impl AsyncRead for SnapshotFile {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.file).poll_read(cx, buf)
+    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let read = loop {
+            match this.file.read_at(buf.initialize_unfilled(), this.position) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        let n = read?;
+        buf.advance(n);
+        this.position += n as u64;
+        Poll::Ready(Ok(()))
     }
 }
 
 impl AsyncWrite for SnapshotFile {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.file).poll_write(cx, buf)
+    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        this.file.write_all_at(buf, this.position)?;
+        this.position += buf.len() as u64;
+        Poll::Ready(Ok(buf.len()))
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.file).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.file).poll_shutdown(cx)
+    /// Nothing to do: the install makes the file durable before it records it as current.
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 
 impl AsyncSeek for SnapshotFile {
-    fn start_seek(mut self: Pin<&mut Self>, position: std::io::SeekFrom) -> std::io::Result<()> {
-        Pin::new(&mut self.file).start_seek(position)
+    fn start_seek(mut self: Pin<&mut Self>, to: std::io::SeekFrom) -> std::io::Result<()> {
+        let (base, delta) = match to {
+            std::io::SeekFrom::Start(at) => (at, 0),
+            std::io::SeekFrom::End(delta) => (self.file.metadata()?.len(), delta),
+            std::io::SeekFrom::Current(delta) => (self.position, delta),
+        };
+        self.position = base
+            .checked_add_signed(delta)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a seek before the start"))?;
+        Ok(())
     }
 
-    fn poll_complete(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<u64>> {
-        Pin::new(&mut self.file).poll_complete(cx)
+    fn poll_complete(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<u64>> {
+        Poll::Ready(Ok(self.position))
     }
 }
 
@@ -172,6 +204,32 @@ fn read_record(input: &mut impl Read) -> std::io::Result<Option<(String, Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What openraft's chunk receiver relies on: a write is done in the poll that starts it
+    /// (so a dropped chunk handler leaves none half done), and a chunk received again, or out
+    /// of order after a seek, lands where its offset says.
+    #[tokio::test]
+    async fn chunks_land_at_their_offsets_and_each_write_is_done_in_one_poll() {
+        use std::future::Future;
+        use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = SnapshotFile::create(dir.path().join("r.partial")).unwrap();
+        let chunk = vec![7u8; 5 << 20];
+        let mut write = std::pin::pin!(file.write_all(&chunk));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(write.as_mut().poll(&mut cx).is_ready(), "a 5 MiB write finished in its first poll");
+        file.write_all(b"tail").await.unwrap();
+        file.seek(std::io::SeekFrom::Start(1)).await.unwrap();
+        file.write_all(b"xy").await.unwrap();
+        assert_eq!(file.seek(std::io::SeekFrom::End(0)).await.unwrap(), (5 << 20) + 4);
+        file.seek(std::io::SeekFrom::Start(0)).await.unwrap();
+        let mut back = Vec::new();
+        file.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back.len(), (5 << 20) + 4);
+        assert_eq!(&back[..4], &[7, b'x', b'y', 7]);
+        assert_eq!(&back[back.len() - 4..], b"tail");
+        assert!(file.seek(std::io::SeekFrom::Current(-(1 << 30))).await.is_err(), "before the start");
+    }
 
     #[test]
     fn records_come_back_as_written_and_damage_is_an_error() {
