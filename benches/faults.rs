@@ -34,6 +34,7 @@ async fn main() {
         healthy: Duration::from_secs(5),
         fault: Duration::from_secs(secs),
         op_timeout: Duration::from_secs(2),
+        delay: (Duration::from_millis(20), Duration::from_millis(40)),
     };
     for fault in Fault::ALL {
         if !which.is_empty() && !which.iter().any(|w| w == fault.name()) {

@@ -35,7 +35,7 @@ pub enum Fault {
     Loss,
     /// The leader stopped with SIGSTOP, then let go on.
     LeaderPaused,
-    /// Every byte between members delayed by 20–60 ms (a relay; see `Network::delay`).
+    /// Every byte between members delayed by [`Timing::delay`] (a relay; see `Network::delay`).
     Delay,
     /// A follower cut off, and meanwhile a fourth member added and removed again.
     MembershipChanged,
@@ -75,6 +75,9 @@ pub struct Timing {
     pub fault: Duration,
     /// How long a client waits for an answer before it counts the operation unknown.
     pub op_timeout: Duration,
+    /// Under [`Fault::Delay`], each byte's one-way delay: at least the first, plus up to the
+    /// second.
+    pub delay: (Duration, Duration),
 }
 
 /// Three members on hosts of their own.
@@ -341,7 +344,7 @@ async fn apply(cluster: &Cluster, fault: Fault, timing: Timing, shared: &Shared)
     if fault == Fault::Delay {
         for (i, member) in cluster.members.iter().enumerate() {
             let port: u16 = member.raft_addr.rsplit(':').next().unwrap().parse().unwrap();
-            let (delay, jitter) = (Duration::from_millis(5), Duration::from_millis(10));
+            let (delay, jitter) = timing.delay;
             delays.push(cluster.net.delay(&others(i), hosts[i], port, delay, jitter).await);
         }
     }

@@ -67,18 +67,37 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 type RpcResult<T, E> = Result<T, RPCError<MemberId, BasicNode, RaftError<MemberId, E>>>;
 
+/// How long at least an RPC openraft gave up on may go on in the background. openraft gives up
+/// on an AppendEntries after one heartbeat interval; dropping the request there would close its
+/// HTTP/1.1 connection, and the next request would pay TCP's and TLS's handshakes first: two
+/// more round trips, so that on a long round trip every request after one timeout timed out
+/// too (seen with 20–60 ms of one-way delay: 3 writes in 4 s). Let finish, the request hands
+/// its connection back to the pool warm. How many linger is bounded by this and by the one
+/// request at a time openraft sends each peer per heartbeat interval.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Connection {
-    async fn call<Req, Resp, E>(&self, path: &str, request: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+    async fn call<Req, Resp, E>(&self, path: &'static str, request: &Req, option: &RPCOption) -> RpcResult<Resp, E>
     where
         Req: serde::Serialize,
-        Resp: serde::de::DeserializeOwned,
-        E: std::error::Error + serde::de::DeserializeOwned,
+        Resp: serde::de::DeserializeOwned + Send + 'static,
+        E: std::error::Error + serde::de::DeserializeOwned + Send + 'static,
     {
-        let answer: Result<Resp, RaftError<MemberId, E>> =
-            self.peers.call(&self.addr, path, request, option.hard_ttl()).await.map_err(|e| match e {
-                PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
-                PeerError::Failed { .. } => RPCError::Network(NetworkError::new(&e)),
-            })?;
+        let unsent = |e: PeerError| RPCError::Network(NetworkError::new(&e));
+        let body = self.peers.encode(&self.addr, path, request).map_err(unsent)?;
+        let (peers, addr, ttl) = (self.peers.clone(), self.addr.clone(), option.hard_ttl().max(LINGER));
+        // openraft's own timer drops this future at its hard TTL; the task goes on.
+        let call = tokio::spawn(async move {
+            peers.call_encoded::<Result<Resp, RaftError<MemberId, E>>>(&addr, path, body, ttl).await
+        });
+        let answer = match call.await {
+            Ok(answer) => answer,
+            Err(e) => Err(PeerError::Failed { url: format!("https://{}{path}", self.addr), message: e.to_string() }),
+        };
+        let answer = answer.map_err(|e| match e {
+            PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+            PeerError::Failed { .. } => RPCError::Network(NetworkError::new(&e)),
+        })?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }

@@ -68,9 +68,25 @@ impl PeerClient {
         request: &Req,
         timeout: Duration,
     ) -> Result<Resp, PeerError> {
+        let body = self.encode(addr, path, request)?;
+        self.call_encoded(addr, path, body, timeout).await
+    }
+
+    /// The body of a call of `request` to `path` on `addr`.
+    pub fn encode<Req: Serialize>(&self, addr: &str, path: &str, request: &Req) -> Result<Vec<u8>, PeerError> {
+        postcard::to_allocvec(request)
+            .map_err(|e| PeerError::Failed { url: format!("https://{addr}{path}"), message: e.to_string() })
+    }
+
+    /// [`PeerClient::call`] with the request encoded already.
+    pub async fn call_encoded<Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError> {
         let url = format!("https://{addr}{path}");
-        let body = postcard::to_allocvec(request)
-            .map_err(|e| PeerError::Failed { url: url.clone(), message: e.to_string() })?;
         let (status, bytes) = self.send(reqwest::Method::POST, &url, Some(body.into()), timeout).await?;
         let failed = |message: String| PeerError::Failed { url: url.clone(), message };
         if !status.is_success() {
