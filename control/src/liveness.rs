@@ -127,12 +127,12 @@ impl Liveness {
 
     /// How long a fencing lease lasts from the node's sending of the beat.
     pub fn lease_duration(&self) -> Duration {
-        self.beats.lock().expect("liveness lock").grace / 4
+        lease_of(self.beats.lock().expect("liveness lock").grace)
     }
 
     /// How recent a confirmation of leadership must be for a lease to be granted.
     pub fn confirm_window(&self) -> Duration {
-        self.beats.lock().expect("liveness lock").grace / 8
+        confirm_window_of(self.beats.lock().expect("liveness lock").grace)
     }
 
     /// How long a singleton workload waits, after its instance was seen gone (and after a new
@@ -169,12 +169,22 @@ impl Liveness {
         let beats = self.beats.lock().expect("liveness lock");
         let term = term.filter(|t| beats.term == Some(*t))?;
         let (confirmed_term, at) = beats.confirmed?;
-        if confirmed_term != term || now.saturating_duration_since(at) > beats.grace / 8 {
+        if confirmed_term != term || now.saturating_duration_since(at) > confirm_window_of(beats.grace) {
             return None;
         }
-        let millis = (beats.grace / 4).as_millis() as u64;
+        let millis = lease_of(beats.grace).as_millis() as u64;
         Some(Lease { millis, singletons: beats.singletons.get(node).cloned().unwrap_or_default() })
     }
+}
+
+/// A fencing lease's length for nodes given `grace` (`L` in the module's argument).
+fn lease_of(grace: Duration) -> Duration {
+    grace / 4
+}
+
+/// How recent a leadership confirmation must be to grant a lease (`W`).
+fn confirm_window_of(grace: Duration) -> Duration {
+    grace / 8
 }
 
 /// While this member leads, confirms its leadership with a quorum often enough that leases

@@ -104,13 +104,17 @@ impl DiskGuard {
     /// Why writes are refused now: this member's disk, or (on the leader) one of the `voters`
     /// that reported a low disk within [`REPORT_TTL`].
     /// `bytes` is what the write itself will take here beyond raft's log (a module's bytes).
-    pub fn refusal(&self, voters: &[MemberId], bytes: u64, now: Instant) -> Option<String> {
+    pub fn refusal(&self, voters: impl FnOnce() -> Vec<MemberId>, bytes: u64, now: Instant) -> Option<String> {
         if let Some(why) = self.own_refusal_of(bytes, now) {
             return Some(why);
         }
         let mut low = self.low_members.lock().expect("disk reports lock");
         low.retain(|_, (at, _)| now.duration_since(*at) < REPORT_TTL);
-        voters.iter().find_map(|id| low.get(id).map(|(_, why)| format!("member {id}: {why}")))
+        if low.is_empty() {
+            // The common case: no member low, and no need to ask raft who votes.
+            return None;
+        }
+        voters().iter().find_map(|id| low.get(id).map(|(_, why)| format!("member {id}: {why}")))
     }
 }
 
@@ -123,20 +127,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let now = Instant::now();
         let roomy = DiskGuard::new(dir.path().to_owned(), 0);
-        assert_eq!(roomy.refusal(&[1, 2, 3], 0, now), None);
+        assert_eq!(roomy.refusal(|| vec![1, 2, 3], 0, now), None);
         let full = DiskGuard::new(dir.path().to_owned(), u64::MAX);
-        let why = full.refusal(&[1], 0, now).expect("no file system has u64::MAX bytes free");
+        let why = full.refusal(|| vec![1], 0, now).expect("no file system has u64::MAX bytes free");
         assert!(why.contains("--disk-reserve") && why.contains(&dir.path().display().to_string()), "{why}");
-        let why = roomy.refusal(&[1], u64::MAX, now).expect("no room for u64::MAX bytes more");
+        let why = roomy.refusal(|| vec![1], u64::MAX, now).expect("no room for u64::MAX bytes more");
         assert!(why.contains("more"), "{why}");
 
         roomy.record(DiskReport { id: 2, low: Some("the data directory is full".into()) }, now);
-        let why = roomy.refusal(&[1, 2, 3], 0, now).expect("member 2 is low");
+        let why = roomy.refusal(|| vec![1, 2, 3], 0, now).expect("member 2 is low");
         assert!(why.starts_with("member 2: "), "{why}");
-        assert_eq!(roomy.refusal(&[1, 3], 0, now), None, "a member that is not a voter does not count");
-        assert_eq!(roomy.refusal(&[1, 2, 3], 0, now + REPORT_TTL), None, "a report not repeated expires");
+        assert_eq!(roomy.refusal(|| vec![1, 3], 0, now), None, "a member that is not a voter does not count");
+        assert_eq!(roomy.refusal(|| vec![1, 2, 3], 0, now + REPORT_TTL), None, "a report not repeated expires");
         roomy.record(DiskReport { id: 2, low: Some("full".into()) }, now);
         roomy.record(DiskReport { id: 2, low: None }, now);
-        assert_eq!(roomy.refusal(&[1, 2, 3], 0, now), None, "member 2 has room again");
+        assert_eq!(roomy.refusal(|| vec![1, 2, 3], 0, now), None, "member 2 has room again");
     }
 }

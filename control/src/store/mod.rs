@@ -344,8 +344,8 @@ impl Store {
     /// reserve, or this member's would be after `bytes` more (a module's, stored beside the
     /// log).
     pub fn room_for_writes_of(&self, bytes: u64) -> Result<(), StoreError> {
-        let voters: Vec<MemberId> = self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
-        match self.disk.refusal(&voters, bytes, Instant::now()) {
+        let voters = || self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        match self.disk.refusal(voters, bytes, Instant::now()) {
             Some(why) => Err(StoreError::DiskFull(why)),
             None => Ok(()),
         }
