@@ -56,7 +56,9 @@ impl SnapshotDir {
     }
 
     /// A new file to receive a snapshot into (one stream at a time: any earlier one that was
-    /// given up is removed).
+    /// given up is removed). A stream the leader gives up on without starting another (it
+    /// learnt the member caught up) leaves its file until the next receive or a restart: at
+    /// most one, openraft holding the stream open meanwhile, so it cannot be removed under it.
     pub async fn receiving(&self) -> Result<SnapshotFile, StorageError> {
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for entry in entries.flatten() {
