@@ -108,6 +108,22 @@ async fn watch_serving(ingress: String, host: &'static str, stop: tokio_util::sy
     served
 }
 
+/// The names of the Instances bound to `node`.
+async fn bound_to(client: &shoal_api::Client, node: &str) -> std::collections::BTreeSet<String> {
+    let list = client.list_of::<shoal_api::resources::instance::InstanceKind>(Some("default")).await.unwrap();
+    let here = list.items.into_iter().filter(|i| i.spec.node.as_ref().is_some_and(|n| n.as_str() == node));
+    here.map(|i| i.metadata.name.to_string()).collect()
+}
+
+/// The names of the instances node `node` runs, from its per-instance metrics; `None` while the
+/// control plane cannot reach it.
+async fn hosted_on(client: &shoal_api::Client, node: &str) -> Option<std::collections::BTreeSet<String>> {
+    let metrics = client.node_metrics(node, true).await.ok()?;
+    let lines = metrics.lines().filter(|l| l.starts_with("shoal_node_instance_memory_bytes{"));
+    let name = |l: &str| l.split("instance=\"").nth(1).and_then(|r| r.split('"').next()).map(str::to_owned);
+    Some(lines.filter_map(name).collect())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cut_off_node_stops_its_singleton_before_the_replacement_starts_and_keeps_serving_the_rest() {
     use common::workloads::{apply, wait_running, workload_yaml};
@@ -170,6 +186,18 @@ async fn a_cut_off_node_stops_its_singleton_before_the_replacement_starts_and_ke
 
     // Healed, node a is Ready again and does not start the instance it held: no lease names it.
     net.heal(&[&a, &c]);
+    let healed = std::time::Instant::now();
+    let converged = common::wait_for(Duration::from_secs(20), "every node running what is bound to it", || async {
+        for node in ["a", "b"] {
+            let (bound, hosted) = (bound_to(&client, node).await, hosted_on(&client, node).await?);
+            if bound != hosted {
+                return None;
+            }
+        }
+        Some(healed.elapsed())
+    })
+    .await;
+    eprintln!("heal to converged (every node running exactly the instances bound to it): {converged:?}");
     node_ready(&control, "a").await;
     let stop = tokio_util::sync::CancellationToken::new();
     let after = tokio::spawn(watch_serving(node_a.ingress.clone(), "solo.default.localhost", stop.clone()));

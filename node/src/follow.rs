@@ -64,16 +64,25 @@ async fn once<R: Resource, F: Follower<R>>(
 /// Follows kind `R` (every namespace the client may see) into `follower` until `shutdown`. A
 /// watch that breaks (or goes silent: a half-open connection) is resumed from the last revision
 /// seen; only when the history no longer reaches back that far (410) is everything listed again.
+/// A watch that got somewhere (a list, a change, a bookmark) before it broke starts its back-off
+/// over: a blip after hours of watching is retried at once, not after the back-off an earlier
+/// outage had grown to.
 pub async fn follow<R: Resource, F: Follower<R>>(client: &Client, follower: &mut F, shutdown: &CancellationToken) {
-    let mut delay = Duration::from_millis(200);
+    const FIRST: Duration = Duration::from_millis(200);
+    const MOST: Duration = Duration::from_secs(5);
+    let mut delay = FIRST;
     let mut resume = None;
     while !shutdown.is_cancelled() {
+        let before = resume;
         match once(client, follower, &mut resume, shutdown).await {
-            Ok(()) => delay = Duration::from_millis(200),
+            Ok(()) => delay = FIRST,
             Err(e) if e.reason() == Some(Reason::Gone) => resume = None,
             Err(e) => {
                 follower.lost(&e);
-                delay = (delay * 2).min(Duration::from_secs(5));
+                delay = match resume != before {
+                    true => FIRST,
+                    false => (delay * 2).min(MOST),
+                };
             }
         }
         tokio::select! {
