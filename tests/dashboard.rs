@@ -270,8 +270,13 @@ async fn the_dashboard_shows_each_page_live_and_a_tenant_only_its_namespace() {
     assert!(rows.iter().all(|r| r[0] == "alpha"), "a tenant sees only its namespace: {rows:?}");
     browser.open("Instances").await;
     browser.wait_until("alpha's instance", |t| t.contains("shop")).await;
-    let rows = browser.rows("instances").await;
-    assert!(!rows.is_empty() && rows.iter().all(|r| r[0] == "alpha"), "{rows:?}");
+    // The page's text may show the name before the table has its rows.
+    let rows = wait_for(Duration::from_secs(30), "rows in the instances table", || async {
+        let rows = browser.rows("instances").await;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert!(rows.iter().all(|r| r[0] == "alpha"), "{rows:?}");
     browser.open("Events").await;
     let events = browser.wait_until("alpha's quota event", |t| t.contains("FailedCreate")).await;
     assert!(!events.contains("default"), "a tenant's events are its namespace's: {events}");

@@ -221,23 +221,31 @@ pub fn router(parts: ApiParts, limits: ApiLimits) -> anyhow::Result<Router> {
         .merge(activations)
         .merge(modules)
         .merge(members)
-        .layer(axum::Extension(hub))
-        .layer(axum::Extension(admission))
-        .layer(axum::Extension(sealer))
-        .layer(axum::Extension(tokens))
-        .layer(axum::Extension(tokens::NodeCertValidity(node_cert_validity)))
+        .fallback(|| async { error::ApiError::new(shoal_api::Reason::NotFound, "no such endpoint") });
+    // Middleware wraps the routers whole, not each route (as `Router::layer` does): a `from_fn`
+    // layer clones what it wraps for every request, and a per-route stack is a chain of boxed
+    // services, so a beat paid for some thirty allocations before it reached its handler.
+    let api = tower::ServiceBuilder::new()
+        .layer(axum::Extension(metrics.clone()))
         .layer(middleware::from_fn_with_state(auth, auth::require_token))
-        .layer(axum::Extension(metrics.clone()));
-    Ok(Router::new()
+        .layer(axum::Extension(tokens::NodeCertValidity(node_cert_validity)))
+        .layer(axum::Extension(tokens))
+        .layer(axum::Extension(sealer))
+        .layer(axum::Extension(admission))
+        .layer(axum::Extension(hub))
+        .service(api);
+    let site = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/version", get(health::version))
         .merge(dashboard::router())
-        .merge(api)
-        .layer(DefaultBodyLimit::max(MAX_OBJECT_BYTES))
-        .layer(middleware::from_fn(refuse_unsupported_dry_run))
-        .layer(middleware::from_fn(errors_as_status))
-        .layer(middleware::from_fn_with_state(metrics, count_request))
         .with_state(store)
-        .fallback(|| async { error::ApiError::new(shoal_api::Reason::NotFound, "no such endpoint") }))
+        .fallback_service(api);
+    let site = tower::ServiceBuilder::new()
+        .layer(middleware::from_fn_with_state(metrics, count_request))
+        .layer(middleware::from_fn(errors_as_status))
+        .layer(middleware::from_fn(refuse_unsupported_dry_run))
+        .layer(DefaultBodyLimit::max(MAX_OBJECT_BYTES))
+        .service(site);
+    Ok(Router::new().fallback_service(site))
 }
