@@ -1,6 +1,6 @@
 //! Controller-manager benchmarks with hollow nodes (`shoal node --hollow N`: the real node code
-//! paths against the real API, with real node tokens, the runtime replaced) against one real
-//! `shoal control` (release build):
+//! paths against the real API, with real node tokens, the runtime replaced) against real
+//! `shoal control` members (release build; one unless `SHOAL_CONTROL_MEMBERS` says more):
 //!
 //! - `liveness`: N hollow nodes (default 1000; `SHOAL_HOLLOW_NODES=N`) beating every second;
 //!   the control plane's CPU over 10 s with nothing else to do, as a share of one core.
@@ -10,10 +10,17 @@
 //! - `creation`: workloads of one replica created by 64 clients until 15,000 are stored
 //!   (`SHOAL_CREATE_WORKLOADS`); creates/s over the first 1,000 and over the last 1,000.
 //! - then the memory figure: the control plane's resident memory per stored instance, over what
-//!   it held with the nodes alone.
+//!   it held with the nodes alone (each member's).
+//! - `store`: the store's create rate at 64 clients (20,000 Configs; `SHOAL_STORE_CREATES`),
+//!   beside the nodes, for comparison with the bind rate.
+//!
+//! `SHOAL_CONTROL_MEMBERS=3` runs three members instead of one (the nodes spread over them, the
+//! CPU figures summed over them). During `binds` one client GETs one object and another creates
+//! Configs, one request at a time, through a member that is not the leader: their latencies.
 //!
 //! Throughout, a watch of the Nodes counts every node marked NotReady (there must be none: the
-//! hollow agents run the whole time). `cargo bench --bench controllers`.
+//! hollow agents run the whole time). `cargo bench --bench controllers [liveness] [binds]
+//! [creation] [store]`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -45,14 +52,16 @@ impl Drop for Hollow {
     }
 }
 
-fn start_hollow(control: &ControlProcess, count: usize) -> Hollow {
+/// `count` hollow nodes named `prefix-N`, joined to `control`'s API; the cluster CA is in `ca`.
+fn start_hollow(control: &ControlProcess, ca: &std::path::Path, prefix: &str, count: usize) -> Hollow {
     let config = control.client_config();
-    let ca = control.data_dir.join("pki/ca.pem");
     let count = count.to_string();
     let args = [
         "node",
         "--hollow",
         &count,
+        "--hollow-prefix",
+        prefix,
         "--join",
         &control.api_url,
         "--token",
@@ -68,7 +77,7 @@ fn start_hollow(control: &ControlProcess, count: usize) -> Hollow {
         "--max-instances",
         "1000",
     ];
-    let log = control.data_dir.join("hollow.log");
+    let log = control.data_dir.join(format!("{prefix}.log"));
     let (child, _) = spawn_announcing(&args, &control.config_path, &log, &["hollow nodes running: "]);
     Hollow(child)
 }
@@ -191,20 +200,107 @@ fn rate(times: &[Instant]) -> f64 {
     (times.len() - 1) as f64 / span.as_secs_f64()
 }
 
+/// `n` control members (the first founds the cluster, the others join it with its PKI), all
+/// voting; returns them with the leader first.
+async fn start_members(dir: &std::path::Path, n: usize) -> Vec<ControlProcess> {
+    // Members that share two cores with thousands of hollow nodes answer raft late: at the
+    // default 50 ms heartbeat a saturated machine misses read-index rounds (503s) and elections
+    // follow. A longer heartbeat, as for members far apart (`--raft-heartbeat`).
+    let heartbeat = std::env::var("SHOAL_BENCH_RAFT_HEARTBEAT").unwrap_or_else(|_| "200ms".into());
+    let timing = if n > 1 { vec!["--raft-heartbeat", heartbeat.as_str()] } else { vec![] };
+    let grace = [&["--node-grace", "10s"][..], &timing].concat();
+    let first = ControlProcess::start(&dir.join("m1"), &[&["--id", "1"][..], &grace].concat());
+    let pki = dir.join("m1/pki");
+    let mut members = vec![first];
+    for id in 2..=n {
+        let (id, join) = (id.to_string(), members[0].raft_addr.clone());
+        let flags = [&["--id", &id, "--join", &join, "--pki-dir", pki.to_str().unwrap()][..], &grace].concat();
+        members.push(ControlProcess::start(&dir.join(format!("m{id}")), &flags));
+    }
+    let client = members[0].client();
+    let leader = common::wait_for(Duration::from_secs(60), &format!("{n} voting members and a leader"), || async {
+        let status = client.cluster_status().await.ok()?;
+        (status.members.len() == n).then_some(status.leader?)
+    })
+    .await;
+    members.rotate_left((leader - 1) as usize);
+    members
+}
+
+/// Latencies of one kind of request made one after another until `stop`.
+async fn probe<F, Fut>(stop: tokio_util::sync::CancellationToken, mut call: F) -> Vec<Duration>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut took = Vec::new();
+    let mut n = 0;
+    while !stop.is_cancelled() {
+        let asked = Instant::now();
+        call(n).await;
+        took.push(asked.elapsed());
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    took
+}
+
+/// `p50 / p99 / max` of `took`, in ms.
+fn percentiles(mut took: Vec<Duration>) -> String {
+    took.sort();
+    let at = |q: f64| took.get(((took.len() as f64 * q) as usize).min(took.len().saturating_sub(1)));
+    let ms = |d: Option<&Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
+    format!("n {}, p50 {:.1} / p99 {:.1} / max {:.1} ms", took.len(), ms(at(0.5)), ms(at(0.99)), ms(took.last()))
+}
+
+fn config(name: &str) -> AnyObject {
+    let json = serde_json::json!({"apiVersion": "shoal.dev/v1", "kind": "Config",
+        "metadata": {"name": name, "namespace": "default"}, "spec": {"data": {"k": "v"}}});
+    AnyObject::from_json(Kind::Config, &json).unwrap()
+}
+
+/// The store's create rate at 64 clients: `n` Configs, creates/s.
+async fn store_create_rate(admin: &Client, n: usize) -> f64 {
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .for_each_concurrent(64, |i| {
+            let admin = admin.clone();
+            async move {
+                admin.create(&config(&format!("store-{i}"))).await.unwrap();
+            }
+        })
+        .await;
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
 #[tokio::main]
 async fn main() {
     shoal_api::client::install_crypto_provider();
     let which: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let wants = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
     let nodes = env_usize("SHOAL_HOLLOW_NODES", 1000);
+    let member_count = env_usize("SHOAL_CONTROL_MEMBERS", 1);
 
     let dir = tempfile::tempdir().unwrap();
-    let control = ControlProcess::start(dir.path(), &["--node-grace", "10s"]);
-    println!("control plane data and logs in {} (kept with SHOAL_BENCH_KEEP=1)", dir.path().display());
+    let members = start_members(dir.path(), member_count).await;
+    let control = &members[0];
+    println!(
+        "{member_count} control member(s); data and logs in {} (kept with SHOAL_BENCH_KEEP=1)",
+        dir.path().display()
+    );
     let admin = control.client();
     let digest = admin.put_module("default", std::fs::read(shoal_guest_artifacts::HELLO).unwrap()).await.unwrap();
     let started = Instant::now();
-    let _hollow = start_hollow(&control, nodes);
+    // The nodes are spread over the members, as a load balancer in front of them would.
+    let ca = dir.path().join("m1/pki/ca.pem");
+    let _hollow: Vec<Hollow> = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let count = nodes / member_count + usize::from(i < nodes % member_count);
+            start_hollow(m, &ca, &format!("hollow{}", i + 1), count)
+        })
+        .collect();
     println!("{nodes} hollow nodes registered in {:.1} s", started.elapsed().as_secs_f64());
     let not_ready = count_not_ready(admin.clone());
     // A hollow node writes its status (Ready, capacity) within a heartbeat of registering.
@@ -219,17 +315,18 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!("{nodes} hollow nodes Ready {:.1} s after start", started.elapsed().as_secs_f64());
-    let pid = control.pid().unwrap();
-    let rss_with_nodes = rss_kib(pid);
+    let pids: Vec<u32> = members.iter().map(|m| m.pid().unwrap()).collect();
+    let cpu = || pids.iter().map(|p| cpu_time(*p)).sum::<Duration>();
+    let rss_with_nodes: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
 
     if wants("liveness") {
         // Let registrations and first statuses settle, then measure beats alone.
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let (cpu0, t0) = (cpu_time(pid), Instant::now());
+        let (cpu0, t0) = (cpu(), Instant::now());
         tokio::time::sleep(Duration::from_secs(10)).await;
-        let share = (cpu_time(pid) - cpu0).as_secs_f64() / t0.elapsed().as_secs_f64();
+        let share = (cpu() - cpu0).as_secs_f64() / t0.elapsed().as_secs_f64();
         println!(
-            "liveness: {nodes} hollow nodes beating every 1 s: control plane CPU {:.1}% of a core ({:.1}% per 1,000 nodes)",
+            "liveness: {nodes} hollow nodes beating every 1 s: control plane CPU (all members) {:.1}% of a core ({:.1}% per 1,000 nodes)",
             share * 100.0,
             share * 100.0 * 1000.0 / nodes as f64
         );
@@ -240,11 +337,31 @@ async fn main() {
         let total = workloads * replicas;
         let (mut bound_count, bound) = follow_binds(control.client_config(), admin.clone());
         let names: Vec<String> = (0..workloads).map(|i| format!("bind{i}")).collect();
+        // Meanwhile one client reads one object and another writes, each one request at a
+        // time, through a member that is not the leader where there is one.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let prober = members.last().unwrap().client();
+        prober.create(&config("probe-target")).await.unwrap();
+        let getter = prober.clone();
+        let gets = tokio::spawn(probe(stop.clone(), move |_| {
+            let getter = getter.clone();
+            async move {
+                getter.get(Kind::Config, Some("default"), "probe-target").await.unwrap();
+            }
+        }));
+        let writes = tokio::spawn(probe(stop.clone(), move |n| {
+            let prober = prober.clone();
+            async move {
+                prober.create(&config(&format!("probe-{n}"))).await.unwrap();
+            }
+        }));
         let started = Instant::now();
         create_all(&admin, names, &digest, replicas, 64).await;
         let created = started.elapsed();
         bound_count.wait_for(|n| *n >= total).await.unwrap();
         let elapsed = started.elapsed();
+        stop.cancel();
+        let (gets, writes) = (gets.await.unwrap(), writes.await.unwrap());
         let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
         for node in bound.lock().unwrap().values() {
             *per_node.entry(node.clone()).or_default() += 1;
@@ -259,6 +376,7 @@ async fn main() {
             total as f64 / elapsed.as_secs_f64()
         );
         println!("anchor: the previous controller manager bound 20,000 over 1,000 hollow nodes at 1,103/s (issue 12)");
+        println!("during binds: a single GET {}; a create {}", percentiles(gets), percentiles(writes));
     }
 
     if wants("creation") {
@@ -276,16 +394,25 @@ async fn main() {
         // over what it held with the nodes alone.
         let instances = admin.list_paged(Kind::Instance, None, None, 5000).await.unwrap().items.len();
         let workloads = admin.list_paged(Kind::Workload, None, None, 5000).await.unwrap().items.len();
-        let grown = rss_kib(pid).saturating_sub(rss_with_nodes);
-        println!(
-            "memory: {instances} instances and {workloads} workloads stored: resident {} MiB -> {} MiB, {:.1} KiB per stored instance",
-            rss_with_nodes / 1024,
-            (rss_with_nodes + grown) / 1024,
-            grown as f64 / instances.max(1) as f64
-        );
+        for (i, pid) in pids.iter().enumerate() {
+            let (before, now) = (rss_with_nodes[i], rss_kib(*pid));
+            println!(
+                "memory (member {}{}): {instances} instances and {workloads} workloads stored: resident {} MiB -> {} MiB, {:.1} KiB per stored instance",
+                i + 1,
+                if i == 0 { ", the leader" } else { "" },
+                before / 1024,
+                now / 1024,
+                now.saturating_sub(before) as f64 / instances.max(1) as f64
+            );
+        }
+    }
+    if wants("store") {
+        // Last, so that its objects count in no figure above.
+        let store_rate = store_create_rate(&admin, env_usize("SHOAL_STORE_CREATES", 20_000)).await;
+        println!("store: Configs created by 64 clients beside the nodes, same run: {store_rate:.0}/s");
     }
     println!("nodes marked NotReady while their hollow agents ran: {}", not_ready.load(Ordering::Relaxed));
-    drop(control);
+    drop(members);
     if std::env::var_os("SHOAL_BENCH_KEEP").is_some() {
         let _ = dir.keep();
     }

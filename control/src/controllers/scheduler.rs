@@ -10,6 +10,12 @@
 //! looked at again when room may have appeared (a node changed, an instance ended) or after
 //! [`RETRY_UNSCHEDULABLE`].
 //!
+//! On a large cluster a placement scores a sample, as kube-scheduler's percentageOfNodesToScore
+//! does: the search for feasible nodes starts where the last one stopped and ends once it has
+//! [`nodes_to_score`] of them (500 of 5,000 nodes), so placing an instance costs a bounded share
+//! of the nodes, and successive placements walk the whole ring, which keeps the spread even. An
+//! instance that fits nowhere has looked at every node, so its reasons still count them all.
+//!
 //! What is bound to each node comes from the cache's index; binds decided earlier in the same
 //! round are added on top, since the cache sees them only once they are applied.
 
@@ -75,6 +81,18 @@ pub struct Scheduler {
     reported: Reported,
     /// Binds in flight, by instance key.
     assumed: HashMap<String, Assumed>,
+    /// Where the next search for feasible nodes starts (an index into a round's nodes).
+    next_start: usize,
+}
+
+/// How many feasible nodes one placement scores, of `nodes`: all of them up to 100; beyond,
+/// kube-scheduler's adaptive share (50%, less 1% per 125 nodes, at least 5%), and at least 100.
+pub fn nodes_to_score(nodes: usize) -> usize {
+    if nodes <= 100 {
+        return nodes;
+    }
+    let percent = 50usize.saturating_sub(nodes / 125).max(5);
+    (nodes * percent / 100).max(100)
 }
 
 /// One node as a round sees it: what about it does not depend on the instance (checked once
@@ -94,10 +112,12 @@ struct Round<'c> {
     placed: HashMap<String, Vec<u32>>,
     /// Per workload, the candidates its binds in flight go to.
     assumed_placed: HashMap<String, Vec<usize>>,
+    /// Where the next search for feasible nodes starts.
+    next_start: usize,
 }
 
 impl<'c> Round<'c> {
-    fn new(cache: &'c Cache, assumed: &HashMap<String, Assumed>) -> Self {
+    fn new(cache: &'c Cache, assumed: &HashMap<String, Assumed>, next_start: usize) -> Self {
         let mut candidates: Vec<Candidate<'c>> = cache
             .nodes
             .values()
@@ -130,7 +150,8 @@ impl<'c> Round<'c> {
                 assumed_placed.entry(owner.clone()).or_default().push(i);
             }
         }
-        Round { candidates, placed: HashMap::new(), assumed_placed }
+        let next_start = next_start % candidates.len().max(1);
+        Round { candidates, placed: HashMap::new(), assumed_placed, next_start }
     }
 
     /// How many instances of the workload at `owner` each candidate has, taken out of the
@@ -164,7 +185,7 @@ impl Scheduler {
             return Vec::new();
         }
         self.reported.messages.retain(|key, _| cache.pending().contains(key));
-        let mut round = Round::new(cache, &self.assumed);
+        let mut round = Round::new(cache, &self.assumed, self.next_start);
         let actions = keys.iter().map(|key| self.schedule_one(cache, key, &mut round)).collect();
         for instance in fresh.iter_mut() {
             if let Ok(i) = self.choose(cache, instance, &mut round) {
@@ -172,6 +193,7 @@ impl Scheduler {
                 instance.spec.node = Some(self.take_room(cache, &mut round, i, instance, key));
             }
         }
+        self.next_start = round.next_start;
         actions
     }
 
@@ -210,8 +232,14 @@ impl Scheduler {
         let placed = owner.as_deref().map(|o| round.take_placed(cache, o));
         let mut best: Option<(f64, usize)> = None;
         let mut misfits: BTreeMap<Misfit, u32> = BTreeMap::new();
-        for (i, candidate) in round.candidates.iter().enumerate() {
-            match fit(candidate, instance, memory, cpu) {
+        let n = round.candidates.len();
+        let wanted = nodes_to_score(n);
+        // Every node scored: from the first, so that ties go the same way every time.
+        let start = if wanted < n { round.next_start } else { 0 };
+        let (mut feasible, mut looked) = (0, 0);
+        for i in (start..n).chain(0..start) {
+            looked += 1;
+            match fit(&round.candidates[i], instance, memory, cpu) {
                 Err(misfit) => *misfits.entry(misfit).or_default() += 1,
                 Ok(free) => {
                     let same = placed.as_ref().map_or(0, |p| p[i]);
@@ -219,9 +247,14 @@ impl Scheduler {
                     if best.is_none_or(|(b, _)| score > b) {
                         best = Some((score, i));
                     }
+                    feasible += 1;
+                    if feasible >= wanted {
+                        break;
+                    }
                 }
             }
         }
+        round.next_start = (start + looked) % n.max(1);
         if let (Some(owner), Some(placed)) = (owner, placed) {
             round.put_placed(owner, placed);
         }
@@ -489,6 +522,74 @@ mod tests {
         scheduler.forget(&format!("instances/default/{}", more[0].metadata.name));
         scheduler.schedule(&f.cache, &[], &mut last.iter_mut().collect::<Vec<_>>());
         assert!(last[0].spec.node.is_some());
+    }
+
+    #[test]
+    fn the_share_of_nodes_scored_shrinks_with_the_cluster_and_never_below_a_hundred() {
+        assert_eq!(nodes_to_score(3), 3);
+        assert_eq!(nodes_to_score(100), 100);
+        assert_eq!(nodes_to_score(150), 100, "49% of 150 is under a hundred");
+        assert_eq!(nodes_to_score(1000), 420);
+        assert_eq!(nodes_to_score(5000), 500);
+        assert_eq!(nodes_to_score(100_000), 5000);
+    }
+
+    /// Per node, how many of `actions` bound an instance there.
+    fn per_node(actions: &[Action]) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for node in actions.iter().filter_map(bound_to) {
+            *counts.entry(node).or_default() += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn sampled_placements_walk_every_node_and_keep_the_spread_within_one() {
+        let mut f = Fixture::default();
+        let workloads: Vec<_> = (0..12).map(|i| workload(&format!("w{i}"), 100)).collect();
+        for w in &workloads {
+            f.workload(w.clone());
+        }
+        for i in 0..400 {
+            f.node(node(&format!("n{i:03}"), 1 << 20, 1 << 20, 1000));
+        }
+        for w in &workloads {
+            for i in 0..100 {
+                f.instance(instance(w, &format!("{}-{i}", w.metadata.name), None, Phase::Pending, false));
+            }
+        }
+        let keys = pending_keys(&f);
+        assert_eq!(nodes_to_score(400), 188, "a sample, not every node");
+        let mut scheduler = Scheduler::default();
+        // In rounds of 100, each counting the binds of the earlier ones as in flight.
+        let actions: Vec<Action> = keys.chunks(100).flat_map(|k| scheduler.schedule(&f.cache, k, &mut [])).collect();
+        let counts = per_node(&actions);
+        assert_eq!(counts.values().sum::<usize>(), 1200, "every instance placed");
+        assert_eq!(counts.len(), 400, "every node used");
+        let (least, most) = (counts.values().min().unwrap(), counts.values().max().unwrap());
+        assert!(most - least <= 1, "1,200 over 400 nodes: {least}..{most} per node");
+    }
+
+    #[test]
+    fn a_sampled_search_still_finds_the_one_node_with_room_and_counts_every_misfit() {
+        let w = workload("web", 2);
+        let mut f = Fixture::default();
+        f.workload(w.clone());
+        for i in 0..300 {
+            f.node(node(&format!("n{i:03}"), 32, 1000, 10)); // 32Mi < 64Mi
+        }
+        f.node(node("roomy", 1024, 1000, 10));
+        f.instance(instance(&w, "web-0", None, Phase::Pending, false));
+        f.instance(instance(&w, "web-1", None, Phase::Pending, false));
+        let mut scheduler = Scheduler::default();
+        let first = scheduler.schedule(&f.cache, &["instances/default/web-0".to_owned()], &mut []);
+        assert_eq!(bound_to(&first[0]).as_deref(), Some("roomy"));
+        // Full now: the one search that finds no room looks at every node.
+        f.node(node("roomy", 32, 1000, 10));
+        scheduler.forget_assumed();
+        let second = scheduler.schedule(&f.cache, &["instances/default/web-1".to_owned()], &mut []);
+        assert_eq!(bound_to(&second[0]), None);
+        assert_eq!(event_message(&second[0]).as_deref(), Some("0/301 nodes available: 301 insufficient memory"));
     }
 
     #[test]

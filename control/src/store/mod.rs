@@ -16,6 +16,7 @@
 //! - [`writer`]: the one thread that writes the file, log appends and applies in one commit.
 //! - [`peer`], [`network`]: calls between control nodes.
 //! - [`proposer`]: packs concurrent writes into one raft entry.
+//! - [`read_index`]: one leadership round shared by the linearizable reads waiting for it.
 //! - [`members`]: adding, removing and replacing members.
 
 pub mod apply;
@@ -27,6 +28,7 @@ pub mod members;
 pub mod network;
 pub mod peer;
 pub mod proposer;
+pub mod read_index;
 pub mod reader;
 pub mod sm_meta;
 pub mod snapshot;
@@ -172,6 +174,8 @@ pub struct Store {
     path: std::path::PathBuf,
     raft: Raft,
     proposer: proposer::Proposer,
+    /// Leadership confirmed for the reads waiting, a round at a time.
+    read_index: read_index::ReadIndex,
     reader: StoreReader,
     peers: PeerClient,
     /// Fires once this member is removed from the cluster.
@@ -206,11 +210,13 @@ impl Store {
         let removed = tokio_util::sync::CancellationToken::new();
         tokio::spawn(members::notice_removal(raft.clone(), options.id, removed.clone()));
         let proposer = proposer::Proposer::start(raft.clone());
+        let read_index = read_index::ReadIndex::start(raft.clone());
         Ok(Arc::new(Store {
             id: options.id,
             path: path.to_owned(),
             raft,
             proposer,
+            read_index,
             reader,
             peers,
             removed,
@@ -528,13 +534,7 @@ impl Store {
 
     /// The leader's read index (answers a follower's `READ_INDEX`).
     pub async fn read_index(&self) -> Result<u64, PeerRefusal> {
-        match self.raft.ensure_linearizable().await {
-            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(PeerRefusal::NotLeader { leader: f.leader_node.map(|n| n.addr) })
-            }
-            Err(e) => Err(PeerRefusal::Failed(e.to_string())),
-        }
+        self.read_index.get().await
     }
 
     /// Applies a write forwarded by a follower (answers `WRITE`).
