@@ -99,7 +99,9 @@ pub struct Lease {
     /// How long the lease lasts from the beat's sending.
     pub millis: u64,
     /// The uids of the singleton instances bound to the node, as the leader knows them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Always written: members pass leases to each other in postcard, which cannot skip a
+    /// field.
+    #[serde(default)]
     pub singletons: Vec<String>,
 }
 

@@ -160,7 +160,7 @@ async fn leave(State(s): State<RaftState>, body: Bytes) -> Response {
 }
 
 async fn heartbeat(State(s): State<RaftState>, body: Bytes) -> Response {
-    match decode::<crate::api::heartbeat::Forwarded>(&body) {
+    match decode::<Vec<crate::api::heartbeat::Forwarded>>(&body) {
         Ok(beat) => encode(&crate::api::heartbeat::forwarded(&s.store, &s.memory, beat)),
         Err(r) => r,
     }
@@ -264,7 +264,7 @@ mod tests {
             InstallSnapshotRequest { vote, meta, offset: 0, data: vec![1, 2, 3, 4], done: true };
         let join = JoinRequest { id: 4, addr: "10.0.0.4:7000".into() };
         let replace = MembersCall::Replace { old: 2, new: join.clone() };
-        let forwarded = crate::api::heartbeat::Forwarded { node: "n1".into(), load: vec![] };
+        let forwarded = vec![crate::api::heartbeat::Forwarded { node: "n1".into(), load: vec![] }];
         let disk = crate::store::disk::DiskReport { id: 2, low: Some("full".into()) };
         let create = Command::Create { key: ObjectKey("configs/default/a".into()), object: b"{}".to_vec() };
         vec![
@@ -282,6 +282,19 @@ mod tests {
         ]
     }
 
+    #[test]
+    fn forwarded_beats_are_answered_with_leases_that_decode_with_or_without_singletons() {
+        use shoal_api::agent::Lease;
+        let leases = vec![
+            Some(Lease { millis: 2500, singletons: vec![] }),
+            None,
+            Some(Lease { millis: 2500, singletons: vec!["u1".into()] }),
+        ];
+        let answer: Result<Vec<Option<Lease>>, crate::store::PeerRefusal> = Ok(leases.clone());
+        let back: Result<Vec<Option<Lease>>, crate::store::PeerRefusal> = postcard::from_bytes(&enc(&answer)).unwrap();
+        assert_eq!(back.unwrap(), leases);
+    }
+
     fn enc<T: Serialize>(value: &T) -> Vec<u8> {
         postcard::to_allocvec(value).expect("encodes")
     }
@@ -296,7 +309,7 @@ mod tests {
             "join" => decode::<JoinRequest>(bytes).is_ok(),
             "members" | "members-add" => decode::<MembersCall>(bytes).is_ok(),
             "leave" => decode::<MemberId>(bytes).is_ok(),
-            "heartbeat" => decode::<crate::api::heartbeat::Forwarded>(bytes).is_ok(),
+            "heartbeat" => decode::<Vec<crate::api::heartbeat::Forwarded>>(bytes).is_ok(),
             "activate" => decode::<String>(bytes).is_ok(),
             "disk" => decode::<crate::store::disk::DiskReport>(bytes).is_ok(),
             other => panic!("no route {other}"),

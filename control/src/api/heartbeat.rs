@@ -7,12 +7,19 @@
 //! The answer carries a fencing lease when the leader may grant one (see [`crate::liveness`]):
 //! a follower's answer carries the one the leader gave it for the forwarded beat.
 //!
+//! A follower forwards beats in batches ([`Forwarder`]): those that arrive while one batch is
+//! on its way go together in the next, so two thirds of the beats on three members cost the
+//! leader a share of one raft-listener request, not one each. A batch's lateness only
+//! shortens a lease as the node counts it (from when it sent the beat), never lengthens it.
+//!
 //! The answer names the revoked nodes (see `tokens::revoke`), read by the member that took the
 //! beat from its own store at most once a second: every node learns of a revocation within a
 //! second or two of it, and refuses that node's certificates from then on.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -23,6 +30,7 @@ use super::error::ApiError;
 use crate::raft_service::LeaderMemory;
 use crate::store::network::paths;
 use crate::store::{PeerRefusal, Store};
+use shoal_api::{Reason, Status};
 
 /// What the heartbeat handler needs.
 #[derive(Clone)]
@@ -33,6 +41,8 @@ pub struct HeartbeatState {
     pub memory: LeaderMemory,
     /// The answer, as last read.
     answer: Arc<Mutex<Option<KeptAnswer>>>,
+    /// Beats on their way to the leader, when this member does not lead.
+    forwarder: Forwarder,
 }
 
 /// The revocations, their tag, and when they were read.
@@ -44,7 +54,8 @@ const ANSWER_TTL: Duration = Duration::from_secs(1);
 impl HeartbeatState {
     /// Heartbeats of `liveness`, answered from `store`.
     pub fn new(store: Arc<Store>, memory: LeaderMemory) -> Self {
-        HeartbeatState { store, memory, answer: Arc::default() }
+        let forwarder = Forwarder::start(store.clone());
+        HeartbeatState { store, memory, answer: Arc::default(), forwarder }
     }
 
     /// The answer to a node that knows the revocations tagged `known`, with `lease`: the
@@ -124,7 +135,7 @@ pub async fn beat(
     });
     let lease = match state.store.leader_term() {
         Some(term) => record(&state.memory, &name, &load, term, now),
-        None => state.store.call_leader(paths::HEARTBEAT, &Forwarded { node: name, load }).await?,
+        None => state.forwarder.forward(Forwarded { node: name, load }).await.map_err(ApiError)?,
     };
     Ok(Json(state.answer(now, query.revocations, lease)?))
 }
@@ -138,11 +149,94 @@ fn record(memory: &LeaderMemory, node: &str, load: &[WorkloadLoad], term: u64, n
     memory.liveness.lease(node, Some(term), now)
 }
 
-/// Answers a heartbeat forwarded by a follower (on the raft listener) with the lease granted.
-pub fn forwarded(store: &Store, memory: &LeaderMemory, beat: Forwarded) -> Result<Option<Lease>, PeerRefusal> {
+/// The most beats one forwarded batch carries.
+pub const MAX_FORWARDED: usize = 1024;
+
+/// Answers the heartbeats a follower forwarded together (on the raft listener), each with the
+/// lease granted, in order. A batch past [`MAX_FORWARDED`] is refused, and load reports past
+/// [`MAX_LOAD_ENTRIES`] entries in all are dropped (the beats are kept).
+pub fn forwarded(
+    store: &Store,
+    memory: &LeaderMemory,
+    beats: Vec<Forwarded>,
+) -> Result<Vec<Option<Lease>>, PeerRefusal> {
     let Some(term) = store.leader_term() else {
         return Err(PeerRefusal::NotLeader { leader: None });
     };
-    let load = if beat.load.len() > MAX_LOAD_ENTRIES { &[][..] } else { &beat.load[..] };
-    Ok(record(memory, &beat.node, load, term, Instant::now()))
+    if beats.len() > MAX_FORWARDED {
+        return Err(PeerRefusal::Failed(format!("{} beats in one batch, at most {MAX_FORWARDED}", beats.len())));
+    }
+    let now = Instant::now();
+    let mut entries = 0;
+    let leases = beats.iter().map(|beat| {
+        entries += beat.load.len();
+        let load = if entries > MAX_LOAD_ENTRIES { &[][..] } else { &beat.load[..] };
+        record(memory, &beat.node, load, term, now)
+    });
+    Ok(leases.collect())
+}
+
+type Reply = oneshot::Sender<Result<Option<Lease>, Status>>;
+
+/// A follower's queue of beats for the leader, sent a batch at a time.
+#[derive(Clone)]
+pub struct Forwarder {
+    queue: mpsc::UnboundedSender<(Forwarded, Reply)>,
+}
+
+impl Forwarder {
+    /// Starts the task that forwards the queued beats through `store`.
+    pub fn start(store: Arc<Store>) -> Forwarder {
+        let (queue, beats) = mpsc::unbounded_channel();
+        tokio::spawn(forward_batches(store, beats));
+        Forwarder { queue }
+    }
+
+    /// Forwards `beat` with those queued beside it; the lease the leader granted it.
+    async fn forward(&self, beat: Forwarded) -> Result<Option<Lease>, Status> {
+        let stopped = || Status::new(Reason::Unavailable, "the control plane is stopping");
+        let (reply, answer) = oneshot::channel();
+        self.queue.send((beat, reply)).map_err(|_| stopped())?;
+        answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+/// Sends the queued beats to the leader, one batch at a time, each of what queued up while
+/// the last was on its way (at most [`MAX_FORWARDED`] beats and [`MAX_LOAD_ENTRIES`] load
+/// entries).
+async fn forward_batches(store: Arc<Store>, mut queue: mpsc::UnboundedReceiver<(Forwarded, Reply)>) {
+    let mut held = None;
+    loop {
+        let first = match held.take() {
+            Some(beat) => beat,
+            None => match queue.recv().await {
+                Some(beat) => beat,
+                None => return,
+            },
+        };
+        let mut entries = first.0.load.len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_FORWARDED {
+            let Ok(next) = queue.try_recv() else { break };
+            entries += next.0.load.len();
+            if entries > MAX_LOAD_ENTRIES {
+                held = Some(next);
+                break;
+            }
+            batch.push(next);
+        }
+        let (beats, replies): (Vec<Forwarded>, Vec<Reply>) = batch.into_iter().unzip();
+        let answer: Result<Vec<Option<Lease>>, _> = store.call_leader(paths::HEARTBEAT, &beats).await;
+        let answers = match answer {
+            Ok(leases) if leases.len() == replies.len() => leases.into_iter().map(Ok).collect(),
+            Ok(leases) => {
+                let message = format!("the leader answered {} beats with {} leases", replies.len(), leases.len());
+                vec![Err(Status::new(Reason::Internal, message)); replies.len()]
+            }
+            Err(e) => vec![Err(ApiError::from(e).0); replies.len()],
+        };
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            let _ = reply.send(answer);
+        }
+    }
 }

@@ -464,20 +464,26 @@ impl Store {
     pub async fn linearize(&self) -> Result<(), StoreError> {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
+            // A round that failed (a follower too slow to answer in time, on a loaded machine)
+            // is tried again until the deadline: one late heartbeat is no reason to fail a read.
+            let retry = |refusal: PeerRefusal| match Instant::now() < deadline {
+                true => Ok(None),
+                false => Err(StoreError::from(refusal)),
+            };
             let index = if self.is_leader() {
                 match self.read_index().await {
                     Ok(index) => Some(index),
                     Err(PeerRefusal::NotLeader { .. }) => None,
-                    Err(refusal @ (PeerRefusal::Failed(_) | PeerRefusal::DiskFull(_))) => return Err(refusal.into()),
+                    Err(refusal @ PeerRefusal::Failed(_)) => retry(refusal)?,
+                    Err(refusal @ PeerRefusal::DiskFull(_)) => return Err(refusal.into()),
                 }
             } else if let Some(addr) = self.leader_addr() {
                 let answer: Result<Result<u64, PeerRefusal>, PeerError> =
                     self.peers.call(&addr, paths::READ_INDEX, &(), LEADER_WAIT).await;
                 match answer {
                     Ok(Ok(index)) => Some(index),
-                    Ok(Err(refusal @ (PeerRefusal::Failed(_) | PeerRefusal::DiskFull(_)))) => {
-                        return Err(refusal.into());
-                    }
+                    Ok(Err(refusal @ PeerRefusal::Failed(_))) => retry(refusal)?,
+                    Ok(Err(refusal @ PeerRefusal::DiskFull(_))) => return Err(refusal.into()),
                     Ok(Err(PeerRefusal::NotLeader { .. })) | Err(_) => None,
                 }
             } else {
