@@ -185,7 +185,18 @@ async fn create_all(admin: &Client, names: Vec<String>, digest: &str, replicas: 
         .for_each_concurrent(clients, |name| {
             let (admin, done) = (admin.clone(), done.clone());
             async move {
-                admin.create(&workload(&name, digest, replicas)).await.unwrap();
+                // A create that failed on a loaded cluster is tried again; one whose outcome
+                // was unknown may have been made, and then exists.
+                let object = workload(&name, digest, replicas);
+                for attempt in 1.. {
+                    match admin.create(&object).await {
+                        Ok(_) => break,
+                        Err(e) if e.reason() == Some(shoal_api::Reason::Conflict) && attempt > 1 => break,
+                        Err(e) if attempt < 20 => eprintln!("create {name}: {e}; again"),
+                        Err(e) => panic!("create {name}: {e}, 20 times"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
                 done.lock().unwrap().push(Instant::now());
             }
         })
@@ -227,30 +238,32 @@ async fn start_members(dir: &std::path::Path, n: usize) -> Vec<ControlProcess> {
     members
 }
 
-/// Latencies of one kind of request made one after another until `stop`.
-async fn probe<F, Fut>(stop: tokio_util::sync::CancellationToken, mut call: F) -> Vec<Duration>
+/// Latencies of one kind of request made one after another until `stop` (a failed request
+/// counts with the time it took to fail), and how many failed.
+async fn probe<F, Fut>(stop: tokio_util::sync::CancellationToken, mut call: F) -> (Vec<Duration>, usize)
 where
     F: FnMut(u64) -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: std::future::Future<Output = bool>,
 {
-    let mut took = Vec::new();
+    let (mut took, mut failed) = (Vec::new(), 0);
     let mut n = 0;
     while !stop.is_cancelled() {
         let asked = Instant::now();
-        call(n).await;
+        failed += usize::from(!call(n).await);
         took.push(asked.elapsed());
         n += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    took
+    (took, failed)
 }
 
-/// `p50 / p99 / max` of `took`, in ms.
-fn percentiles(mut took: Vec<Duration>) -> String {
+/// `p50 / p99 / max` of what [`probe`] saw, in ms, and its failures.
+fn percentiles((mut took, failed): (Vec<Duration>, usize)) -> String {
     took.sort();
     let at = |q: f64| took.get(((took.len() as f64 * q) as usize).min(took.len().saturating_sub(1)));
     let ms = |d: Option<&Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
-    format!("n {}, p50 {:.1} / p99 {:.1} / max {:.1} ms", took.len(), ms(at(0.5)), ms(at(0.99)), ms(took.last()))
+    let (n, p50, p99, max) = (took.len(), ms(at(0.5)), ms(at(0.99)), ms(took.last()));
+    format!("n {n}, p50 {p50:.1} / p99 {p99:.1} / max {max:.1} ms, {failed} failed")
 }
 
 fn config(name: &str) -> AnyObject {
@@ -345,15 +358,11 @@ async fn main() {
         let getter = prober.clone();
         let gets = tokio::spawn(probe(stop.clone(), move |_| {
             let getter = getter.clone();
-            async move {
-                getter.get(Kind::Config, Some("default"), "probe-target").await.unwrap();
-            }
+            async move { getter.get(Kind::Config, Some("default"), "probe-target").await.is_ok() }
         }));
         let writes = tokio::spawn(probe(stop.clone(), move |n| {
             let prober = prober.clone();
-            async move {
-                prober.create(&config(&format!("probe-{n}"))).await.unwrap();
-            }
+            async move { prober.create(&config(&format!("probe-{n}"))).await.is_ok() }
         }));
         let started = Instant::now();
         create_all(&admin, names, &digest, replicas, 64).await;
