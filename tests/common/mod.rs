@@ -239,13 +239,34 @@ pub fn spawn_announcing(args: &[&str], config_path: &Path, log_path: &Path, pref
     spawn_command_announcing(command, log_path, prefixes)
 }
 
+/// `command`, run so that its process is killed when the thread that starts it ends, and with
+/// it the test's or bench's process: a run stopped by a signal (`timeout`, Ctrl-C) runs no
+/// `Drop`, and a control plane or hollow nodes left running spoil every measurement after it.
+/// `setpriv --pdeathsig` sets that and then executes the command (same pid). Every caller starts
+/// its processes from a thread that lives as long as the test (the test's own thread or a
+/// runtime worker), never from a short-lived one.
+fn dying_with_parent(command: &Command) -> Command {
+    let mut wrapped = Command::new("setpriv");
+    wrapped.args(["--pdeathsig", "KILL", "--"]).arg(command.get_program()).args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    wrapped
+}
+
 /// Like [`spawn_announcing`], for a `shoal` command set up by the caller (its environment, its
 /// working directory). Its log level is `SHOAL_TEST_LOG` if set (e.g.
 /// `info,shoal_control::controllers=debug` for the controllers' rounds), else info.
-pub fn spawn_command_announcing(mut command: Command, log_path: &Path, prefixes: &[&str]) -> (Child, Vec<String>) {
+pub fn spawn_command_announcing(command: Command, log_path: &Path, prefixes: &[&str]) -> (Child, Vec<String>) {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).unwrap();
     let args: Vec<String> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
-    let mut child = command
+    let mut child = dying_with_parent(&command)
         .env(
             "SHOAL_LOG",
             std::env::var("SHOAL_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn,hickory_server=warn".into()),

@@ -16,6 +16,7 @@
 //! beat from its own store at most once a second: every node learns of a revocation within a
 //! second or two of it, and refuses that node's certificates from then on.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -178,10 +179,36 @@ pub fn forwarded(
 
 type Reply = oneshot::Sender<Result<Option<Lease>, Status>>;
 
+/// How many of one node's beats may wait in a follower's queue at once. A node beats one at a
+/// time (the next after the last is answered or has timed out, which drops its request and its
+/// place here), so more than a few are a node misbehaving, and without a bound one node's
+/// token could fill a member's memory with queued beats and delay every other node's.
+pub const MAX_QUEUED_PER_NODE: usize = 4;
+
 /// A follower's queue of beats for the leader, sent a batch at a time.
 #[derive(Clone)]
 pub struct Forwarder {
     queue: mpsc::UnboundedSender<(Forwarded, Reply)>,
+    /// How many beats of each node are queued or on their way.
+    queued: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// A node's place in the queue, given back when its beat is answered or abandoned.
+struct Place {
+    queued: Arc<Mutex<HashMap<String, usize>>>,
+    node: String,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut queued = self.queued.lock().expect("forwarder queue lock");
+        if let Some(n) = queued.get_mut(&self.node) {
+            *n -= 1;
+            if *n == 0 {
+                queued.remove(&self.node);
+            }
+        }
+    }
 }
 
 impl Forwarder {
@@ -189,11 +216,25 @@ impl Forwarder {
     pub fn start(store: Arc<Store>) -> Forwarder {
         let (queue, beats) = mpsc::unbounded_channel();
         tokio::spawn(forward_batches(store, beats));
-        Forwarder { queue }
+        Forwarder { queue, queued: Arc::default() }
+    }
+
+    /// Takes a place in the queue for a beat of `node`, unless it has [`MAX_QUEUED_PER_NODE`].
+    fn place(&self, node: &str) -> Result<Place, Status> {
+        let mut queued = self.queued.lock().expect("forwarder queue lock");
+        let n = queued.entry(node.to_owned()).or_default();
+        if *n >= MAX_QUEUED_PER_NODE {
+            let message =
+                format!("node {node} has {n} beats waiting for the leader already, at most {MAX_QUEUED_PER_NODE}");
+            return Err(Status::new(Reason::TooManyRequests, message));
+        }
+        *n += 1;
+        Ok(Place { queued: self.queued.clone(), node: node.to_owned() })
     }
 
     /// Forwards `beat` with those queued beside it; the lease the leader granted it.
     async fn forward(&self, beat: Forwarded) -> Result<Option<Lease>, Status> {
+        let _place = self.place(&beat.node)?;
         let stopped = || Status::new(Reason::Unavailable, "the control plane is stopping");
         let (reply, answer) = oneshot::channel();
         self.queue.send((beat, reply)).map_err(|_| stopped())?;
@@ -207,24 +248,14 @@ impl Forwarder {
 async fn forward_batches(store: Arc<Store>, mut queue: mpsc::UnboundedReceiver<(Forwarded, Reply)>) {
     let mut held = None;
     loop {
-        let first = match held.take() {
-            Some(beat) => beat,
-            None => match queue.recv().await {
-                Some(beat) => beat,
-                None => return,
-            },
+        let mut entries = 0;
+        let admit = |(beat, _): &(Forwarded, Reply)| {
+            entries += beat.load.len();
+            entries <= MAX_LOAD_ENTRIES
         };
-        let mut entries = first.0.load.len();
-        let mut batch = vec![first];
-        while batch.len() < MAX_FORWARDED {
-            let Ok(next) = queue.try_recv() else { break };
-            entries += next.0.load.len();
-            if entries > MAX_LOAD_ENTRIES {
-                held = Some(next);
-                break;
-            }
-            batch.push(next);
-        }
+        let Some(batch) = crate::batching::next_batch(&mut queue, &mut held, MAX_FORWARDED, admit).await else {
+            return;
+        };
         let (beats, replies): (Vec<Forwarded>, Vec<Reply>) = batch.into_iter().unzip();
         let answer: Result<Vec<Option<Lease>>, _> = store.call_leader(paths::HEARTBEAT, &beats).await;
         let answers = match answer {
@@ -238,5 +269,60 @@ async fn forward_batches(store: Arc<Store>, mut queue: mpsc::UnboundedReceiver<(
         for (reply, answer) in replies.into_iter().zip(answers) {
             let _ = reply.send(answer);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A forwarder whose queue nobody takes from, as when the leader does not answer.
+    fn stuck() -> (Forwarder, mpsc::UnboundedReceiver<(Forwarded, Reply)>) {
+        let (queue, beats) = mpsc::unbounded_channel();
+        (Forwarder { queue, queued: Arc::default() }, beats)
+    }
+
+    fn beat_of(node: &str) -> Forwarded {
+        Forwarded { node: node.into(), load: Vec::new() }
+    }
+
+    #[tokio::test]
+    async fn one_node_cannot_queue_more_than_its_share_of_beats_and_others_still_queue() {
+        let (forwarder, mut beats) = stuck();
+        let mut waiting: Vec<_> = (0..MAX_QUEUED_PER_NODE)
+            .map(|_| {
+                let forwarder = forwarder.clone();
+                tokio::spawn(async move { forwarder.forward(beat_of("noisy")).await })
+            })
+            .collect();
+        // Taken from the queue but not answered: on their way to a leader that does not answer.
+        let mut on_their_way = Vec::new();
+        for _ in 0..MAX_QUEUED_PER_NODE {
+            on_their_way.push(beats.recv().await.expect("a queued beat"));
+        }
+        let refused = forwarder.forward(beat_of("noisy")).await.expect_err("one beat too many");
+        assert_eq!(refused.reason, Reason::TooManyRequests, "{refused:?}");
+        assert!(refused.message.contains("node noisy has 4 beats waiting"), "{}", refused.message);
+        // Another node is not held back by it.
+        let other = tokio::spawn({
+            let forwarder = forwarder.clone();
+            async move { forwarder.forward(beat_of("quiet")).await }
+        });
+        let (beat, reply) = beats.recv().await.expect("the quiet node's beat is queued");
+        assert_eq!(beat.node, "quiet");
+        reply.send(Ok(None)).unwrap();
+        assert_eq!(other.await.unwrap().unwrap(), None);
+        // An abandoned beat (its node timed out) gives its place back.
+        let first = waiting.remove(0);
+        first.abort();
+        let _ = first.await;
+        let again = tokio::spawn({
+            let forwarder = forwarder.clone();
+            async move { forwarder.forward(beat_of("noisy")).await }
+        });
+        let (beat, _reply) = beats.recv().await.expect("a place was given back");
+        assert_eq!(beat.node, "noisy");
+        again.abort();
+        assert_eq!(forwarder.queued.lock().unwrap().get("quiet"), None, "an answered node leaves no entry");
     }
 }

@@ -68,39 +68,24 @@ async fn run(raft: Raft, mut proposals: mpsc::UnboundedReceiver<Proposal>, commi
     loop {
         // Wait for a free slot first, so that what queues up meanwhile goes into one entry.
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let first = match held.take() {
-            Some(p) => p,
-            None => match proposals.recv().await {
-                Some(p) => p,
-                None => return,
-            },
-        };
         // One change per key per entry: every change then has a revision of its own for its
         // object, so a resourceVersion names exactly one state of it (a compare-and-set from
         // a write's answer cannot match a later write in the same entry). A write to a key
         // already in the batch waits for the next entry, and so does everything after it.
         let mut keys = HashSet::new();
-        first.command.keys(&mut |k| {
-            keys.insert(k.to_owned());
-        });
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match proposals.try_recv() {
-                Ok(p) => {
-                    let mut clash = false;
-                    p.command.keys(&mut |k| clash |= keys.contains(k));
-                    if clash {
-                        held = Some(p);
-                        break;
-                    }
-                    p.command.keys(&mut |k| {
-                        keys.insert(k.to_owned());
-                    });
-                    batch.push(p);
-                }
-                Err(_) => break,
+        let admit = |p: &Proposal| {
+            let mut clash = false;
+            p.command.keys(&mut |k| clash |= keys.contains(k));
+            if !clash {
+                p.command.keys(&mut |k| {
+                    keys.insert(k.to_owned());
+                });
             }
-        }
+            !clash
+        };
+        let Some(mut batch) = crate::batching::next_batch(&mut proposals, &mut held, MAX_BATCH, admit).await else {
+            return;
+        };
         let (raft, commits) = (raft.clone(), commits.clone());
         tokio::spawn(async move {
             let _slot = slot;

@@ -58,11 +58,8 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Answer>,
 {
-    while let Some(first) = reads.recv().await {
-        let mut waiting = vec![first];
-        while let Ok(next) = reads.try_recv() {
-            waiting.push(next);
-        }
+    let mut held = None;
+    while let Some(waiting) = crate::batching::next_batch(&mut reads, &mut held, usize::MAX, |_| true).await {
         let answer = confirm().await;
         for reply in waiting {
             let _ = reply.send(answer.clone());
