@@ -119,7 +119,7 @@ async fn snapshot(State(s): State<RaftState>, body: Bytes) -> Response {
 
 async fn write(State(s): State<RaftState>, body: Bytes) -> Response {
     match decode(&body) {
-        Ok(command) => encode(&s.store.forwarded_write(command).await),
+        Ok(commands) => encode(&s.store.forwarded_writes(commands).await),
         Err(r) => r,
     }
 }

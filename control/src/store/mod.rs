@@ -16,12 +16,14 @@
 //! - [`writer`]: the one thread that writes the file, log appends and applies in one commit.
 //! - [`peer`], [`network`]: calls between control nodes.
 //! - [`proposer`]: packs concurrent writes into one raft entry.
+//! - [`forward`]: a follower's writes on their way to the leader, a batch at a time.
 //! - [`read_index`]: one leadership round shared by the linearizable reads waiting for it.
 //! - [`members`]: adding, removing and replacing members.
 
 pub mod apply;
 pub mod db;
 pub mod disk;
+pub mod forward;
 pub mod history;
 pub mod log_store;
 pub mod members;
@@ -174,8 +176,12 @@ pub struct Store {
     path: std::path::PathBuf,
     raft: Raft,
     proposer: proposer::Proposer,
+    /// Writes on their way to the leader, when this member follows.
+    forwarder: forward::Forwarder,
     /// Leadership confirmed for the reads waiting, a round at a time.
     read_index: read_index::ReadIndex,
+    /// The same, asked of the leader, for the reads waiting while this member follows.
+    leader_read_index: read_index::ReadIndex,
     reader: StoreReader,
     peers: PeerClient,
     /// Fires once this member is removed from the cluster.
@@ -211,12 +217,16 @@ impl Store {
         tokio::spawn(members::notice_removal(raft.clone(), options.id, removed.clone()));
         let proposer = proposer::Proposer::start(raft.clone());
         let read_index = read_index::ReadIndex::start(raft.clone());
+        let leader_read_index = read_index::ReadIndex::start_following(raft.clone(), peers.clone());
+        let forwarder = forward::Forwarder::start(peers.clone(), LEADER_WAIT);
         Ok(Arc::new(Store {
             id: options.id,
             path: path.to_owned(),
             raft,
             proposer,
+            forwarder,
             read_index,
+            leader_read_index,
             reader,
             peers,
             removed,
@@ -396,9 +406,15 @@ impl Store {
     }
 
     fn leader_addr(&self) -> Option<String> {
-        let m = self.raft.metrics().borrow().clone();
+        self.leader().map(|(_, addr)| addr)
+    }
+
+    /// The leader as this member knows it: its id and raft address.
+    fn leader(&self) -> Option<(MemberId, String)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
         let leader = m.current_leader?;
-        m.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
+        m.membership_config.membership().get_node(&leader).map(|n| (leader, n.addr.clone()))
     }
 
     /// Waits until some leader other than `not` is known, or the deadline passes.
@@ -427,27 +443,44 @@ impl Store {
     pub async fn write(&self, command: Command) -> Result<CommandResult, StoreError> {
         self.room_for_writes_of(0)?;
         let deadline = Instant::now() + LEADER_WAIT;
+        let mut encoded = None;
         loop {
-            let (leader_id, leader_addr) = match self.proposer.propose(command.clone()).await {
-                Ok(result) => return Ok(result),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    (f.leader_id, f.leader_node.map(|n| n.addr))
-                }
-                Err(RaftError::APIError(e)) => return Err(StoreError::NoLeader(e.to_string())),
-                Err(RaftError::Fatal(e)) => return Err(StoreError::Stopped(e.to_string())),
+            // A follower that knows the leader forwards at once; otherwise raft decides (and
+            // names the leader when it is another member).
+            let leader = match self.leader().filter(|(id, _)| *id != self.id) {
+                Some((id, addr)) => (Some(id), Some(addr)),
+                None => match self.proposer.propose(command.clone()).await {
+                    Ok(result) => return Ok(result),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                        (f.leader_id, f.leader_node.map(|n| n.addr))
+                    }
+                    Err(RaftError::APIError(e)) => return Err(StoreError::NoLeader(e.to_string())),
+                    Err(RaftError::Fatal(e)) => return Err(StoreError::Stopped(e.to_string())),
+                },
             };
-            match (leader_id, leader_addr) {
+            match leader {
                 (Some(id), Some(addr)) if id != self.id => {
-                    let answer: Result<Result<CommandResult, PeerRefusal>, PeerError> =
-                        self.peers.call(&addr, paths::WRITE, &command, LEADER_WAIT).await;
-                    match answer {
+                    let command = match &encoded {
+                        Some(bytes) => bytes,
+                        None => encoded
+                            .insert(postcard::to_allocvec(&command).map_err(|e| StoreError::Stopped(e.to_string()))?),
+                    };
+                    match self.forwarder.forward(&addr, command.clone()).await {
                         Ok(Ok(result)) => return Ok(result),
                         Ok(Err(PeerRefusal::NotLeader { .. })) => self.wait_for_leader(Some(id), deadline).await?,
                         Ok(Err(refusal @ (PeerRefusal::Failed(_) | PeerRefusal::DiskFull(_)))) => {
                             return Err(refusal.into());
                         }
-                        Err(e) if e.never_arrived() => self.wait_for_leader(Some(id), deadline).await?,
-                        Err(e) => return Err(StoreError::Unknown(e.to_string())),
+                        // The leader may be there still, too busy to take a connection in
+                        // time: ask again soon, or sooner if another is elected meanwhile.
+                        Err(forward::Failure::NeverArrived(_)) => {
+                            let pause = tokio::time::timeout(
+                                Duration::from_millis(100),
+                                self.wait_for_leader(Some(id), deadline),
+                            );
+                            let _ = pause.await;
+                        }
+                        Err(forward::Failure::Unknown(why)) => return Err(StoreError::Unknown(why)),
                     }
                 }
                 _ => self.wait_for_leader(None, deadline).await?,
@@ -477,17 +510,13 @@ impl Store {
                     Err(refusal @ PeerRefusal::Failed(_)) => retry(refusal)?,
                     Err(refusal @ PeerRefusal::DiskFull(_)) => return Err(refusal.into()),
                 }
-            } else if let Some(addr) = self.leader_addr() {
-                let answer: Result<Result<u64, PeerRefusal>, PeerError> =
-                    self.peers.call(&addr, paths::READ_INDEX, &(), LEADER_WAIT).await;
-                match answer {
-                    Ok(Ok(index)) => Some(index),
-                    Ok(Err(refusal @ PeerRefusal::Failed(_))) => retry(refusal)?,
-                    Ok(Err(refusal @ PeerRefusal::DiskFull(_))) => return Err(refusal.into()),
-                    Ok(Err(PeerRefusal::NotLeader { .. })) | Err(_) => None,
-                }
             } else {
-                None
+                match self.leader_read_index.get().await {
+                    Ok(index) => Some(index),
+                    Err(refusal @ PeerRefusal::Failed(_)) => retry(refusal)?,
+                    Err(refusal @ PeerRefusal::DiskFull(_)) => return Err(refusal.into()),
+                    Err(PeerRefusal::NotLeader { .. }) => None,
+                }
             };
             if let Some(index) = index {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -543,11 +572,20 @@ impl Store {
         self.read_index.get().await
     }
 
-    /// Applies a write forwarded by a follower (answers `WRITE`).
-    pub async fn forwarded_write(&self, command: Command) -> Result<CommandResult, PeerRefusal> {
-        if let Err(StoreError::DiskFull(why)) = self.room_for_writes_of(0) {
-            return Err(PeerRefusal::DiskFull(why));
+    /// Applies the writes a follower forwarded together (answers `WRITE`), each answered on
+    /// its own, in order. Proposed at once, they share entries.
+    pub async fn forwarded_writes(&self, commands: Vec<Command>) -> Vec<Result<CommandResult, PeerRefusal>> {
+        if commands.len() > forward::MAX_WRITES {
+            let why = format!("{} writes in one batch, at most {}", commands.len(), forward::MAX_WRITES);
+            return vec![Err(PeerRefusal::Failed(why)); commands.len()];
         }
+        if let Err(StoreError::DiskFull(why)) = self.room_for_writes_of(0) {
+            return vec![Err(PeerRefusal::DiskFull(why)); commands.len()];
+        }
+        futures::future::join_all(commands.into_iter().map(|c| self.forwarded_write(c))).await
+    }
+
+    async fn forwarded_write(&self, command: Command) -> Result<CommandResult, PeerRefusal> {
         match self.proposer.propose(command).await {
             Ok(result) => Ok(result),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {

@@ -12,6 +12,8 @@
 use tokio::sync::{mpsc, oneshot};
 
 use super::PeerRefusal;
+use super::network::paths;
+use super::peer::{PeerClient, PeerError};
 use super::types::Raft;
 
 /// What a round answers: the index a linearizable read must wait for, or why there is none.
@@ -28,6 +30,15 @@ impl ReadIndex {
     pub fn start(raft: Raft) -> ReadIndex {
         let (waiting, reads) = mpsc::unbounded_channel();
         tokio::spawn(run(move || round(raft.clone()), reads));
+        ReadIndex { waiting }
+    }
+
+    /// Starts the task for a follower of `raft`: each round asks the leader for its read
+    /// index (a round of its own there, started after the request arrived), so that a
+    /// follower's reads share one request to the leader as the leader's share one round.
+    pub fn start_following(raft: Raft, peers: PeerClient) -> ReadIndex {
+        let (waiting, reads) = mpsc::unbounded_channel();
+        tokio::spawn(run(move || ask_leader(raft.clone(), peers.clone()), reads));
         ReadIndex { waiting }
     }
 
@@ -50,6 +61,19 @@ async fn round(raft: Raft) -> Answer {
         }
         Err(e) => Err(PeerRefusal::Failed(e.to_string())),
     }
+}
+
+/// The leader's read index, asked through `peers`. Not knowing the leader, or not reaching
+/// it, is answered as `NotLeader` with no leader named: the read waits for one and asks again.
+async fn ask_leader(raft: Raft, peers: PeerClient) -> Answer {
+    let leader = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        m.current_leader.and_then(|id| m.membership_config.membership().get_node(&id).map(|n| n.addr.clone()))
+    };
+    let Some(addr) = leader else { return Err(PeerRefusal::NotLeader { leader: None }) };
+    let answer: Result<Answer, PeerError> = peers.call(&addr, paths::READ_INDEX, &(), super::LEADER_WAIT).await;
+    answer.unwrap_or(Err(PeerRefusal::NotLeader { leader: None }))
 }
 
 /// Runs rounds of `confirm` one after another, each for every read queued when it starts.
