@@ -9,6 +9,9 @@
 //!   instance is bound: binds/s, and the spread (fewest and most instances per node).
 //! - `creation`: workloads of one replica created by 64 clients until 15,000 are stored
 //!   (`SHOAL_CREATE_WORKLOADS`); creates/s over the first 1,000 and over the last 1,000.
+//! - `growth`: 1,000 workloads of one replica created by 64 clients before the other phases
+//!   and 1,000 more after them: creates/s with the nodes alone stored and with the store
+//!   filled (at 150,000 instances, issue 16's figure).
 //! - then the memory figure: the control plane's resident memory per stored instance, over what
 //!   it held with the nodes alone (each member's).
 //! - `store`: the store's create rate at 64 clients (20,000 Configs; `SHOAL_STORE_CREATES`),
@@ -20,7 +23,7 @@
 //!
 //! Throughout, a watch of the Nodes counts every node marked NotReady (there must be none: the
 //! hollow agents run the whole time). `cargo bench --bench controllers [liveness] [binds]
-//! [creation] [store]`.
+//! [creation] [growth] [store]`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -206,6 +209,18 @@ async fn create_all(admin: &Client, names: Vec<String>, digest: &str, replicas: 
     times
 }
 
+/// How many workloads each round of `growth` creates.
+const GROWTH_WORKLOADS: usize = 1000;
+
+/// How many Nodes, Workloads and Instances are stored, counted by paging through them.
+async fn stored_objects(admin: &Client) -> usize {
+    let mut total = 0;
+    for kind in [Kind::Node, Kind::Workload, Kind::Instance] {
+        total += admin.list_paged(kind, None, None, 5000).await.unwrap().items.len();
+    }
+    total
+}
+
 fn rate(times: &[Instant]) -> f64 {
     let span = times.last().unwrap().duration_since(*times.first().unwrap());
     (times.len() - 1) as f64 / span.as_secs_f64()
@@ -345,6 +360,16 @@ async fn main() {
         );
     }
 
+    // `growth`: the workload creation rate with the nodes alone stored, and again after binds
+    // (and whatever else ran) have filled the store.
+    let growth = async |round: &str| {
+        let names: Vec<String> = (0..GROWTH_WORKLOADS).map(|i| format!("growth-{round}-{i}")).collect();
+        let times = create_all(&admin, names, &digest, 1, 64).await;
+        let stored = stored_objects(&admin).await;
+        (rate(&times), stored)
+    };
+    let early = if wants("growth") { Some(growth("early").await) } else { None };
+
     if wants("binds") {
         let (workloads, replicas) = (env_usize("SHOAL_BIND_WORKLOADS", 200), env_usize("SHOAL_BIND_REPLICAS", 100));
         let total = workloads * replicas;
@@ -395,6 +420,13 @@ async fn main() {
         let (first, last) = (rate(&times[..1000.min(n)]), rate(&times[n.saturating_sub(1000)..]));
         println!(
             "creation: {n} workloads of 1 replica by 64 clients: {first:.0}/s over the first 1,000, {last:.0}/s over the last 1,000 (ratio {:.2})",
+            last / first
+        );
+    }
+    if let Some((first, stored_first)) = early {
+        let (last, stored_last) = growth("late").await;
+        println!(
+            "growth: {GROWTH_WORKLOADS} workloads of 1 replica by 64 clients: {first:.0}/s with {stored_first} objects stored, {last:.0}/s with {stored_last} (ratio {:.2})",
             last / first
         );
     }

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{ControlProcess, EMPTY_MODULE, NodeProcess, wait_for};
-use shoal_api::agent::CredentialsRequest;
+use shoal_api::agent::{CredentialsRequest, InstanceReport, InstanceReports, MAX_INSTANCE_REPORTS, ReportOutcome};
 use shoal_api::resources::event::EventKind;
 use shoal_api::resources::instance::{InstanceKind, InstanceStatus, Phase};
 use shoal_api::resources::workload::Resources;
@@ -50,6 +50,43 @@ async fn a_node_cannot_report_on_an_instance_bound_to_another_node() {
     i.status = Some(InstanceStatus { phase: Phase::Running, ..Default::default() });
     let AnyObject::Instance(reported) = nodes[1].put_status(&forged).await.unwrap() else { unreachable!() };
     assert_eq!(reported.status.unwrap().phase, Phase::Running);
+
+    // The same through the reports a node sends together: each is judged on its own.
+    admin.create(&instance_on("own", "n1")).await.unwrap();
+    let report = |name: &str, phase| InstanceReport {
+        namespace: "default".into(),
+        name: name.into(),
+        status: InstanceStatus { phase, ..Default::default() },
+    };
+    let reports = InstanceReports {
+        reports: vec![
+            report("victim", Phase::Failed),
+            report("own", Phase::Running),
+            report("missing", Phase::Running),
+        ],
+    };
+    let answer = nodes[0].report_instances("n1", &reports).await.unwrap();
+    let [refused, written, gone] = <[ReportOutcome; 3]>::try_from(answer.outcomes).unwrap();
+    assert!(
+        matches!(&refused, ReportOutcome::Refused(s) if s.reason == Reason::Forbidden && s.message.contains("bound elsewhere")),
+        "{refused:?}"
+    );
+    assert_eq!((written, gone), (ReportOutcome::Written, ReportOutcome::Gone));
+    let AnyObject::Instance(victim_now) = admin.get(Kind::Instance, Some("default"), "victim").await.unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(victim_now.status.unwrap().phase, Phase::Running, "the refused report changed the instance");
+    let AnyObject::Instance(own) = admin.get(Kind::Instance, Some("default"), "own").await.unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(own.status.unwrap().phase, Phase::Running);
+    // Not for another node, and not more than the documented maximum at once.
+    let refused = nodes[0].report_instances("n2", &reports).await.unwrap_err();
+    assert_eq!(refused.reason(), Some(Reason::Forbidden), "{refused}");
+    let flood = InstanceReports { reports: vec![report("own", Phase::Running); MAX_INSTANCE_REPORTS + 1] };
+    let refused = nodes[0].report_instances("n1", &flood).await.unwrap_err();
+    assert_eq!(refused.reason(), Some(Reason::Invalid), "{refused}");
+    assert!(refused.to_string().contains("at most 512"), "{refused}");
 }
 
 /// A namespace with a quota, and a client holding a tenant token for it.

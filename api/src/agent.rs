@@ -205,3 +205,48 @@ impl std::fmt::Debug for InstanceValues {
             .finish()
     }
 }
+
+/// The most instance reports one request carries.
+pub const MAX_INSTANCE_REPORTS: usize = 512;
+
+/// A node's reports on the instances bound to it, sent together (`POST
+/// /api/v1/nodes/{name}/reports`): one request for what changed on the node meanwhile, however
+/// many instances that is, instead of one each.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct InstanceReports {
+    /// At most [`MAX_INSTANCE_REPORTS`].
+    pub reports: Vec<InstanceReport>,
+}
+
+/// One instance's status as its node observes it; it replaces the stored status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct InstanceReport {
+    /// The instance's namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// What the node observes.
+    pub status: crate::resources::instance::InstanceStatus,
+}
+
+/// What became of one report, in the order of the request's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ReportOutcome {
+    /// Stored.
+    Written,
+    /// The instance is gone: there is nothing more to report on it.
+    Gone,
+    /// Refused, and why (an instance bound to another node, an invalid status).
+    Refused(crate::Status),
+}
+
+/// The answer to [`InstanceReports`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReportAnswers {
+    /// One per report, in order.
+    pub outcomes: Vec<ReportOutcome>,
+}

@@ -448,6 +448,17 @@ impl Client {
         Ok(serde_json::from_slice::<Option<crate::agent::HeartbeatAnswer>>(&bytes).ok().flatten().unwrap_or_default())
     }
 
+    /// Reports the status of instances bound to node `name` (this node token's own), each
+    /// answered on its own.
+    pub async fn report_instances(
+        &self,
+        name: &str,
+        reports: &crate::agent::InstanceReports,
+    ) -> Result<crate::agent::ReportAnswers, ClientError> {
+        let body = serde_json::to_value(reports).expect("reports serialize");
+        self.json(Method::POST, &format!("/api/v1/nodes/{name}/reports"), Some(&body)).await
+    }
+
     /// Node `name`'s metrics (Prometheus text), fetched from its agent by the control plane
     /// (the admin's token): per workload, or with `per_instance` per instance.
     pub async fn node_metrics(&self, name: &str, per_instance: bool) -> Result<String, ClientError> {

@@ -17,8 +17,11 @@
 //! - [`agent`]: what the control plane and node agents say to each other besides objects.
 //! - [`identity`]: who a certificate of the node CA names: a node, or the control plane.
 //! - [`serve`]: serving an axum router over TLS (the API server, raft, the node agent's API).
+//! - [`batching`]: taking queued work in batches (raft writes, read-index rounds, forwarded
+//!   beats, a node's instance reports).
 
 pub mod agent;
+pub mod batching;
 mod checked;
 pub mod client;
 pub mod config;

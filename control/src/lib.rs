@@ -5,7 +5,6 @@
 //! - [`store`]: openraft over redb; the only place state lives.
 //! - [`blobs`]: module bytes, beside raft: durable on a quorum before their record is written.
 //! - [`backup`]: a cluster's objects and modules in one file, and restoring one.
-//! - [`batching`]: taking queued work in batches (writes, read-index rounds, forwarded beats).
 //! - [`api`]: the REST API server (axum) over HTTPS.
 //! - [`raft_service`]: the raft listener, where control nodes talk to each other.
 //! - [`pki`]: the cluster CA, certificates and tokens.
@@ -24,7 +23,6 @@
 
 pub mod api;
 pub mod backup;
-pub mod batching;
 pub mod blobs;
 pub mod controllers;
 pub mod dns;

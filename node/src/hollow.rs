@@ -126,6 +126,8 @@ impl HollowNodes {
 struct HollowNode {
     name: Name,
     client: Client,
+    /// Its instances' reports, sent as the real agent sends them.
+    reports: report::Reports,
 }
 
 /// Warns when the soft open-file limit leaves less than one connection per node.
@@ -184,7 +186,8 @@ async fn register(config: &HollowConfig, admin: &Client, index: usize) -> anyhow
     retrying(|| heartbeat::register(&client, &name, FAKE_ADDRESS, "", &labels))
         .await
         .with_context(|| format!("registering node {name}"))?;
-    Ok(HollowNode { name, client })
+    let reports = report::Reports::start(client.clone(), name.to_string());
+    Ok(HollowNode { name, client, reports })
 }
 
 /// A node token for `name`; one left over from an earlier run, whose secret is lost, is revoked
@@ -296,7 +299,7 @@ impl Reporter {
             // control plane takes it, and then it ends, the sender being gone.
             let (_, mut status) = watch::channel(running(&instance));
             status.mark_changed();
-            tokio::spawn(report::push_status(self.node.client.clone(), instance.clone(), status, cancel.clone()));
+            tokio::spawn(report::push_status(self.node.reports.clone(), instance.clone(), status, cancel.clone()));
         }
         self.reported.insert(key, Reported { uid: instance.metadata.uid, cancel });
     }

@@ -212,6 +212,7 @@ fn authorize(principal: &Principal, method: &Method, path: &str) -> Result<(), A
             ["nodes", node, "status"] => method == Method::PUT && *node == &**name,
             ["nodes", node, "credentials"] => method == Method::POST && *node == &**name,
             ["nodes", node, "heartbeat"] => method == Method::POST && *node == &**name,
+            ["nodes", node, "reports"] => method == Method::POST && *node == &**name,
             ["instances"] => reads,
             ["services"] => reads,
             // Which workloads are autoscaled (a request for one with no instance is held). A
@@ -358,6 +359,8 @@ mod tests {
         assert!(!ok(Method::POST, "/api/v1/nodes/n2/credentials"));
         assert!(ok(Method::POST, "/api/v1/nodes/n1/heartbeat"));
         assert!(!ok(Method::POST, "/api/v1/nodes/n2/heartbeat"));
+        assert!(ok(Method::POST, "/api/v1/nodes/n1/reports"));
+        assert!(!ok(Method::POST, "/api/v1/nodes/n2/reports"));
         assert!(!ok(Method::GET, "/api/v1/namespaces/a/instances/i/log"));
         assert!(!ok(Method::DELETE, "/api/v1/nodes/n1"));
         assert!(!ok(Method::PUT, "/api/v1/namespaces/a/instances/i"));

@@ -253,7 +253,7 @@ async fn forward_batches(store: Arc<Store>, mut queue: mpsc::UnboundedReceiver<(
             entries += beat.load.len();
             entries <= MAX_LOAD_ENTRIES
         };
-        let Some(batch) = crate::batching::next_batch(&mut queue, &mut held, MAX_FORWARDED, admit).await else {
+        let Some(batch) = shoal_api::batching::next_batch(&mut queue, &mut held, MAX_FORWARDED, admit).await else {
             return;
         };
         let (beats, replies): (Vec<Forwarded>, Vec<Reply>) = batch.into_iter().unzip();

@@ -214,6 +214,7 @@ pub fn router(parts: ApiParts, limits: ApiLimits) -> anyhow::Result<Router> {
         )
         .route("/api/v1/namespaces/{ns}/{plural}/{name}/status", put(put_namespaced_status))
         .route("/api/v1/namespaces/{ns}/instances/{name}/values", get(values::instance_values))
+        .route("/api/v1/nodes/{name}/reports", post(node_reports))
         .route("/metrics", get(metrics_page))
         .with_state(store.clone())
         .merge(agents)

@@ -10,6 +10,7 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use shoal_api::agent::{InstanceReport, InstanceReports, MAX_INSTANCE_REPORTS, ReportAnswers, ReportOutcome};
 use shoal_api::resources::namespace::{Namespace, NamespaceKind, NamespacePhase};
 use shoal_api::selector::LabelSelector;
 use shoal_api::{AnyObject, Kind, Reason};
@@ -503,6 +504,49 @@ async fn report(
         CommandResult::NotBound => Err(not_bound(principal, &target, name)),
         result => write_result(result, &target, name, StatusCode::OK),
     }
+}
+
+/// `POST /api/v1/nodes/{name}/reports`: a node's reports on instances bound to it, each taken
+/// only if the instance is bound to that node (as [`report`] does one), proposed together (so
+/// they share raft entries), and each answered on its own.
+pub async fn node_reports(
+    State(store): S,
+    Extension(principal): Extension<Principal>,
+    Path(node): Path<String>,
+    body: Bytes,
+) -> Result<axum::Json<ReportAnswers>, ApiError> {
+    if principal.node() != Some(node.as_str()) {
+        return Err(ApiError::new(Reason::Forbidden, format!("{principal} may not report for node {node:?}")));
+    }
+    let InstanceReports { reports } = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(Reason::BadRequest, format!("reports of node {node:?}: {e}")))?;
+    if reports.len() > MAX_INSTANCE_REPORTS {
+        let why = format!("reports: {} in one request, at most {MAX_INSTANCE_REPORTS}", reports.len());
+        return Err(ApiError::new(Reason::Invalid, why));
+    }
+    let target = |report: &InstanceReport| Target::for_object(Kind::Instance.plural(), Some(report.namespace.clone()));
+    let one = async |report: InstanceReport| -> ReportOutcome {
+        let named = shoal_api::Name::new(&report.namespace).and_then(|_| shoal_api::Name::new(&report.name));
+        let target =
+            match named.map_err(|e| ApiError::new(Reason::Invalid, e.to_string())).and_then(|_| target(&report)) {
+                Ok(target) => target,
+                Err(e) => return ReportOutcome::Refused(e.0),
+            };
+        let status = serde_json::to_vec(&report.status).expect("statuses serialize");
+        let command = Command::Report { key: target.key(&report.name), node: node.clone(), status, expected: None };
+        match store.write(command).await {
+            Ok(CommandResult::Ok { .. }) => ReportOutcome::Written,
+            Ok(CommandResult::NotFound) => ReportOutcome::Gone,
+            Ok(CommandResult::NotBound) => ReportOutcome::Refused(not_bound(&principal, &target, &report.name).0),
+            Ok(other) => match write_result(other, &target, &report.name, StatusCode::OK) {
+                Err(e) => ReportOutcome::Refused(e.0),
+                Ok(_) => ReportOutcome::Written,
+            },
+            Err(e) => ReportOutcome::Refused(ApiError::from(e).0),
+        }
+    };
+    let outcomes = futures::future::join_all(reports.into_iter().map(one)).await;
+    Ok(axum::Json(ReportAnswers { outcomes }))
 }
 
 async fn delete(store: &Store, target: Target, name: &str, query: DeleteQuery) -> Result<Response, ApiError> {

@@ -87,7 +87,9 @@ async fn run(peers: PeerClient, mut queue: mpsc::UnboundedReceiver<Queued>, time
             let same = leader.get_or_insert_with(|| write.leader.clone()) == &write.leader;
             same && bytes <= MAX_BYTES
         };
-        let Some(batch) = crate::batching::next_batch(&mut queue, &mut held, MAX_WRITES, admit).await else { return };
+        let Some(batch) = shoal_api::batching::next_batch(&mut queue, &mut held, MAX_WRITES, admit).await else {
+            return;
+        };
         let leader = batch[0].leader.clone();
         let body = batch_body(batch.iter().map(|w| &w.command[..]));
         let answer: Result<Vec<Result<CommandResult, PeerRefusal>>, PeerError> =

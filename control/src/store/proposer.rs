@@ -83,7 +83,7 @@ async fn run(raft: Raft, mut proposals: mpsc::UnboundedReceiver<Proposal>, commi
             }
             !clash
         };
-        let Some(mut batch) = crate::batching::next_batch(&mut proposals, &mut held, MAX_BATCH, admit).await else {
+        let Some(mut batch) = shoal_api::batching::next_batch(&mut proposals, &mut held, MAX_BATCH, admit).await else {
             return;
         };
         let (raft, commits) = (raft.clone(), commits.clone());

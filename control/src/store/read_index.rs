@@ -83,7 +83,7 @@ where
     Fut: std::future::Future<Output = Answer>,
 {
     let mut held = None;
-    while let Some(waiting) = crate::batching::next_batch(&mut reads, &mut held, usize::MAX, |_| true).await {
+    while let Some(waiting) = shoal_api::batching::next_batch(&mut reads, &mut held, usize::MAX, |_| true).await {
         let answer = confirm().await;
         for reply in waiting {
             let _ = reply.send(answer.clone());

@@ -493,7 +493,8 @@ fn probe_sandbox(sandbox: &Sandbox) -> Sandbox {
 pub async fn run(shared: Arc<Shared>, instance: Instance, hosted: Hosted, cancel: CancellationToken) {
     let initial = instance.status.clone().unwrap_or_default();
     let (status, receiver) = watch::channel(InstanceStatus { phase: Phase::Pending, ready: false, ..initial });
-    let reporter = tokio::spawn(report::push_status(shared.client.clone(), instance.clone(), receiver, cancel.clone()));
+    let reporter =
+        tokio::spawn(report::push_status(shared.reports.clone(), instance.clone(), receiver, cancel.clone()));
     let key = route_key(&instance);
     let is_http = instance.spec.type_ == WorkloadType::Http;
     if is_http {

@@ -115,6 +115,8 @@ pub fn default_namespace_guest_slots() -> usize {
 pub struct Shared {
     /// The API client (node token).
     pub client: Client,
+    /// Its instances' status reports, on their way to the control plane.
+    pub reports: report::Reports,
     /// This node's name.
     pub name: Name,
     /// The wasm runtime.
@@ -213,6 +215,7 @@ impl Agent {
         });
         let shared = Arc::new(Shared {
             client: config.client.clone(),
+            reports: report::Reports::start(config.client.clone(), config.name.to_string()),
             name: config.name.clone(),
             runtime,
             modules,

@@ -1,7 +1,7 @@
 //! Taking work from a queue in batches: what arrived while the last batch was on its way goes
-//! together in the next. Three tasks do this (the proposer packs writes into one raft entry,
-//! read-index rounds are shared by the reads that wait for them, followers forward beats to the
-//! leader), each with its own limits on what one batch may hold.
+//! together in the next. The control plane's proposer packs writes into one raft entry this
+//! way, reads share read-index rounds, followers forward beats and writes to the leader, and a
+//! node sends its instances' reports: each with its own limits on what one batch may hold.
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
