@@ -73,6 +73,12 @@ use crate::store::{ObjectKey, Store};
 /// How many writes of one round are in flight at once.
 const WRITES_IN_FLIGHT: usize = 4096;
 
+/// How many tasks one round of reconciles takes at most. A round runs without a pause on one
+/// of the runtime's threads: a resync of every object at 150,000 instances held one of them for
+/// seconds, during which that thread's share of the API, the heartbeats and raft waited.
+/// Thousands still make one batch of binds per round.
+const MAX_TASKS_PER_ROUND: usize = 4096;
+
 /// Tunables of the controllers.
 #[derive(Debug, Clone)]
 pub struct ControllerOptions {
@@ -413,7 +419,7 @@ pub async fn run(
                 }
                 next_resync = now + c.options.resync;
             }
-            let due = flights.admit(c.queue.take_due(now));
+            let due = flights.admit(c.queue.take_due(now, MAX_TASKS_PER_ROUND));
             let (round, settled): (Vec<_>, Vec<_>) =
                 c.reconcile(due, now).into_iter().partition(|(_, action)| !action.writes.is_empty());
             for (task, action) in settled {
@@ -426,6 +432,11 @@ pub async fn run(
                 flights.start(round.iter().map(|(task, _)| task));
                 landing.push(make_writes(&store, round));
             }
+        }
+        if leader && c.queue.next_due().is_some_and(|due| due <= now) {
+            // More is due than one round takes (a resync of 150,000 objects): let the API and
+            // raft have this thread between rounds.
+            tokio::task::yield_now().await;
         }
         let wake = match c.queue.next_due().filter(|_| leader) {
             Some(due) => due.min(next_resync),

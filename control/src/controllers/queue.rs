@@ -82,11 +82,11 @@ impl WorkQueue {
         }
     }
 
-    /// Takes every task due at `now`, in the order they fell due.
-    pub fn take_due(&mut self, now: Instant) -> Vec<Task> {
+    /// Takes the tasks due at `now` (at most `most` of them), in the order they fell due.
+    pub fn take_due(&mut self, now: Instant, most: usize) -> Vec<Task> {
         let mut taken = Vec::new();
         while let Some((at, _)) = self.by_time.first() {
-            if *at > now {
+            if *at > now || taken.len() >= most {
                 break;
             }
             let (_, task) = self.by_time.pop_first().expect("a first entry");
@@ -157,8 +157,8 @@ mod tests {
         queue.add(w("a"), t0 + Duration::from_secs(9));
         assert_eq!(queue.len(), 1);
         assert_eq!(queue.next_due(), Some(t0 + Duration::from_secs(1)));
-        assert!(queue.take_due(t0).is_empty());
-        assert_eq!(queue.take_due(t0 + Duration::from_secs(1)), vec![w("a")]);
+        assert!(queue.take_due(t0, usize::MAX).is_empty());
+        assert_eq!(queue.take_due(t0 + Duration::from_secs(1), usize::MAX), vec![w("a")]);
         assert!(queue.is_empty());
     }
 
@@ -169,8 +169,21 @@ mod tests {
         queue.add(w("late"), t0 + Duration::from_millis(20));
         queue.add(w("early"), t0 + Duration::from_millis(10));
         queue.add(w("later"), t0 + Duration::from_secs(60));
-        assert_eq!(queue.take_due(t0 + Duration::from_secs(1)), vec![w("early"), w("late")]);
+        assert_eq!(queue.take_due(t0 + Duration::from_secs(1), usize::MAX), vec![w("early"), w("late")]);
         assert_eq!(queue.len(), 1);
+    }
+
+    #[test]
+    fn a_round_takes_at_most_its_share_and_the_rest_stays_due_in_order() {
+        let mut queue = WorkQueue::default();
+        let t0 = Instant::now();
+        for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+            queue.add(w(name), t0 + Duration::from_millis(i as u64));
+        }
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(queue.take_due(later, 2), vec![w("a"), w("b")]);
+        assert_eq!(queue.next_due(), Some(t0 + Duration::from_millis(2)), "the rest is still due");
+        assert_eq!(queue.take_due(later, 2), vec![w("c")]);
     }
 
     #[test]
