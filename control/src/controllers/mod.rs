@@ -74,8 +74,8 @@ use crate::store::{ObjectKey, Store};
 const WRITES_IN_FLIGHT: usize = 4096;
 
 /// How many tasks one round of reconciles takes at most. A round runs without a pause on one
-/// of the runtime's threads: a resync of every object at 150,000 instances held one of them for
-/// seconds, during which that thread's share of the API, the heartbeats and raft waited.
+/// of the runtime's threads: a resync at 150,000 instances is over 150,000 tasks, which in one
+/// round would keep that thread from the API, the heartbeats and raft until it was done.
 /// Thousands still make one batch of binds per round.
 const MAX_TASKS_PER_ROUND: usize = 4096;
 
