@@ -4,6 +4,7 @@
 //! node sends its instances' reports: each with its own limits on what one batch may hold.
 
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::oneshot;
 
 /// The next batch from `queue`: the item `held` back from the last batch (or the next to
 /// arrive), then whatever else is queued already, at most `max` in all. `admit` is asked of
@@ -32,6 +33,27 @@ pub async fn next_batch<T>(
         batch.push(next);
     }
     Some(batch)
+}
+
+/// Gives each of `replies` its own answer from `answers` (one per item of the batch, in
+/// order); when the batch failed, every one gets its error, and when it was answered with a
+/// different count, every one gets `miscounted(items, answers)`.
+pub fn answer_each<T, E: Clone>(
+    replies: Vec<oneshot::Sender<Result<T, E>>>,
+    answers: Result<Vec<T>, E>,
+    miscounted: impl FnOnce(usize, usize) -> E,
+) {
+    let answers: Vec<Result<T, E>> = match answers {
+        Ok(answers) if answers.len() == replies.len() => answers.into_iter().map(Ok).collect(),
+        Ok(answers) => {
+            let e = miscounted(replies.len(), answers.len());
+            replies.iter().map(|_| Err(e.clone())).collect()
+        }
+        Err(e) => replies.iter().map(|_| Err(e.clone())).collect(),
+    };
+    for (reply, answer) in replies.into_iter().zip(answers) {
+        let _ = reply.send(answer);
+    }
 }
 
 #[cfg(test)]
@@ -76,6 +98,23 @@ mod tests {
             batches.push(batch);
         }
         assert_eq!(batches, vec![vec![4, 5], vec![9, 1], vec![2]]);
+    }
+
+    #[tokio::test]
+    async fn each_reply_gets_its_own_answer_or_the_batch_s_error() {
+        let replies = |n| -> (Vec<_>, Vec<_>) { (0..n).map(|_| oneshot::channel::<Result<u8, String>>()).unzip() };
+        let miscounted = |items, answers| format!("{items} items, {answers} answers");
+        let (senders, receivers) = replies(2);
+        answer_each(senders, Ok(vec![7, 8]), miscounted);
+        assert_eq!(futures::future::join_all(receivers).await, vec![Ok(Ok(7)), Ok(Ok(8))]);
+        let (senders, receivers) = replies(2);
+        answer_each(senders, Ok(vec![7]), miscounted);
+        let expected = Ok(Err("2 items, 1 answers".to_owned()));
+        assert_eq!(futures::future::join_all(receivers).await, vec![expected.clone(), expected]);
+        let (senders, receivers) = replies(2);
+        answer_each(senders, Err("down".to_owned()), miscounted);
+        let expected = Ok(Err("down".to_owned()));
+        assert_eq!(futures::future::join_all(receivers).await, vec![expected.clone(), expected]);
     }
 
     #[tokio::test]

@@ -258,17 +258,9 @@ async fn forward_batches(store: Arc<Store>, mut queue: mpsc::UnboundedReceiver<(
         };
         let (beats, replies): (Vec<Forwarded>, Vec<Reply>) = batch.into_iter().unzip();
         let answer: Result<Vec<Option<Lease>>, _> = store.call_leader(paths::HEARTBEAT, &beats).await;
-        let answers = match answer {
-            Ok(leases) if leases.len() == replies.len() => leases.into_iter().map(Ok).collect(),
-            Ok(leases) => {
-                let message = format!("the leader answered {} beats with {} leases", replies.len(), leases.len());
-                vec![Err(Status::new(Reason::Internal, message)); replies.len()]
-            }
-            Err(e) => vec![Err(ApiError::from(e).0); replies.len()],
-        };
-        for (reply, answer) in replies.into_iter().zip(answers) {
-            let _ = reply.send(answer);
-        }
+        shoal_api::batching::answer_each(replies, answer.map_err(|e| ApiError::from(e).0), |beats, leases| {
+            Status::new(Reason::Internal, format!("the leader answered {beats} beats with {leases} leases"))
+        });
     }
 }
 

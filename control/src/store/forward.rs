@@ -94,18 +94,14 @@ async fn run(peers: PeerClient, mut queue: mpsc::UnboundedReceiver<Queued>, time
         let body = batch_body(batch.iter().map(|w| &w.command[..]));
         let answer: Result<Vec<Result<CommandResult, PeerRefusal>>, PeerError> =
             peers.call_encoded(&leader, paths::WRITE, body, timeout).await;
-        let answers: Vec<Answer> = match answer {
-            Ok(results) if results.len() == batch.len() => results.into_iter().map(Ok).collect(),
-            Ok(results) => {
-                let message = format!("the leader answered {} writes with {} results", batch.len(), results.len());
-                vec![Err(Failure::Unknown(message)); batch.len()]
-            }
-            Err(e) if e.never_arrived() => vec![Err(Failure::NeverArrived(e.to_string())); batch.len()],
-            Err(e) => vec![Err(Failure::Unknown(e.to_string())); batch.len()],
-        };
-        for (write, answer) in batch.into_iter().zip(answers) {
-            let _ = write.reply.send(answer);
-        }
+        let answer = answer.map_err(|e| match e.never_arrived() {
+            true => Failure::NeverArrived(e.to_string()),
+            false => Failure::Unknown(e.to_string()),
+        });
+        let replies = batch.into_iter().map(|write| write.reply).collect();
+        shoal_api::batching::answer_each(replies, answer, |writes, results| {
+            Failure::Unknown(format!("the leader answered {writes} writes with {results} results"))
+        });
     }
 }
 

@@ -65,6 +65,14 @@ pub use shoal_api::status::ClusterStatus;
 /// at a time, so this only paces catching up.
 const MAX_PAYLOAD_ENTRIES: u64 = 16;
 
+/// The leader as `raft` knows it: its id and raft address.
+fn known_leader(raft: &Raft) -> Option<(MemberId, String)> {
+    let m = raft.metrics();
+    let m = m.borrow();
+    let leader = m.current_leader?;
+    m.membership_config.membership().get_node(&leader).map(|n| (leader, n.addr.clone()))
+}
+
 /// How long a write or a linearizable read waits for a leader before giving up with 503.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
 
@@ -420,10 +428,7 @@ impl Store {
 
     /// The leader as this member knows it: its id and raft address.
     fn leader(&self) -> Option<(MemberId, String)> {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        let leader = m.current_leader?;
-        m.membership_config.membership().get_node(&leader).map(|n| (leader, n.addr.clone()))
+        known_leader(&self.raft)
     }
 
     /// Waits until some leader other than `not` is known, or the deadline passes.

@@ -66,12 +66,7 @@ async fn round(raft: Raft) -> Answer {
 /// The leader's read index, asked through `peers`. Not knowing the leader, or not reaching
 /// it, is answered as `NotLeader` with no leader named: the read waits for one and asks again.
 async fn ask_leader(raft: Raft, peers: PeerClient) -> Answer {
-    let leader = {
-        let m = raft.metrics();
-        let m = m.borrow();
-        m.current_leader.and_then(|id| m.membership_config.membership().get_node(&id).map(|n| n.addr.clone()))
-    };
-    let Some(addr) = leader else { return Err(PeerRefusal::NotLeader { leader: None }) };
+    let Some((_, addr)) = super::known_leader(&raft) else { return Err(PeerRefusal::NotLeader { leader: None }) };
     let answer: Result<Answer, PeerError> = peers.call(&addr, paths::READ_INDEX, &(), super::LEADER_WAIT).await;
     answer.unwrap_or(Err(PeerRefusal::NotLeader { leader: None }))
 }

@@ -70,17 +70,11 @@ async fn send_batches(client: Client, node: String, mut queue: mpsc::UnboundedRe
             return;
         };
         let (reports, replies): (Vec<InstanceReport>, Vec<_>) = batch.into_iter().map(|q| (q.report, q.reply)).unzip();
-        let answers: Vec<Sent> = match client.report_instances(&node, &InstanceReports { reports }).await {
-            Ok(answer) if answer.outcomes.len() == replies.len() => answer.outcomes.into_iter().map(Ok).collect(),
-            Ok(answer) => {
-                let why = format!("{} reports were answered with {} outcomes", replies.len(), answer.outcomes.len());
-                vec![Err(why); replies.len()]
-            }
-            Err(e) => vec![Err(e.to_string()); replies.len()],
-        };
-        for (reply, answer) in replies.into_iter().zip(answers) {
-            let _ = reply.send(answer);
-        }
+        let answer = client.report_instances(&node, &InstanceReports { reports }).await;
+        let outcomes = answer.map(|a| a.outcomes).map_err(|e| e.to_string());
+        batching::answer_each(replies, outcomes, |reports, outcomes| {
+            format!("{reports} reports were answered with {outcomes} outcomes")
+        });
     }
 }
 
